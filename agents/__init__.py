@@ -1,0 +1,1 @@
+"""Agents: one module per stage of the patch lifecycle (deterministic core + optional LLM)."""

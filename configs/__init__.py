@@ -1,0 +1,1 @@
+"""Bundled YAML configuration: settings, policy and inventory examples."""

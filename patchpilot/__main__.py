@@ -1,0 +1,5 @@
+"""``python -m patchpilot`` runs the CLI."""
+
+from patchpilot.cli import main
+
+main()

@@ -1,0 +1,46 @@
+"""structlog configuration: human-readable on a terminal, JSON lines for services.
+
+Logs go to stderr so that ``--format json`` output on stdout stays machine-readable. Bind
+``run_id``, ``host`` and ``agent`` with :func:`structlog.contextvars.bind_contextvars` or
+``log.bind(...)``; they appear on every line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(level: str = "warning", fmt: Literal["console", "json"] = "console") -> None:
+    """Configure structlog (and stdlib logging, for libraries such as paramiko).
+
+    Args:
+        level: minimum level name (debug, info, warning, error).
+        fmt: ``console`` for people, ``json`` for log collectors.
+    """
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Third-party libraries log through stdlib logging; keep them quiet below our level.
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    logging.getLogger("paramiko").setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,1 @@
+"""Prompt templates, one file per LLM task (added with the LLM-assistance issue)."""

@@ -1,0 +1,1 @@
+"""Typed tools with no decisions: transports, facts, versions, validation (later: feeds, store, llm, memory)."""

@@ -1,0 +1,136 @@
+"""The transport seam: run an argv on a host, get a :class:`CommandResult`.
+
+A transport never receives a shell string. Callers pass an argv list; the local transport hands it
+to ``subprocess`` without a shell, and the SSH transport quotes every element with
+:func:`shlex.quote` before it reaches the remote login shell. Privileged commands are prefixed with
+``sudo -n`` (never prompting) unless the session already runs as root.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Self
+
+from patchpilot.errors import CommandFailedError, UnsafeArgumentError
+from patchpilot.models import CommandResult
+
+__all__ = ["DEFAULT_MAX_OUTPUT", "Transport", "check_argv"]
+
+DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
+"""Default cap on captured stdout/stderr per stream, in bytes (larger output is truncated)."""
+
+_ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def check_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    """Validate an argv list: non-empty, all strings, no NUL bytes.
+
+    Args:
+        argv: the command and its arguments.
+
+    Returns:
+        The argv as a tuple.
+
+    Raises:
+        UnsafeArgumentError: if the argv is empty or an element is not a clean string.
+    """
+    if isinstance(argv, str) or not argv:
+        raise UnsafeArgumentError("argv", repr(argv), "expected a non-empty list of strings")
+    for arg in argv:
+        if not isinstance(arg, str):
+            raise UnsafeArgumentError("argument", repr(arg), "arguments must be strings")
+        if "\x00" in arg:
+            raise UnsafeArgumentError("argument", arg, "contains a NUL byte")
+    return tuple(argv)
+
+
+def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate environment variable names (values are quoted, names cannot be)."""
+    clean: dict[str, str] = {}
+    for name, value in (env or {}).items():
+        if not name or name[0].isdigit() or not set(name) <= _ENV_NAME_CHARS:
+            raise UnsafeArgumentError("environment variable name", name, "not [A-Za-z_][A-Za-z0-9_]*")
+        if "\x00" in value:
+            raise UnsafeArgumentError("environment value", value, "contains a NUL byte")
+        clean[name] = value
+    return clean
+
+
+class Transport(abc.ABC):
+    """Runs commands on one host. Use as a context manager so connections are closed."""
+
+    name: str
+    """The host's inventory name, used in results, errors and logs."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    @abc.abstractmethod
+    def is_root(self) -> bool:
+        """True when commands already run as root (no sudo needed)."""
+
+    @abc.abstractmethod
+    def _execute(
+        self,
+        argv: tuple[str, ...],
+        *,
+        env: dict[str, str],
+        timeout: float | None,
+        stdin: str | None,
+    ) -> CommandResult:
+        """Run a validated argv; implementations never use a shell on untrusted input."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = False,
+        check: bool = False,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        stdin: str | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` on the host.
+
+        Args:
+            argv: command and arguments; never a shell string.
+            sudo: run privileged (``sudo -n`` unless already root).
+            check: raise :class:`CommandFailedError` on a non-zero exit.
+            env: extra environment variables (names validated, values quoted).
+            timeout: seconds before :class:`CommandTimeoutError`; ``None`` = transport default.
+            stdin: text fed to the command's standard input.
+
+        Returns:
+            The command's result (stdout/stderr decoded as UTF-8, capped in size).
+        """
+        args = check_argv(argv)
+        clean_env = check_env(env)
+        if sudo and not self.is_root:
+            # -n: never prompt for a password; fail instead. Env goes through `env` so sudo's
+            # env_reset does not drop it.
+            prefix: tuple[str, ...] = ("sudo", "-n", "--")
+            if clean_env:
+                prefix = (*prefix, "env", *(f"{k}={v}" for k, v in clean_env.items()))
+                clean_env = {}
+            args = (*prefix, *args)
+        result = self._execute(args, env=clean_env, timeout=timeout, stdin=stdin)
+        if check and not result.ok:
+            raise CommandFailedError(self.name, args, result.exit_code, result.stderr)
+        return result
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default transport holds none."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
