@@ -43,4 +43,7 @@ def configure_logging(level: str = "warning", fmt: Literal["console", "json"] = 
     )
     # Third-party libraries log through stdlib logging; keep them quiet below our level.
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
-    logging.getLogger("paramiko").setLevel(max(numeric, logging.WARNING))
+    # paramiko logs ERROR tracebacks for failures we already report as TransportErrors.
+    logging.getLogger("paramiko").setLevel(
+        numeric if numeric <= logging.DEBUG else logging.CRITICAL
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,9 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Drop PATCHPILOT_* / OPENAI_* variables and point PATCHPILOT_HOME at a temp dir."""
     for key in list(os.environ):
         if key.startswith(("PATCHPILOT_", "OPENAI_")):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("PATCHPILOT_HOME", str(tmp_path / "home"))
-    yield

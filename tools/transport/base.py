@@ -51,7 +51,9 @@ def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
     clean: dict[str, str] = {}
     for name, value in (env or {}).items():
         if not name or name[0].isdigit() or not set(name) <= _ENV_NAME_CHARS:
-            raise UnsafeArgumentError("environment variable name", name, "not [A-Za-z_][A-Za-z0-9_]*")
+            raise UnsafeArgumentError(
+                "environment variable name", name, "not [A-Za-z_][A-Za-z0-9_]*"
+            )
         if "\x00" in value:
             raise UnsafeArgumentError("environment value", value, "contains a NUL byte")
         clean[name] = value
@@ -111,11 +113,10 @@ class Transport(abc.ABC):
         if sudo and not self.is_root:
             # -n: never prompt for a password; fail instead. Env goes through `env` so sudo's
             # env_reset does not drop it.
-            prefix: tuple[str, ...] = ("sudo", "-n", "--")
-            if clean_env:
-                prefix = (*prefix, "env", *(f"{k}={v}" for k, v in clean_env.items()))
-                clean_env = {}
-            args = (*prefix, *args)
+            # LC_ALL=C is repeated inside sudo: its env_reset may drop the caller's locale.
+            assignments = ("LC_ALL=C", *(f"{k}={v}" for k, v in clean_env.items()))
+            args = ("sudo", "-n", "--", "env", *assignments, *args)
+            clean_env = {}
         result = self._execute(args, env=clean_env, timeout=timeout, stdin=stdin)
         if check and not result.ok:
             raise CommandFailedError(self.name, args, result.exit_code, result.stderr)

@@ -1,0 +1,117 @@
+"""The fact seam: a fact is a fixed command plus a pure parser of its output (pyinfra style).
+
+A :class:`Fact` never runs anything itself. :meth:`Fact.command` returns an argv list (never a
+shell string built from input; a few facts use ``sh -c`` with a *constant* script), and
+:meth:`Fact.parse` turns the :class:`~patchpilot.models.CommandResult` into typed data without
+side effects, so every parser is tested against recorded real output
+(``tests/fixtures/facts/<FactName>/*.json``). :func:`gather` glues the two to a
+:class:`~tools.transport.base.Transport`.
+
+Parsers fail loudly: malformed output raises :class:`~patchpilot.errors.FactParseError`, an
+unexpected exit status raises :class:`~patchpilot.errors.CommandFailedError` (carrying stderr),
+and truncated output is refused. A package fact never returns an empty inventory for garbage.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar
+
+from patchpilot.errors import CommandFailedError, FactParseError
+from patchpilot.models import CommandResult
+
+if TYPE_CHECKING:
+    from tools.transport.base import Transport
+
+__all__ = ["FACT_ENV", "Fact", "gather", "stderr_tail"]
+
+T = TypeVar("T")
+
+FACT_ENV: Final[Mapping[str, str]] = MappingProxyType({"LC_ALL": "C"})
+"""Environment passed with every fact command: the C locale keeps output stable and unlocalised."""
+
+
+def stderr_tail(result: CommandResult) -> str:
+    """Return ``"; stderr: <last line>"`` for error messages, or ``""`` when stderr is empty."""
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    return f"; stderr: {lines[-1].strip()}" if lines else ""
+
+
+class Fact(abc.ABC, Generic[T]):
+    """A fact about a host: one command and a pure parser of its result.
+
+    Subclasses set :attr:`name` and implement :meth:`command` and :meth:`parse`. ``parse`` must
+    start with :meth:`check_result` (or an override of its exit-code policy).
+    """
+
+    name: ClassVar[str]
+    """Stable fact name, used in errors and as the fixture folder name."""
+
+    sudo: ClassVar[bool] = False
+    """Whether the command needs root (run through ``sudo -n`` unless already root)."""
+
+    timeout: ClassVar[float | None] = 120.0
+    """Seconds before the transport gives up on the command."""
+
+    ok_exit_codes: ClassVar[frozenset[int]] = frozenset({0})
+    """Exit codes :meth:`check_result` accepts."""
+
+    @abc.abstractmethod
+    def command(self) -> list[str]:
+        """Return the argv to run on the host (a list, never a shell string built from input)."""
+
+    @abc.abstractmethod
+    def parse(self, result: CommandResult) -> T:
+        """Turn the command's result into data; pure, raises on malformed output.
+
+        Args:
+            result: the recorded outcome of :meth:`command`.
+
+        Returns:
+            The parsed fact.
+
+        Raises:
+            FactParseError: the output does not have the expected shape.
+            CommandFailedError: the command exited with an unexpected status.
+        """
+
+    def check_result(self, result: CommandResult) -> None:
+        """Refuse results with an unexpected exit code or truncated output.
+
+        Args:
+            result: the command's result.
+
+        Raises:
+            CommandFailedError: the exit code is not in :attr:`ok_exit_codes` (stderr attached).
+            FactParseError: the transport truncated the output, so it cannot be complete.
+        """
+        if result.exit_code not in self.ok_exit_codes:
+            raise CommandFailedError(result.host, result.argv, result.exit_code, result.stderr)
+        if result.truncated:
+            raise FactParseError(
+                self.name, "output was truncated by the transport; refusing a partial result"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def gather(transport: Transport, fact: Fact[T]) -> T:
+    """Run ``fact``'s command on ``transport`` (with ``LC_ALL=C``) and parse the result.
+
+    Args:
+        transport: where to run the command.
+        fact: the fact to gather.
+
+    Returns:
+        The parsed fact.
+
+    Raises:
+        FactParseError: the output does not parse.
+        CommandFailedError: the command failed.
+        TransportError: the transport could not run the command at all.
+    """
+    result = transport.run(fact.command(), sudo=fact.sudo, env=dict(FACT_ENV), timeout=fact.timeout)
+    return fact.parse(result)

@@ -1,0 +1,253 @@
+"""Run commands on this machine with :mod:`subprocess`, never through a shell.
+
+The child gets a minimal environment (``PATH``, ``LC_ALL=C``, ``LANG=C``) plus the caller's
+variables, runs in its own session (so a timeout can kill the whole process group), reads no
+terminal (stdin is ``/dev/null`` unless text is given) and has each output stream capped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import time
+from typing import Final
+
+import structlog
+
+from patchpilot.errors import CommandTimeoutError
+from patchpilot.models import CommandResult
+from tools.transport.base import DEFAULT_MAX_OUTPUT, Transport
+
+__all__ = ["DEFAULT_COMMAND_TIMEOUT", "SAFE_PATH", "LocalTransport", "OutputBuffer", "safe_env"]
+
+SAFE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The ``PATH`` commands run with unless the caller overrides it."""
+
+DEFAULT_COMMAND_TIMEOUT: Final = 600.0
+"""Seconds a command may run when neither the caller nor the transport says otherwise."""
+
+_KILL_GRACE_S: Final = 2.0
+_READ_CHUNK: Final = 65536
+_WRITE_CHUNK: Final = 65536
+
+_log = structlog.get_logger(__name__)
+
+
+def safe_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Return the minimal child environment with ``extra`` merged on top.
+
+    Args:
+        extra: validated variables from the caller; they override the defaults.
+
+    Returns:
+        A fresh environment mapping: ``PATH``, ``LC_ALL=C``, ``LANG=C`` and ``extra``.
+    """
+    env = {"PATH": SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
+    env.update(extra or {})
+    return env
+
+
+class OutputBuffer:
+    """Collects one output stream up to ``limit`` bytes; the rest is read and discarded."""
+
+    def __init__(self, limit: int) -> None:
+        """Create an empty buffer.
+
+        Args:
+            limit: maximum number of bytes kept.
+        """
+        self.limit = limit
+        self.truncated = False
+        self._data = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        """Append ``chunk``, keeping at most ``limit`` bytes in total."""
+        room = self.limit - len(self._data)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[: max(room, 0)]
+        self._data += chunk
+
+    def text(self) -> str:
+        """The kept bytes decoded as UTF-8 (invalid sequences replaced)."""
+        return self._data.decode("utf-8", errors="replace")
+
+
+class LocalTransport(Transport):
+    """Runs argv lists on the local machine with :class:`subprocess.Popen` (no shell)."""
+
+    def __init__(
+        self,
+        name: str = "localhost",
+        *,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT,
+    ) -> None:
+        """Create a local transport.
+
+        Args:
+            name: the host's inventory name, used in results, errors and logs.
+            command_timeout: default seconds per command when ``run`` gets no timeout.
+            max_output_bytes: cap on captured stdout and on stderr, each, in bytes.
+        """
+        super().__init__(name)
+        self.command_timeout = command_timeout
+        self.max_output_bytes = max_output_bytes
+        self._log = _log.bind(host=name, transport="local")
+
+    @property
+    def is_root(self) -> bool:
+        """True when this process runs with effective uid 0."""
+        return os.geteuid() == 0
+
+    def _execute(
+        self,
+        argv: tuple[str, ...],
+        *,
+        env: dict[str, str],
+        timeout: float | None,
+        stdin: str | None,
+    ) -> CommandResult:
+        limit = self.command_timeout if timeout is None else timeout
+        self._log.debug("command_start", command=argv[0], timeout_s=limit)
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=safe_env(env),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            # What a shell would report: 127 not found, 126 not executable.
+            code = 127 if isinstance(exc, FileNotFoundError | NotADirectoryError) else 126
+            self._log.debug("command_end", command=argv[0], exit_code=code, duration_s=0.0)
+            return CommandResult(
+                host=self.name,
+                argv=argv,
+                exit_code=code,
+                stdout="",
+                stderr=f"{argv[0]}: {exc.strerror}\n",
+                duration_s=time.monotonic() - start,
+            )
+        out = OutputBuffer(self.max_output_bytes)
+        err = OutputBuffer(self.max_output_bytes)
+        try:
+            self._communicate(proc, stdin, out, err, deadline=start + limit)
+            exit_code = proc.wait(timeout=max(start + limit - time.monotonic(), 0.0))
+        except (subprocess.TimeoutExpired, TimeoutError):
+            self._kill(proc)
+            self._log.debug("command_timeout", command=argv[0], timeout_s=limit)
+            raise CommandTimeoutError(
+                self.name,
+                f"command {argv[0]!r} did not finish within {limit:g}s (process group killed)",
+            ) from None
+        finally:
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        duration = time.monotonic() - start
+        self._log.debug("command_end", command=argv[0], exit_code=exit_code, duration_s=duration)
+        return CommandResult(
+            host=self.name,
+            argv=argv,
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            truncated=out.truncated or err.truncated,
+            duration_s=duration,
+        )
+
+    @staticmethod
+    def _communicate(
+        proc: subprocess.Popen[bytes],
+        stdin: str | None,
+        out: OutputBuffer,
+        err: OutputBuffer,
+        *,
+        deadline: float,
+    ) -> None:
+        """Feed stdin and drain stdout/stderr concurrently until both reach EOF.
+
+        Raises:
+            TimeoutError: the deadline passed first.
+        """
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        pending = memoryview((stdin or "").encode("utf-8"))
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout.fileno(), selectors.EVENT_READ, out)
+            sel.register(proc.stderr.fileno(), selectors.EVENT_READ, err)
+            if proc.stdin is not None:
+                if pending:
+                    os.set_blocking(proc.stdin.fileno(), False)
+                    sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE, None)
+                else:
+                    proc.stdin.close()
+            while sel.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                for key, _ in sel.select(timeout=remaining):
+                    fd = key.fd
+                    if key.data is None:  # stdin is writable
+                        try:
+                            written = os.write(fd, pending[:_WRITE_CHUNK])
+                        except BlockingIOError:
+                            continue
+                        except BrokenPipeError:
+                            written = len(pending)
+                        pending = pending[written:]
+                        if not pending:
+                            sel.unregister(fd)
+                            assert proc.stdin is not None
+                            proc.stdin.close()
+                        continue
+                    chunk = os.read(fd, _READ_CHUNK)
+                    if chunk:
+                        key.data.feed(chunk)
+                    else:
+                        sel.unregister(fd)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes]) -> None:
+        """Kill the command's process group: SIGTERM, a grace period, then SIGKILL.
+
+        The group leader is not reaped until the end, so its pid (the group id) cannot be reused
+        by an unrelated process while we signal the group.
+        """
+        if proc.returncode is not None:
+            return
+        _signal_group(proc, signal.SIGTERM)
+        grace_end = time.monotonic() + _KILL_GRACE_S
+        while time.monotonic() < grace_end and not _has_exited(proc.pid):
+            time.sleep(0.02)
+        _signal_group(proc, signal.SIGKILL)  # also members that ignored SIGTERM
+        try:
+            proc.wait(timeout=_KILL_GRACE_S)
+        except subprocess.TimeoutExpired:  # pragma: no cover - stuck in uninterruptible sleep
+            _log.warning("command_unkillable", pid=proc.pid)
+
+
+def _has_exited(pid: int) -> bool:
+    """True when ``pid`` (our child) has exited; does not reap it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # e.g. a setuid child (sudo): signal the direct child instead
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            proc.send_signal(sig)

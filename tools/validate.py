@@ -1,0 +1,349 @@
+"""Strict validators for every value that may reach a remote command line.
+
+Transports already pass argv lists (never shell strings) and quote each element, so these
+validators are a second, independent line of defence: a package name, version, host or user that
+does not look exactly like one is refused with :class:`UnsafeArgumentError` before it is used at
+all. Every accepted value is printable ASCII, contains no whitespace and no shell
+metacharacter (``$ ` ; & | < > ( ) { } [ ] * ? ! # ' " \\``), and never starts with ``-`` (so it
+cannot be taken for an option) or ``~``.
+
+Each validator returns the value unchanged when it is accepted, so it can be used inline::
+
+    argv = ["apt-get", "install", "-y", "--", validate_pin("openssl=3.0.15-1~deb12u1", "debian")]
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Final
+
+from packaging.utils import InvalidName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from patchpilot.errors import UnsafeArgumentError
+from patchpilot.models import Ecosystem
+
+__all__ = [
+    "MAX_HOSTNAME_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_PATH_LENGTH",
+    "MAX_USER_LENGTH",
+    "MAX_VERSION_LENGTH",
+    "split_pin",
+    "validate_hostname",
+    "validate_package_name",
+    "validate_path",
+    "validate_pin",
+    "validate_user",
+    "validate_version",
+]
+
+MAX_NAME_LENGTH: Final = 255
+"""Longest package name accepted, in characters."""
+MAX_VERSION_LENGTH: Final = 255
+"""Longest version string accepted, in characters."""
+MAX_HOSTNAME_LENGTH: Final = 253
+"""Longest DNS name accepted (RFC 1035), without a trailing dot."""
+MAX_USER_LENGTH: Final = 32
+"""Longest user name accepted (the Linux ``useradd`` limit)."""
+MAX_PATH_LENGTH: Final = 4096
+"""Longest path accepted (Linux ``PATH_MAX``)."""
+
+# --------------------------------------------------------------------------- package names
+
+_DEBIAN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+_DEBIAN_ARCH = re.compile(r"[a-z0-9][a-z0-9-]*")
+_RPM_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*")
+# apk-tools: letters, digits and ._+- ; must start with a letter or digit.
+_ALPINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+# PEP 508 / packaging's name rule.
+_PYPI_NAME = re.compile(r"[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]")
+
+# --------------------------------------------------------------------------- versions
+
+_DEBIAN_EPOCH = re.compile(r"[0-9]+")
+_DEBIAN_UPSTREAM = re.compile(r"[0-9][A-Za-z0-9.+~-]*")
+_DEBIAN_REVISION = re.compile(r"[A-Za-z0-9.+~]+")
+_RPM_EVR = re.compile(r"(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9._+~^]*(?:-[A-Za-z0-9._+~^]+)?")
+# apk version format: digits(.digits)*[letter](_suffix[digits])*[~hash][-rN]
+_ALPINE_VERSION = re.compile(
+    r"[0-9]+(?:\.[0-9]+)*[a-z]?"
+    r"(?:_(?:alpha|beta|pre|rc|cvs|svn|git|hg|p)[0-9]*)*"
+    r"(?:~[0-9a-f]+)?"
+    r"(?:-r[0-9]+)?"
+)
+_PYPI_VERSION_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
+
+# --------------------------------------------------------------------------- hosts, users, paths
+
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_IPV6_SCOPE = re.compile(r"[A-Za-z0-9_.]{1,15}")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_PATH = re.compile(r"/[A-Za-z0-9._+@%=:,/-]*")
+
+
+def _ecosystem(ecosystem: Ecosystem | str) -> Ecosystem:
+    try:
+        return Ecosystem(ecosystem)
+    except ValueError:
+        raise UnsafeArgumentError(
+            "ecosystem", str(ecosystem), f"expected one of {', '.join(e.value for e in Ecosystem)}"
+        ) from None
+
+
+def _common(kind: str, value: str, max_length: int) -> None:
+    """Checks shared by every validator: a non-empty str, bounded, no leading '-'."""
+    if not isinstance(value, str):
+        raise UnsafeArgumentError(kind, repr(value), "expected a string")
+    if not value:
+        raise UnsafeArgumentError(kind, value, "is empty")
+    if len(value) > max_length:
+        raise UnsafeArgumentError(
+            kind, value[:64] + "…", f"longer than {max_length} characters ({len(value)})"
+        )
+    if value.startswith("-"):
+        raise UnsafeArgumentError(kind, value, "starts with '-' (would be read as an option)")
+
+
+def validate_package_name(name: str, ecosystem: Ecosystem | str) -> str:
+    """Validate a package name for its ecosystem.
+
+    Rules: Debian ``[a-z0-9][a-z0-9+.-]+`` with an optional ``:arch`` qualifier; RPM
+    ``[A-Za-z0-9_+][A-Za-z0-9._+-]*``; Alpine ``[A-Za-z0-9][A-Za-z0-9._+-]*``; PyPI the PEP 508
+    name rule (no extras, no specifiers).
+
+    Args:
+        name: the package name.
+        ecosystem: the package ecosystem (an :class:`Ecosystem` or its value).
+
+    Returns:
+        ``name``, unchanged.
+
+    Raises:
+        UnsafeArgumentError: the name does not match the ecosystem's rule or is too long.
+    """
+    eco = _ecosystem(ecosystem)
+    kind = f"{eco.value} package name"
+    _common(kind, name, MAX_NAME_LENGTH)
+    if eco is Ecosystem.DEBIAN:
+        base, sep, arch = name.partition(":")
+        if not _DEBIAN_NAME.fullmatch(base):
+            raise UnsafeArgumentError(
+                kind, name, "Debian names are [a-z0-9][a-z0-9+.-]+ (at least two characters)"
+            )
+        if sep and not _DEBIAN_ARCH.fullmatch(arch):
+            raise UnsafeArgumentError(kind, name, "the :arch qualifier must be [a-z0-9][a-z0-9-]*")
+    elif eco is Ecosystem.RPM:
+        if not _RPM_NAME.fullmatch(name):
+            raise UnsafeArgumentError(kind, name, "RPM names are [A-Za-z0-9_+][A-Za-z0-9._+-]*")
+    elif eco is Ecosystem.ALPINE:
+        if not _ALPINE_NAME.fullmatch(name):
+            raise UnsafeArgumentError(kind, name, "apk names are [A-Za-z0-9][A-Za-z0-9._+-]*")
+    elif not _PYPI_NAME.fullmatch(name):
+        raise UnsafeArgumentError(kind, name, "not a PEP 508 distribution name")
+    else:
+        try:
+            canonicalize_name(name, validate=True)
+        except InvalidName as exc:  # pragma: no cover - the regex is the same rule
+            raise UnsafeArgumentError(kind, name, str(exc)) from None
+    return name
+
+
+def _validate_debian_version(kind: str, version: str) -> None:
+    rest = version
+    if ":" in rest:
+        epoch, _, rest = rest.partition(":")
+        if not _DEBIAN_EPOCH.fullmatch(epoch):
+            raise UnsafeArgumentError(kind, version, "the epoch must be digits")
+    upstream, revision = rest, None
+    if "-" in rest:
+        upstream, _, revision = rest.rpartition("-")
+    if not _DEBIAN_UPSTREAM.fullmatch(upstream):
+        raise UnsafeArgumentError(
+            kind, version, "the upstream version must start with a digit and use [A-Za-z0-9.+~-]"
+        )
+    if revision is not None and not _DEBIAN_REVISION.fullmatch(revision):
+        raise UnsafeArgumentError(kind, version, "the Debian revision must be [A-Za-z0-9.+~]+")
+
+
+def validate_version(version: str, ecosystem: Ecosystem | str) -> str:
+    """Validate a version string for its ecosystem.
+
+    Rules: Debian ``[epoch:]upstream[-revision]`` (epoch digits, upstream starting with a digit
+    in ``[A-Za-z0-9.+~-]``, revision in ``[A-Za-z0-9.+~]``); RPM ``[epoch:]version[-release]``
+    in ``[A-Za-z0-9._+~^]``; Alpine the apk version format (``1.2.3_rc1-r0``); PyPI a PEP 440
+    version as parsed by :mod:`packaging`, written without spaces and without an epoch (``!``).
+
+    Args:
+        version: the version string.
+        ecosystem: the package ecosystem.
+
+    Returns:
+        ``version``, unchanged.
+
+    Raises:
+        UnsafeArgumentError: the version is malformed for the ecosystem or too long.
+    """
+    eco = _ecosystem(ecosystem)
+    kind = f"{eco.value} version"
+    _common(kind, version, MAX_VERSION_LENGTH)
+    if eco is Ecosystem.DEBIAN:
+        _validate_debian_version(kind, version)
+    elif eco is Ecosystem.RPM:
+        if not _RPM_EVR.fullmatch(version):
+            raise UnsafeArgumentError(
+                kind, version, "RPM versions are [epoch:]version[-release] in [A-Za-z0-9._+~^]"
+            )
+    elif eco is Ecosystem.ALPINE:
+        if not _ALPINE_VERSION.fullmatch(version):
+            raise UnsafeArgumentError(kind, version, "not an apk version (e.g. 1.2.3_rc1-r0)")
+    else:
+        if not _PYPI_VERSION_CHARS.fullmatch(version):
+            raise UnsafeArgumentError(
+                kind, version, "PEP 440 versions are written [A-Za-z0-9.+_-] (epochs '!' refused)"
+            )
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise UnsafeArgumentError(kind, version, "not a PEP 440 version") from None
+    return version
+
+
+def validate_pin(pin: str, ecosystem: Ecosystem | str) -> str:
+    """Validate a ``name=version`` pin (``name==version`` is also accepted for PyPI).
+
+    Args:
+        pin: the pin, e.g. ``openssl=3.0.15-1~deb12u1`` or ``libc6:amd64=2.36-9+deb12u9``.
+        ecosystem: the package ecosystem.
+
+    Returns:
+        ``pin``, unchanged.
+
+    Raises:
+        UnsafeArgumentError: the pin has no ``=``, or its name or version is refused.
+    """
+    eco = _ecosystem(ecosystem)
+    kind = f"{eco.value} pin"
+    _common(kind, pin, MAX_NAME_LENGTH + MAX_VERSION_LENGTH + 2)
+    name, sep, version = pin.partition("=")
+    if not sep:
+        raise UnsafeArgumentError(kind, pin, "expected name=version")
+    if eco is Ecosystem.PYPI and version.startswith("="):
+        version = version[1:]
+    validate_package_name(name, eco)
+    validate_version(version, eco)
+    return pin
+
+
+def split_pin(pin: str, ecosystem: Ecosystem | str) -> tuple[str, str]:
+    """Validate a pin (see :func:`validate_pin`) and split it into ``(name, version)``.
+
+    Args:
+        pin: the ``name=version`` pin.
+        ecosystem: the package ecosystem.
+
+    Returns:
+        The package name and the version.
+
+    Raises:
+        UnsafeArgumentError: the pin is refused.
+    """
+    validate_pin(pin, ecosystem)
+    name, _, version = pin.partition("=")
+    return name, version.removeprefix("=")
+
+
+def validate_hostname(value: str) -> str:
+    """Validate a host address: a DNS name, an IPv4 address or an IPv6 address.
+
+    DNS names are dot-separated labels of ``[A-Za-z0-9_-]`` (1-63 characters, not starting or
+    ending with ``-``; an all-numeric last label is refused so ``1.2.3.999`` is not a name), at
+    most 253 characters, with an optional trailing dot. IPv6 addresses are written without
+    brackets; a zone index (``fe80::1%eth0``) must be ``[A-Za-z0-9_.]``.
+
+    Args:
+        value: the host name or address.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        UnsafeArgumentError: the value is not a host name or address.
+    """
+    kind = "host name"
+    _common(kind, value, MAX_HOSTNAME_LENGTH + 1)
+    if ":" in value:
+        address, _, scope = value.partition("%")
+        if "%" in value and not _IPV6_SCOPE.fullmatch(scope):
+            raise UnsafeArgumentError(kind, value, "the IPv6 zone index must be [A-Za-z0-9_.]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            raise UnsafeArgumentError(kind, value, "not a valid IPv6 address") from None
+        return value
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        pass
+    else:
+        return value
+    name = value.removesuffix(".")
+    if not name or len(name) > MAX_HOSTNAME_LENGTH:
+        raise UnsafeArgumentError(kind, value, f"DNS names are 1-{MAX_HOSTNAME_LENGTH} characters")
+    labels = name.split(".")
+    for label in labels:
+        if not _DNS_LABEL.fullmatch(label):
+            raise UnsafeArgumentError(
+                kind, value, f"label {label!r} is not 1-63 characters of [A-Za-z0-9_-]"
+            )
+    if labels[-1].isdigit():
+        raise UnsafeArgumentError(kind, value, "not a valid IPv4 address nor a DNS name")
+    return value
+
+
+def validate_user(value: str) -> str:
+    """Validate a POSIX user name: ``[A-Za-z_][A-Za-z0-9_.-]*``, at most 32 characters.
+
+    Args:
+        value: the user name.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        UnsafeArgumentError: the value is not a portable user name.
+    """
+    kind = "user name"
+    _common(kind, value, MAX_USER_LENGTH)
+    if not _USER.fullmatch(value):
+        raise UnsafeArgumentError(kind, value, "user names are [A-Za-z_][A-Za-z0-9_.-]*")
+    return value
+
+
+def validate_path(value: str) -> str:
+    """Validate an absolute file path made of conservative characters.
+
+    Accepted: absolute paths of ``[A-Za-z0-9._+@%=:,/-]`` with no ``.``/``..`` component,
+    at most 4096 characters. Whitespace, newlines, NUL and shell metacharacters are refused.
+
+    Args:
+        value: the path.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        UnsafeArgumentError: the path is relative, too long or has a refused character.
+    """
+    kind = "path"
+    _common(kind, value, MAX_PATH_LENGTH)
+    if not value.startswith("/"):
+        raise UnsafeArgumentError(kind, value, "must be absolute")
+    if "\x00" in value or "\n" in value:
+        raise UnsafeArgumentError(kind, value, "contains a NUL byte or a newline")
+    if not _PATH.fullmatch(value):
+        raise UnsafeArgumentError(kind, value, "paths are limited to [A-Za-z0-9._+@%=:,/-]")
+    if any(part in {".", ".."} for part in value.split("/")):
+        raise UnsafeArgumentError(kind, value, "'.' and '..' components are refused")
+    return value
