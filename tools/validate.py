@@ -19,10 +19,10 @@ import re
 from typing import Final
 
 from packaging.utils import InvalidName, canonicalize_name
-from packaging.version import InvalidVersion, Version
 
-from patchpilot.errors import UnsafeArgumentError
+from patchpilot.errors import InvalidVersionError, UnsafeArgumentError
 from patchpilot.models import Ecosystem
+from tools import versions
 
 __all__ = [
     "MAX_HOSTNAME_LENGTH",
@@ -62,18 +62,8 @@ _PYPI_NAME = re.compile(r"[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]")
 
 # --------------------------------------------------------------------------- versions
 
-_DEBIAN_EPOCH = re.compile(r"[0-9]+")
-_DEBIAN_UPSTREAM = re.compile(r"[0-9][A-Za-z0-9.+~-]*")
-_DEBIAN_REVISION = re.compile(r"[A-Za-z0-9.+~]+")
-_RPM_EVR = re.compile(r"(?:[0-9]+:)?[A-Za-z0-9][A-Za-z0-9._+~^]*(?:-[A-Za-z0-9._+~^]+)?")
-# apk version format: digits(.digits)*[letter](_suffix[digits])*[~hash][-rN]
-_ALPINE_VERSION = re.compile(
-    r"[0-9]+(?:\.[0-9]+)*[a-z]?"
-    r"(?:_(?:alpha|beta|pre|rc|cvs|svn|git|hg|p)[0-9]*)*"
-    r"(?:~[0-9a-f]+)?"
-    r"(?:-r[0-9]+)?"
-)
-_PYPI_VERSION_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]*")
+# Shell-inert characters only, and not starting with "~" (tilde expansion in an unquoted word).
+_VERSION_CHARS = re.compile(r"[A-Za-z0-9._+^:-][A-Za-z0-9._+~^:-]*")
 
 # --------------------------------------------------------------------------- hosts, users, paths
 
@@ -150,30 +140,12 @@ def validate_package_name(name: str, ecosystem: Ecosystem | str) -> str:
     return name
 
 
-def _validate_debian_version(kind: str, version: str) -> None:
-    rest = version
-    if ":" in rest:
-        epoch, _, rest = rest.partition(":")
-        if not _DEBIAN_EPOCH.fullmatch(epoch):
-            raise UnsafeArgumentError(kind, version, "the epoch must be digits")
-    upstream, revision = rest, None
-    if "-" in rest:
-        upstream, _, revision = rest.rpartition("-")
-    if not _DEBIAN_UPSTREAM.fullmatch(upstream):
-        raise UnsafeArgumentError(
-            kind, version, "the upstream version must start with a digit and use [A-Za-z0-9.+~-]"
-        )
-    if revision is not None and not _DEBIAN_REVISION.fullmatch(revision):
-        raise UnsafeArgumentError(kind, version, "the Debian revision must be [A-Za-z0-9.+~]+")
-
-
 def validate_version(version: str, ecosystem: Ecosystem | str) -> str:
     """Validate a version string for its ecosystem.
 
-    Rules: Debian ``[epoch:]upstream[-revision]`` (epoch digits, upstream starting with a digit
-    in ``[A-Za-z0-9.+~-]``, revision in ``[A-Za-z0-9.+~]``); RPM ``[epoch:]version[-release]``
-    in ``[A-Za-z0-9._+~^]``; Alpine the apk version format (``1.2.3_rc1-r0``); PyPI a PEP 440
-    version as parsed by :mod:`packaging`, written without spaces and without an epoch (``!``).
+    Two checks: the characters are shell-inert (``[A-Za-z0-9._+~^:-]``, so PyPI epochs with
+    ``!`` are refused), and the ecosystem's own grammar accepts it (:func:`tools.versions.validate`:
+    dpkg's rules for Debian, rpm's for RPM, apk-tools' for Alpine, PEP 440 for PyPI).
 
     Args:
         version: the version string.
@@ -188,25 +160,13 @@ def validate_version(version: str, ecosystem: Ecosystem | str) -> str:
     eco = _ecosystem(ecosystem)
     kind = f"{eco.value} version"
     _common(kind, version, MAX_VERSION_LENGTH)
-    if eco is Ecosystem.DEBIAN:
-        _validate_debian_version(kind, version)
-    elif eco is Ecosystem.RPM:
-        if not _RPM_EVR.fullmatch(version):
-            raise UnsafeArgumentError(
-                kind, version, "RPM versions are [epoch:]version[-release] in [A-Za-z0-9._+~^]"
-            )
-    elif eco is Ecosystem.ALPINE:
-        if not _ALPINE_VERSION.fullmatch(version):
-            raise UnsafeArgumentError(kind, version, "not an apk version (e.g. 1.2.3_rc1-r0)")
-    else:
-        if not _PYPI_VERSION_CHARS.fullmatch(version):
-            raise UnsafeArgumentError(
-                kind, version, "PEP 440 versions are written [A-Za-z0-9.+_-] (epochs '!' refused)"
-            )
-        try:
-            Version(version)
-        except InvalidVersion:
-            raise UnsafeArgumentError(kind, version, "not a PEP 440 version") from None
+    if not _VERSION_CHARS.fullmatch(version):
+        raise UnsafeArgumentError(kind, version, "versions may only use [A-Za-z0-9._+~^:-]")
+    try:
+        versions.validate(eco, version)
+    except InvalidVersionError as exc:
+        reason = str(exc).split(": ", 1)[-1] if ": " in str(exc) else "malformed"
+        raise UnsafeArgumentError(kind, version, reason) from None
     return version
 
 

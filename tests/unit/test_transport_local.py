@@ -12,7 +12,8 @@ import pytest
 from patchpilot.errors import CommandFailedError, CommandTimeoutError, UnsafeArgumentError
 from patchpilot.models import CommandResult
 from tools.transport import LocalTransport
-from tools.transport.local import SAFE_PATH, OutputBuffer
+from tools.transport.base import OutputBuffer
+from tools.transport.local import SAFE_PATH
 
 
 @pytest.fixture

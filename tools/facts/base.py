@@ -20,12 +20,12 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar
 
 from patchpilot.errors import CommandFailedError, FactParseError
-from patchpilot.models import CommandResult
+from patchpilot.models import CommandResult, InstalledPackage
 
 if TYPE_CHECKING:
     from tools.transport.base import Transport
 
-__all__ = ["FACT_ENV", "Fact", "gather", "stderr_tail"]
+__all__ = ["FACT_ENV", "Fact", "TabularPackageFact", "gather", "stderr_tail"]
 
 T = TypeVar("T")
 
@@ -115,3 +115,46 @@ def gather(transport: Transport, fact: Fact[T]) -> T:
     """
     result = transport.run(fact.command(), sudo=fact.sudo, env=dict(FACT_ENV), timeout=fact.timeout)
     return fact.parse(result)
+
+
+class TabularPackageFact(Fact[list[InstalledPackage]]):
+    """A package-inventory fact whose command prints one tab-separated row per package.
+
+    Subclasses set :attr:`fields` and implement :meth:`parse_fields`; rows it maps to ``None``
+    (not installed, pseudo-packages) are skipped. A result with no package at all is a
+    :class:`FactParseError`, never an empty inventory.
+    """
+
+    fields: ClassVar[int]
+    """How many tab-separated fields each row has."""
+
+    def parse(self, result: CommandResult) -> list[InstalledPackage]:
+        """Parse every row; see the subclass docstring for the shape."""
+        self.check_result(result)
+        packages: list[InstalledPackage] = []
+        rows = 0
+        for raw in result.stdout.split("\n"):
+            line = raw.removesuffix("\r")
+            if not line.strip():
+                continue
+            rows += 1
+            values = line.split("\t")
+            if len(values) != self.fields:
+                raise FactParseError(
+                    self.name,
+                    f"expected {self.fields} tab-separated fields, got {len(values)}",
+                    line=line,
+                )
+            package = self.parse_fields(values, line)
+            if package is not None:
+                packages.append(package)
+        if not packages:
+            reason = "no output" if rows == 0 else f"none of {rows} rows is an installed package"
+            raise FactParseError(
+                self.name, f"empty package inventory ({reason}){stderr_tail(result)}"
+            )
+        return packages
+
+    @abc.abstractmethod
+    def parse_fields(self, values: list[str], line: str) -> InstalledPackage | None:
+        """Map one row's fields to a package, or ``None`` to skip the row."""

@@ -6,8 +6,8 @@ import re
 from typing import ClassVar, Final
 
 from patchpilot.errors import FactParseError
-from patchpilot.models import CommandResult, Ecosystem, InstalledPackage
-from tools.facts.base import Fact, stderr_tail
+from patchpilot.models import Ecosystem, InstalledPackage
+from tools.facts.base import TabularPackageFact
 
 __all__ = [
     "DPKG_KEPT_STATES",
@@ -74,7 +74,7 @@ def parse_dpkg_source_field(value: str) -> tuple[str, str | None]:
     return match["name"], match["version"]
 
 
-class DpkgPackages(Fact[list[InstalledPackage]]):
+class DpkgPackages(TabularPackageFact):
     """Installed packages of a Debian-family host, one record per installed binary package.
 
     Runs ``dpkg-query -W -f='${binary:Package}\\t${db:Status-Abbrev}\\t${Version}\\t
@@ -96,37 +96,15 @@ class DpkgPackages(Fact[list[InstalledPackage]]):
     """
 
     name: ClassVar[str] = "DpkgPackages"
+    fields: ClassVar[int] = _FIELDS
 
     def command(self) -> list[str]:
         """Return the ``dpkg-query -W -f=...`` argv."""
         return ["dpkg-query", "-W", "-f=" + _FORMAT]
 
-    def parse(self, result: CommandResult) -> list[InstalledPackage]:
-        """Parse the tab-separated rows; see the class docstring for the shape."""
-        self.check_result(result)
-        packages: list[InstalledPackage] = []
-        rows = 0
-        for raw in result.stdout.split("\n"):
-            line = raw.removesuffix("\r")
-            if not line.strip():
-                continue
-            rows += 1
-            package = self._parse_row(line)
-            if package is not None:
-                packages.append(package)
-        if not packages:
-            reason = "no output" if rows == 0 else f"none of {rows} rows is an installed package"
-            raise FactParseError(
-                self.name, f"empty package inventory ({reason}){stderr_tail(result)}"
-            )
-        return packages
-
-    def _parse_row(self, line: str) -> InstalledPackage | None:
-        fields = line.split("\t")
-        if len(fields) != _FIELDS:
-            raise FactParseError(
-                self.name, f"expected {_FIELDS} tab-separated fields, got {len(fields)}", line=line
-            )
+    def parse_fields(self, values: list[str], line: str) -> InstalledPackage | None:
+        """Map one row to a package (``None``: not an installed package)."""
+        fields = values
         binary, status, version, arch, src_name, src_version = fields
         if not _STATUS_RE.match(status):
             raise FactParseError(self.name, f"unknown status abbreviation {status!r}", line=line)

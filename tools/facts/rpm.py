@@ -6,8 +6,8 @@ import re
 from typing import ClassVar, Final, NamedTuple
 
 from patchpilot.errors import FactParseError
-from patchpilot.models import CommandResult, Ecosystem, InstalledPackage
-from tools.facts.base import Fact, stderr_tail
+from patchpilot.models import Ecosystem, InstalledPackage
+from tools.facts.base import TabularPackageFact
 
 __all__ = ["RpmPackages", "SourceRpm", "parse_source_rpm", "rpm_evr"]
 
@@ -58,7 +58,7 @@ def rpm_evr(epoch: int, version: str, release: str) -> str:
     return f"{epoch}:{vr}" if epoch else vr
 
 
-class RpmPackages(Fact[list[InstalledPackage]]):
+class RpmPackages(TabularPackageFact):
     """Installed packages of an RPM host, one record per installed package instance.
 
     Runs ``rpm -qa --queryformat '%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}
@@ -87,37 +87,15 @@ class RpmPackages(Fact[list[InstalledPackage]]):
     """
 
     name: ClassVar[str] = "RpmPackages"
+    fields: ClassVar[int] = _FIELDS
 
     def command(self) -> list[str]:
         """Return the ``rpm -qa --queryformat ...`` argv."""
         return ["rpm", "-qa", "--queryformat", _QUERYFORMAT]
 
-    def parse(self, result: CommandResult) -> list[InstalledPackage]:
-        """Parse the tab-separated rows; see the class docstring for the shape."""
-        self.check_result(result)
-        packages: list[InstalledPackage] = []
-        rows = 0
-        for raw in result.stdout.split("\n"):
-            line = raw.removesuffix("\r")
-            if not line.strip():
-                continue
-            rows += 1
-            package = self._parse_row(line)
-            if package is not None:
-                packages.append(package)
-        if not packages:
-            reason = "no output" if rows == 0 else f"only pseudo-packages in {rows} rows"
-            raise FactParseError(
-                self.name, f"empty package inventory ({reason}){stderr_tail(result)}"
-            )
-        return packages
-
-    def _parse_row(self, line: str) -> InstalledPackage | None:
-        fields = line.split("\t")
-        if len(fields) != _FIELDS:
-            raise FactParseError(
-                self.name, f"expected {_FIELDS} tab-separated fields, got {len(fields)}", line=line
-            )
+    def parse_fields(self, values: list[str], line: str) -> InstalledPackage | None:
+        """Map one row to a package (``None``: not an installed package)."""
+        fields = values
         name, epoch_text, version, release, arch, sourcerpm, label = fields
         if not _TOKEN_RE.match(name):
             raise FactParseError(self.name, f"malformed package name {name!r}", line=line)

@@ -9,14 +9,19 @@ to ``subprocess`` without a shell, and the SSH transport quotes every element wi
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
+import structlog
+
 from patchpilot.errors import CommandFailedError, UnsafeArgumentError
 from patchpilot.models import CommandResult
 
-__all__ = ["DEFAULT_MAX_OUTPUT", "Transport", "check_argv"]
+__all__ = ["DEFAULT_MAX_OUTPUT", "OutputBuffer", "Transport", "check_argv"]
+
+_log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
 """Default cap on captured stdout/stderr per stream, in bytes (larger output is truncated)."""
@@ -58,6 +63,32 @@ def check_env(env: Mapping[str, str] | None) -> dict[str, str]:
             raise UnsafeArgumentError("environment value", value, "contains a NUL byte")
         clean[name] = value
     return clean
+
+
+class OutputBuffer:
+    """Collects one output stream up to ``limit`` bytes; the rest is read and discarded."""
+
+    def __init__(self, limit: int) -> None:
+        """Create an empty buffer.
+
+        Args:
+            limit: maximum number of bytes kept.
+        """
+        self.limit = limit
+        self.truncated = False
+        self._data = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        """Append ``chunk``, keeping at most ``limit`` bytes in total."""
+        room = self.limit - len(self._data)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[: max(room, 0)]
+        self._data += chunk
+
+    def text(self) -> str:
+        """The kept bytes decoded as UTF-8 (invalid sequences replaced)."""
+        return self._data.decode("utf-8", errors="replace")
 
 
 class Transport(abc.ABC):
@@ -121,6 +152,33 @@ class Transport(abc.ABC):
         if check and not result.ok:
             raise CommandFailedError(self.name, args, result.exit_code, result.stderr)
         return result
+
+    def _finish(
+        self,
+        argv: tuple[str, ...],
+        exit_code: int,
+        out: OutputBuffer,
+        err: OutputBuffer,
+        started: float,
+    ) -> CommandResult:
+        """Build the result of a finished command (``started`` from ``time.monotonic()``)."""
+        duration = time.monotonic() - started
+        _log.debug(
+            "command_end",
+            host=self.name,
+            command=argv[0],
+            exit_code=exit_code,
+            duration_s=round(duration, 3),
+        )
+        return CommandResult(
+            host=self.name,
+            argv=argv,
+            exit_code=exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            truncated=out.truncated or err.truncated,
+            duration_s=duration,
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default transport holds none."""

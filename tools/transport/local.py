@@ -19,9 +19,9 @@ import structlog
 
 from patchpilot.errors import CommandTimeoutError
 from patchpilot.models import CommandResult
-from tools.transport.base import DEFAULT_MAX_OUTPUT, Transport
+from tools.transport.base import DEFAULT_MAX_OUTPUT, OutputBuffer, Transport
 
-__all__ = ["DEFAULT_COMMAND_TIMEOUT", "SAFE_PATH", "LocalTransport", "OutputBuffer", "safe_env"]
+__all__ = ["DEFAULT_COMMAND_TIMEOUT", "SAFE_PATH", "LocalTransport", "safe_env"]
 
 SAFE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """The ``PATH`` commands run with unless the caller overrides it."""
@@ -48,32 +48,6 @@ def safe_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {"PATH": SAFE_PATH, "LC_ALL": "C", "LANG": "C"}
     env.update(extra or {})
     return env
-
-
-class OutputBuffer:
-    """Collects one output stream up to ``limit`` bytes; the rest is read and discarded."""
-
-    def __init__(self, limit: int) -> None:
-        """Create an empty buffer.
-
-        Args:
-            limit: maximum number of bytes kept.
-        """
-        self.limit = limit
-        self.truncated = False
-        self._data = bytearray()
-
-    def feed(self, chunk: bytes) -> None:
-        """Append ``chunk``, keeping at most ``limit`` bytes in total."""
-        room = self.limit - len(self._data)
-        if len(chunk) > room:
-            self.truncated = True
-            chunk = chunk[: max(room, 0)]
-        self._data += chunk
-
-    def text(self) -> str:
-        """The kept bytes decoded as UTF-8 (invalid sequences replaced)."""
-        return self._data.decode("utf-8", errors="replace")
 
 
 class LocalTransport(Transport):
@@ -152,17 +126,7 @@ class LocalTransport(Transport):
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
-        duration = time.monotonic() - start
-        self._log.debug("command_end", command=argv[0], exit_code=exit_code, duration_s=duration)
-        return CommandResult(
-            host=self.name,
-            argv=argv,
-            exit_code=exit_code,
-            stdout=out.text(),
-            stderr=err.text(),
-            truncated=out.truncated or err.truncated,
-            duration_s=duration,
-        )
+        return self._finish(argv, exit_code, out, err, start)
 
     @staticmethod
     def _communicate(

@@ -55,8 +55,7 @@ from patchpilot.errors import (
 )
 from patchpilot.models import CommandResult, Host
 from patchpilot.settings import SSHSettings
-from tools.transport.base import Transport
-from tools.transport.local import OutputBuffer
+from tools.transport.base import OutputBuffer, Transport
 from tools.validate import validate_hostname, validate_user
 
 __all__ = [
@@ -343,17 +342,7 @@ class SSHTransport(Transport):
             self._connection_lost(argv)
         # -1: no exit status (e.g. the command was killed by a signal).
         exit_code = channel.exit_status
-        duration = time.monotonic() - start
-        self.log.debug("command_end", command=argv[0], exit_code=exit_code, duration_s=duration)
-        return CommandResult(
-            host=self.name,
-            argv=argv,
-            exit_code=exit_code,
-            stdout=out.text(),
-            stderr=err.text(),
-            truncated=out.truncated or err.truncated,
-            duration_s=duration,
-        )
+        return self._finish(argv, exit_code, out, err, start)
 
     @staticmethod
     def _pump(

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from patchpilot.errors import PatchpilotError
+from patchpilot.errors import InvalidVersionError, PatchpilotError
 from patchpilot.models import Ecosystem
 from tools.versions import apk, debian, pypi, rpm
 
@@ -54,16 +54,15 @@ class UnknownEcosystemError(PatchpilotError, ValueError):
 
 class _Backend(NamedTuple):
     validate: Callable[[str], str]
-    is_valid: Callable[[str], bool]
     compare: Callable[[str, str], int]
     sort_key: Callable[[str], Any]
 
 
 _BACKENDS: Final[Mapping[str, _Backend]] = {
-    Ecosystem.DEBIAN: _Backend(debian.validate, debian.is_valid, debian.compare, debian.sort_key),
-    Ecosystem.RPM: _Backend(rpm.validate, rpm.is_valid, rpm.compare, rpm.sort_key),
-    Ecosystem.ALPINE: _Backend(apk.validate, apk.is_valid, apk.compare, apk.sort_key),
-    Ecosystem.PYPI: _Backend(pypi.validate, pypi.is_valid, pypi.compare, pypi.sort_key),
+    Ecosystem.DEBIAN: _Backend(debian.validate, debian.compare, debian.sort_key),
+    Ecosystem.RPM: _Backend(rpm.validate, rpm.compare, rpm.sort_key),
+    Ecosystem.ALPINE: _Backend(apk.validate, apk.compare, apk.sort_key),
+    Ecosystem.PYPI: _Backend(pypi.validate, pypi.compare, pypi.sort_key),
 }
 
 
@@ -146,7 +145,12 @@ def is_valid(ecosystem: Ecosystem | str, version: str) -> bool:
     Raises:
         UnknownEcosystemError: If the ecosystem is not supported.
     """
-    return _backend(ecosystem).is_valid(version)
+    backend = _backend(ecosystem)
+    try:
+        backend.validate(version)
+    except InvalidVersionError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -29,7 +29,6 @@ __all__ = [
     "ECOSYSTEM",
     "DebianKey",
     "compare",
-    "is_valid",
     "sort_key",
     "split",
     "validate",
@@ -151,22 +150,6 @@ def validate(version: str) -> str:
     """
     _parse(version)
     return version
-
-
-def is_valid(version: str) -> bool:
-    """Tell whether :func:`validate` accepts ``version``.
-
-    Args:
-        version: The version string.
-
-    Returns:
-        True if valid.
-    """
-    try:
-        _parse(version)
-    except InvalidVersionError:
-        return False
-    return True
 
 
 def compare(a: str, b: str) -> int:

@@ -18,7 +18,6 @@ __all__ = [
     "ECOSYSTEM",
     "PypiKey",
     "compare",
-    "is_valid",
     "parse",
     "sort_key",
     "validate",
@@ -71,22 +70,6 @@ def validate(version: str) -> str:
     """
     parse(version)
     return version
-
-
-def is_valid(version: str) -> bool:
-    """Tell whether :func:`validate` accepts ``version``.
-
-    Args:
-        version: The version string.
-
-    Returns:
-        True if valid.
-    """
-    try:
-        parse(version)
-    except InvalidVersionError:
-        return False
-    return True
 
 
 def compare(a: str, b: str) -> int:

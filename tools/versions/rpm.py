@@ -27,7 +27,6 @@ __all__ = [
     "ECOSYSTEM",
     "RpmKey",
     "compare",
-    "is_valid",
     "rpmvercmp",
     "sort_key",
     "split",
@@ -248,22 +247,6 @@ def validate(evr: str) -> str:
     """
     _parse(evr)
     return evr
-
-
-def is_valid(evr: str) -> bool:
-    """Tell whether :func:`validate` accepts ``evr``.
-
-    Args:
-        evr: The EVR string.
-
-    Returns:
-        True if valid.
-    """
-    try:
-        _parse(evr)
-    except InvalidVersionError:
-        return False
-    return True
 
 
 def compare(a: str, b: str) -> int:
