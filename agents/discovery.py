@@ -12,13 +12,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import structlog
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from patchpilot.errors import PatchpilotError
-from patchpilot.models import Host, HostFacts, InstalledPackage
+from patchpilot.models import Host, HostFacts, InstalledPackage, OSFamily, PendingUpdate
 from patchpilot.settings import Settings
-from tools.facts import collect_host_facts
-from tools.transport import open_transport
+from tools.facts import AptPendingUpdates, collect_host_facts, gather
+from tools.transport import Transport, open_transport
 
 __all__ = ["HostOutcome", "discover", "discover_host"]
 
@@ -35,18 +35,46 @@ class HostOutcome(BaseModel):
     ok: bool
     facts: HostFacts | None = None
     packages: tuple[InstalledPackage, ...] = ()
+    pending: tuple[PendingUpdate, ...] | None = Field(
+        default=None, description="upgrades the host's repositories offer; None = not collected"
+    )
+    warnings: tuple[str, ...] = ()
     error: str | None = None
     error_type: str | None = None
     duration_s: float = 0.0
 
 
-def discover_host(host: Host, settings: Settings) -> HostOutcome:
-    """Collect facts from one host; failures become a failed outcome, never an exception."""
+def _pending_updates(
+    transport: Transport, facts: HostFacts
+) -> tuple[tuple[PendingUpdate, ...] | None, tuple[str, ...]]:
+    """What the host's repositories offer; best effort, a failure is a warning not an error."""
+    if facts.os.family is not OSFamily.DEBIAN:
+        return None, (f"pending updates are not collected on {facts.os.family.value} yet",)
+    try:
+        updates: list[PendingUpdate] = gather(transport, AptPendingUpdates())
+        return tuple(updates), ()
+    except PatchpilotError as exc:
+        return None, (f"pending updates unavailable: {exc}",)
+
+
+def discover_host(host: Host, settings: Settings, *, pending: bool = False) -> HostOutcome:
+    """Collect facts from one host; failures become a failed outcome, never an exception.
+
+    Args:
+        host: the host.
+        settings: transport settings.
+        pending: also simulate an upgrade (read-only ``apt-get -s``) to learn what the host's
+            own repositories offer.
+    """
     started = time.monotonic()
     hlog = log.bind(agent="discovery", host=host.name)
+    updates: tuple[PendingUpdate, ...] | None = None
+    warnings: tuple[str, ...] = ()
     try:
         with open_transport(host, settings) as transport:
             facts, packages = collect_host_facts(transport)
+            if pending:
+                updates, warnings = _pending_updates(transport, facts)
     except Exception as exc:  # one broken host must never stop the fleet
         if isinstance(exc, PatchpilotError):
             hlog.warning("discovery.failed", error=str(exc), error_type=type(exc).__name__)
@@ -67,6 +95,8 @@ def discover_host(host: Host, settings: Settings) -> HostOutcome:
         ok=True,
         facts=facts,
         packages=tuple(packages),
+        pending=updates,
+        warnings=warnings,
         duration_s=time.monotonic() - started,
     )
 
@@ -76,6 +106,7 @@ def discover(
     settings: Settings,
     *,
     on_done: Callable[[HostOutcome], None] | None = None,
+    pending: bool = False,
 ) -> list[HostOutcome]:
     """Collect facts from ``hosts`` with at most ``settings.concurrency`` at once.
 
@@ -84,6 +115,7 @@ def discover(
         settings: transport settings and the concurrency bound.
         on_done: called (from worker threads) as each host finishes, e.g. to advance a
             progress bar.
+        pending: also collect pending updates (see :func:`discover_host`).
 
     Returns:
         One outcome per host, in the order of ``hosts``.
@@ -93,7 +125,7 @@ def discover(
     outcomes: dict[str, HostOutcome] = {}
     workers = min(settings.concurrency, len(hosts))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="discover") as pool:
-        futures = {pool.submit(discover_host, h, settings): h for h in hosts}
+        futures = {pool.submit(discover_host, h, settings, pending=pending): h for h in hosts}
         for future in as_completed(futures):
             outcome = future.result()
             outcomes[outcome.host] = outcome

@@ -9,6 +9,7 @@ Exit codes (stable; scripts may rely on them):
       file, unknown target or --limit pattern matching nothing
 3     partial failure: some targeted hosts failed, the others succeeded
 4     every targeted host failed
+5     findings at or above the --fail-on / --fail-on-score threshold (CI gating)
 130   interrupted (Ctrl-C)
 ====  ==========================================================================
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,16 +26,24 @@ from typing import Annotated, Any
 import structlog
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agents.discovery import HostOutcome, discover
+from agents.sourcing import DEFAULT_UPDATE_KINDS, NO_FEEDS_HINT, import_feed, update_feeds
+from graphs.scan import ScanContext, resume_scan, start_scan
 from patchpilot import __version__
-from patchpilot.errors import ConfigError, PatchpilotError
+from patchpilot.errors import ConfigError, PatchpilotError, UnknownTargetError
 from patchpilot.inventory import Inventory, load_inventory, select_hosts
 from patchpilot.logging import configure_logging
-from patchpilot.models import Host
+from patchpilot.models import FixStatus, Host, Severity, utcnow
+from patchpilot.policy import load_policy
+from patchpilot.report import render_csv, render_markdown, report_document
 from patchpilot.settings import Settings, load_settings
+from patchpilot.store import FindingRecord, ImportStats, Store
+from tools.feeds import FeedFetcher
+from tools.feeds.types import FeedKind
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -46,6 +56,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     PARTIAL = 3
     ALL_FAILED = 4
+    FINDINGS = 5
     INTERRUPTED = 130
 
 
@@ -54,6 +65,15 @@ class OutputFormat(StrEnum):
 
     TABLE = "table"
     JSON = "json"
+
+
+class ReportFormat(StrEnum):
+    """Output formats of findings and reports."""
+
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+    MARKDOWN = "markdown"
 
 
 # Pipes and CI logs get a wide fixed width instead of rich's 80 columns, so nothing is cut.
@@ -313,6 +333,391 @@ def _fleet_exit_code(outcomes: list[HostOutcome]) -> int:
     if failed == 0:
         return ExitCode.OK
     return ExitCode.ALL_FAILED if failed == len(outcomes) else ExitCode.PARTIAL
+
+
+# --------------------------------------------------------------------------- scan & reports
+
+feeds_app = typer.Typer(
+    help="Advisory feeds: update from the network, import downloaded files, show status.",
+    no_args_is_help=True,
+)
+app.add_typer(feeds_app, name="feeds")
+
+
+def _store(ctx: _Context) -> Store:
+    return Store(ctx.settings.store_path)
+
+
+def _fetcher(settings: Settings, *, retries: int | None = None) -> FeedFetcher:
+    return FeedFetcher(
+        settings.cache_dir,
+        max_bytes=settings.feeds.max_download_bytes,
+        timeout=settings.feeds.timeout,
+        max_attempts=retries or settings.feeds.retries,
+    )
+
+
+def _stats_text(stats: ImportStats) -> str:
+    if stats.duplicate:
+        return "already imported (same document), nothing changed"
+    parts = []
+    if stats.advisories:
+        parts.append(
+            f"{stats.advisories} advisory records ({stats.created} new, {stats.changed} changed, "
+            f"{stats.unchanged} unchanged)"
+        )
+    for label, n in (("CVSS", stats.cvss), ("EPSS", stats.epss), ("KEV", stats.kev)):
+        if n:
+            parts.append(f"{n} {label}")
+    return ", ".join(parts) or "no records"
+
+
+@feeds_app.command("update")
+def feeds_update_cmd(
+    ctx: typer.Context,
+    kinds: Annotated[
+        list[FeedKind] | None,
+        typer.Argument(help="Feeds to fetch (default: debian-dsa debian-dla kev epss)."),
+    ] = None,
+) -> None:
+    """Fetch feeds (conditional requests, cached) and import them."""
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        outcomes = update_feeds(store, _fetcher(c.settings), kinds or DEFAULT_UPDATE_KINDS)
+    failed = 0
+    for o in outcomes:
+        if o.ok:
+            what = "not modified" if o.not_modified or o.stats is None else _stats_text(o.stats)
+            out.print(f"[green]✓[/] {o.kind.value}: {what}")
+        else:
+            failed += 1
+            err.print(f"[red]✗ {o.kind.value}[/]: {o.error}")
+    if failed:
+        raise typer.Exit(ExitCode.ALL_FAILED if failed == len(outcomes) else ExitCode.PARTIAL)
+
+
+@feeds_app.command("import")
+def feeds_import_cmd(
+    ctx: typer.Context,
+    kind: Annotated[FeedKind, typer.Argument(help="Feed kind of the file.")],
+    path: Annotated[Path, typer.Argument(help="File or directory (osv, nvd) to import.")],
+) -> None:
+    """Import a downloaded feed file; all or nothing (a bad file changes nothing)."""
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        stats = import_feed(store, kind, path)
+    out.print(f"[green]✓[/] {kind.value}: {_stats_text(stats)}")
+
+
+@feeds_app.command("status")
+def feeds_status_cmd(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) -> None:
+    """Show what each feed holds, when it was fetched, and whether it is stale."""
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        status = store.feed_status()
+    if fmt is OutputFormat.JSON:
+        _emit_json(
+            {"schema": "patchpilot.feeds/v1", "feeds": [s.model_dump(mode="json") for s in status]}
+        )
+        return
+    if not status:
+        out.print(NO_FEEDS_HINT)
+        return
+    table = Table(title="feeds", title_justify="left")
+    for col in ("feed", "records", "fetched", "published", "stale", "source"):
+        table.add_column(col, overflow="fold")
+    for s in status:
+        table.add_row(
+            s.kind.value,
+            str(s.records),
+            s.fetched_at.strftime("%Y-%m-%d %H:%M"),
+            s.published_at.strftime("%Y-%m-%d") if s.published_at else "-",
+            "[red]stale[/]" if s.stale else "fresh",
+            s.source,
+        )
+    out.print(table)
+
+
+SEVERITY_ORDER = list(Severity)
+
+
+@app.command("scan")
+def scan_cmd(
+    ctx: typer.Context,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="'local', a host, a group or a tag (default: all "
+            "hosts of the inventory, or local without one).",
+        ),
+    ] = None,
+    inventory: InventoryOpt = None,
+    limit: LimitOpt = None,
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        ReportFormat.TABLE
+    ),
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never fetch feeds; use the store as it is.")
+    ] = False,
+    fail_on: Annotated[
+        Severity | None,
+        typer.Option("--fail-on", help="Exit 5 if a finding has at least this severity."),
+    ] = None,
+    fail_on_score: Annotated[
+        float | None,
+        typer.Option("--fail-on-score", min=0, max=100, help="Exit 5 if a risk score reaches it."),
+    ] = None,
+) -> None:
+    """Scan hosts: discover, source advisories, assess, prioritize and report (one run)."""
+    c: _Context = ctx.obj
+    settings = c.settings
+    target = target or ("all" if (inventory or settings.inventory) else "local")
+    inv = _inventory_for(c, inventory, required=target != "local")
+    hosts = select_hosts(inv, None if target == "all" else target, limit)
+    policy = load_policy(settings.policy_path)
+    with _store(c) as store:
+        auto = settings.feeds.auto_update and not offline and not store.has_advisories()
+        context = ScanContext(
+            settings=settings,
+            store=store,
+            policy=policy,
+            fetcher=_fetcher(settings, retries=1) if auto else None,
+        )
+        with err.status(f"scanning {len(hosts)} host(s)…", spinner="dots"):
+            run_id, _summary = start_scan(hosts, context, target=target, offline=not auto)
+        code = _print_run_report(store, run_id, fmt)
+    raise typer.Exit(
+        _gate(
+            store_path=settings.store_path,
+            run_id=run_id,
+            base=code,
+            fail_on=fail_on,
+            fail_on_score=fail_on_score,
+        )
+    )
+
+
+def _gate(
+    *,
+    store_path: Path,
+    run_id: str,
+    base: int,
+    fail_on: Severity | None,
+    fail_on_score: float | None,
+) -> int:
+    if base != ExitCode.OK or (fail_on is None and fail_on_score is None):
+        return base
+    with Store(store_path) as store:
+        records = store.findings(run_id=run_id)
+    for r in records:
+        if (
+            fail_on is not None
+            and r.finding.severity.rank >= fail_on.rank
+            and (r.finding.severity is not Severity.UNKNOWN or fail_on is Severity.UNKNOWN)
+        ):
+            return ExitCode.FINDINGS
+        if fail_on_score is not None and r.risk is not None and r.risk.score >= fail_on_score:
+            return ExitCode.FINDINGS
+    return ExitCode.OK
+
+
+def _print_run_report(store: Store, run_id: str, fmt: ReportFormat) -> int:
+    run = store.get_run(run_id)
+    if run is None:
+        raise UnknownTargetError(f"no run {run_id!r}; see `patchpilot runs`", key="run_id")
+    records = store.findings(run_id=run_id)
+    hosts = store.host_results(run_id)
+    feeds = store.feed_status()
+    mode = run.summary.get("mode") if run.summary else None
+    hint = NO_FEEDS_HINT if mode == "repository-metadata" else None
+    document = report_document(
+        run=run,
+        records=records,
+        feeds=feeds,
+        hosts=hosts,
+        mode=mode,
+        hint=hint,
+        generated_at=utcnow(),
+    )
+    _emit_report(document, records, fmt)
+    failed = [h for h in hosts if not h.ok]
+    for h in failed:
+        err.print(f"[red]✗ {h.host}[/]: {h.message}")
+    if not hosts or not failed:
+        return ExitCode.OK
+    return ExitCode.ALL_FAILED if len(failed) == len(hosts) else ExitCode.PARTIAL
+
+
+def _emit_report(
+    document: dict[str, Any], records: Sequence[FindingRecord], fmt: ReportFormat
+) -> None:
+    if fmt is ReportFormat.JSON:
+        _emit_json(document)
+    elif fmt is ReportFormat.CSV:
+        sys.stdout.write(render_csv(records))
+    elif fmt is ReportFormat.MARKDOWN:
+        sys.stdout.write(render_markdown(document))
+    else:
+        _print_findings_table(document)
+
+
+def _print_findings_table(document: dict[str, Any]) -> None:
+    data = document["data"]
+    if data.get("hint"):
+        err.print(f"[yellow]note:[/] {data['hint']}")
+    if data.get("stale_feeds"):
+        err.print(f"[yellow]stale feeds:[/] {', '.join(data['stale_feeds'])}")
+    summary = document["summary"]
+    table = Table(
+        title=f"{summary['findings']} finding(s), {summary['actionable']} actionable, "
+        f"{summary['kev']} in KEV",
+        title_justify="left",
+    )
+    for col in (
+        "score",
+        "ssvc",
+        "due",
+        "host",
+        "source",
+        "installed",
+        "fixed",
+        "advisory",
+        "CVEs",
+        "why",
+    ):
+        table.add_column(col, overflow="fold")
+    for f in document["findings"]:
+        risk = f["risk"] or {}
+        cves = " ".join(f["cves"][:3]) + (f" +{len(f['cves']) - 3}" if len(f["cves"]) > 3 else "")
+        table.add_row(
+            f"{risk.get('score', '-')}",
+            risk.get("ssvc", "-"),
+            risk.get("due") or "-",
+            f["host"],
+            f["source_package"],
+            f["installed_version"],
+            f["fixed_version"] or f"[dim]{f['fix_state']}[/]",
+            escape(f["advisory"]),
+            cves or "-",
+            escape(risk.get("rationale", "")),
+        )
+    out.print(table)
+
+
+@app.command("findings")
+def findings_cmd(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option("--host", help="Only this host.")] = None,
+    severity: Annotated[
+        Severity | None, typer.Option("--severity", help="At least this severity.")
+    ] = None,
+    kev: Annotated[
+        bool | None, typer.Option("--kev/--no-kev", help="Only (or no) CISA KEV findings.")
+    ] = None,
+    fix_state: Annotated[
+        FixStatus | None, typer.Option("--fix-state", help="Only this fix state.")
+    ] = None,
+    actionable: Annotated[
+        bool, typer.Option("--actionable", help="Only fixed-and-reachable findings.")
+    ] = False,
+    run: Annotated[
+        str | None, typer.Option("--run", help="A run id (default: each host's latest scan).")
+    ] = None,
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        ReportFormat.TABLE
+    ),
+) -> None:
+    """List stored findings with filters (latest scan of each host by default)."""
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        records = store.findings(
+            run_id=run,
+            host=host,
+            min_severity=severity,
+            kev=kev,
+            fix_status=fix_state,
+            actionable=True if actionable else None,
+        )
+        feeds = store.feed_status()
+    document = report_document(run=None, records=records, feeds=feeds, generated_at=utcnow())
+    _emit_report(document, records, fmt)
+
+
+@app.command("report")
+def report_cmd(
+    ctx: typer.Context,
+    run_id: Annotated[str | None, typer.Argument(help="Run id (default: the latest scan).")] = None,
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        ReportFormat.TABLE
+    ),
+) -> None:
+    """Print the report of a scan run (table, JSON, CSV or Markdown)."""
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        if run_id is None:
+            scans = [r for r in store.list_runs(limit=100) if r.kind == "scan"]
+            if not scans:
+                raise UnknownTargetError("no scan run yet; run `patchpilot scan`", key="run_id")
+            run_id = scans[0].run_id
+        _print_run_report(store, run_id, fmt)
+
+
+@app.command("runs")
+def runs_cmd(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+    fmt: FormatOpt = OutputFormat.TABLE,
+) -> None:
+    """List runs, newest first (an unfinished one can be resumed)."""
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        runs = store.list_runs(limit=limit)
+    if fmt is OutputFormat.JSON:
+        _emit_json(
+            {"schema": "patchpilot.runs/v1", "runs": [r.model_dump(mode="json") for r in runs]}
+        )
+        return
+    table = Table(title=f"{len(runs)} run(s)", title_justify="left")
+    for col in ("run", "kind", "target", "status", "started", "finished", "findings"):
+        table.add_column(col, overflow="fold")
+    for r in runs:
+        table.add_row(
+            r.run_id,
+            r.kind,
+            r.target,
+            r.status,
+            r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            r.finished_at.strftime("%H:%M:%S") if r.finished_at else "-",
+            str((r.summary or {}).get("findings", "-")),
+        )
+    out.print(table)
+
+
+@app.command("resume")
+def resume_cmd(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run to continue (see `patchpilot runs`).")],
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        ReportFormat.TABLE
+    ),
+) -> None:
+    """Continue an interrupted run from its last checkpoint."""
+    c: _Context = ctx.obj
+    settings = c.settings
+    with _store(c) as store:
+        if store.get_run(run_id) is None:
+            raise UnknownTargetError(f"no run {run_id!r}; see `patchpilot runs`", key="run_id")
+        context = ScanContext(
+            settings=settings, store=store, policy=load_policy(settings.policy_path)
+        )
+        try:
+            resume_scan(run_id, context)
+        except LookupError as exc:
+            raise UnknownTargetError(str(exc), key="run_id") from exc
+        code = _print_run_report(store, run_id, fmt)
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "KEVEntry",
     "OSFamily",
     "OSInfo",
+    "PendingUpdate",
     "Provenance",
     "RiskAssessment",
     "RiskFactor",
@@ -207,6 +208,20 @@ class HostFacts(Record):
     source_package_count: int = Field(ge=0)
     ecosystem: Ecosystem | None = None
     collected_at: datetime = Field(default_factory=utcnow)
+
+
+class PendingUpdate(Record):
+    """An upgrade the host's own package manager offers (from ``apt-get -s dist-upgrade``)."""
+
+    name: str = Field(description="binary package name")
+    arch: str = ""
+    installed_version: str | None = Field(description="None when the upgrade installs it new")
+    candidate_version: str
+    origins: tuple[str, ...] = Field(
+        default=(),
+        description="apt origin/suite labels, e.g. 'Debian-Security:12/oldstable-security'",
+    )
+    security: bool = Field(description="offered by a -security suite")
 
 
 class CommandResult(Record):

@@ -67,6 +67,19 @@ class SSHSettings(BaseModel):
     default_key_file: Path | None = None
 
 
+class FeedSettings(BaseModel):
+    """How advisory feeds are fetched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    auto_update: bool = Field(
+        default=True, description="a scan fetches feeds itself when the store has none"
+    )
+    timeout: float = Field(default=30.0, gt=0, description="seconds per HTTP request")
+    retries: int = Field(default=4, ge=1, le=10, description="attempts on 429/5xx/connection")
+    max_download_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+
+
 class Settings(BaseSettings):
     """patchpilot's settings; see the module docstring for where they come from."""
 
@@ -84,6 +97,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_format: Literal["console", "json"] = "console"
     ssh: SSHSettings = Field(default_factory=SSHSettings)
+    feeds: FeedSettings = Field(default_factory=FeedSettings)
 
     @field_validator("home", "inventory", "policy", mode="after")
     @classmethod

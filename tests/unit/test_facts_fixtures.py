@@ -20,6 +20,7 @@ from patchpilot import errors
 from patchpilot.models import CommandResult
 from tools.facts import (
     ApkPackages,
+    AptPendingUpdates,
     DpkgPackages,
     Fact,
     KernelRelease,
@@ -34,6 +35,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts"
 
 FACTS: dict[str, Callable[..., Fact[Any]]] = {
     "ApkPackages": ApkPackages,
+    "AptPendingUpdates": AptPendingUpdates,
     "DpkgPackages": DpkgPackages,
     "KernelRelease": KernelRelease,
     "OsRelease": OsRelease,

@@ -5,6 +5,7 @@
 """
 
 from tools.facts.apk import ApkPackages
+from tools.facts.apt import AptPendingUpdates, is_security_origin, parse_inst_line
 from tools.facts.base import FACT_ENV, Fact, gather
 from tools.facts.dpkg import DpkgPackages, parse_dpkg_source_field, split_epoch
 from tools.facts.host import collect_host_facts, package_fact_for
@@ -21,6 +22,7 @@ from tools.facts.rpm import RpmPackages, parse_source_rpm, rpm_evr
 __all__ = [
     "FACT_ENV",
     "ApkPackages",
+    "AptPendingUpdates",
     "DpkgPackages",
     "Fact",
     "KernelRelease",
@@ -33,8 +35,10 @@ __all__ = [
     "collect_host_facts",
     "family_for",
     "gather",
+    "is_security_origin",
     "package_fact_for",
     "parse_dpkg_source_field",
+    "parse_inst_line",
     "parse_os_release",
     "parse_source_rpm",
     "rpm_evr",

@@ -1,0 +1,641 @@
+"""Prioritisation: a 0-100 risk score, an SSVC outcome and a due date for each finding.
+
+Deterministic and pure: the same finding, enrichment, host and policy always give the same
+:class:`~patchpilot.models.RiskAssessment` (``today`` only adds an "overdue" note).
+
+**Score.** Five factors, each a value in [0, 1] (``policy.risk.weights`` gives their weights):
+
+* ``severity``: the highest CVSS base score / 10 over the finding's CVEs; without CVSS the
+  distro severity: critical 1.0, high 0.8, medium 0.5, low 0.25, unimportant 0.05;
+  ``unknown`` -> *unknown*.
+* ``epss``: sqrt(highest EPSS probability). Raw probabilities are heavily skewed (most CVEs are
+  below 0.01), so the square root spreads them (0.01 -> 0.1, 0.1 -> 0.32, 0.94 -> 0.97) while
+  staying monotonic. The percentile is not used (it ranks a 0.01 probability near the
+  top). No EPSS record -> *unknown*.
+* ``kev``: 1 when a CVE is in CISA KEV, 0 when none is and the catalog was imported
+  (``kev_feed_loaded``); *unknown* when the catalog was never imported or the finding names
+  no CVE (repository-only findings).
+* ``criticality``: (criticality - 1) / 4 from the inventory (1..5).
+* ``exposure``: ``policy.risk.exposure[host.exposure]``.
+
+``score = 100 * sum(w_i * v_i for known i) / sum(w_i for known i)``: unknown factors are left
+out and the known weights renormalised (an unknown is never scored as 0). When KEV reports
+known ransomware use, ``policy.kev.ransomware_bonus`` points are added; the score is capped at
+100. If no weighted factor is known at all the score is 50 (undetermined) and the rationale
+says so. Each :class:`RiskFactor` carries the policy's normalised weight and its contribution
+in points (contributions of the known factors sum to the score before the bonus).
+
+**SSVC** (CERT/CC deployer "patch application priority" table, ``SSVC_DEPLOYER_TABLE``, the 72
+rows of ``deployer_patch_application_priority_1_0_0.csv``), with inputs approximated from data:
+
+* Exploitation: ``active`` if a CVE is in KEV (or a CVSS v4 vector says ``E:A``); ``public
+  poc`` if EPSS >= ``policy.risk.epss_likely`` (or CVSS v4 ``E:P``); ``none`` if EPSS is known
+  and below; without EPSS data ``public poc`` is *assumed* (unknown is not "none").
+* System exposure: internet -> ``open``, internal -> ``controlled``, isolated -> ``small``.
+* Automatable: ``yes`` iff a CVSS vector has ``AV:N``, ``PR:N`` and ``UI:N``; without any
+  CVSS vector ``yes`` is *assumed*.
+* Human impact: ``very high`` if criticality 5 and severity high/critical; ``high`` if
+  criticality >= 4 or severity high/critical; ``medium`` if criticality 3 or severity medium or
+  unknown; else ``low``. (Severity here is the CVSS band when CVSS is known, else the distro
+  severity.)
+
+Deployer outcomes map to patchpilot's outcomes: defer -> ``track``, scheduled -> ``track*``,
+out-of-cycle -> ``attend``, immediate -> ``act``. A KEV-listed CVE is raised to at least
+``policy.kev.minimum_ssvc``.
+
+**Due date** = ``first_seen`` (UTC date) + the stricter (smaller) of the severity SLA and the
+SSVC SLA (``null`` = no deadline; both null = no due date). The severity is the CVSS band
+(>= 9 critical, >= 7 high, >= 4 medium, > 0 low) when CVSS is known, else the distro
+severity. When a CVE is in KEV and ``policy.kev.due_date_is_hard_bound``, the due date is never
+later than the earliest KEV ``dueDate`` (and is that date when the SLAs give none).
+
+**Rationale**: one factual sentence built only from numbers, enums, dates and validated ids;
+advisory text (summary, vendor wording) is untrusted and never included.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Final
+
+import structlog
+
+from patchpilot.models import (
+    CVSS,
+    Enrichment,
+    Exposure,
+    Finding,
+    FixStatus,
+    Host,
+    KEVEntry,
+    RiskAssessment,
+    RiskFactor,
+    Severity,
+    SSVCOutcome,
+)
+from patchpilot.policy import Policy
+
+__all__ = [
+    "SEVERITY_VALUES",
+    "SSVC_DEPLOYER_TABLE",
+    "Automatable",
+    "DeployerPriority",
+    "Exploitation",
+    "HumanImpact",
+    "SSVCInputs",
+    "SystemExposure",
+    "finding_key",
+    "prioritize",
+    "ssvc_deployer",
+    "ssvc_inputs",
+]
+
+log = structlog.get_logger(__name__)
+
+
+def finding_key(finding: Finding) -> str:
+    """The stable key of a finding: ``"<host>|<source package>|<advisory id>"``."""
+    return f"{finding.host}|{finding.source_package}|{finding.advisory_id}"
+
+
+SEVERITY_VALUES: Final[Mapping[Severity, float]] = {
+    Severity.CRITICAL: 1.0,
+    Severity.HIGH: 0.8,
+    Severity.MEDIUM: 0.5,
+    Severity.LOW: 0.25,
+    Severity.UNIMPORTANT: 0.05,
+}
+"""Distro severity -> severity factor when no CVSS score is known (``unknown`` has none)."""
+
+_UNDETERMINED_SCORE: Final = 50.0
+_SAFE_TEXT_RE: Final = re.compile(r"^[A-Za-z0-9.+~:_-]{1,128}$")
+
+
+# --------------------------------------------------------------------------- SSVC
+
+
+class Exploitation(StrEnum):
+    """SSVC Exploitation v1.1.0."""
+
+    NONE = "none"
+    POC = "public poc"
+    ACTIVE = "active"
+
+
+class SystemExposure(StrEnum):
+    """SSVC System Exposure v1.0.1."""
+
+    SMALL = "small"
+    CONTROLLED = "controlled"
+    OPEN = "open"
+
+
+class Automatable(StrEnum):
+    """SSVC Automatable v2.0.0."""
+
+    NO = "no"
+    YES = "yes"
+
+
+class HumanImpact(StrEnum):
+    """SSVC Human Impact v2.0.2."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    VERY_HIGH = "very high"
+
+
+class DeployerPriority(StrEnum):
+    """SSVC deployer outcomes (Defer, Scheduled, Out-of-Cycle, Immediate v1.0.0)."""
+
+    DEFER = "defer"
+    SCHEDULED = "scheduled"
+    OUT_OF_CYCLE = "out-of-cycle"
+    IMMEDIATE = "immediate"
+
+
+_D, _S, _O, _I = (
+    DeployerPriority.DEFER,
+    DeployerPriority.SCHEDULED,
+    DeployerPriority.OUT_OF_CYCLE,
+    DeployerPriority.IMMEDIATE,
+)
+
+
+def _deployer_table() -> dict[
+    tuple[Exploitation, SystemExposure, Automatable, HumanImpact], DeployerPriority
+]:
+    # Rows of CERTCC/SSVC data/csv/ssvc/deployer_patch_application_priority_1_0_0.csv in CSV
+    # order: for each (exploitation, exposure, automatable), human impact low..very high.
+    rows = {
+        (Exploitation.NONE, SystemExposure.SMALL, Automatable.NO): (_D, _D, _S, _S),
+        (Exploitation.NONE, SystemExposure.SMALL, Automatable.YES): (_D, _S, _S, _S),
+        (Exploitation.NONE, SystemExposure.CONTROLLED, Automatable.NO): (_D, _S, _S, _S),
+        (Exploitation.NONE, SystemExposure.CONTROLLED, Automatable.YES): (_S, _S, _S, _S),
+        (Exploitation.NONE, SystemExposure.OPEN, Automatable.NO): (_D, _S, _S, _S),
+        (Exploitation.NONE, SystemExposure.OPEN, Automatable.YES): (_S, _S, _S, _O),
+        (Exploitation.POC, SystemExposure.SMALL, Automatable.NO): (_D, _S, _S, _S),
+        (Exploitation.POC, SystemExposure.SMALL, Automatable.YES): (_S, _S, _S, _S),
+        (Exploitation.POC, SystemExposure.CONTROLLED, Automatable.NO): (_D, _S, _S, _S),
+        (Exploitation.POC, SystemExposure.CONTROLLED, Automatable.YES): (_S, _S, _S, _O),
+        (Exploitation.POC, SystemExposure.OPEN, Automatable.NO): (_S, _S, _S, _O),
+        (Exploitation.POC, SystemExposure.OPEN, Automatable.YES): (_S, _S, _O, _O),
+        (Exploitation.ACTIVE, SystemExposure.SMALL, Automatable.NO): (_S, _S, _O, _O),
+        (Exploitation.ACTIVE, SystemExposure.SMALL, Automatable.YES): (_S, _O, _O, _O),
+        (Exploitation.ACTIVE, SystemExposure.CONTROLLED, Automatable.NO): (_S, _S, _O, _O),
+        (Exploitation.ACTIVE, SystemExposure.CONTROLLED, Automatable.YES): (_O, _O, _O, _O),
+        (Exploitation.ACTIVE, SystemExposure.OPEN, Automatable.NO): (_S, _O, _O, _I),
+        (Exploitation.ACTIVE, SystemExposure.OPEN, Automatable.YES): (_O, _O, _I, _I),
+    }
+    return {
+        (*key, impact): outcome
+        for key, outcomes in rows.items()
+        for impact, outcome in zip(HumanImpact, outcomes, strict=True)
+    }
+
+
+SSVC_DEPLOYER_TABLE: Final[
+    Mapping[tuple[Exploitation, SystemExposure, Automatable, HumanImpact], DeployerPriority]
+] = _deployer_table()
+"""The CERT/CC SSVC deployer patch-application-priority table (72 rows)."""
+
+DEPLOYER_TO_OUTCOME: Final[Mapping[DeployerPriority, SSVCOutcome]] = {
+    DeployerPriority.DEFER: SSVCOutcome.TRACK,
+    DeployerPriority.SCHEDULED: SSVCOutcome.TRACK_STAR,
+    DeployerPriority.OUT_OF_CYCLE: SSVCOutcome.ATTEND,
+    DeployerPriority.IMMEDIATE: SSVCOutcome.ACT,
+}
+"""Deployer priority -> patchpilot's SSVC outcome (the CISA names used by the SLA policy)."""
+
+_OUTCOME_RANK: Final[Mapping[SSVCOutcome, int]] = {
+    SSVCOutcome.TRACK: 0,
+    SSVCOutcome.TRACK_STAR: 1,
+    SSVCOutcome.ATTEND: 2,
+    SSVCOutcome.ACT: 3,
+}
+
+_SYSTEM_EXPOSURE: Final[Mapping[Exposure, SystemExposure]] = {
+    Exposure.INTERNET: SystemExposure.OPEN,
+    Exposure.INTERNAL: SystemExposure.CONTROLLED,
+    Exposure.ISOLATED: SystemExposure.SMALL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SSVCInputs:
+    """The four deployer decision points, with which ones were assumed for lack of data."""
+
+    exploitation: Exploitation
+    exposure: SystemExposure
+    automatable: Automatable
+    human_impact: HumanImpact
+    exploitation_assumed: bool = False
+    automatable_assumed: bool = False
+
+
+def ssvc_deployer(inputs: SSVCInputs) -> DeployerPriority:
+    """Look the inputs up in :data:`SSVC_DEPLOYER_TABLE`."""
+    key = (inputs.exploitation, inputs.exposure, inputs.automatable, inputs.human_impact)
+    return SSVC_DEPLOYER_TABLE[key]
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """Worst-case enrichment over the finding's CVEs."""
+
+    cvss: CVSS | None
+    epss: float | None
+    kev: KEVEntry | None
+    vectors: tuple[str, ...]
+
+
+def _merge_kev(listed: Sequence[KEVEntry]) -> KEVEntry | None:
+    """One KEV view of several CVEs: earliest dateAdded, earliest dueDate, any ransomware."""
+    if not listed:
+        return None
+    uses = [k.known_ransomware_use for k in listed]
+    ransomware = True if any(uses) else (None if None in uses else False)
+    return KEVEntry(
+        date_added=min(k.date_added for k in listed),
+        due_date=min(k.due_date for k in listed),
+        known_ransomware_use=ransomware,
+    )
+
+
+def _evidence(enrichments: Sequence[Enrichment]) -> _Evidence:
+    cvss: CVSS | None = None
+    epss: float | None = None
+    listed: list[KEVEntry] = []
+    vectors: list[str] = []
+    for item in sorted(enrichments, key=lambda e: e.cve):
+        best = item.best_cvss
+        if best is not None:
+            vectors.append(best.vector)
+            if cvss is None or best.base_score > cvss.base_score:
+                cvss = best
+        if item.epss is not None and (epss is None or item.epss.probability > epss):
+            epss = item.epss.probability
+        if item.kev is not None:
+            listed.append(item.kev)
+    return _Evidence(cvss, epss, _merge_kev(listed), tuple(vectors))
+
+
+def _vector_metrics(vector: str) -> dict[str, str]:
+    metrics: dict[str, str] = {}
+    for part in vector.split("/"):
+        key, sep, value = part.partition(":")
+        if sep and key != "CVSS":
+            metrics[key] = value
+    return metrics
+
+
+def _cvss_band(score: float) -> Severity:
+    if score >= 9.0:
+        return Severity.CRITICAL
+    if score >= 7.0:
+        return Severity.HIGH
+    if score >= 4.0:
+        return Severity.MEDIUM
+    if score > 0.0:
+        return Severity.LOW
+    return Severity.UNIMPORTANT
+
+
+def _effective_severity(finding: Finding, evidence: _Evidence) -> Severity:
+    if evidence.cvss is not None:
+        return _cvss_band(evidence.cvss.base_score)
+    return finding.severity
+
+
+def ssvc_inputs(
+    finding: Finding,
+    enrichments: Sequence[Enrichment],
+    host: Host,
+    policy: Policy,
+) -> SSVCInputs:
+    """Derive the deployer decision points from the data (see the module docstring)."""
+    return _ssvc_inputs(finding, _evidence(enrichments), host, policy)
+
+
+def _ssvc_inputs(finding: Finding, evidence: _Evidence, host: Host, policy: Policy) -> SSVCInputs:
+    metrics = [_vector_metrics(v) for v in evidence.vectors]
+    exploitation_assumed = False
+    if evidence.kev is not None or any(m.get("E") == "A" for m in metrics):
+        exploitation = Exploitation.ACTIVE
+    elif (evidence.epss is not None and evidence.epss >= policy.risk.epss_likely) or any(
+        m.get("E") == "P" for m in metrics
+    ):
+        exploitation = Exploitation.POC
+    elif evidence.epss is not None:
+        exploitation = Exploitation.NONE
+    else:
+        exploitation, exploitation_assumed = Exploitation.POC, True
+    automatable_assumed = not metrics
+    automatable = (
+        Automatable.YES
+        if automatable_assumed
+        or any(m.get("AV") == "N" and m.get("PR") == "N" and m.get("UI") == "N" for m in metrics)
+        else Automatable.NO
+    )
+    severity = _effective_severity(finding, evidence)
+    severe = severity in (Severity.HIGH, Severity.CRITICAL)
+    if host.criticality == 5 and severe:
+        impact = HumanImpact.VERY_HIGH
+    elif host.criticality >= 4 or severe:
+        impact = HumanImpact.HIGH
+    elif host.criticality == 3 or severity in (Severity.MEDIUM, Severity.UNKNOWN):
+        impact = HumanImpact.MEDIUM
+    else:
+        impact = HumanImpact.LOW
+    return SSVCInputs(
+        exploitation=exploitation,
+        exposure=_SYSTEM_EXPOSURE[host.exposure],
+        automatable=automatable,
+        human_impact=impact,
+        exploitation_assumed=exploitation_assumed,
+        automatable_assumed=automatable_assumed,
+    )
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True, slots=True)
+class _Factor:
+    name: str
+    value: float | None  # None = unknown
+    label: str
+
+
+def _probability(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.01 or value == 0 else f"{value:.4f}"
+
+
+def _factors(
+    finding: Finding,
+    evidence: _Evidence,
+    host: Host,
+    policy: Policy,
+    kev_feed_loaded: bool,
+) -> list[_Factor]:
+    if evidence.cvss is not None:
+        severity = _Factor(
+            "severity", evidence.cvss.base_score / 10.0, f"CVSS {evidence.cvss.base_score:.1f}"
+        )
+    elif finding.severity in SEVERITY_VALUES:
+        severity = _Factor(
+            "severity",
+            SEVERITY_VALUES[finding.severity],
+            f"distro severity {finding.severity.value}",
+        )
+    else:
+        severity = _Factor("severity", None, "severity unknown")
+    if evidence.epss is not None:
+        likely = evidence.epss >= policy.risk.epss_likely
+        epss = _Factor(
+            "epss",
+            math.sqrt(evidence.epss),
+            f"EPSS {_probability(evidence.epss)}" + (" (likely exploitation)" if likely else ""),
+        )
+    else:
+        epss = _Factor("epss", None, "EPSS unknown")
+    if evidence.kev is not None:
+        kev = _Factor(
+            "kev",
+            1.0,
+            f"in CISA KEV since {evidence.kev.date_added.isoformat()}, "
+            f"due {evidence.kev.due_date.isoformat()}",
+        )
+    elif kev_feed_loaded and finding.cves:
+        kev = _Factor("kev", 0.0, "not in CISA KEV")
+    else:
+        kev = _Factor("kev", None, "KEV status unknown")
+    exposure_label = {
+        Exposure.INTERNET: "internet-facing",
+        Exposure.INTERNAL: "internal",
+        Exposure.ISOLATED: "isolated",
+    }[host.exposure]
+    return [
+        severity,
+        epss,
+        kev,
+        _Factor("exposure", policy.risk.exposure[host.exposure], exposure_label),
+        _Factor("criticality", (host.criticality - 1) / 4.0, f"criticality {host.criticality}/5"),
+    ]
+
+
+def _score(
+    factors: Sequence[_Factor], weights: Mapping[str, float]
+) -> tuple[float, list[RiskFactor], bool]:
+    known_weight = sum(weights[f.name] for f in factors if f.value is not None)
+    determined = known_weight > 0
+    risk_factors: list[RiskFactor] = []
+    total = 0.0
+    for factor in factors:
+        weight = weights[factor.name]
+        contribution = 0.0
+        if factor.value is not None and determined:
+            contribution = 100.0 * weight * factor.value / known_weight
+            total += contribution
+        risk_factors.append(
+            RiskFactor(
+                name=factor.name,
+                value=_factor_value(factor),
+                known=factor.value is not None,
+                weight=weight,
+                contribution=round(contribution, 4),
+            )
+        )
+    score = total if determined else _UNDETERMINED_SCORE
+    return min(100.0, max(0.0, score)), risk_factors, determined
+
+
+def _factor_value(factor: _Factor) -> str:
+    if factor.value is None:
+        return "unknown"
+    return f"{factor.label} -> {factor.value:.3f}"
+
+
+# --------------------------------------------------------------------------- due date
+
+
+def _first_seen_date(first_seen: datetime) -> date:
+    if first_seen.tzinfo is not None:
+        return first_seen.astimezone(UTC).date()
+    return first_seen.date()
+
+
+def _due_date(
+    finding: Finding,
+    severity: Severity,
+    outcome: SSVCOutcome,
+    kev: KEVEntry | None,
+    policy: Policy,
+) -> date | None:
+    days = [
+        d
+        for d in (
+            policy.sla_days.days_for_severity(severity),
+            policy.sla_days.days_for_ssvc(outcome),
+        )
+        if d is not None
+    ]
+    due = _first_seen_date(finding.first_seen) + timedelta(days=min(days)) if days else None
+    if kev is not None and policy.kev.due_date_is_hard_bound:
+        due = kev.due_date if due is None else min(due, kev.due_date)
+    return due
+
+
+# --------------------------------------------------------------------------- rationale
+
+
+def _safe(text: str) -> str:
+    return text if _SAFE_TEXT_RE.match(text) else "(withheld: unexpected characters)"
+
+
+def _fix_phrase(finding: Finding) -> str:
+    status = finding.fix.status
+    if status is FixStatus.FIXED:
+        phrase = f"fixed in {_safe(finding.fix.version or '')}"
+        if finding.fix_reachable is False:
+            phrase += " (not yet offered by the host's repositories)"
+        elif finding.fix_reachable is None:
+            phrase += " (repository availability unknown)"
+        return phrase
+    return {
+        FixStatus.NO_FIX_YET: "no fix available yet",
+        FixStatus.DEFERRED: "no fix: deferred by the distribution",
+        FixStatus.WILL_NOT_FIX: "no fix: the distribution will not fix it",
+        FixStatus.END_OF_LIFE: "no fix: release or package is end-of-life",
+        FixStatus.NOT_AFFECTED: "not affected according to the distribution",
+        FixStatus.UNIMPORTANT: "rated unimportant by the distribution",
+    }[status]
+
+
+def _ssvc_phrase(outcome: SSVCOutcome, inputs: SSVCInputs, kev_raised: bool) -> str:
+    exploitation = inputs.exploitation.value + (" assumed" if inputs.exploitation_assumed else "")
+    automatable = (
+        "automatable" if inputs.automatable is Automatable.YES else "not automatable"
+    ) + (" assumed" if inputs.automatable_assumed else "")
+    phrase = (
+        f"SSVC {outcome.value} (exploitation {exploitation}, exposure {inputs.exposure.value}, "
+        f"{automatable}, human impact {inputs.human_impact.value}"
+    )
+    return phrase + (", raised for KEV)" if kev_raised else ")")
+
+
+def _rationale(
+    *,
+    finding: Finding,
+    factors: Sequence[_Factor],
+    evidence: _Evidence,
+    outcome: SSVCOutcome,
+    inputs: SSVCInputs,
+    kev_raised: bool,
+    due: date | None,
+    today: date | None,
+    determined: bool,
+) -> str:
+    parts = [f.label for f in factors if f.value is not None]
+    if evidence.kev is not None and evidence.kev.known_ransomware_use:
+        parts.append("known ransomware use")
+    parts.append(_fix_phrase(finding))
+    parts.append(_ssvc_phrase(outcome, inputs, kev_raised))
+    if due is None:
+        parts.append("no SLA deadline")
+    else:
+        overdue = today is not None and today > due
+        parts.append(f"due {due.isoformat()}" + (" (overdue)" if overdue else ""))
+    unknown = [f.name if f.name != "epss" else "EPSS" for f in factors if f.value is None]
+    if unknown and determined:
+        parts.append(f"unknown: {', '.join(unknown)} (scored on the known factors only)")
+    elif not determined:
+        parts.append(f"score undetermined: no weighted factor is known ({', '.join(unknown)})")
+    return "; ".join(parts) + "."
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def prioritize(
+    finding: Finding,
+    enrichment: Enrichment | Sequence[Enrichment] | None,
+    host: Host,
+    policy: Policy,
+    *,
+    today: date | None = None,
+    kev_feed_loaded: bool = False,
+) -> RiskAssessment:
+    """Score one finding, decide its SSVC outcome and its due date.
+
+    Args:
+        finding: the finding (fixed or not: a finding without a fix still carries risk; the
+            rationale says there is no fix).
+        enrichment: CVSS/EPSS/KEV data of the finding's CVE, or of each of its CVEs (the worst
+            value of each factor counts), or ``None``.
+        host: the inventory host (criticality, exposure).
+        policy: weights, SLAs and KEV handling.
+        today: when given, a due date before it is marked "(overdue)" in the rationale.
+        kev_feed_loaded: whether the CISA KEV catalog has been imported; without it "not in
+            KEV" cannot be told from "unknown", so KEV is an unknown factor.
+
+    Returns:
+        The :class:`RiskAssessment` (key ``"<host>|<source>|<advisory>"``).
+    """
+    if enrichment is None:
+        enrichments: Sequence[Enrichment] = ()
+    elif isinstance(enrichment, Enrichment):
+        enrichments = (enrichment,)
+    else:
+        enrichments = tuple(enrichment)
+    evidence = _evidence(enrichments)
+    factors = _factors(finding, evidence, host, policy, kev_feed_loaded)
+    score, risk_factors, determined = _score(factors, policy.risk.weights.normalised())
+    if evidence.kev is not None and evidence.kev.known_ransomware_use:
+        bonus = min(policy.kev.ransomware_bonus, 100.0 - score)
+        score = min(100.0, score + policy.kev.ransomware_bonus)
+        risk_factors.append(
+            RiskFactor(
+                name="ransomware",
+                value="known ransomware use (CISA KEV)",
+                known=True,
+                weight=0.0,
+                contribution=round(bonus, 4),
+            )
+        )
+    inputs = _ssvc_inputs(finding, evidence, host, policy)
+    outcome = DEPLOYER_TO_OUTCOME[ssvc_deployer(inputs)]
+    kev_raised = False
+    if evidence.kev is not None and _OUTCOME_RANK[outcome] < _OUTCOME_RANK[policy.kev.minimum_ssvc]:
+        outcome, kev_raised = policy.kev.minimum_ssvc, True
+    due = _due_date(finding, _effective_severity(finding, evidence), outcome, evidence.kev, policy)
+    rationale = _rationale(
+        finding=finding,
+        factors=factors,
+        evidence=evidence,
+        outcome=outcome,
+        inputs=inputs,
+        kev_raised=kev_raised,
+        due=due,
+        today=today,
+        determined=determined,
+    )
+    key = finding_key(finding)
+    log.debug("finding_prioritized", finding=key, score=round(score, 2), ssvc=outcome.value)
+    return RiskAssessment(
+        finding_key=key,
+        score=round(score, 4),
+        factors=tuple(risk_factors),
+        ssvc=outcome,
+        due_date=due,
+        rationale=rationale,
+    )

@@ -1,0 +1,333 @@
+"""The scan graph: discover → source → assess → prioritize → report, checkpointed in SQLite.
+
+::
+
+    START → plan ─Send per host─► discover_host ─► source ─Send per host─► assess_host
+                                                                              │
+                          END ◄── report ◄── prioritize ◄────────────────────┘
+
+* ``plan`` records the run; ``discover_host`` and ``assess_host`` fan out per host with ``Send``
+  (bounded by ``max_concurrency``); an unreachable host is recorded as failed and the others go on.
+* The state carries ids and summaries only. Packages, pending updates and findings live in the
+  store, keyed by run id, so a 1,000-host run does not serialise its inventories into every
+  checkpoint.
+* Every step is checkpointed with ``durability="sync"`` under ``thread_id = run_id``: a run
+  killed with ``kill -9`` resumes from its last completed step with :func:`resume_scan`, and
+  per-host writes are idempotent (replace by run and host), so a re-run step changes nothing.
+"""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import structlog
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.assessment import VerdictCache, assess_host, findings_from_pending
+from agents.discovery import discover_host
+from agents.prioritization import prioritize
+from agents.sourcing import SourcingReport, ensure_feeds
+from patchpilot.failpoints import failpoint
+from patchpilot.models import Host
+from patchpilot.policy import Policy
+from patchpilot.settings import Settings
+from patchpilot.store import Store
+from tools.feeds import FeedFetcher
+
+__all__ = [
+    "HostStatus",
+    "ScanContext",
+    "ScanState",
+    "build_scan_graph",
+    "resume_scan",
+    "start_scan",
+]
+
+log = structlog.get_logger(__name__)
+
+
+class HostStatus(BaseModel):
+    """One host's progress through the run (a summary; the data is in the store)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    stage: Literal["discovered", "failed", "assessed"]
+    error: str | None = None
+    findings: int = 0
+
+
+class ScanState(BaseModel):
+    """The scan run's state: ids and summaries only."""
+
+    run_id: str
+    target: str
+    hosts: list[Host]
+    offline: bool = True
+    statuses: Annotated[list[HostStatus], operator.add] = Field(default_factory=list)
+    sourcing: SourcingReport | None = None
+    summary: dict[str, Any] | None = None
+
+
+class HostTask(BaseModel):
+    """The payload of one per-host branch."""
+
+    run_id: str
+    host: Host
+    mode: Literal["advisories", "repository-metadata"] = "advisories"
+
+
+@dataclass
+class ScanContext:
+    """Run-time dependencies (not checkpointed; rebuilt on resume)."""
+
+    settings: Settings
+    store: Store
+    policy: Policy
+    fetcher: FeedFetcher | None = None
+    verdicts: VerdictCache = field(default_factory=VerdictCache)
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+def plan(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
+    """Record the run (idempotent) before any host is touched."""
+    runtime.context.store.create_run(
+        state.run_id,
+        kind="scan",
+        target=state.target,
+        params={"hosts": [h.name for h in state.hosts], "offline": state.offline},
+    )
+    log.info("scan.planned", run_id=state.run_id, hosts=len(state.hosts))
+    return {}
+
+
+def fan_out_discovery(state: ScanState) -> list[Send]:
+    """One discovery branch per host."""
+    return [Send("discover_host", HostTask(run_id=state.run_id, host=h)) for h in state.hosts]
+
+
+def discover_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[str, Any]:
+    """Inventory one host and store its snapshot; failure is recorded, not raised."""
+    store = runtime.context.store
+    outcome = discover_host(state.host, runtime.context.settings, pending=True)
+    if not outcome.ok or outcome.facts is None:
+        store.record_host_failure(
+            state.run_id, state.host.name, outcome.error_type or "Error", outcome.error or ""
+        )
+        return {"statuses": [HostStatus(host=state.host.name, stage="failed", error=outcome.error)]}
+    store.save_host_snapshot(state.run_id, outcome.facts, outcome.packages, outcome.pending or ())
+    return {"statuses": [HostStatus(host=state.host.name, stage="discovered")]}
+
+
+def source(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
+    """Make sure advisory data is there (or fall back to repository metadata)."""
+    ctx = runtime.context
+    report = ensure_feeds(ctx.store, None if state.offline else ctx.fetcher)
+    log.info("scan.sourced", run_id=state.run_id, mode=report.mode, stale=list(report.stale))
+    return {"sourcing": report}
+
+
+def fan_out_assessment(state: ScanState) -> list[Send]:
+    """One assessment branch per discovered host."""
+    discovered = {s.host for s in state.statuses if s.stage == "discovered"}
+    mode = state.sourcing.mode if state.sourcing else "repository-metadata"
+    sends = [
+        Send("assess_host", HostTask(run_id=state.run_id, host=h, mode=mode))
+        for h in state.hosts
+        if h.name in discovered
+    ]
+    return sends or [Send("prioritize", state)]
+
+
+def assess_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[str, Any]:
+    """Match one host's stored inventory against advisories; store its findings."""
+    ctx = runtime.context
+    snapshot = ctx.store.load_host_snapshot(state.run_id, state.host.name)
+    if snapshot is None:  # pragma: no cover - discovery stored it before this branch started
+        return {"statuses": [HostStatus(host=state.host.name, stage="failed", error="no snapshot")]}
+    failpoint("assess")
+    first_seen = ctx.store.first_seen_map(state.host.name)
+    facts = snapshot.facts
+    if state.mode == "advisories" and facts.ecosystem is not None:
+        index = ctx.store.advisory_index(facts.ecosystem, facts.os.release)
+        result = assess_host(
+            state.host.name,
+            facts,
+            snapshot.packages,
+            index,
+            pending=snapshot.pending,
+            first_seen=first_seen,
+            cache=ctx.verdicts,
+        )
+        findings = list(result.findings)
+        # Security updates the host's own repositories offer that no advisory explains (the
+        # feeds lag the archive, or do not cover it) are still reported, marked as such.
+        explained = {f.source_package for f in findings}
+        findings += [
+            f
+            for f in findings_from_pending(
+                state.host.name, snapshot.packages, snapshot.pending, first_seen=first_seen
+            )
+            if f.source_package not in explained
+        ]
+        for source_package, reason in result.errors:
+            log.warning(
+                "assess.version_error", host=state.host.name, package=source_package, reason=reason
+            )
+    else:
+        findings = findings_from_pending(
+            state.host.name, snapshot.packages, snapshot.pending, first_seen=first_seen
+        )
+    ctx.store.replace_findings(state.run_id, state.host.name, findings)
+    return {
+        "statuses": [HostStatus(host=state.host.name, stage="assessed", findings=len(findings))]
+    }
+
+
+def prioritize_node(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
+    """Score every finding of the run and store the assessments."""
+    ctx = runtime.context
+    records = ctx.store.findings(run_id=state.run_id)
+    hosts = {h.name: h for h in state.hosts}
+    enrichment = ctx.store.enrichment({c for r in records for c in r.finding.cves})
+    kev_loaded = any(s.kind.value == "kev" for s in ctx.store.feed_status())
+    today = datetime.now(UTC).date()
+    assessments = [
+        prioritize(
+            r.finding,
+            [enrichment[c] for c in r.finding.cves if c in enrichment],
+            hosts[r.finding.host],
+            ctx.policy,
+            today=today,
+            kev_feed_loaded=kev_loaded,
+        )
+        for r in records
+        if r.finding.host in hosts
+    ]
+    ctx.store.save_risk(state.run_id, assessments)
+    return {}
+
+
+def report(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
+    """Close the run with a summary (counts only; the findings are in the store)."""
+    ctx = runtime.context
+    latest: dict[str, HostStatus] = {}
+    order = {"discovered": 0, "failed": 1, "assessed": 2}
+    for s in state.statuses:
+        if s.host not in latest or order[s.stage] >= order[latest[s.host].stage]:
+            latest[s.host] = s
+    failed = sorted(h for h, s in latest.items() if s.stage == "failed")
+    records = ctx.store.findings(run_id=state.run_id)
+    by_severity: dict[str, int] = {}
+    for r in records:
+        by_severity[r.finding.severity.value] = by_severity.get(r.finding.severity.value, 0) + 1
+    summary = {
+        "hosts": len(state.hosts),
+        "hosts_ok": len(state.hosts) - len(failed),
+        "hosts_failed": failed,
+        "findings": len(records),
+        "actionable": sum(r.finding.actionable for r in records),
+        "kev": sum(r.kev for r in records),
+        "by_severity": by_severity,
+        "mode": state.sourcing.mode if state.sourcing else None,
+        "stale_feeds": list(state.sourcing.stale) if state.sourcing else [],
+    }
+    status = (
+        "completed" if not failed else ("failed" if len(failed) == len(state.hosts) else "partial")
+    )
+    ctx.store.finish_run(state.run_id, status=status, summary=summary)
+    log.info("scan.finished", run_id=state.run_id, status=status, findings=len(records))
+    return {"summary": summary}
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def build_scan_graph() -> StateGraph[ScanState, ScanContext, ScanState, ScanState]:
+    """The uncompiled scan graph (compile it with a checkpointer)."""
+    g = StateGraph(ScanState, context_schema=ScanContext)
+    g.add_node("plan", plan)
+    g.add_node("discover_host", discover_host_node, input_schema=HostTask)
+    g.add_node("source", source)
+    g.add_node("assess_host", assess_host_node, input_schema=HostTask)
+    g.add_node("prioritize", prioritize_node)
+    g.add_node("report", report)
+    g.add_edge(START, "plan")
+    g.add_conditional_edges("plan", fan_out_discovery, ["discover_host"])
+    g.add_edge("discover_host", "source")  # fan-in: runs once all hosts are discovered
+    g.add_conditional_edges("source", fan_out_assessment, ["assess_host", "prioritize"])
+    g.add_edge("assess_host", "prioritize")
+    g.add_edge("prioritize", "report")
+    g.add_edge("report", END)
+    return g
+
+
+@contextmanager
+def _checkpointer(settings: Settings) -> Iterator[SqliteSaver]:
+    settings.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(settings.checkpoint_path, check_same_thread=False)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id (UTC timestamp + random suffix)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def _config(run_id: str, settings: Settings) -> RunnableConfig:
+    return {"configurable": {"thread_id": run_id}, "max_concurrency": settings.concurrency}
+
+
+def start_scan(
+    hosts: list[Host],
+    context: ScanContext,
+    *,
+    target: str,
+    offline: bool,
+    run_id: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Run a scan to completion; returns (run id, summary)."""
+    run_id = run_id or new_run_id()
+    state = ScanState(run_id=run_id, target=target, hosts=hosts, offline=offline)
+    with _checkpointer(context.settings) as saver:
+        graph = build_scan_graph().compile(checkpointer=saver)
+        out = graph.invoke(
+            state, _config(run_id, context.settings), context=context, durability="sync"
+        )
+    return run_id, dict(out.get("summary") or {})
+
+
+def resume_scan(run_id: str, context: ScanContext) -> dict[str, Any]:
+    """Continue an interrupted scan from its last checkpoint; returns the summary.
+
+    Raises:
+        LookupError: no checkpoint exists for ``run_id``.
+    """
+    with _checkpointer(context.settings) as saver:
+        graph = build_scan_graph().compile(checkpointer=saver)
+        config = _config(run_id, context.settings)
+        snapshot = graph.get_state(config)
+        if not snapshot.values:
+            raise LookupError(f"no checkpoint for run {run_id}")
+        if snapshot.next:
+            out = graph.invoke(None, config, context=context, durability="sync")
+        else:
+            out = snapshot.values
+    return dict(out.get("summary") or {})

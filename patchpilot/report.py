@@ -1,0 +1,179 @@
+"""Reports of a scan run: one JSON document (the stable contract), CSV and Markdown renderings.
+
+The JSON document (``schema: patchpilot.report/v1``) is what ``scan --format json`` and
+``report --format json`` print. Fields are only ever added within a schema version.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from patchpilot.store import FindingRecord, HostResult, RunRecord
+from tools.feeds.types import FeedStatus
+
+__all__ = ["CSV_COLUMNS", "finding_json", "render_csv", "render_markdown", "report_document"]
+
+SCHEMA = "patchpilot.report/v1"
+
+
+def finding_json(record: FindingRecord) -> dict[str, Any]:
+    """One finding in the report contract (see the README)."""
+    f = record.finding
+    binaries = sorted(f.binary_packages)
+    risk = record.risk
+    return {
+        "host": f.host,
+        "package": binaries[0] if binaries else f.source_package,
+        "packages": binaries,
+        "source_package": f.source_package,
+        "installed_version": f.installed_source_version,
+        "fixed_version": f.fixed_version,
+        "fix_state": f.fix.status.value,
+        "fix_reachable": f.fix_reachable,
+        "actionable": f.actionable,
+        "advisory": f.advisory_id,
+        "cves": list(f.cves),
+        "severity": f.severity.value,
+        "kev": record.kev,
+        "first_seen": f.first_seen.isoformat(),
+        "provenance": [p.model_dump(mode="json") for p in f.provenance],
+        "risk": None
+        if risk is None
+        else {
+            "score": round(risk.score, 1),
+            "ssvc": risk.ssvc.value,
+            "due": risk.due_date.isoformat() if risk.due_date else None,
+            "rationale": risk.rationale,
+            "factors": [factor.model_dump(mode="json") for factor in risk.factors],
+        },
+    }
+
+
+def report_document(
+    *,
+    run: RunRecord | None,
+    records: Sequence[FindingRecord],
+    feeds: Sequence[FeedStatus],
+    hosts: Sequence[HostResult] = (),
+    mode: str | None = None,
+    hint: str | None = None,
+    generated_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The whole report as a JSON-ready dict."""
+    stale = [s.kind.value for s in feeds if s.stale]
+    return {
+        "schema": SCHEMA,
+        "generated_at": generated_at.isoformat() if generated_at else None,
+        "run": None if run is None else run.model_dump(mode="json"),
+        "data": {
+            "mode": mode,
+            "feeds": [s.model_dump(mode="json") for s in feeds],
+            "stale_feeds": stale,
+            "hint": hint,
+        },
+        "hosts": [h.model_dump(mode="json") for h in hosts],
+        "findings": [finding_json(r) for r in records],
+        "summary": {
+            "findings": len(records),
+            "actionable": sum(r.finding.actionable for r in records),
+            "kev": sum(r.kev for r in records),
+            "hosts_with_findings": len({r.finding.host for r in records}),
+        },
+    }
+
+
+CSV_COLUMNS = (
+    "host",
+    "package",
+    "source_package",
+    "installed_version",
+    "fixed_version",
+    "fix_state",
+    "actionable",
+    "advisory",
+    "cves",
+    "severity",
+    "kev",
+    "score",
+    "ssvc",
+    "due",
+    "rationale",
+)
+
+
+def _flat(record: FindingRecord) -> dict[str, Any]:
+    data = finding_json(record)
+    risk = data.pop("risk") or {}
+    data["cves"] = " ".join(data["cves"])
+    data.update(
+        score=risk.get("score"),
+        ssvc=risk.get("ssvc"),
+        due=risk.get("due"),
+        rationale=risk.get("rationale"),
+    )
+    return {k: data.get(k) for k in CSV_COLUMNS}
+
+
+def render_csv(records: Sequence[FindingRecord]) -> str:
+    """Findings as CSV (one row per finding; CVEs space-separated)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow(_flat(r))
+    return buf.getvalue()
+
+
+def _md(text: object) -> str:
+    """Escape a value for a Markdown table cell (feed text is untrusted)."""
+    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    """The report document as Markdown (for tickets and wikis)."""
+    lines = ["# patchpilot report", ""]
+    run = document.get("run")
+    if run:
+        lines.append(f"Run `{run['run_id']}` ({run['status']}) on `{run['target']}`.")
+    data = document["data"]
+    if data.get("mode") == "repository-metadata":
+        lines.append("")
+        lines.append(f"> **Note:** {_md(data.get('hint'))}")
+    if data.get("stale_feeds"):
+        lines.append("")
+        lines.append(f"> **Stale feeds:** {', '.join(data['stale_feeds'])}")
+    summary = document["summary"]
+    lines += [
+        "",
+        f"**{summary['findings']} findings** ({summary['actionable']} actionable, "
+        f"{summary['kev']} in CISA KEV) on {summary['hosts_with_findings']} host(s).",
+        "",
+        "| score | ssvc | due | host | source package | installed | fixed in | advisory | CVEs |",
+        "|---:|---|---|---|---|---|---|---|---|",
+    ]
+    for f in document["findings"]:
+        risk = f["risk"] or {}
+        cves = ", ".join(f["cves"][:5]) + (" …" if len(f["cves"]) > 5 else "")
+        lines.append(
+            "| "
+            + " | ".join(
+                _md(v)
+                for v in (
+                    risk.get("score", ""),
+                    risk.get("ssvc", ""),
+                    risk.get("due", ""),
+                    f["host"],
+                    f["source_package"],
+                    f["installed_version"],
+                    f["fixed_version"] or f["fix_state"],
+                    f["advisory"],
+                    cves,
+                )
+            )
+            + " |"
+        )
+    return "\n".join(lines) + "\n"

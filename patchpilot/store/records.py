@@ -1,0 +1,129 @@
+"""Records the store returns (runs, host snapshots, findings, import statistics) and its error.
+
+All of them are frozen pydantic models: a read from the store is a fact as of that read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from patchpilot.errors import PatchpilotError
+from patchpilot.models import (
+    Finding,
+    HostFacts,
+    InstalledPackage,
+    PendingUpdate,
+    RiskAssessment,
+)
+from tools.feeds.types import FeedKind
+
+__all__ = [
+    "FindingRecord",
+    "HostResult",
+    "HostSnapshot",
+    "ImportStats",
+    "RunRecord",
+    "StoreError",
+    "finding_key",
+]
+
+
+class StoreError(PatchpilotError):
+    """The store refused or failed an operation; a failed write changed nothing.
+
+    Raised for an unusable database file (corrupt, or written by a newer patchpilot), for a
+    reference to an unknown run, for invalid data (an invalid fixed version, a finding of
+    another host) and for SQLite errors, which are chained as ``__cause__``.
+    """
+
+
+def finding_key(finding: Finding) -> str:
+    """The stable key of a finding: ``host|source_package|advisory_id``.
+
+    ``RiskAssessment.finding_key`` uses the same key, so risk joins findings on it.
+
+    Args:
+        finding: The finding.
+
+    Returns:
+        The key, e.g. ``"web-1|openssh|DSA-5724-1"``.
+    """
+    return f"{finding.host}|{finding.source_package}|{finding.advisory_id}"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ImportStats(_Frozen):
+    """What one :meth:`Store.import_batch` did.
+
+    Advisory records are counted once each; a key (ecosystem, release, source package,
+    advisory id) counts in exactly one of ``created``, ``changed`` or ``unchanged`` per record
+    that touched it.
+    """
+
+    kind: FeedKind
+    source: str
+    sha256: str
+    duplicate: bool = Field(
+        default=False,
+        description="the same document (kind, sha256) was imported before: no data changed",
+    )
+    advisories: int = Field(default=0, ge=0, description="advisory records in the batch")
+    created: int = Field(default=0, ge=0, description="advisory keys seen for the first time")
+    changed: int = Field(default=0, ge=0, description="merged advisories that changed")
+    fix_changed: int = Field(default=0, ge=0, description="... of which the fix state changed")
+    unchanged: int = Field(default=0, ge=0, description="merged advisories left as they were")
+    provenance_only: int = Field(
+        default=0, ge=0, description="records kept as provenance only (they did not win)"
+    )
+    cvss: int = Field(default=0, ge=0, description="CVEs whose CVSS scores were written")
+    epss: int = Field(default=0, ge=0, description="EPSS scores written")
+    kev: int = Field(default=0, ge=0, description="KEV entries written")
+    enrichment_skipped: int = Field(
+        default=0, ge=0, description="CVSS/EPSS/KEV values older than the stored ones, ignored"
+    )
+    seconds: float = Field(default=0.0, ge=0.0)
+
+
+class RunRecord(_Frozen):
+    """One patchpilot run (scan, plan, deploy...)."""
+
+    run_id: str
+    kind: str
+    target: str
+    params: dict[str, Any]
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    summary: dict[str, Any] | None = None
+
+
+class HostSnapshot(_Frozen):
+    """What discovery saved for one host in one run."""
+
+    facts: HostFacts
+    packages: tuple[InstalledPackage, ...]
+    pending: tuple[PendingUpdate, ...]
+
+
+class HostResult(_Frozen):
+    """The discovery outcome of one host in one run."""
+
+    host: str
+    ok: bool
+    error_type: str | None = None
+    message: str | None = None
+    package_count: int | None = Field(default=None, description="None when discovery failed")
+
+
+class FindingRecord(_Frozen):
+    """A stored finding with its risk assessment (if saved) and whether any CVE is in KEV."""
+
+    finding: Finding
+    risk: RiskAssessment | None
+    kev: bool

@@ -1,0 +1,312 @@
+"""The store's SQLite schema and its forward migrations (``PRAGMA user_version``).
+
+``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``; a new database runs them
+all. Each migration is a tuple of single statements, run inside the caller's transaction
+(never ``executescript``, which would commit half-way). Never edit a released migration:
+append a new one.
+
+Conventions: timestamps are UTC ISO-8601 text with microseconds (``2024-05-01T12:00:00.000000
++00:00``), so text order is time order; ``release`` is ``''`` for advisories that are not
+scoped to a release; JSON documents (``doc`` columns) hold the full pydantic record, and the
+other columns copy the fields that queries filter, join or sort on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Final
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "current_version",
+    "from_db_time",
+    "migrate",
+    "to_db_time",
+]
+
+
+def to_db_time(moment: datetime) -> str:
+    """Normalise a datetime to the stored text form (naive datetimes are taken as UTC).
+
+    Args:
+        moment: Any datetime.
+
+    Returns:
+        UTC ISO-8601 text with microseconds; text order is time order.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_db_time(text: str) -> datetime:
+    """Parse a stored timestamp (an aware UTC datetime)."""
+    return datetime.fromisoformat(text)
+
+
+_V1: Final[tuple[str, ...]] = (
+    # ---------------------------------------------------------------- counters
+    # ``advisories_generation`` increases whenever merged advisories change (index caches).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO meta (key, value) VALUES ('advisories_generation', 0)",
+    # ---------------------------------------------------------------- feeds
+    """
+    CREATE TABLE feeds (
+        id            INTEGER PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        source        TEXT NOT NULL,
+        fetched_at    TEXT NOT NULL,
+        published_at  TEXT,
+        sha256        TEXT NOT NULL,
+        etag          TEXT,
+        last_modified TEXT,
+        records       INTEGER NOT NULL CHECK (records >= 0),
+        imported_at   TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX feeds_by_source ON feeds (kind, source, fetched_at)",
+    "CREATE INDEX feeds_by_sha256 ON feeds (kind, sha256)",
+    # ---------------------------------------------------------------- advisories
+    # One row per key: the merged advisory (see patchpilot.store.merge).
+    """
+    CREATE TABLE advisories (
+        id             INTEGER PRIMARY KEY,
+        ecosystem      TEXT NOT NULL,
+        release        TEXT NOT NULL,
+        source_package TEXT NOT NULL,
+        advisory_id    TEXT NOT NULL,
+        fix_status     TEXT NOT NULL,
+        fix_version    TEXT,
+        severity       TEXT NOT NULL,
+        feed           TEXT NOT NULL,
+        winner         INTEGER NOT NULL,
+        doc            TEXT NOT NULL,
+        UNIQUE (ecosystem, release, source_package, advisory_id),
+        CHECK ((fix_status = 'fixed') = (fix_version IS NOT NULL))
+    )
+    """,
+    # ``winner`` is the advisory_records row whose state is the merged state (no FK: the two
+    # rows are written in one transaction, the advisory first).
+    # Provenance: every distinct record any feed stated for a key. A record stated again
+    # (same feed, source, record id and fix state) moves its row forward in time when the batch
+    # is newer; ``content`` hashes the record without provenance.fetched_at, so the row (and
+    # the provenance's fetched_at: when the statement was first seen) is rewritten only when
+    # the feed changed what it says.
+    """
+    CREATE TABLE advisory_records (
+        id          INTEGER PRIMARY KEY,
+        advisory    INTEGER NOT NULL REFERENCES advisories (id) ON DELETE CASCADE,
+        feed        TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        record_id   TEXT NOT NULL,
+        fix_status  TEXT NOT NULL,
+        fix_version TEXT NOT NULL,
+        seen_at     TEXT NOT NULL,
+        import_id   INTEGER NOT NULL REFERENCES feeds (id),
+        seq         INTEGER NOT NULL,
+        content     TEXT NOT NULL,
+        doc         TEXT NOT NULL,
+        UNIQUE (advisory, feed, source, record_id, fix_status, fix_version)
+    )
+    """,
+    """
+    CREATE TABLE advisory_cves (
+        advisory INTEGER NOT NULL REFERENCES advisories (id) ON DELETE CASCADE,
+        cve      TEXT NOT NULL,
+        PRIMARY KEY (advisory, cve)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX advisory_cves_by_cve ON advisory_cves (cve)",
+    # ---------------------------------------------------------------- enrichment
+    """
+    CREATE TABLE cvss (
+        cve        TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        vector     TEXT NOT NULL,
+        base_score REAL NOT NULL,
+        fetched_at TEXT NOT NULL,
+        import_id  INTEGER NOT NULL REFERENCES feeds (id),
+        doc        TEXT NOT NULL,
+        PRIMARY KEY (cve, kind, version, source)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE epss (
+        cve         TEXT PRIMARY KEY,
+        probability REAL NOT NULL,
+        percentile  REAL NOT NULL,
+        score_date  TEXT NOT NULL,
+        import_id   INTEGER NOT NULL REFERENCES feeds (id)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE kev (
+        cve                  TEXT PRIMARY KEY,
+        date_added           TEXT NOT NULL,
+        due_date             TEXT NOT NULL,
+        known_ransomware_use INTEGER,
+        fetched_at           TEXT NOT NULL,
+        import_id            INTEGER NOT NULL REFERENCES feeds (id)
+    ) WITHOUT ROWID
+    """,
+    # ---------------------------------------------------------------- runs
+    """
+    CREATE TABLE runs (
+        seq         INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL UNIQUE,
+        kind        TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        params      TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        summary     TEXT
+    )
+    """,
+    "CREATE INDEX runs_by_start ON runs (started_at, seq)",
+    # ---------------------------------------------------------------- discovery snapshots
+    """
+    CREATE TABLE run_hosts (
+        run_id        TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        host          TEXT NOT NULL,
+        ok            INTEGER NOT NULL CHECK (ok IN (0, 1)),
+        error_type    TEXT,
+        message       TEXT,
+        package_count INTEGER,
+        facts         TEXT,
+        recorded_at   TEXT NOT NULL,
+        PRIMARY KEY (run_id, host)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE host_packages (
+        run_id         TEXT NOT NULL,
+        host           TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        version        TEXT NOT NULL,
+        arch           TEXT NOT NULL,
+        source_name    TEXT NOT NULL,
+        source_version TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        ecosystem      TEXT NOT NULL,
+        epoch          INTEGER,
+        module         TEXT,
+        FOREIGN KEY (run_id, host) REFERENCES run_hosts (run_id, host) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX host_packages_by_host ON host_packages (run_id, host)",
+    """
+    CREATE TABLE host_pending (
+        run_id            TEXT NOT NULL,
+        host              TEXT NOT NULL,
+        doc               TEXT NOT NULL,
+        FOREIGN KEY (run_id, host) REFERENCES run_hosts (run_id, host) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX host_pending_by_host ON host_pending (run_id, host)",
+    # ---------------------------------------------------------------- findings and risk
+    # A finding set says "this run assessed this host" (even with zero findings).
+    """
+    CREATE TABLE finding_sets (
+        run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        host        TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, host)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX finding_sets_by_host ON finding_sets (host)",
+    """
+    CREATE TABLE findings (
+        run_id         TEXT NOT NULL,
+        host           TEXT NOT NULL,
+        source_package TEXT NOT NULL,
+        advisory_id    TEXT NOT NULL,
+        finding_key    TEXT NOT NULL,
+        severity_rank  INTEGER NOT NULL,
+        unknown_severity INTEGER NOT NULL CHECK (unknown_severity IN (0, 1)),
+        fix_status     TEXT NOT NULL,
+        fix_reachable  INTEGER CHECK (fix_reachable IN (0, 1)),
+        cves           TEXT NOT NULL,
+        doc            TEXT NOT NULL,
+        PRIMARY KEY (run_id, host, source_package, advisory_id),
+        FOREIGN KEY (run_id, host) REFERENCES finding_sets (run_id, host) ON DELETE CASCADE
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE finding_first_seen (
+        host           TEXT NOT NULL,
+        source_package TEXT NOT NULL,
+        advisory_id    TEXT NOT NULL,
+        first_seen     TEXT NOT NULL,
+        PRIMARY KEY (host, source_package, advisory_id)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE risk (
+        run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        finding_key TEXT NOT NULL,
+        score       REAL NOT NULL,
+        ssvc        TEXT NOT NULL,
+        due_date    TEXT,
+        doc         TEXT NOT NULL,
+        PRIMARY KEY (run_id, finding_key)
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""``MIGRATIONS[i]`` migrates a database from schema version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
+"""The schema version this code writes."""
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """Read ``PRAGMA user_version``.
+
+    Args:
+        conn: An open connection.
+
+    Returns:
+        The database's schema version (0 for a new, empty database).
+    """
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(
+    conn: sqlite3.Connection, migrations: tuple[tuple[str, ...], ...] | None = None
+) -> tuple[int, int]:
+    """Bring the schema up to date; the caller holds a write transaction.
+
+    Args:
+        conn: A connection inside ``BEGIN IMMEDIATE`` (so two processes cannot both migrate).
+        migrations: The migration steps (default :data:`MIGRATIONS`, read at call time).
+
+    Returns:
+        (version before, version after).
+
+    Raises:
+        ValueError: If the database is newer than ``migrations`` know (written by a newer
+            patchpilot); nothing is changed.
+        sqlite3.Error: If a statement fails (the caller rolls back).
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    before = current_version(conn)
+    target = len(steps)
+    if before > target:
+        raise ValueError(
+            f"schema version {before} is newer than this patchpilot understands ({target}); "
+            "upgrade patchpilot or use another store"
+        )
+    for version in range(before, target):
+        for statement in steps[version]:
+            conn.execute(statement)
+    if target != before:
+        # PRAGMA takes no parameters; ``target`` is an int computed here, never user input.
+        conn.execute(f"PRAGMA user_version = {int(target)}")
+    return before, target

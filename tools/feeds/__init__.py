@@ -1,0 +1,260 @@
+"""Advisory feeds: fetch (httpx, cached, conditional) or import, parse and validate.
+
+One pure parser per feed turns a document into a :class:`FeedBatch` (imported by the store in
+one transaction)::
+
+    from tools.feeds import FeedFetcher, parse_feed, parse_fetched
+
+    batch = parse_feed("debian-dsa", Path("DSA/list"))          # import a local file
+    batch = parse_feed(FeedKind.OSV, Path("osv-records/"))       # a directory of records
+    with FeedFetcher(cache_dir) as fetcher:                       # or download it
+        batch = parse_fetched(fetcher.fetch(FeedKind.KEV))
+
+Parsers by kind:
+
+* ``debian-dsa`` / ``debian-dla``: :func:`tools.feeds.debian.parse_dsa` /
+  :func:`~tools.feeds.debian.parse_dla` (``data/DSA/list``, ``data/DLA/list``);
+* ``debian-json``: :func:`tools.feeds.debian.parse_tracker_json` (the tracker's JSON export);
+* ``osv``: :func:`tools.feeds.osv.parse` (a record, a list, an ``all.zip``, or a directory);
+* ``kev``: :func:`tools.feeds.kev.parse` (the CISA KEV catalog);
+* ``epss``: :func:`tools.feeds.epss.parse` (FIRST EPSS CSV, gzip or plain);
+* ``nvd``: :func:`tools.feeds.nvd.parse` (NVD CVE API 2.0 pages, or a directory of them).
+
+Feed text (titles, descriptions) is untrusted data: parsers keep it as plain strings, with
+terminal escape sequences and control characters removed, and nothing ever interprets it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from patchpilot.models import utcnow
+from tools.feeds import debian, epss, kev, nvd, osv
+from tools.feeds._common import DEFAULT_MAX_BYTES
+from tools.feeds.errors import FeedError, FeedFetchError
+from tools.feeds.fetch import FEED_URLS, FeedFetcher, FetchResult
+from tools.feeds.types import FEED_MAX_AGE, FeedBatch, FeedKind, FeedStatus
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "FEED_MAX_AGE",
+    "FEED_URLS",
+    "FeedBatch",
+    "FeedError",
+    "FeedFetchError",
+    "FeedFetcher",
+    "FeedKind",
+    "FeedStatus",
+    "FetchResult",
+    "feed_kind",
+    "parse_bytes",
+    "parse_feed",
+    "parse_fetched",
+]
+
+_Parser = Callable[[bytes, str, datetime, int], FeedBatch]
+
+_PARSERS: dict[FeedKind, _Parser] = {
+    FeedKind.DEBIAN_DSA: lambda d, s, f, m: debian.parse_dsa(d, source=s, fetched_at=f),
+    FeedKind.DEBIAN_DLA: lambda d, s, f, m: debian.parse_dla(d, source=s, fetched_at=f),
+    FeedKind.DEBIAN_JSON: lambda d, s, f, m: debian.parse_tracker_json(d, source=s, fetched_at=f),
+    FeedKind.OSV: lambda d, s, f, m: osv.parse(d, source=s, fetched_at=f, max_bytes=m),
+    FeedKind.KEV: lambda d, s, f, m: kev.parse(d, source=s, fetched_at=f),
+    FeedKind.EPSS: lambda d, s, f, m: epss.parse(d, source=s, fetched_at=f, max_bytes=m),
+    FeedKind.NVD: lambda d, s, f, m: nvd.parse(d, source=s, fetched_at=f),
+}
+_DIRECTORY_KINDS = frozenset({FeedKind.OSV, FeedKind.NVD})
+
+
+def feed_kind(kind: FeedKind | str) -> FeedKind:
+    """Normalise a feed kind given as the enum or its value (``"debian-dsa"``…).
+
+    Args:
+        kind: The kind.
+
+    Returns:
+        The enum member.
+
+    Raises:
+        FeedError: If it names no feed.
+    """
+    if isinstance(kind, FeedKind):
+        return kind
+    try:
+        return FeedKind(str(kind).strip().lower())
+    except ValueError:
+        known = ", ".join(k.value for k in FeedKind)
+        raise FeedError(f"unknown feed kind {str(kind)[:40]!r}; expected one of: {known}") from None
+
+
+def parse_bytes(
+    kind: FeedKind | str,
+    data: bytes,
+    *,
+    source: str = "<bytes>",
+    fetched_at: datetime | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> FeedBatch:
+    """Parse one in-memory feed document.
+
+    Args:
+        kind: The feed.
+        data: The raw document.
+        source: URL or path it came from.
+        fetched_at: When it was fetched; now by default.
+        max_bytes: Largest document (and decompressed document) accepted.
+        etag: The HTTP ETag it was served with, recorded on the batch.
+        last_modified: The HTTP Last-Modified value, recorded on the batch.
+
+    Returns:
+        The batch.
+
+    Raises:
+        FeedError: If the document is too large, not UTF-8, or does not parse.
+    """
+    resolved = feed_kind(kind)
+    if len(data) > max_bytes:
+        raise FeedError(
+            f"document of {len(data)} bytes exceeds the size limit of {max_bytes}", source=source
+        )
+    batch = _PARSERS[resolved](data, source, fetched_at or utcnow(), max_bytes)
+    if etag or last_modified:
+        batch = batch.model_copy(update={"etag": etag, "last_modified": last_modified})
+    return batch
+
+
+def parse_feed(
+    kind: FeedKind | str,
+    path_or_bytes: Path | str | bytes,
+    *,
+    source: str | None = None,
+    fetched_at: datetime | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FeedBatch:
+    """Parse a feed document given as bytes, a file, or (OSV, NVD) a directory of ``*.json``.
+
+    Args:
+        kind: The feed (``FeedKind`` or its value, e.g. ``"debian-dsa"``).
+        path_or_bytes: The document's bytes, or a path (``str`` is a path).
+        source: URL or path to record as provenance; the path by default.
+        fetched_at: When it was fetched or imported; now by default.
+        max_bytes: Largest file accepted (for a directory: all files together).
+
+    Returns:
+        The batch, with the SHA-256 of the document (of a directory: of its file names and
+        contents).
+
+    Raises:
+        FeedError: If the file is missing, too large, not UTF-8, or does not parse; for a
+            directory, the first invalid file fails the whole import and is named.
+    """
+    resolved = feed_kind(kind)
+    when = fetched_at or utcnow()
+    if isinstance(path_or_bytes, bytes):
+        return parse_bytes(
+            resolved,
+            path_or_bytes,
+            source=source or "<bytes>",
+            fetched_at=when,
+            max_bytes=max_bytes,
+        )
+    path = Path(path_or_bytes)
+    origin = source or str(path)
+    if path.is_dir():
+        return _parse_directory(resolved, path, source=origin, fetched_at=when, max_bytes=max_bytes)
+    return parse_bytes(
+        resolved,
+        _read_file(path, max_bytes=max_bytes),
+        source=origin,
+        fetched_at=when,
+        max_bytes=max_bytes,
+    )
+
+
+def parse_fetched(result: FetchResult, *, max_bytes: int = DEFAULT_MAX_BYTES) -> FeedBatch:
+    """Parse what :meth:`FeedFetcher.fetch` returned (after a 304, the cached copy).
+
+    Args:
+        result: The fetch result.
+        max_bytes: Largest document accepted.
+
+    Returns:
+        The batch, carrying the result's URL, time, ETag and Last-Modified.
+
+    Raises:
+        FeedError: If there is no document (a 304 without a cached copy) or it does not parse.
+    """
+    data = result.data
+    if data is None:
+        if result.path is None:
+            raise FeedError(
+                "the server said 'not modified' and there is no cached copy", source=result.url
+            )
+        data = _read_file(result.path, max_bytes=max_bytes)
+    return parse_bytes(
+        result.kind,
+        data,
+        source=result.url,
+        fetched_at=result.fetched_at,
+        max_bytes=max_bytes,
+        etag=result.etag,
+        last_modified=result.last_modified,
+    )
+
+
+def _read_file(path: Path, *, max_bytes: int) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise FeedError(
+                f"file of {size} bytes exceeds the size limit of {max_bytes}", source=str(path)
+            )
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise FeedError("no such file", source=str(path)) from None
+    except IsADirectoryError:
+        raise FeedError("expected a file, got a directory", source=str(path)) from None
+    except PermissionError as exc:
+        raise FeedError(f"cannot read: {exc.strerror}", source=str(path)) from None
+    if len(data) > max_bytes:  # the file grew while we read it
+        raise FeedError(f"file exceeds the size limit of {max_bytes} bytes", source=str(path))
+    return data
+
+
+def _parse_directory(
+    kind: FeedKind, directory: Path, *, source: str, fetched_at: datetime, max_bytes: int
+) -> FeedBatch:
+    if kind not in _DIRECTORY_KINDS:
+        raise FeedError(f"a {kind.value} feed is one file, not a directory", source=str(directory))
+    files = sorted(p for p in directory.glob("*.json") if p.is_file())
+    if not files:
+        raise FeedError("no *.json files in the directory", source=str(directory))
+    total = sum(p.stat().st_size for p in files)
+    if total > max_bytes:
+        raise FeedError(
+            f"directory holds {total} bytes of JSON, over the size limit of {max_bytes}",
+            source=str(directory),
+        )
+    digest = hashlib.sha256()
+
+    def documents() -> Iterator[tuple[str, bytes]]:
+        for file in files:
+            data = _read_file(file, max_bytes=max_bytes)
+            digest.update(f"{file.name}\0{hashlib.sha256(data).hexdigest()}\n".encode())
+            yield str(file), data
+
+    # The digest must cover every file before the batch is built: read them all first.
+    contents = list(documents())
+    sha256 = digest.hexdigest()
+    if kind is FeedKind.OSV:
+        batch, _ = osv.parse_documents(
+            contents, source=source, fetched_at=fetched_at, sha256=sha256
+        )
+        return batch
+    return nvd.parse_pages(contents, source=source, fetched_at=fetched_at, sha256=sha256)
