@@ -438,7 +438,8 @@ def feeds_status_cmd(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) ->
     out.print(table)
 
 
-SEVERITY_ORDER = list(Severity)
+TOP_EXPLAINED = 5
+"""How many findings the table report explains below the table."""
 
 
 @app.command("scan")
@@ -585,7 +586,6 @@ def _print_findings_table(document: dict[str, Any]) -> None:
         "fixed",
         "advisory",
         "CVEs",
-        "why",
     ):
         table.add_column(col, overflow="fold")
     for f in document["findings"]:
@@ -601,9 +601,17 @@ def _print_findings_table(document: dict[str, Any]) -> None:
             f["fixed_version"] or f"[dim]{f['fix_state']}[/]",
             escape(f["advisory"]),
             cves or "-",
-            escape(risk.get("rationale", "")),
         )
     out.print(table)
+    top = [f for f in document["findings"] if f["risk"]][:TOP_EXPLAINED]
+    if top:
+        out.print(f"[bold]Why the top {len(top)}:[/]")
+        for f in top:
+            out.print(
+                f"  {f['risk']['score']:>5} {escape(f['host'])} {escape(f['source_package'])} "
+                f"({escape(f['advisory'])}): {escape(f['risk']['rationale'])}"
+            )
+        out.print("[dim](every rationale: --format json, csv or markdown)[/]")
 
 
 @app.command("findings")

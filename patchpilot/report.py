@@ -64,7 +64,7 @@ def report_document(
     generated_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The whole report as a JSON-ready dict."""
-    stale = [s.kind.value for s in feeds if s.stale]
+    stale = sorted({s.kind.value for s in feeds if s.stale})
     return {
         "schema": SCHEMA,
         "generated_at": generated_at.isoformat() if generated_at else None,

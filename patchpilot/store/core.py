@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -905,6 +905,27 @@ class Store:
             StoreError: If the run is unknown, a finding is of another host, or two findings
                 share a key.
         """
+        self.replace_findings_bulk(run_id, {host: findings})
+
+    def replace_findings_bulk(
+        self, run_id: str, findings_by_host: Mapping[str, Sequence[Finding]]
+    ) -> None:
+        """:meth:`replace_findings` for many hosts in one transaction (fleet-scale writes).
+
+        Raises:
+            StoreError: as :meth:`replace_findings`; nothing is written then.
+        """
+        for host, findings in findings_by_host.items():
+            self._check_findings(run_id, host, findings)
+        with self._transaction(
+            f"replace findings of {len(findings_by_host)} host(s) in run {run_id}"
+        ) as conn:
+            self._require_run(conn, run_id)
+            for host, findings in findings_by_host.items():
+                self._write_findings(conn, run_id, host, findings)
+
+    @staticmethod
+    def _check_findings(run_id: str, host: str, findings: Sequence[Finding]) -> None:
         seen: set[tuple[str, str]] = set()
         for finding in findings:
             if finding.host != host:
@@ -913,51 +934,54 @@ class Store:
             if key in seen:
                 raise StoreError(f"duplicate finding {finding_key(finding)} in run {run_id}")
             seen.add(key)
-        with self._transaction(f"replace findings of {host} in run {run_id}") as conn:
-            self._require_run(conn, run_id)
-            conn.execute("DELETE FROM finding_sets WHERE run_id = ? AND host = ?", (run_id, host))
-            conn.execute(
-                "INSERT INTO finding_sets (run_id, host, recorded_at) VALUES (?, ?, ?)",
-                (run_id, host, to_db_time(utcnow())),
-            )
-            rows: list[tuple[Any, ...]] = []
-            for finding in findings:
-                first_seen = to_db_time(finding.first_seen)
-                (earliest,) = conn.execute(
-                    "INSERT INTO finding_first_seen (host, source_package, advisory_id,"
-                    " first_seen) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (host, source_package, advisory_id) DO UPDATE"
-                    " SET first_seen = min(finding_first_seen.first_seen, excluded.first_seen)"
-                    " RETURNING first_seen",
-                    (host, finding.source_package, finding.advisory_id, first_seen),
-                ).fetchone()
-                stored = finding
-                if earliest != first_seen:
-                    stored = finding.model_copy(update={"first_seen": from_db_time(earliest)})
-                cves = list(finding.cves)
-                if CVE_RE.match(finding.advisory_id):
-                    cves.insert(0, finding.advisory_id)
-                rows.append(
-                    (
-                        run_id,
-                        host,
-                        finding.source_package,
-                        finding.advisory_id,
-                        finding_key(finding),
-                        finding.severity.rank,
-                        int(finding.severity is Severity.UNKNOWN),
-                        finding.fix.status.value,
-                        None if finding.fix_reachable is None else int(finding.fix_reachable),
-                        json.dumps(list(dict.fromkeys(cves))),
-                        stored.model_dump_json(),
-                    )
+
+    @staticmethod
+    def _write_findings(
+        conn: sqlite3.Connection, run_id: str, host: str, findings: Sequence[Finding]
+    ) -> None:
+        conn.execute("DELETE FROM finding_sets WHERE run_id = ? AND host = ?", (run_id, host))
+        conn.execute(
+            "INSERT INTO finding_sets (run_id, host, recorded_at) VALUES (?, ?, ?)",
+            (run_id, host, to_db_time(utcnow())),
+        )
+        rows: list[tuple[Any, ...]] = []
+        for finding in findings:
+            first_seen = to_db_time(finding.first_seen)
+            (earliest,) = conn.execute(
+                "INSERT INTO finding_first_seen (host, source_package, advisory_id,"
+                " first_seen) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (host, source_package, advisory_id) DO UPDATE"
+                " SET first_seen = min(finding_first_seen.first_seen, excluded.first_seen)"
+                " RETURNING first_seen",
+                (host, finding.source_package, finding.advisory_id, first_seen),
+            ).fetchone()
+            stored = finding
+            if earliest != first_seen:
+                stored = finding.model_copy(update={"first_seen": from_db_time(earliest)})
+            cves = list(finding.cves)
+            if CVE_RE.match(finding.advisory_id):
+                cves.insert(0, finding.advisory_id)
+            rows.append(
+                (
+                    run_id,
+                    host,
+                    finding.source_package,
+                    finding.advisory_id,
+                    finding_key(finding),
+                    finding.severity.rank,
+                    int(finding.severity is Severity.UNKNOWN),
+                    finding.fix.status.value,
+                    None if finding.fix_reachable is None else int(finding.fix_reachable),
+                    json.dumps(list(dict.fromkeys(cves))),
+                    stored.model_dump_json(),
                 )
-            conn.executemany(
-                "INSERT INTO findings (run_id, host, source_package, advisory_id, finding_key,"
-                " severity_rank, unknown_severity, fix_status, fix_reachable, cves, doc)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
             )
+        conn.executemany(
+            "INSERT INTO findings (run_id, host, source_package, advisory_id, finding_key,"
+            " severity_rank, unknown_severity, fix_status, fix_reachable, cves, doc)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
     def first_seen_map(self, host: str) -> dict[tuple[str, str], datetime]:
         """(source package, advisory id) -> earliest ``first_seen`` ever recorded for ``host``."""

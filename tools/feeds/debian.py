@@ -371,7 +371,8 @@ def _fixed_state(
                 source=source,
                 line=number,
             ) from None
-        _log.warning(
+        # Known historic typos are expected in every import: info, not a warning.
+        _log.info(
             "feed_known_erratum",
             source=source,
             line=number,
