@@ -32,13 +32,18 @@ Verdicts are cached per (ecosystem, release, source package, installed source ve
 
 from __future__ import annotations
 
+import gc
+import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from functools import lru_cache
-from typing import Final, TypeAlias
+from itertools import compress, repeat
+from operator import attrgetter, eq, is_, is_not, itemgetter
+from typing import Any, Final, TypeAlias
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -155,10 +160,35 @@ class _Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class _Template:
+    """A finding-producing verdict with everything of its finding that no host changes."""
+
+    advisory: Advisory
+    cves: tuple[str, ...]
+    affected: bool  # fixed and not installed: fix reachability is computed per host
+    fixed_version: str
+    # Validated (source_package, installed_source_version, advisory_id, cves, fix, severity,
+    # provenance) of a prototype finding, or None when it does not validate (every host then
+    # builds, and fails to build, its finding the slow way).
+    values: tuple[Any, ...] | None
+
+
+@dataclass(frozen=True, slots=True)
 class _SourceEntry:
     advisories: Sequence[Advisory]  # held so identity checks stay valid (no id reuse)
     count: int
     verdicts: tuple[_Verdict, ...]
+    # Per-source totals of the verdicts, so a host adds them up without walking verdicts:
+    # (considered, already_fixed, not_affected, unimportant, out_of_scope).
+    counts: tuple[int, int, int, int, int]
+    errors: tuple[tuple[str, str], ...]  # (source, reason), in verdict order
+    templates: tuple[_Template, ...]  # in verdict order
+    flagged: bool  # errors or templates
+
+
+_SourceKey: TypeAlias = tuple[str, str]
+_Scope: TypeAlias = dict[_SourceKey, _SourceEntry]
+"""Entries of one (ecosystem, release) by (source name, installed source version)."""
 
 
 class VerdictCache:
@@ -185,17 +215,20 @@ class VerdictCache:
         """
         self.max_entries = max_entries
         self._compare: dict[tuple[str, str, str], int | tuple[str, str]] = {}
-        self._sources: dict[tuple[str, str | None, str, str], _SourceEntry] = {}
+        self._scopes: dict[tuple[str, str | None], _Scope] = {}
+        self._entries = 0  # source entries in all scopes
         self.hits = 0
         self.misses = 0
 
     def clear(self) -> None:
         """Forget everything (call when advisory data changes in place)."""
         self._compare.clear()
-        self._sources.clear()
+        self._scopes.clear()
+        self._entries = 0
 
     def __len__(self) -> int:
-        return len(self._compare) + len(self._sources)
+        sources = sum(len(scope) for scope in list(self._scopes.values()))
+        return len(self._compare) + sources
 
     def compare(self, ecosystem: Ecosystem, a: str, b: str) -> int:
         """Cached :func:`tools.versions.compare`.
@@ -225,6 +258,14 @@ class VerdictCache:
             self._compare[key] = cached
         return cached
 
+    def _scope(self, ecosystem: Ecosystem, release: str | None) -> _Scope:
+        """The entries of one (ecosystem, release), created on first use."""
+        key = (ecosystem.value, release)
+        scope = self._scopes.get(key)
+        if scope is None:
+            scope = self._scopes.setdefault(key, {})
+        return scope
+
     def verdicts(
         self,
         ecosystem: Ecosystem,
@@ -234,22 +275,172 @@ class VerdictCache:
         advisories: Sequence[Advisory],
     ) -> tuple[_Verdict, ...]:
         """The verdict of every advisory of ``source`` for an installed source version."""
-        key = (ecosystem.value, release, source, installed)
-        entry = self._sources.get(key)
+        scope = self._scope(ecosystem, release)
+        entry = scope.get((source, installed))
         if entry is not None and entry.advisories is advisories and entry.count == len(advisories):
             self.hits += 1
             return entry.verdicts
         self.misses += 1
+        return self._store(scope, ecosystem, release, source, installed, advisories).verdicts
+
+    def _store(
+        self,
+        scope: _Scope,
+        ecosystem: Ecosystem,
+        release: str | None,
+        source: str,
+        installed: str,
+        advisories: Sequence[Advisory],
+    ) -> _SourceEntry:
+        """Decide every advisory of ``source`` at ``installed`` and remember the entry."""
         verdicts = tuple(
             _verdict(self, ecosystem, release, installed, advisory) for advisory in advisories
         )
-        if len(self._sources) >= self.max_entries:
-            self._sources.clear()
-        self._sources[key] = _SourceEntry(advisories, len(advisories), verdicts)
-        return verdicts
+        entry = _source_entry(source, installed, advisories, verdicts)
+        if self._entries >= self.max_entries:
+            for each in list(self._scopes.values()):
+                each.clear()
+            self._entries = 0
+        key = (source, installed)
+        if key not in scope:
+            self._entries += 1
+        scope[key] = entry
+        return entry
+
+
+_FINDING_FIELDS: Final = frozenset(Finding.model_fields)
+_new_model: Final = object.__new__
+_set_attr: Final = object.__setattr__
+_PROTOTYPE_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _template(source: str, installed: str, verdict: _Verdict) -> _Template:
+    advisory = verdict.advisory
+    values: tuple[Any, ...] | None
+    try:
+        # Validate once what every host's finding of this verdict shares (the fields are
+        # validated independently: the host's own fields cannot change these).
+        proto = Finding(
+            host="",
+            source_package=source,
+            binary_packages=(),
+            installed_source_version=installed,
+            advisory_id=advisory.id,
+            cves=verdict.cves,
+            fix=advisory.fix,
+            fix_reachable=None,
+            severity=advisory.severity,
+            first_seen=_PROTOTYPE_TIME,
+            provenance=(advisory.provenance,),
+        )
+        values = (
+            proto.source_package,
+            proto.installed_source_version,
+            proto.advisory_id,
+            proto.cves,
+            proto.fix,
+            proto.severity,
+            proto.provenance,
+        )
+    except Exception:  # any failure: every host takes the validating path
+        values = None
+    return _Template(
+        advisory=advisory,
+        cves=verdict.cves,
+        affected=verdict.kind is _Kind.AFFECTED,
+        fixed_version=advisory.fix.version or "",
+        values=values,
+    )
+
+
+def _source_entry(
+    source: str, installed: str, advisories: Sequence[Advisory], verdicts: tuple[_Verdict, ...]
+) -> _SourceEntry:
+    considered = already_fixed = not_affected = unimportant = out_of_scope = 0
+    errors: list[tuple[str, str]] = []
+    templates: list[_Template] = []
+    for verdict in verdicts:
+        kind = verdict.kind
+        if kind is _Kind.OUT_OF_SCOPE:
+            out_of_scope += 1
+            continue
+        considered += 1
+        if kind is _Kind.ALREADY_FIXED:
+            already_fixed += 1
+        elif kind is _Kind.NOT_AFFECTED or kind is _Kind.UNIMPORTANT:
+            not_affected += 1
+            unimportant += kind is _Kind.UNIMPORTANT
+        elif kind is _Kind.ERROR:
+            errors.append((source, verdict.reason))
+        else:
+            templates.append(_template(source, installed, verdict))
+    return _SourceEntry(
+        advisories=advisories,
+        count=len(advisories),
+        verdicts=verdicts,
+        counts=(considered, already_fixed, not_affected, unimportant, out_of_scope),
+        errors=tuple(errors),
+        templates=tuple(templates),
+        flagged=bool(errors or templates),
+    )
+
+
+def _new_finding(
+    host: str,
+    binary_names: tuple[str, ...],
+    reachable: bool | None,
+    first_seen: datetime,
+    values: tuple[Any, ...],
+) -> Finding:
+    """A finding from already-validated parts, as ``Finding(...)`` would build it.
+
+    Only called with exact ``str``/``datetime``/``bool`` host values and a template's validated
+    values, so validation could not change or reject anything; this skips redoing it per host.
+    """
+    source, installed, advisory_id, cves, fix, severity, provenance = values
+    finding = _new_model(Finding)
+    _set_attr(
+        finding,
+        "__dict__",
+        {
+            "host": host,
+            "source_package": source,
+            "binary_packages": binary_names,
+            "installed_source_version": installed,
+            "advisory_id": advisory_id,
+            "cves": cves,
+            "fix": fix,
+            "fix_reachable": reachable,
+            "severity": severity,
+            "first_seen": first_seen,
+            "provenance": provenance,
+        },
+    )
+    _set_attr(finding, "__pydantic_fields_set__", set(_FINDING_FIELDS))
+    _set_attr(finding, "__pydantic_extra__", None)
+    _set_attr(finding, "__pydantic_private__", None)
+    return finding
 
 
 _DEFAULT_CACHE: Final = VerdictCache()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while one host is assessed.
+
+    An assessment allocates and frees thousands of small containers (one key per installed
+    package); with the collector running, they trigger young-generation collections and, in
+    a process holding a large advisory index, frequent full ones. They form no cycles, so
+    reference counting frees them; the previous state is restored.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _verdict(
@@ -482,20 +673,103 @@ class _SourceGroup:
     kernel: bool = False
 
 
-def _group_sources(
-    packages: Iterable[InstalledPackage], ecosystem: Ecosystem
-) -> dict[tuple[str, str], list[InstalledPackage]]:
-    groups: dict[tuple[str, str], list[InstalledPackage]] = {}
-    for package in packages:
-        if package.ecosystem is not ecosystem:
-            continue
-        key = (package.source_name, package.source_version)
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [package]
+def _source_columns(
+    packages: Sequence[InstalledPackage], ecosystem: Ecosystem
+) -> tuple[Sequence[InstalledPackage], Sequence[str], Sequence[str]]:
+    """The packages of ``ecosystem``, their source names and their source versions.
+
+    Reading a package's three fields together visits each package record once (in a fleet the
+    records are scattered in memory: visiting them, not the work, is the cost).
+    """
+    try:
+        rows = list(map(_ECOSYSTEM_SOURCE, packages))
+    except AttributeError:  # an incomplete record: read as before, for the same error
+        rows = None
+    if rows is not None and all(map(is_, map(itemgetter(0), rows), repeat(ecosystem))):
+        if not rows:
+            return packages, (), ()
+        _, names, versions = zip(*rows, strict=True)
+        return packages, names, versions
+    if not all(map(is_, map(_ECOSYSTEM_OF, packages), repeat(ecosystem))):
+        packages = [p for p in packages if p.ecosystem is ecosystem]
+    return packages, list(map(_SOURCE_NAME, packages)), list(map(_SOURCE_VERSION, packages))
+
+
+class _Inventory:
+    """A host's installed packages grouped by (source name, source version), lazily.
+
+    Only the distinct keys are needed for verdicts; binaries only for the few groups with
+    findings (and kernels), so groups are built on demand from parallel lists, without a key
+    object per package.
+    """
+
+    __slots__ = ("by_key", "by_name", "names", "packages", "versions")
+
+    def __init__(self, packages: Sequence[InstalledPackage], ecosystem: Ecosystem) -> None:
+        """Group the packages of ``ecosystem`` (others are ignored)."""
+        self.packages, self.names, self.versions = _source_columns(packages, ecosystem)
+        by_name = dict(zip(self.names, self.versions, strict=True))
+        # One installed version per source (the usual case): the name -> version mapping is
+        # the key set; otherwise (multi-arch skew) keys are (name, version) pairs.
+        self.by_name: dict[str, str] | None = None
+        self.by_key: dict[_SourceKey, None] | None = None
+        if all(map(eq, map(by_name.__getitem__, self.names), self.versions)):
+            self.by_name = by_name
         else:
-            group.append(package)
-    return groups
+            self.by_key = dict.fromkeys(zip(self.names, self.versions, strict=True))
+
+    def keys(self) -> Iterable[_SourceKey]:
+        """The distinct (source, version) keys, in first-seen package order."""
+        if self.by_name is not None:
+            return self.by_name.items()
+        assert self.by_key is not None
+        return self.by_key.keys()
+
+    def names_in_order(self) -> Iterable[str]:
+        """The source name of each key of :meth:`keys`, in the same order."""
+        if self.by_name is not None:
+            return self.by_name
+        assert self.by_key is not None
+        return map(itemgetter(0), self.by_key)
+
+    def __len__(self) -> int:
+        return len(self.by_name if self.by_name is not None else self.by_key or ())
+
+    def starting_with(self, prefixes: tuple[str, ...]) -> list[_SourceKey]:
+        """The keys whose source name starts with one of ``prefixes``."""
+        if self.by_name is not None:
+            names: Iterable[str] = self.by_name
+        else:
+            assert self.by_key is not None
+            names = map(itemgetter(0), self.by_key)
+        return list(compress(self.keys(), map(str.startswith, names, repeat(prefixes))))
+
+    def remove(self, key: _SourceKey) -> None:
+        """Forget one key."""
+        if self.by_name is not None:
+            del self.by_name[key[0]]
+        else:
+            assert self.by_key is not None
+            del self.by_key[key]
+
+    def binaries(self, wanted: Collection[_SourceKey]) -> dict[_SourceKey, list[InstalledPackage]]:
+        """The binaries of the ``wanted`` groups, groups in first-seen package order."""
+        wanted_names = {name for name, _ in wanted}
+        flags = list(map(wanted_names.__contains__, self.names))
+        groups: dict[_SourceKey, list[InstalledPackage]] = {}
+        for name, version, package in zip(
+            compress(self.names, flags),
+            compress(self.versions, flags),
+            compress(self.packages, flags),
+            strict=True,
+        ):
+            key = (name, version)
+            group = groups.get(key)
+            if group is not None:
+                group.append(package)
+            elif key in wanted:
+                groups[key] = [package]
+        return groups
 
 
 def _select_kernels(
@@ -675,15 +949,131 @@ def _host_ecosystem(facts: HostFacts, packages: Sequence[InstalledPackage]) -> E
     return found.pop() if len(found) == 1 else None
 
 
-def _lookup(advisories: AdvisorySource) -> Callable[[str], Sequence[Advisory]]:
+def _lookup(advisories: AdvisorySource) -> Callable[[str], Sequence[Advisory] | None]:
+    """Advisories of one source; a falsy answer (``None`` or empty) means none."""
     if callable(advisories):
         return advisories
-    mapping = advisories
+    return advisories.get
 
-    def get(name: str) -> Sequence[Advisory]:
-        return mapping.get(name, ())
 
-    return get
+_ECOSYSTEM_SOURCE: Final = attrgetter("ecosystem", "source_name", "source_version")
+_SOURCE_NAME: Final = attrgetter("source_name")
+_SOURCE_VERSION: Final = attrgetter("source_version")
+_ECOSYSTEM_OF: Final = attrgetter("ecosystem")
+_FINDING_ORDER: Final = attrgetter("source_package", "advisory_id")
+
+
+def _debug_enabled() -> bool:
+    """False when structlog's filtering logger drops debug events anyway (skip building them)."""
+    return structlog.get_config()["wrapper_class"] not in _QUIET_WRAPPERS
+
+
+_QUIET_WRAPPERS: Final = frozenset(
+    structlog.make_filtering_bound_logger(level)
+    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+)
+
+
+def _split_kernels(
+    inventory: _Inventory, facts: HostFacts, ecosystem: Ecosystem
+) -> tuple[list[_SourceGroup], int]:
+    """:func:`_select_kernels` on the kernel-looking groups; kernel keys leave ``inventory``."""
+    # Only kernel sources' groups matter to _select_kernels (it tests each key the same way).
+    ubuntu = _is_ubuntu(facts)
+    candidates = [
+        key
+        for key in inventory.starting_with(_KERNEL_NAME_PREFIXES)
+        if is_kernel_source(key[0], ubuntu=ubuntu, ecosystem=ecosystem)
+    ]
+    if not candidates:
+        return [], 0
+    groups = inventory.binaries(set(candidates))
+    kernels, pruned = _select_kernels(groups, facts, ecosystem)
+    for key in candidates:
+        if key not in groups:
+            inventory.remove(key)
+    return kernels, pruned
+
+
+_Flagged: TypeAlias = tuple[str, str, _SourceEntry, _SourceGroup | None]
+
+
+def _lookup_entries(
+    memo: VerdictCache,
+    ecosystem: Ecosystem,
+    release: str | None,
+    lookup: Callable[[str], Sequence[Advisory] | None],
+    inventory: _Inventory,
+    kernels: Sequence[_SourceGroup],
+) -> tuple[list[tuple[int, int, int, int, int]], list[_Flagged]]:
+    """The cached verdict entry of every source with advisories (as ``memo.verdicts``).
+
+    Returns each entry's counts, and the entries with errors or findings with their kernel
+    group (None for an ordinary source), sources first (in order), then kernels. The common
+    case, every entry cached and current, runs as whole-list operations.
+    """
+    scope = memo._scope(ecosystem, release)
+    found = list(map(lookup, inventory.names_in_order()))
+    keys = list(compress(inventory.keys(), found))
+    advisories: list[Sequence[Advisory]] = list(filter(None, found))
+    entries: list[_SourceEntry | None] = list(map(scope.get, keys))
+    current = (
+        all(map(is_not, entries, repeat(None)))
+        and all(map(is_, map(_ENTRY_ADVISORIES, entries), advisories))
+        and all(map(eq, map(_ENTRY_COUNT, entries), map(len, advisories)))
+    )
+    hits = misses = 0
+    if current:
+        hits = len(entries)
+    else:
+        for index, (key, source_advisories, entry) in enumerate(
+            zip(keys, advisories, entries, strict=True)
+        ):
+            if (
+                entry is None
+                or entry.advisories is not source_advisories
+                or entry.count != len(source_advisories)
+            ):
+                entries[index] = memo._store(
+                    scope, ecosystem, release, key[0], key[1], source_advisories
+                )
+                misses += 1
+            else:
+                hits += 1
+    counts: list[tuple[int, int, int, int, int]] = list(map(_ENTRY_COUNTS, entries))
+    flagged: list[_Flagged] = [
+        (key[0], key[1], entry, None)
+        for key, entry in compress(zip(keys, entries, strict=True), map(_ENTRY_FLAGGED, entries))
+        if entry is not None
+    ]
+    for kernel in kernels:
+        kernel_advisories = lookup(kernel.name)
+        if not kernel_advisories:
+            continue
+        entry = scope.get((kernel.name, kernel.version))
+        if (
+            entry is None
+            or entry.advisories is not kernel_advisories
+            or entry.count != len(kernel_advisories)
+        ):
+            entry = memo._store(
+                scope, ecosystem, release, kernel.name, kernel.version, kernel_advisories
+            )
+            misses += 1
+        else:
+            hits += 1
+        counts.append(entry.counts)
+        if entry.flagged:
+            flagged.append((kernel.name, kernel.version, entry, kernel))
+    memo.hits += hits
+    memo.misses += misses
+    return counts, flagged
+
+
+_ENTRY_ADVISORIES: Final = attrgetter("advisories")
+_ENTRY_COUNT: Final = attrgetter("count")
+_ENTRY_COUNTS: Final = attrgetter("counts")
+_ENTRY_FLAGGED: Final = attrgetter("flagged")
 
 
 def assess_host(
@@ -719,8 +1109,23 @@ def assess_host(
         verdict (an invalid version is reported here, never treated as not vulnerable), the
         counters and the running-kernel source that was assessed.
     """
+    with _gc_paused():
+        return _assess_host(host, facts, packages, advisories, pending, first_seen, now, memo=cache)
+
+
+def _assess_host(
+    host: str,
+    facts: HostFacts,
+    packages: Sequence[InstalledPackage],
+    advisories: AdvisorySource,
+    pending: Sequence[PendingUpdate] | None,
+    first_seen: FirstSeen | None,
+    now: datetime | None,
+    *,
+    memo: VerdictCache | None,
+) -> AssessmentResult:
     when = now or utcnow()
-    memo = cache if cache is not None else _DEFAULT_CACHE
+    memo = memo if memo is not None else _DEFAULT_CACHE
     ecosystem = _host_ecosystem(facts, packages)
     if ecosystem is None:
         reason = f"no package ecosystem for OS {facts.os.id!r}; advisories not assessed"
@@ -729,62 +1134,128 @@ def assess_host(
     release = facts.os.release
     lookup = _lookup(advisories)
     pending_index = _index_pending(pending)
-    kernel_updates = (
+    kernel_updates = tuple(
         kernel_image_updates(facts.kernel, pending) if ecosystem is Ecosystem.DEBIAN else []
     )
 
-    groups = _group_sources(packages, ecosystem)
-    kernels, pruned = _select_kernels(groups, facts, ecosystem)
-    checked = len(groups) + len(kernels)
-
-    run = _Run(
-        host=host,
-        ecosystem=ecosystem,
-        memo=memo,
-        pending=pending_index,
-        kernel_updates=tuple(kernel_updates),
-        first_seen=first_seen or {},
-        now=when,
+    inventory = _Inventory(packages, ecosystem)
+    kernels, pruned = _split_kernels(inventory, facts, ecosystem)
+    checked = len(inventory) + len(kernels)
+    counts, flagged = _lookup_entries(memo, ecosystem, release, lookup, inventory, kernels)
+    errors = [error for _, _, entry, _ in flagged for error in entry.errors]
+    findings = _build_findings(
+        host,
+        flagged,
+        inventory,
+        _Reach(ecosystem, memo, pending_index, kernel_updates),
+        first_seen or {},
+        when,
     )
-    for (name, version), binaries in groups.items():
-        source_advisories = lookup(name)
-        if source_advisories:
-            verdicts = memo.verdicts(ecosystem, release, name, version, source_advisories)
-            run.apply(_SourceGroup(name, version, binaries), verdicts)
-    for kernel in kernels:
-        source_advisories = lookup(kernel.name)
-        if source_advisories:
-            verdicts = memo.verdicts(
-                ecosystem, release, kernel.name, kernel.version, source_advisories
-            )
-            run.apply(kernel, verdicts)
-    findings = _merge_duplicates(run.findings, ecosystem, memo)
-    if run.errors:
-        log.warning("assessment_errors", host=host, errors=len(run.errors), first=run.errors[0][1])
+    findings = _merge_duplicates(findings, ecosystem, memo)
+    if errors:
+        log.warning("assessment_errors", host=host, errors=len(errors), first=errors[0][1])
+    considered, already_fixed, not_affected, unimportant, out_of_scope = (
+        map(sum, zip(*counts, strict=True)) if counts else (0, 0, 0, 0, 0)
+    )
     counters = AssessmentCounters(
         source_packages=checked,
-        advisories_considered=run.considered,
-        already_fixed=run.already_fixed,
-        not_affected=run.not_affected,
-        unimportant=run.unimportant,
-        out_of_scope=run.out_of_scope,
+        advisories_considered=considered,
+        already_fixed=already_fixed,
+        not_affected=not_affected,
+        unimportant=unimportant,
+        out_of_scope=out_of_scope,
         pruned_kernels=pruned,
     )
-    log.debug(
-        "host_assessed",
-        host=host,
-        findings=len(findings),
-        errors=len(run.errors),
-        sources=checked,
-        pruned_kernels=pruned,
-    )
+    if _debug_enabled():
+        log.debug(
+            "host_assessed",
+            host=host,
+            findings=len(findings),
+            errors=len(errors),
+            sources=checked,
+            pruned_kernels=pruned,
+        )
     return AssessmentResult(
         host=host,
         findings=tuple(findings),
-        errors=tuple(run.errors),
+        errors=tuple(errors),
         counters=counters,
         running_kernel=(kernels[0].name, kernels[0].version) if kernels else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reach:
+    """What :func:`fix_reachable` needs from the host."""
+
+    ecosystem: Ecosystem
+    memo: VerdictCache
+    pending: Mapping[str, Sequence[PendingUpdate]] | None
+    kernel_updates: tuple[PendingUpdate, ...]
+
+    def __call__(
+        self, binaries: Sequence[InstalledPackage], fixed: str, kernel: bool
+    ) -> bool | None:
+        if self.pending is None:
+            return None
+        return fix_reachable(
+            binaries,
+            fixed,
+            self.pending,
+            self.ecosystem,
+            self.memo,
+            kernel_updates=self.kernel_updates if kernel else (),
+        )
+
+
+def _build_findings(
+    host: str,
+    flagged: Sequence[_Flagged],
+    inventory: _Inventory,
+    reach: _Reach,
+    first_seen: FirstSeen,
+    now: datetime,
+) -> list[Finding]:
+    """The findings of the flagged sources, in source order then verdict order."""
+    wanted = {(name, version) for name, version, e, kernel in flagged if e.templates and not kernel}
+    binaries_of = inventory.binaries(wanted) if wanted else {}
+    # Host values that validation would keep as they are allow the prebuilt path.
+    fast_host = type(host) is str
+    findings: list[Finding] = []
+    for name, version, entry, kernel in flagged:
+        if not entry.templates:
+            continue
+        binaries = kernel.binaries if kernel is not None else binaries_of[(name, version)]
+        binary_names = tuple(sorted({p.name for p in binaries}))
+        fast = fast_host and all(type(n) is str for n in binary_names)
+        for template in entry.templates:
+            advisory = template.advisory
+            reachable = (
+                reach(binaries, template.fixed_version, kernel is not None)
+                if template.affected
+                else None
+            )
+            seen = first_seen.get((name, advisory.id), now) if first_seen else now
+            values = template.values
+            if fast and values is not None and type(seen) is datetime:
+                findings.append(_new_finding(host, binary_names, reachable, seen, values))
+                continue
+            findings.append(
+                Finding(
+                    host=host,
+                    source_package=name,
+                    binary_packages=binary_names,
+                    installed_source_version=version,
+                    advisory_id=advisory.id,
+                    cves=template.cves,
+                    fix=advisory.fix,
+                    fix_reachable=reachable,
+                    severity=advisory.severity,
+                    first_seen=seen,
+                    provenance=(advisory.provenance,),
+                )
+            )
+    return findings
 
 
 def _merge_duplicates(
@@ -797,16 +1268,16 @@ def _merge_duplicates(
     ``host|source|advisory`` is kept: the lowest installed version, the union of the binaries,
     and ``fix_reachable`` True only if every copy reaches the fix (False if any does not).
     """
-    findings.sort(key=lambda f: (f.source_package, f.advisory_id))
+    findings.sort(key=_FINDING_ORDER)
     merged: list[Finding] = []
+    previous_key: tuple[str, str] | None = None
     for finding in findings:
-        previous = merged[-1] if merged else None
-        if previous is None or (previous.source_package, previous.advisory_id) != (
-            finding.source_package,
-            finding.advisory_id,
-        ):
+        key = _FINDING_ORDER(finding)
+        if key != previous_key:
             merged.append(finding)
+            previous_key = key
             continue
+        previous = merged[-1]
         lowest = previous
         try:
             if (
@@ -829,76 +1300,6 @@ def _merge_duplicates(
         )
     return merged
 
-
-@dataclass(slots=True)
-class _Run:
-    """Per-host accumulator: turns cached verdicts into findings, errors and counts."""
-
-    host: str
-    ecosystem: Ecosystem
-    memo: VerdictCache
-    pending: Mapping[str, Sequence[PendingUpdate]] | None
-    kernel_updates: tuple[PendingUpdate, ...]
-    first_seen: FirstSeen
-    now: datetime
-    findings: list[Finding] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    considered: int = 0
-    already_fixed: int = 0
-    not_affected: int = 0
-    unimportant: int = 0
-    out_of_scope: int = 0
-
-    def apply(self, group: _SourceGroup, verdicts: Sequence[_Verdict]) -> None:
-        binary_names: tuple[str, ...] | None = None
-        for verdict in verdicts:
-            kind = verdict.kind
-            if kind is _Kind.OUT_OF_SCOPE:
-                self.out_of_scope += 1
-                continue
-            self.considered += 1
-            if kind is _Kind.ALREADY_FIXED:
-                self.already_fixed += 1
-            elif kind is _Kind.NOT_AFFECTED or kind is _Kind.UNIMPORTANT:
-                self.not_affected += 1
-                self.unimportant += kind is _Kind.UNIMPORTANT
-            elif kind is _Kind.ERROR:
-                self.errors.append((group.name, verdict.reason))
-            else:
-                if binary_names is None:
-                    binary_names = tuple(sorted({p.name for p in group.binaries}))
-                self.findings.append(self._finding(group, binary_names, verdict))
-
-    def _finding(
-        self, group: _SourceGroup, binary_names: tuple[str, ...], verdict: _Verdict
-    ) -> Finding:
-        advisory = verdict.advisory
-        reachable = None
-        if verdict.kind is _Kind.AFFECTED:
-            reachable = fix_reachable(
-                group.binaries,
-                advisory.fix.version or "",
-                self.pending,
-                self.ecosystem,
-                self.memo,
-                kernel_updates=self.kernel_updates if group.kernel else (),
-            )
-        return Finding(
-            host=self.host,
-            source_package=group.name,
-            binary_packages=binary_names,
-            installed_source_version=group.version,
-            advisory_id=advisory.id,
-            cves=verdict.cves,
-            fix=advisory.fix,
-            fix_reachable=reachable,
-            severity=advisory.severity,
-            first_seen=self.first_seen.get((group.name, advisory.id), self.now),
-            provenance=(advisory.provenance,),
-        )
-
-
-# --------------------------------------------------------------------------- no-feeds fallback
 
 # --------------------------------------------------------------------------- no-feeds fallback
 

@@ -55,13 +55,14 @@ advisory text (summary, vendor wording) is untrusted and never included.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final, TypeAlias
 
 import structlog
 
@@ -70,6 +71,7 @@ from patchpilot.models import (
     Enrichment,
     Exposure,
     Finding,
+    FixState,
     FixStatus,
     Host,
     KEVEntry,
@@ -310,10 +312,10 @@ def _cvss_band(score: float) -> Severity:
     return Severity.UNIMPORTANT
 
 
-def _effective_severity(finding: Finding, evidence: _Evidence) -> Severity:
+def _effective_severity(severity: Severity, evidence: _Evidence) -> Severity:
     if evidence.cvss is not None:
         return _cvss_band(evidence.cvss.base_score)
-    return finding.severity
+    return severity
 
 
 def ssvc_inputs(
@@ -323,10 +325,23 @@ def ssvc_inputs(
     policy: Policy,
 ) -> SSVCInputs:
     """Derive the deployer decision points from the data (see the module docstring)."""
-    return _ssvc_inputs(finding, _evidence(enrichments), host, policy)
+    evidence = _evidence(enrichments)
+    return _ssvc_inputs(
+        _exploitability(evidence, policy), _effective_severity(finding.severity, evidence), host
+    )
 
 
-def _ssvc_inputs(finding: Finding, evidence: _Evidence, host: Host, policy: Policy) -> SSVCInputs:
+@dataclass(frozen=True, slots=True)
+class _Exploitability:
+    """The SSVC decision points that depend only on the evidence (and the policy)."""
+
+    exploitation: Exploitation
+    exploitation_assumed: bool
+    automatable: Automatable
+    automatable_assumed: bool
+
+
+def _exploitability(evidence: _Evidence, policy: Policy) -> _Exploitability:
     metrics = [_vector_metrics(v) for v in evidence.vectors]
     exploitation_assumed = False
     if evidence.kev is not None or any(m.get("E") == "A" for m in metrics):
@@ -346,7 +361,10 @@ def _ssvc_inputs(finding: Finding, evidence: _Evidence, host: Host, policy: Poli
         or any(m.get("AV") == "N" and m.get("PR") == "N" and m.get("UI") == "N" for m in metrics)
         else Automatable.NO
     )
-    severity = _effective_severity(finding, evidence)
+    return _Exploitability(exploitation, exploitation_assumed, automatable, automatable_assumed)
+
+
+def _ssvc_inputs(exploit: _Exploitability, severity: Severity, host: Host) -> SSVCInputs:
     severe = severity in (Severity.HIGH, Severity.CRITICAL)
     if host.criticality == 5 and severe:
         impact = HumanImpact.VERY_HIGH
@@ -357,12 +375,12 @@ def _ssvc_inputs(finding: Finding, evidence: _Evidence, host: Host, policy: Poli
     else:
         impact = HumanImpact.LOW
     return SSVCInputs(
-        exploitation=exploitation,
+        exploitation=exploit.exploitation,
         exposure=_SYSTEM_EXPOSURE[host.exposure],
-        automatable=automatable,
+        automatable=exploit.automatable,
         human_impact=impact,
-        exploitation_assumed=exploitation_assumed,
-        automatable_assumed=automatable_assumed,
+        exploitation_assumed=exploit.exploitation_assumed,
+        automatable_assumed=exploit.automatable_assumed,
     )
 
 
@@ -380,25 +398,24 @@ def _probability(value: float) -> str:
     return f"{value:.2f}" if value >= 0.01 or value == 0 else f"{value:.4f}"
 
 
-def _factors(
-    finding: Finding,
+def _finding_factors(
+    severity: Severity,
+    has_cves: bool,
     evidence: _Evidence,
-    host: Host,
     policy: Policy,
     kev_feed_loaded: bool,
-) -> list[_Factor]:
+) -> tuple[_Factor, _Factor, _Factor]:
+    """The severity, EPSS and KEV factors (``severity``: the finding's distro severity)."""
     if evidence.cvss is not None:
-        severity = _Factor(
+        severity_factor = _Factor(
             "severity", evidence.cvss.base_score / 10.0, f"CVSS {evidence.cvss.base_score:.1f}"
         )
-    elif finding.severity in SEVERITY_VALUES:
-        severity = _Factor(
-            "severity",
-            SEVERITY_VALUES[finding.severity],
-            f"distro severity {finding.severity.value}",
+    elif severity in SEVERITY_VALUES:
+        severity_factor = _Factor(
+            "severity", SEVERITY_VALUES[severity], f"distro severity {severity.value}"
         )
     else:
-        severity = _Factor("severity", None, "severity unknown")
+        severity_factor = _Factor("severity", None, "severity unknown")
     if evidence.epss is not None:
         likely = evidence.epss >= policy.risk.epss_likely
         epss = _Factor(
@@ -415,22 +432,27 @@ def _factors(
             f"in CISA KEV since {evidence.kev.date_added.isoformat()}, "
             f"due {evidence.kev.due_date.isoformat()}",
         )
-    elif kev_feed_loaded and finding.cves:
+    elif kev_feed_loaded and has_cves:
         kev = _Factor("kev", 0.0, "not in CISA KEV")
     else:
         kev = _Factor("kev", None, "KEV status unknown")
-    exposure_label = {
-        Exposure.INTERNET: "internet-facing",
-        Exposure.INTERNAL: "internal",
-        Exposure.ISOLATED: "isolated",
-    }[host.exposure]
-    return [
-        severity,
-        epss,
-        kev,
+    return severity_factor, epss, kev
+
+
+_EXPOSURE_LABELS: Final[Mapping[Exposure, str]] = {
+    Exposure.INTERNET: "internet-facing",
+    Exposure.INTERNAL: "internal",
+    Exposure.ISOLATED: "isolated",
+}
+
+
+def _host_factors(host: Host, policy: Policy) -> tuple[_Factor, _Factor]:
+    """The exposure and criticality factors."""
+    exposure_label = _EXPOSURE_LABELS[host.exposure]
+    return (
         _Factor("exposure", policy.risk.exposure[host.exposure], exposure_label),
         _Factor("criticality", (host.criticality - 1) / 4.0, f"criticality {host.criticality}/5"),
-    ]
+    )
 
 
 def _score(
@@ -447,16 +469,42 @@ def _score(
             contribution = 100.0 * weight * factor.value / known_weight
             total += contribution
         risk_factors.append(
-            RiskFactor(
-                name=factor.name,
-                value=_factor_value(factor),
-                known=factor.value is not None,
-                weight=weight,
-                contribution=round(contribution, 4),
+            _risk_factor(
+                factor.name,
+                _factor_value(factor),
+                factor.value is not None,
+                weight,
+                round(contribution, 4),
             )
         )
     score = total if determined else _UNDETERMINED_SCORE
     return min(100.0, max(0.0, score)), risk_factors, determined
+
+
+_RISK_FACTORS: dict[tuple[str, str, bool, float, float], RiskFactor] = {}
+
+
+def _risk_factor(
+    name: str, value: str, known: bool, weight: float, contribution: float
+) -> RiskFactor:
+    """``RiskFactor(...)``, one shared (immutable) instance per distinct set of values.
+
+    Weights, values and contributions are never negative, so equal keys (``0.0 == -0.0``
+    aside) are identical inputs and validate to identical factors.
+    """
+    key = (name, value, known, weight, contribution)
+    factor = _RISK_FACTORS.get(key)
+    if factor is None:
+        factor = RiskFactor(
+            name=name, value=value, known=known, weight=weight, contribution=contribution
+        )
+        if len(_RISK_FACTORS) >= _MAX_RISK_FACTORS:
+            _RISK_FACTORS.clear()
+        _RISK_FACTORS[key] = factor
+    return factor
+
+
+_MAX_RISK_FACTORS: Final = 65_536
 
 
 def _factor_value(factor: _Factor) -> str:
@@ -474,13 +522,23 @@ def _first_seen_date(first_seen: datetime) -> date:
     return first_seen.date()
 
 
-def _due_date(
-    finding: Finding,
-    severity: Severity,
-    outcome: SSVCOutcome,
-    kev: KEVEntry | None,
-    policy: Policy,
-) -> date | None:
+_FIRST_SEEN_DATES: dict[datetime, date] = {}
+
+
+def _first_seen_day(first_seen: datetime) -> date:
+    """:func:`_first_seen_date`, memoised (equal datetimes are the same instant, or the same
+    wall time when naive, so they have the same date; naive never equals aware)."""
+    day = _FIRST_SEEN_DATES.get(first_seen)
+    if day is None:
+        day = _first_seen_date(first_seen)
+        if len(_FIRST_SEEN_DATES) >= _MAX_DATED:
+            _FIRST_SEEN_DATES.clear()
+        _FIRST_SEEN_DATES[first_seen] = day
+    return day
+
+
+def _sla_days(severity: Severity, outcome: SSVCOutcome, policy: Policy) -> int | None:
+    """The stricter (smaller) of the severity and SSVC SLAs; None when neither has one."""
     days = [
         d
         for d in (
@@ -489,7 +547,13 @@ def _due_date(
         )
         if d is not None
     ]
-    due = _first_seen_date(finding.first_seen) + timedelta(days=min(days)) if days else None
+    return min(days) if days else None
+
+
+def _due_date(
+    first_seen: date, days: int | None, kev: KEVEntry | None, policy: Policy
+) -> date | None:
+    due = first_seen + timedelta(days=days) if days is not None else None
     if kev is not None and policy.kev.due_date_is_hard_bound:
         due = kev.due_date if due is None else min(due, kev.due_date)
     return due
@@ -502,13 +566,13 @@ def _safe(text: str) -> str:
     return text if _SAFE_TEXT_RE.match(text) else "(withheld: unexpected characters)"
 
 
-def _fix_phrase(finding: Finding) -> str:
-    status = finding.fix.status
+def _fix_phrase(fix: FixState, fix_reachable: bool | None) -> str:
+    status = fix.status
     if status is FixStatus.FIXED:
-        phrase = f"fixed in {_safe(finding.fix.version or '')}"
-        if finding.fix_reachable is False:
+        phrase = f"fixed in {_safe(fix.version or '')}"
+        if fix_reachable is False:
             phrase += " (not yet offered by the host's repositories)"
-        elif finding.fix_reachable is None:
+        elif fix_reachable is None:
             phrase += " (repository availability unknown)"
         return phrase
     return {
@@ -533,34 +597,156 @@ def _ssvc_phrase(outcome: SSVCOutcome, inputs: SSVCInputs, kev_raised: bool) -> 
     return phrase + (", raised for KEV)" if kev_raised else ")")
 
 
-def _rationale(
+def _rationale_parts(
     *,
-    finding: Finding,
     factors: Sequence[_Factor],
     evidence: _Evidence,
+    fix_phrase: str,
     outcome: SSVCOutcome,
     inputs: SSVCInputs,
     kev_raised: bool,
-    due: date | None,
-    today: date | None,
     determined: bool,
-) -> str:
-    parts = [f.label for f in factors if f.value is not None]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The rationale's parts before and after the due-date part."""
+    head = [f.label for f in factors if f.value is not None]
     if evidence.kev is not None and evidence.kev.known_ransomware_use:
-        parts.append("known ransomware use")
-    parts.append(_fix_phrase(finding))
-    parts.append(_ssvc_phrase(outcome, inputs, kev_raised))
-    if due is None:
-        parts.append("no SLA deadline")
-    else:
-        overdue = today is not None and today > due
-        parts.append(f"due {due.isoformat()}" + (" (overdue)" if overdue else ""))
+        head.append("known ransomware use")
+    head.append(fix_phrase)
+    head.append(_ssvc_phrase(outcome, inputs, kev_raised))
+    tail: list[str] = []
     unknown = [f.name if f.name != "epss" else "EPSS" for f in factors if f.value is None]
     if unknown and determined:
-        parts.append(f"unknown: {', '.join(unknown)} (scored on the known factors only)")
+        tail.append(f"unknown: {', '.join(unknown)} (scored on the known factors only)")
     elif not determined:
-        parts.append(f"score undetermined: no weighted factor is known ({', '.join(unknown)})")
-    return "; ".join(parts) + "."
+        tail.append(f"score undetermined: no weighted factor is known ({', '.join(unknown)})")
+    return tuple(head), tuple(tail)
+
+
+def _due_phrase(due: date | None, today: date | None) -> str:
+    if due is None:
+        return "no SLA deadline"
+    overdue = today is not None and today > due
+    return f"due {due.isoformat()}" + (" (overdue)" if overdue else "")
+
+
+# --------------------------------------------------------------------------- memo
+#
+# A fleet has few distinct (advisory evidence, host profile) combinations and many findings,
+# so ``prioritize`` computes each stage once and reuses it:
+#
+# * ``_Part``: what depends on the finding's enrichment, severity, CVE presence, fix state and
+#   reachability, the policy and ``kev_feed_loaded`` (keyed on the *identity* of the policy and
+#   of the enrichment records, which the part holds so identities stay valid; both are frozen
+#   models);
+# * ``_Scored``: plus the host's exposure and criticality: score, factors, SSVC, rationale;
+# * the validated assessment fields: plus the first-seen date and ``today``.
+#
+# Every stage is computed by the same functions as before, and the first assessment of each
+# combination is validated in full; later ones only get their own finding key.
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    score: float  # rounded as stored
+    log_score: float
+    factors: tuple[RiskFactor, ...]
+    outcome: SSVCOutcome
+    days: int | None
+    head: tuple[str, ...]
+    tail: tuple[str, ...]
+    # (first-seen date, today) -> validated (score, factors, ssvc, due_date, rationale)
+    dated: dict[tuple[date, date | None], tuple[Any, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    policy: Policy  # held: keys use its id
+    enrichments: tuple[Enrichment, ...]  # held: keys use their ids
+    evidence: _Evidence
+    severity: Severity  # effective severity (CVSS band, else distro severity)
+    factors: tuple[_Factor, _Factor, _Factor]
+    exploit: _Exploitability
+    fix_phrase: str
+    weights: Mapping[str, float]
+    hosts: dict[tuple[Any, ...], _Scored] = field(default_factory=dict)
+
+
+_PartKey: TypeAlias = tuple[Any, ...]
+_PARTS: dict[_PartKey, _Part] = {}
+_MAX_PARTS: Final = 100_000
+_MAX_DATED: Final = 4096
+_RISK_FIELDS: Final = frozenset(RiskAssessment.model_fields)
+_new_model: Final = object.__new__
+_set_attr: Final = object.__setattr__
+
+
+def _part(
+    finding: Finding,
+    enrichments: tuple[Enrichment, ...],
+    policy: Policy,
+    kev_feed_loaded: bool,
+) -> _Part:
+    evidence = _evidence(enrichments)
+    return _Part(
+        policy=policy,
+        enrichments=enrichments,
+        evidence=evidence,
+        severity=_effective_severity(finding.severity, evidence),
+        factors=_finding_factors(
+            finding.severity, bool(finding.cves), evidence, policy, kev_feed_loaded
+        ),
+        exploit=_exploitability(evidence, policy),
+        fix_phrase=_fix_phrase(finding.fix, finding.fix_reachable),
+        weights=policy.risk.weights.normalised(),
+    )
+
+
+def _scored(part: _Part, host: Host) -> _Scored:
+    policy, evidence = part.policy, part.evidence
+    factors = [*part.factors, *_host_factors(host, policy)]
+    score, risk_factors, determined = _score(factors, part.weights)
+    if evidence.kev is not None and evidence.kev.known_ransomware_use:
+        bonus = min(policy.kev.ransomware_bonus, 100.0 - score)
+        score = min(100.0, score + policy.kev.ransomware_bonus)
+        risk_factors.append(
+            _risk_factor(
+                "ransomware", "known ransomware use (CISA KEV)", True, 0.0, round(bonus, 4)
+            )
+        )
+    inputs = _ssvc_inputs(part.exploit, part.severity, host)
+    outcome = DEPLOYER_TO_OUTCOME[ssvc_deployer(inputs)]
+    kev_raised = False
+    if evidence.kev is not None and _OUTCOME_RANK[outcome] < _OUTCOME_RANK[policy.kev.minimum_ssvc]:
+        outcome, kev_raised = policy.kev.minimum_ssvc, True
+    head, tail = _rationale_parts(
+        factors=factors,
+        evidence=evidence,
+        fix_phrase=part.fix_phrase,
+        outcome=outcome,
+        inputs=inputs,
+        kev_raised=kev_raised,
+        determined=determined,
+    )
+    return _Scored(
+        score=round(score, 4),
+        log_score=round(score, 2),
+        factors=tuple(risk_factors),
+        outcome=outcome,
+        days=_sla_days(part.severity, outcome, policy),
+        head=head,
+        tail=tail,
+    )
+
+
+def _debug_enabled() -> bool:
+    """False when structlog's filtering logger drops debug events anyway (skip building them)."""
+    return structlog.get_config()["wrapper_class"] not in _QUIET_WRAPPERS
+
+
+_QUIET_WRAPPERS: Final = frozenset(
+    structlog.make_filtering_bound_logger(level)
+    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -592,50 +778,80 @@ def prioritize(
         The :class:`RiskAssessment` (key ``"<host>|<source>|<advisory>"``).
     """
     if enrichment is None:
-        enrichments: Sequence[Enrichment] = ()
+        enrichments: tuple[Enrichment, ...] = ()
     elif isinstance(enrichment, Enrichment):
         enrichments = (enrichment,)
     else:
         enrichments = tuple(enrichment)
-    evidence = _evidence(enrichments)
-    factors = _factors(finding, evidence, host, policy, kev_feed_loaded)
-    score, risk_factors, determined = _score(factors, policy.risk.weights.normalised())
-    if evidence.kev is not None and evidence.kev.known_ransomware_use:
-        bonus = min(policy.kev.ransomware_bonus, 100.0 - score)
-        score = min(100.0, score + policy.kev.ransomware_bonus)
-        risk_factors.append(
-            RiskFactor(
-                name="ransomware",
-                value="known ransomware use (CISA KEV)",
-                known=True,
-                weight=0.0,
-                contribution=round(bonus, 4),
-            )
-        )
-    inputs = _ssvc_inputs(finding, evidence, host, policy)
-    outcome = DEPLOYER_TO_OUTCOME[ssvc_deployer(inputs)]
-    kev_raised = False
-    if evidence.kev is not None and _OUTCOME_RANK[outcome] < _OUTCOME_RANK[policy.kev.minimum_ssvc]:
-        outcome, kev_raised = policy.kev.minimum_ssvc, True
-    due = _due_date(finding, _effective_severity(finding, evidence), outcome, evidence.kev, policy)
-    rationale = _rationale(
-        finding=finding,
-        factors=factors,
-        evidence=evidence,
-        outcome=outcome,
-        inputs=inputs,
-        kev_raised=kev_raised,
-        due=due,
-        today=today,
-        determined=determined,
+    fix = finding.fix
+    part_key = (
+        id(policy),
+        bool(kev_feed_loaded),
+        tuple(map(id, enrichments)),
+        finding.severity,
+        bool(finding.cves),
+        fix.status,
+        fix.version,
+        finding.fix_reachable,
     )
+    part = _PARTS.get(part_key)
+    if part is None:
+        part = _part(finding, enrichments, policy, kev_feed_loaded)
+        if len(_PARTS) >= _MAX_PARTS:
+            _PARTS.clear()
+        _PARTS[part_key] = part
+    host_key = (host.exposure, host.criticality, type(host.criticality))
+    scored = part.hosts.get(host_key)
+    if scored is None:
+        scored = part.hosts[host_key] = _scored(part, host)
     key = finding_key(finding)
-    log.debug("finding_prioritized", finding=key, score=round(score, 2), ssvc=outcome.value)
-    return RiskAssessment(
-        finding_key=key,
-        score=round(score, 4),
-        factors=tuple(risk_factors),
-        ssvc=outcome,
-        due_date=due,
-        rationale=rationale,
+    dated_key = (_first_seen_day(finding.first_seen), today)
+    values = scored.dated.get(dated_key)
+    if values is None:
+        due = _due_date(dated_key[0], scored.days, part.evidence.kev, policy)
+        assessment = RiskAssessment(
+            finding_key=key,
+            score=scored.score,
+            factors=scored.factors,
+            ssvc=scored.outcome,
+            due_date=due,
+            rationale="; ".join((*scored.head, _due_phrase(due, today), *scored.tail)) + ".",
+        )
+        if len(scored.dated) >= _MAX_DATED:
+            scored.dated.clear()
+        scored.dated[dated_key] = (
+            assessment.score,
+            assessment.factors,
+            assessment.ssvc,
+            assessment.due_date,
+            assessment.rationale,
+        )
+    else:
+        assessment = _new_assessment(key, values)
+    if _debug_enabled():
+        log.debug(
+            "finding_prioritized", finding=key, score=scored.log_score, ssvc=scored.outcome.value
+        )
+    return assessment
+
+
+def _new_assessment(key: str, values: tuple[Any, ...]) -> RiskAssessment:
+    """``RiskAssessment(finding_key=key, ...)`` from the validated fields of an equal one."""
+    score, factors, ssvc, due_date, rationale = values
+    assessment = _new_model(RiskAssessment)
+    _set_attr(
+        assessment,
+        "__dict__",
+        {
+            "finding_key": key,
+            "score": score,
+            "factors": factors,
+            "ssvc": ssvc,
+            "due_date": due_date,
+            "rationale": rationale,
+        },
     )
+    _set_attr(assessment, "__pydantic_fields_set__", set(_RISK_FIELDS))
+    _set_attr(assessment, "__pydantic_extra__", None)
+    _set_attr(assessment, "__pydantic_private__", None)
+    return assessment

@@ -13,6 +13,7 @@ Target, end to end with the store: under 15 s and under 1 GiB on 2 cores.
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import resource
 import tempfile
@@ -143,6 +144,11 @@ def _run(args: argparse.Namespace, store: Store, policy: Policy) -> Timings:
     index = store.advisory_index(Ecosystem.DEBIAN, RELEASE)
     cache = VerdictCache()
     store.create_run("bench", kind="scan", target="bench", params={})
+    # Long-lived data (advisory index, package profiles, imported modules) goes to the
+    # collector's permanent generation, as a long-running scan process would do after loading
+    # its feeds: full collections, triggered by the findings a run accumulates, then no longer
+    # walk it (about half of their cost here). Outputs are unaffected.
+    gc.freeze()
     today = datetime.now(UTC).date()
     enrichment: dict[str, Enrichment | None] = {}
     batch: dict[str, list[Finding]] = {}

@@ -46,6 +46,7 @@ from patchpilot.models import (
     Provenance,
     RiskAssessment,
     Severity,
+    SSVCOutcome,
     utcnow,
 )
 from patchpilot.store.importer import BatchImporter, ImportCounters, read_source_records
@@ -126,6 +127,51 @@ def _gc_paused() -> Iterator[None]:
 def _json(value: Any) -> str:
     """JSON text for run params/summaries (datetimes, paths, enums and models included)."""
     return to_json(value).decode()
+
+
+_SEVERITY_RANK: Final[Mapping[Severity, int]] = {s: s.rank for s in Severity}
+_FIX_STATUS_TEXT: Final[Mapping[FixStatus, str]] = {s: s.value for s in FixStatus}
+_SSVC_TEXT: Final[Mapping[SSVCOutcome, str]] = {s: s.value for s in SSVCOutcome}
+_UPSERT_FIRST_SEEN: Final = (
+    "INSERT INTO finding_first_seen (host, source_package, advisory_id, first_seen)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (host, source_package, advisory_id) DO UPDATE"
+    " SET first_seen = min(finding_first_seen.first_seen, excluded.first_seen)"
+)
+
+
+class _WriteMemo:
+    """Column text derived from finding fields during one write, memoised by value identity.
+
+    Fleet findings share field values (one first-seen time per scan, an advisory's CVEs), so
+    the text is built once per distinct object. Each entry holds its values, so no id is
+    reused by another object while the memo lives (one write).
+    """
+
+    def __init__(self) -> None:
+        self._times: dict[int, tuple[datetime, str]] = {}
+        self._cves: dict[tuple[int, int], tuple[tuple[str, tuple[str, ...]], str]] = {}
+
+    def db_time(self, moment: datetime) -> str:
+        """:func:`to_db_time`."""
+        hit = self._times.get(id(moment))
+        if hit is not None:
+            return hit[1]
+        text = to_db_time(moment)
+        self._times[id(moment)] = (moment, text)
+        return text
+
+    def cves(self, advisory_id: str, cves: tuple[str, ...]) -> str:
+        """The ``cves`` column: the advisory id when it is a CVE, then the CVEs, once each."""
+        key = (id(advisory_id), id(cves))
+        hit = self._cves.get(key)
+        if hit is not None:
+            return hit[1]
+        ids = list(cves)
+        if CVE_RE.match(advisory_id):
+            ids.insert(0, advisory_id)
+        text = json.dumps(list(dict.fromkeys(ids)))
+        self._cves[key] = ((advisory_id, cves), text)
+        return text
 
 
 PUBLISHED_LAG = timedelta(days=7)
@@ -921,8 +967,7 @@ class Store:
             f"replace findings of {len(findings_by_host)} host(s) in run {run_id}"
         ) as conn:
             self._require_run(conn, run_id)
-            for host, findings in findings_by_host.items():
-                self._write_findings(conn, run_id, host, findings)
+            self._write_findings(conn, run_id, findings_by_host)
 
     @staticmethod
     def _check_findings(run_id: str, host: str, findings: Sequence[Finding]) -> None:
@@ -937,45 +982,71 @@ class Store:
 
     @staticmethod
     def _write_findings(
-        conn: sqlite3.Connection, run_id: str, host: str, findings: Sequence[Finding]
+        conn: sqlite3.Connection, run_id: str, findings_by_host: Mapping[str, Sequence[Finding]]
     ) -> None:
-        conn.execute("DELETE FROM finding_sets WHERE run_id = ? AND host = ?", (run_id, host))
-        conn.execute(
-            "INSERT INTO finding_sets (run_id, host, recorded_at) VALUES (?, ?, ?)",
-            (run_id, host, to_db_time(utcnow())),
+        """Replace the finding sets of the hosts (checked: own findings, distinct keys).
+
+        Each stored ``first_seen`` is the earliest ever recorded for (host, source package,
+        advisory id): the recorded ones are read in one query, and only new or earlier
+        times are written.
+        """
+        memo = _WriteMemo()
+        conn.executemany(
+            "DELETE FROM finding_sets WHERE run_id = ? AND host = ?",
+            [(run_id, host) for host in findings_by_host],
         )
-        rows: list[tuple[Any, ...]] = []
-        for finding in findings:
-            first_seen = to_db_time(finding.first_seen)
-            (earliest,) = conn.execute(
-                "INSERT INTO finding_first_seen (host, source_package, advisory_id,"
-                " first_seen) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (host, source_package, advisory_id) DO UPDATE"
-                " SET first_seen = min(finding_first_seen.first_seen, excluded.first_seen)"
-                " RETURNING first_seen",
-                (host, finding.source_package, finding.advisory_id, first_seen),
-            ).fetchone()
-            stored = finding
-            if earliest != first_seen:
-                stored = finding.model_copy(update={"first_seen": from_db_time(earliest)})
-            cves = list(finding.cves)
-            if CVE_RE.match(finding.advisory_id):
-                cves.insert(0, finding.advisory_id)
-            rows.append(
-                (
-                    run_id,
-                    host,
-                    finding.source_package,
-                    finding.advisory_id,
-                    finding_key(finding),
-                    finding.severity.rank,
-                    int(finding.severity is Severity.UNKNOWN),
-                    finding.fix.status.value,
-                    None if finding.fix_reachable is None else int(finding.fix_reachable),
-                    json.dumps(list(dict.fromkeys(cves))),
-                    stored.model_dump_json(),
-                )
+        conn.executemany(
+            "INSERT INTO finding_sets (run_id, host, recorded_at) VALUES (?, ?, ?)",
+            [(run_id, host, to_db_time(utcnow())) for host in findings_by_host],
+        )
+        assessed = [host for host, findings in findings_by_host.items() if findings]
+        recorded: dict[tuple[str, str, str], str] = {
+            (host, package, advisory): seen
+            for host, package, advisory, seen in conn.execute(
+                "SELECT host, source_package, advisory_id, first_seen FROM finding_first_seen"
+                " WHERE host IN (SELECT value FROM json_each(?))",
+                (json.dumps(assessed),),
             )
+        }
+        first_seen_rows: list[tuple[str, str, str, str]] = []
+        rows: list[tuple[Any, ...]] = []
+        for host, findings in findings_by_host.items():
+            for finding in findings:
+                source, advisory_id = finding.source_package, finding.advisory_id
+                first_seen = memo.db_time(finding.first_seen)
+                earliest = recorded.get((host, source, advisory_id))
+                if earliest is None or first_seen < earliest:
+                    # As the upsert's min(): TEXT compares by bytes, UTF-8 keeps code point order.
+                    first_seen_rows.append((host, source, advisory_id, first_seen))
+                    earliest = first_seen
+                stored = finding
+                if earliest != first_seen:
+                    stored = finding.model_copy(update={"first_seen": from_db_time(earliest)})
+                reachable = finding.fix_reachable
+                severity = finding.severity
+                rank = _SEVERITY_RANK.get(severity)
+                if rank is None:
+                    rank = severity.rank
+                status = finding.fix.status
+                status_text = _FIX_STATUS_TEXT.get(status)
+                if status_text is None:
+                    status_text = status.value
+                rows.append(
+                    (
+                        run_id,
+                        host,
+                        source,
+                        advisory_id,
+                        f"{host}|{source}|{advisory_id}",  # finding_key(): host is checked
+                        rank,
+                        int(severity is Severity.UNKNOWN),
+                        status_text,
+                        None if reachable is None else int(reachable),
+                        memo.cves(advisory_id, finding.cves),
+                        stored.model_dump_json(),
+                    )
+                )
+        conn.executemany(_UPSERT_FIRST_SEEN, first_seen_rows)
         conn.executemany(
             "INSERT INTO findings (run_id, host, source_package, advisory_id, finding_key,"
             " severity_rank, unknown_severity, fix_status, fix_reachable, cves, doc)"
@@ -1013,7 +1084,7 @@ class Store:
                         run_id,
                         a.finding_key,
                         a.score,
-                        a.ssvc.value,
+                        _SSVC_TEXT.get(a.ssvc) or a.ssvc.value,
                         a.due_date.isoformat() if a.due_date else None,
                         a.model_dump_json(),
                     )

@@ -160,3 +160,58 @@ def test_fail_on_gates_with_exit_5(tmp_path: Path) -> None:
     # Repository-metadata findings have no known severity: unknown never counts as critical.
     res = cli("scan", "--target", "local", "--offline", "--fail-on", "critical", home=home)
     assert res.returncode == 0, res.stderr
+
+
+def test_unreachable_host_is_recorded_and_the_others_go_on(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = int(s.getsockname()[1])
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(
+        "hosts:\n"
+        "  here: {transport: local}\n"
+        f"  gone: {{address: 127.0.0.1, port: {closed}, user: nobody}}\n"
+    )
+    home = tmp_path / "home"
+    res = cli(
+        "scan",
+        "-i",
+        str(inv),
+        "-f",
+        "json",
+        "--offline",
+        home=home,
+        PATCHPILOT_SSH__CONNECT_RETRIES="1",
+    )
+    assert res.returncode == 3, res.stderr  # partial
+    doc = json.loads(res.stdout)
+    hosts = {h["host"]: h for h in doc["hosts"]}
+    assert hosts["here"]["ok"] is True
+    assert hosts["gone"]["ok"] is False
+    assert "refused" in hosts["gone"]["message"].lower()
+    assert {f["host"] for f in doc["findings"]} <= {"here"}
+    assert doc["run"]["status"] == "partial"
+    assert doc["run"]["summary"]["hosts_failed"] == ["gone"]
+
+
+def test_findings_filters(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    scan_json(home)
+
+    def findings(*args: str) -> list[dict[str, Any]]:
+        res = cli("findings", "-f", "json", *args, home=home)
+        assert res.returncode == 0, res.stderr
+        found: list[dict[str, Any]] = json.loads(res.stdout)["findings"]
+        return found
+
+    everything = findings()
+    assert everything
+    assert findings("--actionable") == [f for f in everything if f["actionable"]]
+    assert findings("--kev") == []
+    assert findings("--fix-state", "no-fix-yet") == []
+    assert findings("--host", "local") == everything
+    assert findings("--host", "elsewhere") == []
+    scores = [f["risk"]["score"] for f in everything]
+    assert scores == sorted(scores, reverse=True)

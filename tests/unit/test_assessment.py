@@ -7,12 +7,15 @@ below or at the real fixes so that the real advisories match.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +35,7 @@ from patchpilot.models import (
     Advisory,
     CommandResult,
     Ecosystem,
+    Finding,
     FixState,
     FixStatus,
     HostFacts,
@@ -675,3 +679,313 @@ def test_two_installed_versions_of_one_source_give_one_finding() -> None:
     assert finding.installed_source_version == "1:9.2p1-2+deb12u1"
     assert finding.fix_reachable is False  # the i386 copy has no pending upgrade
     assert result.counters.source_packages == 2
+
+
+# --------------------------------------------------------------------------- fleet equivalence
+#
+# The fleet path (shared VerdictCache with prebuilt finding templates, memoised prioritisation,
+# bulk store writes) must give exactly what the straightforward per-finding path gave. The
+# digest below was computed with that earlier implementation (validated Finding/RiskAssessment
+# per finding, one first_seen upsert per finding) on this synthetic fleet; the other checks
+# compare against uncached computations of the current code.
+
+_FLEET_GOLDEN = "f0b56f922481d3379d8bdc9fc172022045a8937db0c89510090f2aea503ce8fe"
+_FLEET_NOW = datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
+_FLEET_RELEASE = "bookworm"
+
+
+def _fleet_advisory(
+    advisory_id: str,
+    source: str,
+    fix: FixState,
+    *,
+    aliases: tuple[str, ...] = (),
+    severity: Severity = Severity.UNKNOWN,
+    release: str | None = _FLEET_RELEASE,
+) -> Advisory:
+    return Advisory(
+        id=advisory_id,
+        aliases=aliases,
+        ecosystem=Ecosystem.DEBIAN,
+        release=release,
+        source_package=source,
+        fix=fix,
+        severity=severity,
+        feed="debian-dsa",
+        provenance=Provenance(
+            feed="debian-dsa",
+            source="synthetic",
+            record_id=advisory_id,
+            fetched_at=datetime(2025, 2, 13, tzinfo=UTC),
+        ),
+    )
+
+
+def _fleet_index() -> dict[str, tuple[Advisory, ...]]:
+    fixed = FixState.fixed
+    advisories = [
+        _fleet_advisory(
+            "DSA-1001-1", "openssl", fixed("3.0.15-1~deb12u1"), aliases=("CVE-2024-0001",)
+        ),
+        _fleet_advisory(
+            "DSA-1002-1",
+            "openssl",
+            fixed("3.0.11-1~deb12u2"),
+            aliases=("CVE-2023-0002", "CVE-2023-0003"),
+            severity=Severity.HIGH,
+        ),
+        _fleet_advisory(
+            "CVE-2024-0004",
+            "bash",
+            FixState(status=FixStatus.NO_FIX_YET),
+            severity=Severity.LOW,
+        ),
+        _fleet_advisory("CVE-2024-0005", "curl", FixState(status=FixStatus.NOT_AFFECTED)),
+        _fleet_advisory("CVE-2024-0006", "curl", FixState(status=FixStatus.UNIMPORTANT)),
+        _fleet_advisory(
+            "CVE-2024-0007",
+            "curl",
+            FixState(status=FixStatus.WILL_NOT_FIX, vendor_state="ignored"),
+            severity=Severity.MEDIUM,
+        ),
+        _fleet_advisory("DSA-1008-1", "badver", fixed("1:1.0-1"), aliases=("CVE-2024-0008",)),
+        _fleet_advisory(
+            "DSA-1009-1",
+            "zlib",
+            fixed("1:1.2.13.dfsg-1"),
+            aliases=("CVE-2024-0009",),
+            release="bullseye",
+        ),
+        _fleet_advisory(
+            "DSA-1010-1",
+            "linux",
+            fixed("6.1.119-1"),
+            aliases=("CVE-2024-0010",),
+            severity=Severity.CRITICAL,
+        ),
+        _fleet_advisory("DSA-1011-1", "linux", fixed("6.1.128-1"), aliases=("CVE-2025-0011",)),
+        _fleet_advisory(
+            "DSA-1012-1", "samba", fixed("2:4.17.12+dfsg-0+deb12u1"), aliases=("CVE-2023-0012",)
+        ),
+        _fleet_advisory("DLA-1013-1", "tzdata", fixed("2025a-0+deb12u1")),
+    ]
+    index: dict[str, list[Advisory]] = {}
+    for advisory in advisories:
+        index.setdefault(advisory.source_package, []).append(advisory)
+    return {source: tuple(items) for source, items in index.items()}
+
+
+def _fleet_hosts() -> list[tuple[Any, HostFacts, list[InstalledPackage], Any, Any]]:
+    """(Host, facts, packages, pending or None, first_seen or None) of 36 synthetic hosts."""
+    from patchpilot.models import Exposure, Host
+
+    rng = random.Random(11)
+    openssl = ("3.0.9-1", "3.0.11-1~deb12u2", "3.0.15-1~deb12u1", "3.0.16-1~deb12u1")
+    hosts = []
+    for i in range(36):
+        version = openssl[rng.randrange(len(openssl))]
+        packages = [
+            pkg("libssl3", version, "openssl"),
+            pkg("openssl", version),
+            pkg("bash", "5.2.15-2+b7", "bash", "5.2.15-2"),
+            pkg("curl", "7.88.1-10+deb12u8"),
+            pkg("libcurl4", "7.88.1-10+deb12u8", "curl"),
+            pkg("badver", "!!broken" if i % 9 == 0 else "1:1.0-1"),
+            pkg("zlib1g", "1:1.2.13.dfsg-1", "zlib"),
+            pkg("tzdata", rng.choice(("2024a-0+deb12u1", "2025a-0+deb12u1"))),
+            pkg(
+                "libldb2",
+                "2:2.6.2+samba4.17.10+dfsg-0+deb12u1",
+                "samba",
+                "2:4.17.10+dfsg-0+deb12u1",
+            ),
+            pkg("linux-base", "4.9"),
+        ]
+        if i % 4 == 0:  # multi-arch skew: two installed versions of one source
+            packages.append(pkg("libssl3", "3.0.9-1", "openssl", arch="i386"))
+        if i % 3 == 0:  # running kernel, plus an older installed one (pruned)
+            running = rng.choice(("6.1.106-3", "6.1.119-1", "6.1.128-1"))
+            packages += [
+                pkg("linux-image-6.1.0-28-amd64", running, "linux-signed-amd64", "6.1.119+1"),
+                pkg("linux-image-6.1.0-18-amd64", "6.1.76-1", "linux-signed-amd64", "6.1.76+1"),
+            ]
+        rng.shuffle(packages)
+        pending_updates = None
+        if i % 2 == 0:
+            pending_updates = [
+                pending("libssl3", "3.0.15-1~deb12u1", version),
+                pending("libldb2", "2:2.6.2+samba4.17.12+dfsg-0+deb12u1"),
+            ][: rng.randrange(3)]
+            if i % 6 == 0:
+                pending_updates.append(pending("linux-image-6.1.0-30-amd64", "6.1.128-1", None))
+        first_seen = None
+        if i % 5 == 1:
+            first_seen = {("openssl", "DSA-1001-1"): datetime(2024, 11, 2, 7, tzinfo=UTC)}
+        host = Host(
+            name=f"web-{i:02d}",
+            address=f"10.0.0.{i}",
+            criticality=1 + i % 5,
+            exposure=list(Exposure)[i % 3],
+        )
+        host_facts = facts().model_copy(update={"host": host.name})
+        hosts.append((host, host_facts, packages, pending_updates, first_seen))
+    return hosts
+
+
+def _fleet_enrichment() -> dict[str, Any]:
+    from patchpilot.models import CVSS, EPSS, Enrichment, KEVEntry
+
+    network = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+    local = "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N"
+    day = datetime(2025, 2, 1, tzinfo=UTC).date()
+    return {
+        "CVE-2024-0001": Enrichment(
+            cve="CVE-2024-0001",
+            cvss=(CVSS(version="3.1", vector=network, base_score=9.8),),
+            epss=EPSS(probability=0.42, percentile=0.97, score_date=day),
+            kev=KEVEntry(date_added=day, due_date=day, known_ransomware_use=True),
+        ),
+        "CVE-2023-0002": Enrichment(
+            cve="CVE-2023-0002",
+            cvss=(CVSS(version="3.1", vector=local, base_score=5.5),),
+            epss=EPSS(probability=0.004, percentile=0.4, score_date=day),
+        ),
+        "CVE-2023-0003": Enrichment(
+            cve="CVE-2023-0003", epss=EPSS(probability=0.2, percentile=0.9, score_date=day)
+        ),
+        "CVE-2024-0010": Enrichment(
+            cve="CVE-2024-0010",
+            kev=KEVEntry(date_added=day, due_date=day, known_ransomware_use=None),
+        ),
+    }
+
+
+def _fleet_run(store_path: Path) -> tuple[list[str], list[str]]:
+    """Assess, prioritise and store the fleet; (result and risk JSON lines, store rows)."""
+    import sqlite3
+
+    from agents.prioritization import prioritize
+    from patchpilot.policy import load_policy
+    from patchpilot.store import Store
+
+    policy = load_policy(Path(__file__).resolve().parents[2] / "configs" / "policy.yaml")
+    index = _fleet_index()
+    enrichment = _fleet_enrichment()
+    cache = VerdictCache()
+    today = datetime(2025, 3, 10, tzinfo=UTC).date()
+    lines: list[str] = []
+    by_host: dict[str, list[Any]] = {}
+    risks = []
+    for n, (host, host_facts, packages, pending_updates, first_seen) in enumerate(_fleet_hosts()):
+        result = assess_host(
+            host.name,
+            host_facts,
+            packages,
+            index,
+            pending_updates,
+            first_seen,
+            now=_FLEET_NOW,
+            cache=cache,
+        )
+        lines.append(result.model_dump_json())
+        by_host[host.name] = list(result.findings)
+        for finding in result.findings:
+            known = [enrichment[c] for c in finding.cves if c in enrichment]
+            risk = prioritize(finding, known, host, policy, today=today, kev_feed_loaded=n % 4 != 0)
+            lines.append(risk.model_dump_json())
+            risks.append(risk)
+    with Store(store_path) as store:
+        for run_id in ("r1", "r2"):
+            store.create_run(run_id, kind="scan", target="fleet", params={})
+        hosts = list(by_host)
+        store.replace_findings_bulk("r1", {h: by_host[h] for h in hosts[:20]})
+        for h in hosts[20:]:
+            store.replace_findings("r1", h, by_host[h])
+        store.save_risk("r1", risks)
+        # A later scan: some first-seen times earlier, some later, one host without findings.
+        later = {
+            h: [
+                f.model_copy(update={"first_seen": f.first_seen + timedelta(days=j % 3 - 1)})
+                for j, f in enumerate(by_host[h])
+            ]
+            for h in hosts
+        }
+        later[hosts[0]] = []
+        store.replace_findings_bulk("r2", later)
+        store.save_risk("r2", risks[::2])
+        lines += [r.model_dump_json() for r in store.findings()]
+    conn = sqlite3.connect(store_path)
+    rows = [
+        repr(row)
+        for table, columns in (
+            ("findings", "*"),
+            ("finding_first_seen", "*"),
+            ("risk", "*"),
+            ("finding_sets", "run_id, host"),
+        )
+        for row in sorted(conn.execute(f"SELECT {columns} FROM {table}").fetchall())
+    ]
+    conn.close()
+    return lines, rows
+
+
+def _fleet_digest(store_path: Path) -> str:
+    lines, rows = _fleet_run(store_path)
+    return hashlib.sha256("\n".join([*lines, *rows]).encode()).hexdigest()
+
+
+def test_fleet_outputs_match_the_straightforward_implementation(tmp_path: Path) -> None:
+    assert _fleet_digest(tmp_path / "fleet.db") == _FLEET_GOLDEN
+
+
+def test_fleet_findings_match_uncached_assessment(tmp_path: Path) -> None:
+    index = _fleet_index()
+    shared = VerdictCache()
+    errors = kernels = merged = 0
+    reachable: set[bool | None] = set()
+    for host, host_facts, packages, pending_updates, first_seen in _fleet_hosts():
+        args = (host.name, host_facts, packages, index, pending_updates, first_seen, _FLEET_NOW)
+        cached = assess_host(*args, cache=shared)
+        fresh = assess_host(*args, cache=VerdictCache())
+        assert cached == fresh
+        assert cached.model_dump_json() == fresh.model_dump_json()
+        for finding in cached.findings:
+            # what validation builds from the same fields
+            assert Finding.model_validate(finding.model_dump()) == finding
+            assert finding.model_fields_set == set(Finding.model_fields)
+            reachable.add(finding.fix_reachable)
+        errors += bool(cached.errors)
+        kernels += cached.running_kernel is not None
+        skewed = {p.source_version for p in packages if p.source_name == "openssl"}
+        merged += len(skewed) > 1 and any(f.source_package == "openssl" for f in cached.findings)
+    # the fleet exercises every path
+    assert errors
+    assert kernels
+    assert merged
+    assert reachable == {True, False, None}
+    assert shared.hits > shared.misses
+
+
+def test_fleet_risk_matches_unmemoised_prioritisation() -> None:
+    from agents import prioritization
+    from patchpilot.policy import load_policy
+
+    policy = load_policy(Path(__file__).resolve().parents[2] / "configs" / "policy.yaml")
+    index = _fleet_index()
+    enrichment = _fleet_enrichment()
+    today = datetime(2025, 3, 10, tzinfo=UTC).date()
+    for host, host_facts, packages, pending_updates, first_seen in _fleet_hosts():
+        result = assess_host(host.name, host_facts, packages, index, pending_updates, first_seen)
+        for finding in result.findings:
+            known = [enrichment[c] for c in finding.cves if c in enrichment]
+            memoised = prioritization.prioritize(
+                finding, known, host, policy, today=today, kev_feed_loaded=True
+            )
+            prioritization._PARTS.clear()
+            prioritization._RISK_FACTORS.clear()
+            fresh = prioritization.prioritize(
+                finding, known, host, policy, today=today, kev_feed_loaded=True
+            )
+            assert memoised == fresh
+            assert memoised.model_dump_json() == fresh.model_dump_json()
+            assert memoised.model_fields_set == fresh.model_fields_set

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -780,6 +781,99 @@ def test_first_seen_preserved_across_runs(store: Store) -> None:
     store.replace_findings("r2", "a", [finding("a", "CVE-2024-0001", first_seen=day2)])
     (only,) = store.findings(run_id="r2")
     assert only.finding.first_seen == day1
+
+
+def _reference_write(
+    conn: sqlite3.Connection, run_id: str, host: str, findings: Sequence[Finding]
+) -> None:
+    """The straightforward per-finding write (one RETURNING upsert each) bulk writes must match."""
+    conn.execute("DELETE FROM finding_sets WHERE run_id = ? AND host = ?", (run_id, host))
+    conn.execute(
+        "INSERT INTO finding_sets (run_id, host, recorded_at) VALUES (?, ?, ?)",
+        (run_id, host, "t"),
+    )
+    for f in findings:
+        first_seen = store_schema.to_db_time(f.first_seen)
+        (earliest,) = conn.execute(
+            "INSERT INTO finding_first_seen (host, source_package, advisory_id, first_seen)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (host, source_package, advisory_id) DO UPDATE"
+            " SET first_seen = min(finding_first_seen.first_seen, excluded.first_seen)"
+            " RETURNING first_seen",
+            (host, f.source_package, f.advisory_id, first_seen),
+        ).fetchone()
+        stored = f
+        if earliest != first_seen:
+            stored = f.model_copy(update={"first_seen": store_schema.from_db_time(earliest)})
+        cves = [f.advisory_id, *f.cves] if f.advisory_id.startswith("CVE-") else list(f.cves)
+        conn.execute(
+            "INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                host,
+                f.source_package,
+                f.advisory_id,
+                finding_key(f),
+                f.severity.rank,
+                int(f.severity is Severity.UNKNOWN),
+                f.fix.status.value,
+                None if f.fix_reachable is None else int(f.fix_reachable),
+                json.dumps(list(dict.fromkeys(cves))),
+                stored.model_dump_json(),
+            ),
+        )
+
+
+def test_bulk_writes_match_per_finding_writes(store: Store, tmp_path: Path) -> None:
+    plus2 = timezone(timedelta(hours=2))
+    rounds = [
+        {
+            "a": [
+                finding("a", "CVE-2024-0001", cves=("CVE-2024-0001", "CVE-2024-0009")),
+                finding("a", "DSA-1-1", "zlib", cves=("CVE-2024-0002",), reachable=None),
+            ],
+            "b": [
+                finding("b", "DSA-2-1", severity=Severity.UNKNOWN, first_seen=T0.astimezone(plus2))
+            ],
+            "c": [],
+        },
+        {
+            "a": [
+                finding("a", "CVE-2024-0001", first_seen=T0 - timedelta(days=3)),  # earlier
+                finding("a", "DSA-1-1", "zlib", first_seen=T0 + timedelta(days=3)),  # later
+                finding("a", "DSA-3-1", "curl", fix=FixState(status=FixStatus.NO_FIX_YET)),
+            ],
+            "b": [finding("b", "DSA-2-1", first_seen=(T0 + timedelta(hours=1)).astimezone(plus2))],
+            "d": [finding("d", reachable=False, first_seen=T0.replace(tzinfo=None))],
+        },
+    ]
+    reference = Store(tmp_path / "reference.db")
+    for run_id in ("r1", "r2"):
+        store.create_run(run_id, kind="scan", target="all", params={}, started_at=T0)
+        reference.create_run(run_id, kind="scan", target="all", params={}, started_at=T0)
+    for run_id, by_host in zip(("r1", "r2"), rounds, strict=True):
+        store.replace_findings_bulk(run_id, by_host)
+        with reference._transaction("reference") as conn:
+            for host, findings in by_host.items():
+                _reference_write(conn, run_id, host, findings)
+    reference.close()
+
+    def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+        conn = sqlite3.connect(path)
+        try:
+            return {
+                table: sorted(conn.execute(f"SELECT {columns} FROM {table}").fetchall())
+                for table, columns in (
+                    ("findings", "*"),
+                    ("finding_first_seen", "*"),
+                    ("finding_sets", "run_id, host"),
+                )
+            }
+        finally:
+            conn.close()
+
+    assert rows(store.path) == rows(tmp_path / "reference.db")
+    assert store.first_seen_map("a")[("openssh", "CVE-2024-0001")] == T0 - timedelta(days=3)
+    assert store.first_seen_map("a")[("zlib", "DSA-1-1")] == T0
 
 
 def test_replace_findings_validates_input(store: Store) -> None:
