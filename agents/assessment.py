@@ -33,7 +33,6 @@ Verdicts are cached per (ecosystem, release, source package, installed source ve
 from __future__ import annotations
 
 import gc
-import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -49,6 +48,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from patchpilot.errors import InvalidVersionError, PatchpilotError
+from patchpilot.logging import debug_enabled
 from patchpilot.models import (
     Advisory,
     Ecosystem,
@@ -963,17 +963,6 @@ _ECOSYSTEM_OF: Final = attrgetter("ecosystem")
 _FINDING_ORDER: Final = attrgetter("source_package", "advisory_id")
 
 
-def _debug_enabled() -> bool:
-    """False when structlog's filtering logger drops debug events anyway (skip building them)."""
-    return structlog.get_config()["wrapper_class"] not in _QUIET_WRAPPERS
-
-
-_QUIET_WRAPPERS: Final = frozenset(
-    structlog.make_filtering_bound_logger(level)
-    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
-)
-
-
 def _split_kernels(
     inventory: _Inventory, facts: HostFacts, ecosystem: Ecosystem
 ) -> tuple[list[_SourceGroup], int]:
@@ -1166,7 +1155,7 @@ def _assess_host(
         out_of_scope=out_of_scope,
         pruned_kernels=pruned,
     )
-    if _debug_enabled():
+    if debug_enabled():
         log.debug(
             "host_assessed",
             host=host,

@@ -55,7 +55,6 @@ advisory text (summary, vendor wording) is untrusted and never included.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -66,6 +65,7 @@ from typing import Any, Final, TypeAlias
 
 import structlog
 
+from patchpilot.logging import debug_enabled
 from patchpilot.models import (
     CVSS,
     Enrichment,
@@ -738,17 +738,6 @@ def _scored(part: _Part, host: Host) -> _Scored:
     )
 
 
-def _debug_enabled() -> bool:
-    """False when structlog's filtering logger drops debug events anyway (skip building them)."""
-    return structlog.get_config()["wrapper_class"] not in _QUIET_WRAPPERS
-
-
-_QUIET_WRAPPERS: Final = frozenset(
-    structlog.make_filtering_bound_logger(level)
-    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
-)
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -828,7 +817,7 @@ def prioritize(
         )
     else:
         assessment = _new_assessment(key, values)
-    if _debug_enabled():
+    if debug_enabled():
         log.debug(
             "finding_prioritized", finding=key, score=scored.log_score, ssvc=scored.outcome.value
         )

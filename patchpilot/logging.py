@@ -13,7 +13,7 @@ from typing import Literal
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "debug_enabled"]
 
 
 def configure_logging(level: str = "warning", fmt: Literal["console", "json"] = "console") -> None:
@@ -47,3 +47,14 @@ def configure_logging(level: str = "warning", fmt: Literal["console", "json"] = 
     logging.getLogger("paramiko").setLevel(
         numeric if numeric <= logging.DEBUG else logging.CRITICAL
     )
+
+
+_QUIET_WRAPPERS = frozenset(
+    structlog.make_filtering_bound_logger(level)
+    for level in (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+)
+
+
+def debug_enabled() -> bool:
+    """False when the configured logger drops debug events anyway (hot paths skip building them)."""
+    return structlog.get_config()["wrapper_class"] not in _QUIET_WRAPPERS
