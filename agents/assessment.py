@@ -1293,10 +1293,12 @@ def _merge_duplicates(
 # --------------------------------------------------------------------------- no-feeds fallback
 
 
-def pending_advisory_id(ecosystem: Ecosystem | str, source: str) -> str:
+def pending_advisory_id(ecosystem: Ecosystem | str, source: str, *, security: bool = True) -> str:
     """The synthetic advisory id of a repository-announced security update.
 
-    ``"<ecosystem>-security-update:<source>"``, e.g. ``"debian-security-update:openssl"``
+    ``"<ecosystem>-security-update:<source>"``, e.g. ``"debian-security-update:openssl"``;
+    ``"<ecosystem>-update:<source>"`` for an update from another origin (a vendor or local
+    repository) whose changelog names the CVEs it fixes
     (the ecosystem, not the distribution: Ubuntu hosts also get ``debian-``). It names "the
     security suite offers a newer build of this source", not a CVE: one id per source package,
     stable across runs so ``first_seen`` carries over, and it never collides with DSA/DLA/USN/
@@ -1310,7 +1312,7 @@ def pending_advisory_id(ecosystem: Ecosystem | str, source: str) -> str:
         The id.
     """
     value = ecosystem.value if isinstance(ecosystem, Ecosystem) else str(ecosystem)
-    return f"{value}-security-update:{source}"
+    return f"{value}-security-update:{source}" if security else f"{value}-update:{source}"
 
 
 def _best_candidate(
@@ -1338,16 +1340,20 @@ def findings_from_pending(
     """Findings from the host's own security suite when no advisory feed is available.
 
     One finding per installed source package with at least one pending upgrade from a
-    ``-security`` suite (:attr:`PendingUpdate.security`); new installs (no installed version)
+    ``-security`` suite (:attr:`PendingUpdate.security`) or whose changelog names CVEs it
+    fixes (:attr:`PendingUpdate.cves`, any origin); new installs (no installed version)
     are skipped since nothing installed is fixed by them. Each finding has:
 
     * ``advisory_id`` :func:`pending_advisory_id` (``"debian-security-update:openssl"``);
     * ``fix`` ``fixed(<candidate>)`` where the candidate is the best-known new version: the
       highest candidate among binaries whose version equals their source version (else among
       all), a *binary* version standing in for the unknown new source version;
-    * ``fix_reachable=True`` (apt offers it), ``severity=unknown``, no CVEs;
+    * ``fix_reachable=True`` (apt offers it: installable now), ``severity=unknown``, and the
+      CVEs read from the candidates' changelogs (none when changelogs were not read);
     * provenance ``feed="apt"``, ``source`` = the security origin (e.g.
-      ``Debian-Security:12/oldstable-security``), ``confidence="repository-metadata"``.
+      ``Debian-Security:12/oldstable-security``, else the first origin),
+      ``confidence="repository-metadata"``; plus ``feed="changelog"`` when CVEs came from a
+      changelog.
 
     A pending binary missing from ``packages`` (inventory and simulation out of step) is kept
     under its own name as the source, with its installed version.
@@ -1370,7 +1376,7 @@ def findings_from_pending(
         by_name.setdefault(installed_package.name, installed_package)
     grouped: dict[str, list[tuple[InstalledPackage | None, PendingUpdate]]] = {}
     for update in pending:
-        if not update.security or update.installed_version is None:
+        if not (update.security or update.cves) or update.installed_version is None:
             continue
         match = by_key.get((update.name, update.arch)) or by_name.get(update.name)
         source = match.source_name if match is not None else update.name
@@ -1384,8 +1390,33 @@ def findings_from_pending(
             if installed_packages
             else entries[0][1].installed_version or ""
         )
-        origin = next((o for _, u in entries for o in u.origins if is_security_origin(o)), "apt")
-        advisory_id = pending_advisory_id(ecosystem, source)
+        origin = next(
+            (o for _, u in entries for o in u.origins if is_security_origin(o)),
+            next((o for _, u in entries for o in u.origins), "apt"),
+        )
+        advisory_id = pending_advisory_id(
+            ecosystem, source, security=any(u.security for _, u in entries)
+        )
+        cves = tuple(dict.fromkeys(c for _, u in entries for c in u.cves))
+        provenance = [
+            Provenance(
+                feed="apt",
+                source=origin,
+                record_id=advisory_id,
+                fetched_at=when,
+                confidence="repository-metadata",
+            )
+        ]
+        if any(u.cves_from == "changelog" for _, u in entries):
+            provenance.append(
+                Provenance(
+                    feed="changelog",
+                    source=f"changelog.Debian.gz of {source} {_best_candidate(ecosystem, entries)}",
+                    record_id=advisory_id,
+                    fetched_at=when,
+                    confidence="repository-metadata",
+                )
+            )
         findings.append(
             Finding(
                 host=host,
@@ -1393,19 +1424,12 @@ def findings_from_pending(
                 binary_packages=tuple(sorted({u.name for _, u in entries})),
                 installed_source_version=installed,
                 advisory_id=advisory_id,
+                cves=cves,
                 fix=FixState.fixed(_best_candidate(ecosystem, entries)),
                 fix_reachable=True,
                 severity=Severity.UNKNOWN,
                 first_seen=seen.get((source, advisory_id), when),
-                provenance=(
-                    Provenance(
-                        feed="apt",
-                        source=origin,
-                        record_id=advisory_id,
-                        fetched_at=when,
-                        confidence="repository-metadata",
-                    ),
-                ),
+                provenance=tuple(provenance),
             )
         )
     return findings

@@ -10,14 +10,34 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from patchpilot.errors import PatchpilotError
-from patchpilot.models import Host, HostFacts, InstalledPackage, OSFamily, PendingUpdate
-from patchpilot.settings import Settings
-from tools.facts import AptPendingUpdates, collect_host_facts, gather
+from patchpilot.models import (
+    Host,
+    HostFacts,
+    InstalledPackage,
+    OSFamily,
+    PendingUpdate,
+)
+from patchpilot.settings import DiscoverySettings, Settings
+from tools.changelog import ChangelogFetcher
+from tools.facts import (
+    AptCandidatePolicy,
+    AptHolds,
+    AptPendingUpdates,
+    AptPolicy,
+    ListeningSockets,
+    classify_update,
+    classify_updates,
+    collect_host_facts,
+    gather,
+    restart_facts,
+)
+from tools.facts.apt import refresh_package_lists
 from tools.transport import Transport, open_transport
 
 __all__ = ["HostOutcome", "discover", "discover_host"]
@@ -44,37 +64,138 @@ class HostOutcome(BaseModel):
     duration_s: float = 0.0
 
 
+_ExtraT = TypeVar("_ExtraT")
+
+
+def _best_effort(what: str, warnings: list[str], collect: Callable[[], _ExtraT]) -> _ExtraT | None:
+    """Run one optional collection; a failure becomes a warning and ``None``."""
+    try:
+        return collect()
+    except PatchpilotError as exc:
+        warnings.append(f"{what} not collected: {exc}")
+        return None
+
+
+def _extended_facts(
+    transport: Transport, facts: HostFacts, options: DiscoverySettings, warnings: list[str]
+) -> HostFacts:
+    """Held packages, apt sources, listening sockets and restart needs (each best effort)."""
+    update: dict[str, object] = {}
+    if facts.os.family is OSFamily.DEBIAN:
+        held = _best_effort("held packages", warnings, lambda: gather(transport, AptHolds()))
+        update["held_packages"] = None if held is None else tuple(held)
+        if options.apt_sources:
+            sources = _best_effort("apt sources", warnings, lambda: gather(transport, AptPolicy()))
+            update["apt_sources"] = None if sources is None else tuple(sources)
+    if options.services:
+        sockets = _best_effort(
+            "listening sockets", warnings, lambda: gather(transport, ListeningSockets())
+        )
+        update["listening"] = None if sockets is None else tuple(sockets)
+    if options.restarts:
+        restart = _best_effort(
+            "processes using deleted libraries", warnings, lambda: restart_facts(transport)
+        )
+        if restart is not None:
+            update["deleted_library_users"] = tuple(restart.users)
+            if restart.source == "needrestart":
+                update["services_needing_restart"] = tuple(restart.services)
+    return facts.model_copy(update=update) if update else facts
+
+
 def _pending_updates(
-    transport: Transport, facts: HostFacts
-) -> tuple[tuple[PendingUpdate, ...] | None, tuple[str, ...]]:
-    """What the host's repositories offer; best effort, a failure is a warning not an error."""
+    transport: Transport,
+    facts: HostFacts,
+    packages: Sequence[InstalledPackage],
+    *,
+    refresh: bool,
+    changelogs: ChangelogFetcher | None,
+    changelog_scope: str,
+    warnings: list[str],
+) -> tuple[PendingUpdate, ...] | None:
+    """What the host's repositories offer, classified by origin, with the CVEs each fixes.
+
+    Best effort: a failure is a warning (and ``None``: not collected), never an error.
+    """
     if facts.os.family is not OSFamily.DEBIAN:
-        return None, (f"pending updates are not collected on {facts.os.family.value} yet",)
+        warnings.append(f"pending updates are not collected on {facts.os.family.value} yet")
+        return None
+    if refresh:
+        try:
+            refresh_package_lists(transport)
+        except PatchpilotError as exc:
+            warnings.append(f"apt-get update failed, using the existing package lists: {exc}")
     try:
         updates: list[PendingUpdate] = gather(transport, AptPendingUpdates())
-        return tuple(updates), ()
     except PatchpilotError as exc:
-        return None, (f"pending updates unavailable: {exc}",)
+        warnings.append(f"pending updates unavailable: {exc}")
+        return None
+    by_name = {p.name: p for p in packages}
+    updates = [
+        u.model_copy(update={"source_name": by_name[u.name].source_name})
+        if u.source_name is None and u.name in by_name
+        else u
+        for u in updates
+    ]
+    if updates and facts.apt_sources is not None:
+        names = sorted({u.name for u in updates})
+        policies = _best_effort(
+            "candidate origins", warnings, lambda: gather(transport, AptCandidatePolicy(names))
+        )
+        updates = classify_updates(updates, policies or {}, facts.apt_sources)
+    else:
+        updates = [classify_update(u, None, ()) for u in updates]
+    if changelogs is not None and changelog_scope != "none":
+        wanted = [u for u in updates if changelog_scope == "all" or u.security]
+        if wanted:
+            looked_up, changelog_warnings = changelogs.cves_for_many(transport, wanted, packages)
+            warnings.extend(changelog_warnings)
+            found = {(u.name, u.arch): u for u in looked_up}
+            updates = [found.get((u.name, u.arch), u) for u in updates]
+    return tuple(updates)
 
 
-def discover_host(host: Host, settings: Settings, *, pending: bool = False) -> HostOutcome:
+def discover_host(
+    host: Host,
+    settings: Settings,
+    *,
+    pending: bool = False,
+    refresh: bool = False,
+    changelogs: ChangelogFetcher | None = None,
+) -> HostOutcome:
     """Collect facts from one host; failures become a failed outcome, never an exception.
+
+    One transport (one SSH connection) serves every command of the host. OS, kernel, packages
+    and reboot state are required (their failure fails the host); held packages, apt sources,
+    listening sockets, processes using deleted libraries, pending updates and changelog CVEs
+    are best effort (their failure is a warning on a host that is still ``ok``).
 
     Args:
         host: the host.
-        settings: transport settings.
+        settings: transport settings and what to collect (``settings.discovery``).
         pending: also simulate an upgrade (read-only ``apt-get -s``) to learn what the host's
-            own repositories offer.
+            own repositories offer, and classify each candidate's origin.
+        refresh: run ``apt-get update`` first (needs sudo on the host).
+        changelogs: read the CVEs each pending update fixes from its Debian changelog.
     """
     started = time.monotonic()
     hlog = log.bind(agent="discovery", host=host.name)
     updates: tuple[PendingUpdate, ...] | None = None
-    warnings: tuple[str, ...] = ()
+    warnings: list[str] = []
     try:
         with open_transport(host, settings) as transport:
             facts, packages = collect_host_facts(transport)
+            facts = _extended_facts(transport, facts, settings.discovery, warnings)
             if pending:
-                updates, warnings = _pending_updates(transport, facts)
+                updates = _pending_updates(
+                    transport,
+                    facts,
+                    packages,
+                    refresh=refresh,
+                    changelogs=changelogs,
+                    changelog_scope=settings.discovery.changelogs,
+                    warnings=warnings,
+                )
     except Exception as exc:  # one broken host must never stop the fleet
         if isinstance(exc, PatchpilotError):
             hlog.warning("discovery.failed", error=str(exc), error_type=type(exc).__name__)
@@ -89,14 +210,22 @@ def discover_host(host: Host, settings: Settings, *, pending: bool = False) -> H
             error_type=type(exc).__name__,
             duration_s=time.monotonic() - started,
         )
-    hlog.info("discovery.done", packages=len(packages), kernel=facts.kernel)
+    for warning in warnings:
+        hlog.warning("discovery.partial", warning=warning)
+    hlog.info(
+        "discovery.done",
+        packages=len(packages),
+        kernel=facts.kernel,
+        pending=None if updates is None else len(updates),
+        duration_s=round(time.monotonic() - started, 3),
+    )
     return HostOutcome(
         host=host.name,
         ok=True,
         facts=facts,
         packages=tuple(packages),
         pending=updates,
-        warnings=warnings,
+        warnings=tuple(warnings),
         duration_s=time.monotonic() - started,
     )
 
@@ -107,6 +236,8 @@ def discover(
     *,
     on_done: Callable[[HostOutcome], None] | None = None,
     pending: bool = False,
+    refresh: bool = False,
+    changelogs: ChangelogFetcher | None = None,
 ) -> list[HostOutcome]:
     """Collect facts from ``hosts`` with at most ``settings.concurrency`` at once.
 
@@ -116,6 +247,8 @@ def discover(
         on_done: called (from worker threads) as each host finishes, e.g. to advance a
             progress bar.
         pending: also collect pending updates (see :func:`discover_host`).
+        refresh: run ``apt-get update`` on each host first.
+        changelogs: read changelog CVEs of pending updates (see :func:`discover_host`).
 
     Returns:
         One outcome per host, in the order of ``hosts``.
@@ -125,7 +258,17 @@ def discover(
     outcomes: dict[str, HostOutcome] = {}
     workers = min(settings.concurrency, len(hosts))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="discover") as pool:
-        futures = {pool.submit(discover_host, h, settings, pending=pending): h for h in hosts}
+        futures = {
+            pool.submit(
+                discover_host,
+                h,
+                settings,
+                pending=pending,
+                refresh=refresh,
+                changelogs=changelogs,
+            ): h
+            for h in hosts
+        }
         for future in as_completed(futures):
             outcome = future.result()
             outcomes[outcome.host] = outcome

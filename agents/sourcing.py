@@ -42,7 +42,8 @@ exports and NVD (rate-limited) are fetched when asked for by name."""
 
 NO_FEEDS_HINT = (
     "no advisory feeds in the store: findings come from the hosts' own repository metadata "
-    "(pending -security updates) without CVE detail. Run `patchpilot feeds update` where the "
+    "(pending -security updates, with the CVEs their changelogs name) without severity, EPSS "
+    "or KEV detail. Run `patchpilot feeds update` where the "
     "feeds are reachable, or `patchpilot feeds import KIND PATH` with downloaded files "
     "(KIND: debian-dsa, debian-dla, debian-json, osv, kev, epss, nvd)."
 )

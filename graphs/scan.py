@@ -21,7 +21,7 @@ from __future__ import annotations
 import operator
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +44,7 @@ from patchpilot.models import Host
 from patchpilot.policy import Policy
 from patchpilot.settings import Settings
 from patchpilot.store import Store
+from tools.changelog import ChangelogFetcher
 from tools.feeds import FeedFetcher
 
 __all__ = [
@@ -76,6 +77,9 @@ class ScanState(BaseModel):
     target: str
     hosts: list[Host]
     offline: bool = True
+    refresh: bool = Field(
+        default=False, description="run apt-get update on each host before simulating"
+    )
     statuses: Annotated[list[HostStatus], operator.add] = Field(default_factory=list)
     sourcing: SourcingReport | None = None
     summary: dict[str, Any] | None = None
@@ -87,6 +91,7 @@ class HostTask(BaseModel):
     run_id: str
     host: Host
     mode: Literal["advisories", "repository-metadata"] = "advisories"
+    refresh: bool = False
 
 
 @dataclass
@@ -98,6 +103,15 @@ class ScanContext:
     policy: Policy
     fetcher: FeedFetcher | None = None
     verdicts: VerdictCache = field(default_factory=VerdictCache)
+    changelogs: ChangelogFetcher | None = None
+    on_progress: Callable[[str, str, bool], None] | None = None
+    """Called as ``(stage, host, ok)`` when a host finishes ``discover`` or ``assess`` (from
+    worker threads), e.g. to advance a progress bar."""
+
+    def progress(self, stage: str, host: str, ok: bool) -> None:
+        """Report one host's step to :attr:`on_progress`, if set."""
+        if self.on_progress is not None:
+            self.on_progress(stage, host, ok)
 
 
 # --------------------------------------------------------------------------- nodes
@@ -117,19 +131,36 @@ def plan(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
 
 def fan_out_discovery(state: ScanState) -> list[Send]:
     """One discovery branch per host."""
-    return [Send("discover_host", HostTask(run_id=state.run_id, host=h)) for h in state.hosts]
+    return [
+        Send("discover_host", HostTask(run_id=state.run_id, host=h, refresh=state.refresh))
+        for h in state.hosts
+    ]
 
 
 def discover_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[str, Any]:
     """Inventory one host and store its snapshot; failure is recorded, not raised."""
-    store = runtime.context.store
-    outcome = discover_host(state.host, runtime.context.settings, pending=True)
+    ctx = runtime.context
+    store = ctx.store
+    outcome = discover_host(
+        state.host,
+        ctx.settings,
+        pending=True,
+        refresh=state.refresh,
+        changelogs=ctx.changelogs,
+    )
+    ctx.progress("discover", state.host.name, outcome.ok)
     if not outcome.ok or outcome.facts is None:
         store.record_host_failure(
             state.run_id, state.host.name, outcome.error_type or "Error", outcome.error or ""
         )
         return {"statuses": [HostStatus(host=state.host.name, stage="failed", error=outcome.error)]}
-    store.save_host_snapshot(state.run_id, outcome.facts, outcome.packages, outcome.pending or ())
+    store.save_host_snapshot(
+        state.run_id,
+        outcome.facts,
+        outcome.packages,
+        outcome.pending or (),
+        warnings=outcome.warnings,
+    )
     return {"statuses": [HostStatus(host=state.host.name, stage="discovered")]}
 
 
@@ -193,6 +224,7 @@ def assess_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[str
             state.host.name, snapshot.packages, snapshot.pending, first_seen=first_seen
         )
     ctx.store.replace_findings(state.run_id, state.host.name, findings)
+    ctx.progress("assess", state.host.name, True)
     return {
         "statuses": [HostStatus(host=state.host.name, stage="assessed", findings=len(findings))]
     }
@@ -302,10 +334,20 @@ def start_scan(
     target: str,
     offline: bool,
     run_id: str | None = None,
+    refresh: bool = False,
 ) -> tuple[str, dict[str, Any]]:
-    """Run a scan to completion; returns (run id, summary)."""
+    """Run a scan to completion; returns (run id, summary).
+
+    Args:
+        hosts: the hosts to scan.
+        context: run-time dependencies.
+        target: what the user asked for (recorded with the run).
+        offline: never fetch feeds.
+        run_id: a run id to use (default: a new one).
+        refresh: run ``apt-get update`` on every host before simulating upgrades.
+    """
     run_id = run_id or new_run_id()
-    state = ScanState(run_id=run_id, target=target, hosts=hosts, offline=offline)
+    state = ScanState(run_id=run_id, target=target, hosts=hosts, offline=offline, refresh=refresh)
     with _checkpointer(context.settings) as saver:
         graph = build_scan_graph().compile(checkpointer=saver)
         out = graph.invoke(

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,12 +37,14 @@ from graphs.scan import ScanContext, resume_scan, start_scan
 from patchpilot import __version__
 from patchpilot.errors import ConfigError, PatchpilotError, UnknownTargetError
 from patchpilot.inventory import Inventory, load_inventory, select_hosts
+from patchpilot.lab.cli import lab_app
 from patchpilot.logging import configure_logging
 from patchpilot.models import FixStatus, Host, Severity, utcnow
 from patchpilot.policy import load_policy
 from patchpilot.report import render_csv, render_markdown, report_document
 from patchpilot.settings import Settings, load_settings
 from patchpilot.store import FindingRecord, ImportStats, Store
+from tools.changelog import ChangelogFetcher
 from tools.feeds import FeedFetcher
 from tools.feeds.types import FeedKind
 
@@ -277,6 +280,7 @@ def _facts_json(outcomes: list[HostOutcome], with_packages: bool) -> dict[str, A
             "ok": o.ok,
             "facts": o.facts.model_dump(mode="json") if o.facts else None,
             "error": {"type": o.error_type, "message": o.error} if not o.ok else None,
+            "warnings": list(o.warnings),
         }
         if with_packages:
             entry["packages"] = [p.model_dump(mode="json") for p in o.packages]
@@ -342,6 +346,7 @@ feeds_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(feeds_app, name="feeds")
+app.add_typer(lab_app, name="lab")
 
 
 def _store(ctx: _Context) -> Store:
@@ -470,10 +475,23 @@ def scan_cmd(
         float | None,
         typer.Option("--fail-on-score", min=0, max=100, help="Exit 5 if a risk score reaches it."),
     ] = None,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh",
+            help="Run 'apt-get update' on each host first (needs sudo there); default: use the "
+            "package lists the hosts already have.",
+        ),
+    ] = False,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Hosts at once (default: settings).")
+    ] = None,
 ) -> None:
     """Scan hosts: discover, source advisories, assess, prioritize and report (one run)."""
     c: _Context = ctx.obj
     settings = c.settings
+    if concurrency is not None:
+        settings = settings.model_copy(update={"concurrency": concurrency})
     target = target or ("all" if (inventory or settings.inventory) else "local")
     inv = _inventory_for(c, inventory, required=target != "local")
     hosts = select_hosts(inv, None if target == "all" else target, limit)
@@ -485,9 +503,15 @@ def scan_cmd(
             store=store,
             policy=policy,
             fetcher=_fetcher(settings, retries=1) if auto else None,
+            changelogs=None
+            if settings.discovery.changelogs == "none"
+            else ChangelogFetcher(settings.cache_dir),
         )
-        with err.status(f"scanning {len(hosts)} host(s)…", spinner="dots"):
-            run_id, _summary = start_scan(hosts, context, target=target, offline=not auto)
+        with _scan_progress(len(hosts)) as on_progress:
+            context.on_progress = on_progress
+            run_id, _summary = start_scan(
+                hosts, context, target=target, offline=not auto, refresh=refresh
+            )
         code = _print_run_report(store, run_id, fmt)
     raise typer.Exit(
         _gate(
@@ -498,6 +522,34 @@ def scan_cmd(
             fail_on_score=fail_on_score,
         )
     )
+
+
+@contextmanager
+def _scan_progress(total: int) -> Iterator[Callable[[str, str, bool], None]]:
+    """A per-host progress bar on stderr (discover, then assess); silent when not a terminal."""
+    with Progress(
+        TextColumn("[bold]{task.fields[stage]:<8}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:
+        tasks = {
+            stage: progress.add_task("", total=total, stage=stage)
+            for stage in ("discover", "assess")
+        }
+
+        def advance(stage: str, host: str, ok: bool) -> None:
+            task = tasks.get(stage)
+            if task is not None:
+                progress.update(
+                    task, advance=1, description=f"{escape(host)} {'ok' if ok else 'FAILED'}"
+                )
+
+        yield advance
 
 
 def _gate(
@@ -529,7 +581,7 @@ def _print_run_report(store: Store, run_id: str, fmt: ReportFormat) -> int:
     if run is None:
         raise UnknownTargetError(f"no run {run_id!r}; see `patchpilot runs`", key="run_id")
     records = store.findings(run_id=run_id)
-    hosts = store.host_results(run_id)
+    hosts = store.host_results(run_id, details=True)
     feeds = store.feed_status()
     mode = run.summary.get("mode") if run.summary else None
     hint = NO_FEEDS_HINT if mode == "repository-metadata" else None
@@ -544,6 +596,10 @@ def _print_run_report(store: Store, run_id: str, fmt: ReportFormat) -> int:
     )
     _emit_report(document, records, fmt)
     failed = [h for h in hosts if not h.ok]
+    if fmt is ReportFormat.TABLE:
+        for h in hosts:
+            for warning in h.warnings:
+                err.print(f"[yellow]! {escape(h.host)}[/]: {escape(warning)}")
     for h in failed:
         err.print(f"[red]✗ {h.host}[/]: {h.message}")
     if not hosts or not failed:
@@ -564,7 +620,32 @@ def _emit_report(
         _print_findings_table(document)
 
 
+def _print_hosts_table(hosts: list[dict[str, Any]]) -> None:
+    if not hosts:
+        return
+    table = Table(title=f"{len(hosts)} host(s)", title_justify="left")
+    for col in ("host", "status", "os", "kernel", "reboot", "pending", "security", "CVEs"):
+        table.add_column(col, overflow="fold")
+    for h in hosts:
+        pending = h["pending_updates"]
+        security = [u for u in pending if u["security"]]
+        cves = {c for u in pending for c in u["cves"]}
+        status = h["status"] if h["status"] == "ok" else f"[red]{h['status']}[/]"
+        table.add_row(
+            escape(h["name"]),
+            status,
+            escape(h["os"] or "-"),
+            escape(h["kernel"] or "-"),
+            "-" if h["reboot_required"] is None else ("yes" if h["reboot_required"] else "no"),
+            str(len(pending)) if h["ok"] else "-",
+            str(len(security)) if h["ok"] else "-",
+            str(len(cves)) if h["ok"] else "-",
+        )
+    out.print(table)
+
+
 def _print_findings_table(document: dict[str, Any]) -> None:
+    _print_hosts_table(document.get("hosts") or [])
     data = document["data"]
     if data.get("hint"):
         err.print(f"[yellow]note:[/] {data['hint']}")

@@ -13,6 +13,7 @@ host-key mismatch) are not.
     ├── InvalidVersionError (ValueError)         a version string the ecosystem does not accept
     ├── FactParseError (ValueError)              command output that does not parse
     ├── UnsupportedPlatformError                 no fact/operation for this OS family
+    ├── LabError                                 the lab fleet (`patchpilot lab`) failed
     └── TransportError                           running commands on a host
         ├── HostConnectError (ConnectionError)   network / SSH handshake failed (retried)
         ├── HostKeyError                         unknown or changed host key (never retried)
@@ -34,6 +35,7 @@ __all__ = [
     "HostConnectError",
     "HostKeyError",
     "InvalidVersionError",
+    "LabError",
     "PatchpilotError",
     "TransportError",
     "UnknownTargetError",
@@ -129,3 +131,7 @@ class CommandFailedError(TransportError):
         self.stderr = stderr
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no stderr"
         super().__init__(host, f"command {self.argv[0]!r} exited {exit_code}: {tail}")
+
+
+class LabError(PatchpilotError):
+    """The lab fleet (``patchpilot lab``) could not be built, started, stopped or reached."""

@@ -17,7 +17,9 @@ __all__ = [
     "CVSS",
     "EPSS",
     "Advisory",
+    "AptSource",
     "CommandResult",
+    "DeletedLibraryUse",
     "Ecosystem",
     "Enrichment",
     "Exposure",
@@ -29,6 +31,7 @@ __all__ = [
     "InstallState",
     "InstalledPackage",
     "KEVEntry",
+    "ListeningSocket",
     "OSFamily",
     "OSInfo",
     "PendingUpdate",
@@ -37,6 +40,7 @@ __all__ = [
     "RiskFactor",
     "SSVCOutcome",
     "Severity",
+    "UpdateOrigin",
     "utcnow",
 ]
 
@@ -101,6 +105,21 @@ class InstallState(StrEnum):
     CONFIG_FILES = "config-files"
 
 
+class UpdateOrigin(StrEnum):
+    """Where a pending update comes from, classified from the host's apt sources."""
+
+    SECURITY = "security"
+    """A ``-security`` suite of the distribution (``Debian-Security``, ``jammy-security``)."""
+    POINT_RELEASE = "point-release"
+    """The distribution's own release or ``-updates`` suite (point releases, stable updates)."""
+    THIRD_PARTY = "third-party"
+    """A network repository that is not the distribution's (a vendor, a PPA, Docker, ...)."""
+    LOCAL = "local"
+    """A repository on the host's file system (``file:``, ``copy:``, ``cdrom:``)."""
+    UNKNOWN = "unknown"
+    """Not classified (no source information)."""
+
+
 class Severity(StrEnum):
     """Normalised severity / distro urgency. ``unknown`` is never treated as low."""
 
@@ -149,6 +168,9 @@ class Host(Record):
     port: int = Field(default=22, ge=1, le=65535)
     user: str | None = None
     key_file: str | None = None
+    known_hosts: str | None = Field(
+        default=None, description="extra known_hosts file with this host's keys"
+    )
     transport: Literal["ssh", "local"] = "ssh"
     tags: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
@@ -196,8 +218,53 @@ class InstalledPackage(Record):
     )
 
 
+class AptSource(Record):
+    """One package index apt reads, as ``apt-cache policy`` (no arguments) prints it.
+
+    Example: ``500 http://deb.debian.org/debian-security bookworm-security/main amd64 Packages``
+    with ``release v=12,o=Debian,a=oldstable-security,n=bookworm-security,l=Debian-Security,
+    c=main,b=amd64`` and ``origin deb.debian.org``.
+    """
+
+    priority: int
+    uri: str = Field(description="repository URI, e.g. 'http://deb.debian.org/debian-security'")
+    dist: str = Field(description="distribution (suite) path as printed, e.g. 'bookworm-security'")
+    component: str | None = Field(default=None, description="'main'; None for flat repositories")
+    arch: str | None = None
+    origin: str | None = Field(default=None, description="Release 'o=' (Origin)")
+    label: str | None = Field(default=None, description="Release 'l=' (Label)")
+    archive: str | None = Field(default=None, description="Release 'a=' (Suite/Archive)")
+    codename: str | None = Field(default=None, description="Release 'n=' (Codename)")
+    version: str | None = Field(default=None, description="Release 'v='")
+    site: str | None = Field(default=None, description="the 'origin SITE' line (host name)")
+    kind: UpdateOrigin = UpdateOrigin.UNKNOWN
+
+
+class DeletedLibraryUse(Record):
+    """A process still mapping a deleted (replaced) library: it needs a restart."""
+
+    pid: int = Field(ge=1)
+    command: str = Field(description="process name (comm) or needrestart's executable")
+    libraries: tuple[str, ...] = Field(default=(), description="deleted files it maps")
+    service: str | None = Field(default=None, description="service to restart, when known")
+
+
+class ListeningSocket(Record):
+    """A socket listening for connections (TCP) or bound for datagrams (UDP)."""
+
+    protocol: Literal["tcp", "udp"]
+    address: str = Field(description="bound address, '0.0.0.0' / '::' for all")
+    port: int = Field(ge=0, le=65535)
+    process: str | None = Field(default=None, description="owning process name, when visible")
+    pid: int | None = None
+
+
 class HostFacts(Record):
-    """What discovery learned about one host at one time."""
+    """What discovery learned about one host at one time.
+
+    The optional collections are ``None`` when not collected (unsupported or failed; discovery
+    says why in its warnings) and empty when collected and empty.
+    """
 
     host: str
     os: OSInfo
@@ -208,6 +275,19 @@ class HostFacts(Record):
     source_package_count: int = Field(ge=0)
     ecosystem: Ecosystem | None = None
     collected_at: datetime = Field(default_factory=utcnow)
+    held_packages: tuple[str, ...] | None = Field(
+        default=None, description="packages on hold (apt-mark showhold)"
+    )
+    deleted_library_users: tuple[DeletedLibraryUse, ...] | None = Field(
+        default=None, description="processes still using deleted libraries (need a restart)"
+    )
+    services_needing_restart: tuple[str, ...] | None = Field(
+        default=None, description="services needrestart says to restart (None without it)"
+    )
+    listening: tuple[ListeningSocket, ...] | None = None
+    apt_sources: tuple[AptSource, ...] | None = Field(
+        default=None, description="apt's configured package indexes and their origins"
+    )
 
 
 class PendingUpdate(Record):
@@ -222,6 +302,17 @@ class PendingUpdate(Record):
         description="apt origin/suite labels, e.g. 'Debian-Security:12/oldstable-security'",
     )
     security: bool = Field(description="offered by a -security suite")
+    origin: UpdateOrigin = Field(
+        default=UpdateOrigin.UNKNOWN,
+        description="where the candidate comes from (classified from the host's apt sources)",
+    )
+    source_name: str | None = Field(default=None, description="source package, when known")
+    cves: tuple[str, ...] = Field(
+        default=(), description="CVEs the candidate fixes since the installed version"
+    )
+    cves_from: Literal["changelog"] | None = Field(
+        default=None, description="where the CVEs were read; None = not looked up"
+    )
 
 
 class CommandResult(Record):

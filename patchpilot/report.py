@@ -12,12 +12,98 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from patchpilot.models import PendingUpdate
 from patchpilot.store import FindingRecord, HostResult, RunRecord
 from tools.feeds.types import FeedStatus
 
-__all__ = ["CSV_COLUMNS", "finding_json", "render_csv", "render_markdown", "report_document"]
+__all__ = [
+    "CSV_COLUMNS",
+    "UNREACHABLE_ERRORS",
+    "finding_json",
+    "host_json",
+    "render_csv",
+    "render_markdown",
+    "report_document",
+]
 
 SCHEMA = "patchpilot.report/v1"
+
+UNREACHABLE_ERRORS = frozenset({"HostConnectError"})
+"""Error types that mean the host could not be reached at all (status ``unreachable``); any
+other error on a host (host key, authentication, a command) is status ``failed``."""
+
+
+def host_status(result: HostResult) -> str:
+    """``ok``, ``unreachable`` or ``failed``."""
+    if result.ok:
+        return "ok"
+    return "unreachable" if result.error_type in UNREACHABLE_ERRORS else "failed"
+
+
+def pending_json(update: PendingUpdate) -> dict[str, Any]:
+    """One pending update in the report contract (see the README)."""
+    return {
+        "package": update.name,
+        "arch": update.arch,
+        "source_package": update.source_name,
+        "installed": update.installed_version,
+        "candidate": update.candidate_version,
+        "origin": update.origin.value,
+        "origins": list(update.origins),
+        "security": update.security,
+        "cves": list(update.cves),
+        "cves_from": update.cves_from,
+    }
+
+
+def host_json(result: HostResult) -> dict[str, Any]:
+    """One host in the report contract: discovery status, facts and pending updates.
+
+    ``host``, ``ok``, ``error_type``, ``message`` and ``package_count`` are kept from the first
+    version of the document; ``name``, ``status``, ``error`` and the rest were added with
+    fleet discovery. Facts are ``None`` when the host was not reached.
+    """
+    f = result.facts
+    return {
+        "name": result.host,
+        "status": host_status(result),
+        "error": result.message,
+        "host": result.host,
+        "ok": result.ok,
+        "error_type": result.error_type,
+        "message": result.message,
+        "warnings": list(result.warnings),
+        "package_count": result.package_count,
+        "os": None if f is None else (f.os.pretty_name or f"{f.os.id} {f.os.version_id or ''}"),
+        "os_release": None
+        if f is None
+        else {
+            "id": f.os.id,
+            "version_id": f.os.version_id,
+            "codename": f.os.version_codename,
+            "family": f.os.family.value,
+        },
+        "kernel": None if f is None else f.kernel,
+        "reboot_required": None if f is None else f.reboot_required,
+        "reboot_required_pkgs": None if f is None else list(f.reboot_required_pkgs),
+        "held_packages": None if f is None or f.held_packages is None else list(f.held_packages),
+        "needs_restart": None
+        if f is None or f.deleted_library_users is None
+        else [u.model_dump(mode="json") for u in f.deleted_library_users],
+        "services_needing_restart": None
+        if f is None or f.services_needing_restart is None
+        else list(f.services_needing_restart),
+        "listening": None
+        if f is None or f.listening is None
+        else [s.model_dump(mode="json") for s in f.listening],
+        "apt_sources": None
+        if f is None or f.apt_sources is None
+        else [
+            {"uri": s.uri, "dist": s.dist, "component": s.component, "kind": s.kind.value}
+            for s in f.apt_sources
+        ],
+        "pending_updates": [pending_json(u) for u in result.pending],
+    }
 
 
 def finding_json(record: FindingRecord) -> dict[str, Any]:
@@ -34,6 +120,7 @@ def finding_json(record: FindingRecord) -> dict[str, Any]:
         "fixed_version": f.fixed_version,
         "fix_state": f.fix.status.value,
         "fix_reachable": f.fix_reachable,
+        "installable": f.fix_reachable is True,
         "actionable": f.actionable,
         "advisory": f.advisory_id,
         "cves": list(f.cves),
@@ -75,7 +162,7 @@ def report_document(
             "stale_feeds": stale,
             "hint": hint,
         },
-        "hosts": [h.model_dump(mode="json") for h in hosts],
+        "hosts": [host_json(h) for h in hosts],
         "findings": [finding_json(r) for r in records],
         "summary": {
             "findings": len(records),

@@ -28,6 +28,7 @@ from patchpilot.configfile import read_yaml_mapping
 from patchpilot.errors import ConfigError
 
 __all__ = [
+    "DiscoverySettings",
     "SSHSettings",
     "Settings",
     "config_file_path",
@@ -80,6 +81,28 @@ class FeedSettings(BaseModel):
     max_download_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
 
+class DiscoverySettings(BaseModel):
+    """What discovery collects beyond OS, kernel, packages and reboot state."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    changelogs: Literal["all", "security", "none"] = Field(
+        default="all",
+        description="read the CVEs each pending update fixes from its Debian changelog "
+        "(downloaded by the host from its own repositories, cached per source version): "
+        "for every pending update, only security-suite ones, or none",
+    )
+    services: bool = Field(default=True, description="collect listening sockets (needs sudo)")
+    restarts: bool = Field(
+        default=True,
+        description="collect processes using deleted libraries (needrestart -b, else "
+        "/proc/*/maps; needs sudo)",
+    )
+    apt_sources: bool = Field(
+        default=True, description="collect apt's sources and classify update origins"
+    )
+
+
 class Settings(BaseSettings):
     """patchpilot's settings; see the module docstring for where they come from."""
 
@@ -98,6 +121,7 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     ssh: SSHSettings = Field(default_factory=SSHSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
 
     @field_validator("home", "inventory", "policy", mode="after")
     @classmethod

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.integration.lab_fixtures"]
+"""The ``lab`` fixture: real Debian 12 hosts on loopback (see tests/integration/lab_fixtures.py)."""
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

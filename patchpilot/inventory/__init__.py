@@ -24,7 +24,8 @@ patchpilot format (YAML)
       prod: {children: [webservers]}
 
 Host keys: ``address`` (default: the host name; ``127.0.0.1`` for ``transport: local``),
-``port``, ``user``, ``key_file``, ``transport`` (``ssh``/``local``), ``tags``, ``criticality``,
+``port``, ``user``, ``key_file``, ``known_hosts`` (an extra known_hosts file holding the host's
+keys), ``transport`` (``ssh``/``local``), ``tags``, ``criticality``,
 ``exposure``, ``owner``. ``defaults`` and group ``vars`` take the same keys but ``address``.
 Precedence: ``defaults`` < group vars (parents before children; same depth by name) < the host.
 ``tags`` add up across levels instead of overriding. A host's groups are the groups listing it
@@ -50,6 +51,7 @@ equal depth by ``ansible_group_priority`` then name). Mapped variables:
 ``ansible_user`` / ``ansible_ssh_user``            ``user``
 ``ansible_private_key_file`` /
 ``ansible_ssh_private_key_file``                   ``key_file``
+``patchpilot_known_hosts``                          ``known_hosts``
 ``ansible_connection``                             ``local`` → local; ssh/paramiko/smart → ssh
 ``patchpilot_criticality``                         ``criticality``
 ``patchpilot_exposure``                            ``exposure``

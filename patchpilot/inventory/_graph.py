@@ -170,6 +170,7 @@ class FieldMap:
     port: tuple[str, ...]
     user: tuple[str, ...]
     key_file: tuple[str, ...]
+    known_hosts: tuple[str, ...]
     transport: tuple[str, ...]
     criticality: tuple[str, ...]
     exposure: tuple[str, ...]
@@ -183,6 +184,7 @@ NATIVE_FIELDS: Final = FieldMap(
     port=("port",),
     user=("user",),
     key_file=("key_file",),
+    known_hosts=("known_hosts",),
     transport=("transport",),
     criticality=("criticality",),
     exposure=("exposure",),
@@ -196,6 +198,7 @@ ANSIBLE_FIELDS: Final = FieldMap(
     port=("ansible_port", "ansible_ssh_port"),
     user=("ansible_user", "ansible_ssh_user"),
     key_file=("ansible_private_key_file", "ansible_ssh_private_key_file"),
+    known_hosts=("patchpilot_known_hosts",),
     transport=("ansible_connection",),
     criticality=("patchpilot_criticality",),
     exposure=("patchpilot_exposure",),
@@ -283,6 +286,7 @@ _CONVERTERS: Final[dict[str, Callable[[Any], Any]]] = {
     "port": _conv_port,
     "user": lambda v: validate_user(_as_str(v, "user")),
     "key_file": validate_key_file,
+    "known_hosts": validate_key_file,
     "transport": _conv_transport,
     "criticality": _conv_criticality,
     "exposure": _conv_exposure,
@@ -434,6 +438,7 @@ def _build_host(
         port=values.get("port", 22),
         user=values.get("user"),
         key_file=values.get("key_file"),
+        known_hosts=values.get("known_hosts"),
         transport=transport,
         tags=groups | values.get("tags", frozenset()),
         groups=groups,

@@ -31,6 +31,7 @@ class HostSettings(_Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
     user: str | None = None
     key_file: str | None = None
+    known_hosts: str | None = None
     transport: Literal["ssh", "local"] | None = None
     criticality: int | None = Field(default=None, ge=1, le=5)
     exposure: Literal["internet", "internal", "isolated"] | None = None

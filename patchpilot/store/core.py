@@ -798,6 +798,7 @@ class Store:
         facts: HostFacts,
         packages: Sequence[InstalledPackage],
         pending: Sequence[PendingUpdate],
+        warnings: Sequence[str] = (),
     ) -> None:
         """Save what discovery found on one host; replaces that (run, host) entirely.
 
@@ -806,6 +807,7 @@ class Store:
             facts: The host's facts (``facts.host`` names the host).
             packages: Installed packages.
             pending: Upgrades its package manager offers.
+            warnings: What discovery could not collect (kept as the host's message).
 
         Raises:
             StoreError: If the run is unknown.
@@ -815,9 +817,16 @@ class Store:
             self._require_run(conn, run_id)
             conn.execute("DELETE FROM run_hosts WHERE run_id = ? AND host = ?", (run_id, host))
             conn.execute(
-                "INSERT INTO run_hosts (run_id, host, ok, package_count, facts, recorded_at)"
-                " VALUES (?, ?, 1, ?, ?, ?)",
-                (run_id, host, len(packages), facts.model_dump_json(), to_db_time(utcnow())),
+                "INSERT INTO run_hosts (run_id, host, ok, package_count, facts, message,"
+                " recorded_at) VALUES (?, ?, 1, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    host,
+                    len(packages),
+                    facts.model_dump_json(),
+                    "\n".join(warnings) or None,
+                    to_db_time(utcnow()),
+                ),
             )
             conn.executemany(
                 "INSERT INTO host_packages (run_id, host, name, version, arch, source_name,"
@@ -915,23 +924,41 @@ class Store:
                 (run_id, host, error_type, message, to_db_time(utcnow())),
             )
 
-    def host_results(self, run_id: str) -> list[HostResult]:
-        """Discovery outcome of every host of a run, sorted by host."""
-        rows = self._conn().execute(
-            "SELECT host, ok, error_type, message, package_count FROM run_hosts"
+    def host_results(self, run_id: str, *, details: bool = False) -> list[HostResult]:
+        """Discovery outcome of every host of a run, sorted by host.
+
+        Args:
+            run_id: The run.
+            details: also load each reachable host's facts and pending updates (not its
+                package inventory).
+        """
+        conn = self._conn()
+        rows = conn.execute(
+            "SELECT host, ok, error_type, message, package_count, facts FROM run_hosts"
             " WHERE run_id = ? ORDER BY host",
             (run_id,),
-        )
-        return [
-            HostResult(
-                host=host,
-                ok=bool(ok),
-                error_type=error_type,
-                message=message,
-                package_count=package_count,
+        ).fetchall()
+        pending: dict[str, list[PendingUpdate]] = {}
+        if details:
+            for host, doc in conn.execute(
+                "SELECT host, doc FROM host_pending WHERE run_id = ? ORDER BY rowid", (run_id,)
+            ):
+                pending.setdefault(host, []).append(PendingUpdate.model_validate_json(doc))
+        results = []
+        for host, ok, error_type, message, package_count, facts in rows:
+            results.append(
+                HostResult(
+                    host=host,
+                    ok=bool(ok),
+                    error_type=error_type,
+                    message=None if ok else message,
+                    warnings=tuple(message.split("\n")) if ok and message else (),
+                    package_count=package_count,
+                    facts=HostFacts.model_validate_json(facts) if details and facts else None,
+                    pending=tuple(pending.get(host, ())),
+                )
             )
-            for host, ok, error_type, message, package_count in rows
-        ]
+        return results
 
     # ------------------------------------------------------------------ findings and risk
 

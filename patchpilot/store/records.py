@@ -119,6 +119,13 @@ class HostResult(_Frozen):
     error_type: str | None = None
     message: str | None = None
     package_count: int | None = Field(default=None, description="None when discovery failed")
+    warnings: tuple[str, ...] = Field(
+        default=(), description="what discovery could not collect on a reachable host"
+    )
+    facts: HostFacts | None = Field(default=None, description="loaded with details=True")
+    pending: tuple[PendingUpdate, ...] = Field(
+        default=(), description="pending updates, loaded with details=True"
+    )
 
 
 class FindingRecord(_Frozen):

@@ -20,10 +20,17 @@ from patchpilot import errors
 from patchpilot.models import CommandResult
 from tools.facts import (
     ApkPackages,
+    AptCandidatePolicy,
+    AptHolds,
     AptPendingUpdates,
+    AptPolicy,
+    DeletedLibraries,
     DpkgPackages,
     Fact,
     KernelRelease,
+    ListeningSockets,
+    NeedrestartAvailable,
+    NeedrestartBatch,
     OsRelease,
     RebootRequired,
     RebootStatus,
@@ -35,9 +42,16 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts"
 
 FACTS: dict[str, Callable[..., Fact[Any]]] = {
     "ApkPackages": ApkPackages,
+    "AptCandidatePolicy": AptCandidatePolicy,
+    "AptHolds": AptHolds,
     "AptPendingUpdates": AptPendingUpdates,
+    "AptPolicy": AptPolicy,
+    "DeletedLibraries": DeletedLibraries,
     "DpkgPackages": DpkgPackages,
     "KernelRelease": KernelRelease,
+    "ListeningSockets": ListeningSockets,
+    "NeedrestartAvailable": NeedrestartAvailable,
+    "NeedrestartBatch": NeedrestartBatch,
     "OsRelease": OsRelease,
     "RebootRequired": RebootRequired,
     "RpmKernelRebootRequired": RpmKernelRebootRequired,
@@ -54,6 +68,8 @@ def _to_json(value: object) -> object:
         return value.model_dump(mode="json")
     if isinstance(value, list):
         return [_to_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _to_json(item) for key, item in value.items()}
     return value
 
 

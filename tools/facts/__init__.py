@@ -6,6 +6,18 @@
 
 from tools.facts.apk import ApkPackages
 from tools.facts.apt import AptPendingUpdates, is_security_origin, parse_inst_line
+from tools.facts.apt_holds import AptHolds
+from tools.facts.apt_sources import (
+    AptCandidatePolicy,
+    AptPolicy,
+    PackagePolicy,
+    PolicySource,
+    PolicyVersion,
+    apt_release_string,
+    classify_source,
+    classify_update,
+    classify_updates,
+)
 from tools.facts.base import FACT_ENV, Fact, gather
 from tools.facts.dpkg import DpkgPackages, parse_dpkg_source_field, split_epoch
 from tools.facts.host import collect_host_facts, package_fact_for
@@ -17,22 +29,48 @@ from tools.facts.reboot import (
     RpmKernelRebootRequired,
     apk_kernel_reboot_required,
 )
+from tools.facts.restart import (
+    DeletedLibraries,
+    NeedrestartAvailable,
+    NeedrestartBatch,
+    NeedrestartReport,
+    RestartStatus,
+    restart_facts,
+)
 from tools.facts.rpm import RpmPackages, parse_source_rpm, rpm_evr
+from tools.facts.services import ListeningSockets, decode_proc_net_address
 
 __all__ = [
     "FACT_ENV",
     "ApkPackages",
+    "AptCandidatePolicy",
+    "AptHolds",
     "AptPendingUpdates",
+    "AptPolicy",
+    "DeletedLibraries",
     "DpkgPackages",
     "Fact",
     "KernelRelease",
+    "ListeningSockets",
+    "NeedrestartAvailable",
+    "NeedrestartBatch",
+    "NeedrestartReport",
     "OsRelease",
+    "PackagePolicy",
+    "PolicySource",
+    "PolicyVersion",
     "RebootRequired",
     "RebootStatus",
+    "RestartStatus",
     "RpmKernelRebootRequired",
     "RpmPackages",
     "apk_kernel_reboot_required",
+    "apt_release_string",
+    "classify_source",
+    "classify_update",
+    "classify_updates",
     "collect_host_facts",
+    "decode_proc_net_address",
     "family_for",
     "gather",
     "is_security_origin",
@@ -41,6 +79,7 @@ __all__ = [
     "parse_inst_line",
     "parse_os_release",
     "parse_source_rpm",
+    "restart_facts",
     "rpm_evr",
     "split_epoch",
 ]

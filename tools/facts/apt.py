@@ -21,13 +21,25 @@ A label may contain spaces (``Docker CE:bookworm/bookworm``). Trailing annotatio
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Final
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from patchpilot.errors import FactParseError
 from patchpilot.models import CommandResult, PendingUpdate
-from tools.facts.base import Fact, stderr_tail
+from tools.facts.base import FACT_ENV, Fact, stderr_tail
 
-__all__ = ["AptPendingUpdates", "is_security_origin", "parse_inst_line"]
+if TYPE_CHECKING:
+    from tools.transport.base import Transport
+
+__all__ = [
+    "REFRESH_TIMEOUT",
+    "AptPendingUpdates",
+    "is_security_origin",
+    "parse_inst_line",
+    "refresh_package_lists",
+]
+
+REFRESH_TIMEOUT: Final = 600.0
+"""Seconds ``apt-get update`` may take on one host."""
 
 _INST_RE: Final = re.compile(
     r"^Inst (?P<name>[A-Za-z0-9][A-Za-z0-9+._:-]*)"
@@ -169,3 +181,26 @@ class AptPendingUpdates(Fact[list[PendingUpdate]]):
                 line=summary[0],
             )
         return updates
+
+
+def refresh_package_lists(transport: Transport) -> CommandResult:
+    """Run ``apt-get update`` on the host (root through ``sudo -n``): the one step of discovery
+    that changes the host, so it runs only when asked (``scan --refresh``).
+
+    Args:
+        transport: an open transport to the host.
+
+    Returns:
+        The command's result.
+
+    Raises:
+        CommandFailedError: apt-get failed (no network, a broken source, no sudo rights);
+            its stderr is attached.
+    """
+    return transport.run(
+        ["apt-get", "-q", "update"],
+        sudo=True,
+        check=True,
+        env=dict(FACT_ENV),
+        timeout=REFRESH_TIMEOUT,
+    )

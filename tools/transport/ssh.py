@@ -251,6 +251,9 @@ class SSHTransport(Transport):
         self.address = validate_hostname(host.address)
         self.port = host.port
         self.user = validate_user(host.user or settings.default_user or _current_user())
+        self.host_known_hosts: Path | None = (
+            Path(host.known_hosts).expanduser() if host.known_hosts else None
+        )
         key_file = host.key_file or settings.default_key_file
         self.key_file: Path | None = Path(key_file).expanduser() if key_file else None
         self.known_hosts_path = Path(known_hosts_path).expanduser()
@@ -599,6 +602,8 @@ class SSHTransport(Transport):
         files = ["~/.ssh/known_hosts"]
         if self.settings.known_hosts is not None:
             files.append(str(self.settings.known_hosts.expanduser()))
+        if self.host_known_hosts is not None:
+            files.append(str(self.host_known_hosts))
         files.append(str(self.known_hosts_path))
         return files
 
@@ -653,6 +658,8 @@ class SSHTransport(Transport):
         files: list[tuple[Path, bool]] = []
         if extra is not None:
             files.append((extra.expanduser(), True))
+        if self.host_known_hosts is not None:
+            files.append((self.host_known_hosts, True))
         files.append((self.known_hosts_path, False))
         for path, system in files:
             if not path.exists():

@@ -1,0 +1,322 @@
+"""The lab's base root filesystem: debootstrap once, customise, cache as a zstd tarball.
+
+The cache lives in ``$PATCHPILOT_LAB_CACHE``, else ``$XDG_CACHE_HOME/patchpilot/lab``, else
+``~/.cache/patchpilot/lab``: ``base-bookworm.tar.zst`` and ``base-bookworm.json``
+(:class:`~patchpilot.lab.models.BaseMeta`). It is shared by every lab of the user; a lab
+extracts it into ``$LAB/base`` (seconds) and records the metadata in ``$LAB/base.json``.
+
+Callers must never modify a base directory while an overlay is mounted on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+
+from patchpilot.errors import LabError
+from patchpilot.lab.models import BASE_FORMAT_VERSION, BaseMeta
+from patchpilot.lab.system import ensure_tools, mounts, run
+
+__all__ = [
+    "DEBIAN_MIRROR",
+    "INCLUDE",
+    "LAB_USER",
+    "SECURITY_MIRROR",
+    "SUITE",
+    "base_age_days",
+    "cache_dir",
+    "cache_lock",
+    "copy_resolv_conf",
+    "customise_base",
+    "debootstrap",
+    "extract_tarball",
+    "make_tarball",
+    "meta_path_of",
+    "read_meta",
+    "refresh_base",
+    "remove_tree",
+    "tarball_path",
+    "write_meta",
+]
+
+log = structlog.get_logger(__name__).bind(agent="lab")
+
+SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+INCLUDE = ("openssh-server", "python3", "ca-certificates", "sudo")
+LAB_USER = "lab"
+
+_CHROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+
+SOURCES_LIST = (
+    f"deb {DEBIAN_MIRROR} {SUITE} main\n"
+    f"deb {DEBIAN_MIRROR} {SUITE}-updates main\n"
+    f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
+)
+ACME_LIST = "deb [trusted=yes] file:/srv/acme-repo ./\n"
+APT_CONF = (
+    "// patchpilot lab: no binary caches in every host's overlay (saves ~77 MB per host)\n"
+    'Dir::Cache::pkgcache "";\n'
+    'Dir::Cache::srcpkgcache "";\n'
+    'APT::Keep-Downloaded-Packages "false";\n'
+)
+SSHD_LAB_CONF = (
+    "# patchpilot lab: keys only, no root, no PAM (there is no init system)\n"
+    "PasswordAuthentication no\n"
+    "KbdInteractiveAuthentication no\n"
+    "PermitRootLogin no\n"
+    "PubkeyAuthentication yes\n"
+    "UsePAM no\n"
+    "PidFile /run/sshd.pid\n"
+)
+
+
+def cache_dir() -> Path:
+    """Where the base tarball is cached (see the module docstring)."""
+    explicit = os.environ.get("PATCHPILOT_LAB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    root = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return root / "patchpilot" / "lab"
+
+
+def tarball_path(cache: Path, suite: str = SUITE) -> Path:
+    """The cached tarball of ``suite``; its metadata is the same name with ``.json``."""
+    return cache / f"base-{suite}.tar.zst"
+
+
+def meta_path_of(tarball: Path) -> Path:
+    """The metadata file beside a tarball."""
+    return tarball.with_name(tarball.name.removesuffix(".tar.zst") + ".json")
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the cache directory (another lab may be using it)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_meta(path: Path) -> BaseMeta | None:
+    """Read a :class:`BaseMeta`; None when missing, unreadable or of another format version."""
+    try:
+        meta = BaseMeta.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError, ValueError):
+        return None
+    return meta if meta.format_version == BASE_FORMAT_VERSION else None
+
+
+def write_meta(path: Path, meta: BaseMeta) -> None:
+    """Write a :class:`BaseMeta` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(meta.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def base_age_days(meta: BaseMeta, now: datetime | None = None) -> float:
+    """Days since the base's apt indices were last refreshed."""
+    current = now or datetime.now(UTC)
+    return (current - meta.refreshed_at).total_seconds() / 86400
+
+
+def _chroot(root: Path, *argv: str, what: str, timeout: float = 600) -> None:
+    run(["chroot", str(root), *argv], env=_CHROOT_ENV, what=what, timeout=timeout)
+
+
+def copy_resolv_conf(root: Path) -> None:
+    """Copy this machine's resolver configuration into ``root/etc/resolv.conf``."""
+    target = root / "etc" / "resolv.conf"
+    try:
+        text = Path("/etc/resolv.conf").read_text(encoding="utf-8")
+    except OSError:
+        log.warning("no /etc/resolv.conf on this machine; hosts may not resolve names")
+        return
+    if target.is_symlink() or target.is_dir():
+        target.unlink()
+    target.write_text(text, encoding="utf-8")
+    target.chmod(0o644)
+
+
+def debootstrap(target: Path, *, suite: str = SUITE, mirror: str = DEBIAN_MIRROR) -> None:
+    """``debootstrap --variant=minbase`` ``suite`` into ``target`` (which must not exist)."""
+    ensure_tools({"debootstrap": "debootstrap"})
+    started = time.monotonic()
+    log.info("debootstrap starts (about a minute)", suite=suite, target=str(target))
+    run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(INCLUDE)}",
+            suite,
+            str(target),
+            mirror,
+        ],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        timeout=1800,
+        what="debootstrap",
+    )
+    log.info("debootstrap done", seconds=round(time.monotonic() - started, 1))
+
+
+def _lab_init_text() -> str:
+    return resources.files("patchpilot.lab").joinpath("assets", "lab-init").read_text("utf-8")
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+
+
+def customise_base(root: Path) -> None:
+    """Apply the one-time lab customisation to a fresh debootstrap in ``root``.
+
+    The lab user (key login only), passwordless sudo, sshd settings, no host keys, an empty
+    machine-id, apt settings, a permissive policy-rc.d, ``/sbin/lab-init``, the Debian sources
+    (then ``apt-get update``) and, last, the local acme repo source.
+    """
+    etc = root / "etc"
+    passwd = (etc / "passwd").read_text(encoding="utf-8")
+    if not any(line.startswith(f"{LAB_USER}:") for line in passwd.splitlines()):
+        _chroot(root, "useradd", "-m", "-s", "/bin/bash", "-G", "sudo", LAB_USER, what="useradd")
+    # GOTCHA: useradd leaves "!" (locked); with UsePAM no, sshd refuses locked accounts.
+    _chroot(root, "usermod", "-p", "*", LAB_USER, what="usermod -p")
+    ssh_dir = root / "home" / LAB_USER / ".ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _chroot(root, "chown", f"{LAB_USER}:{LAB_USER}", f"/home/{LAB_USER}/.ssh", what="chown .ssh")
+    _write(etc / "sudoers.d" / LAB_USER, f"{LAB_USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
+    _write(etc / "ssh" / "sshd_config.d" / "lab.conf", SSHD_LAB_CONF)
+    for key in (etc / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    _write(etc / "machine-id", "")
+    dbus_id = root / "var" / "lib" / "dbus" / "machine-id"
+    if dbus_id.is_file() and not dbus_id.is_symlink():
+        dbus_id.unlink()
+    _write(etc / "hostname", "localhost\n")
+    _write(etc / "apt" / "apt.conf.d" / "90lab", APT_CONF)
+    _write(root / "usr" / "sbin" / "policy-rc.d", "#!/bin/sh\nexit 0\n", 0o755)
+    _write(root / "sbin" / "lab-init", _lab_init_text(), 0o755)
+    (etc / "lab-autostart").mkdir(mode=0o755, exist_ok=True)
+    _write(etc / "apt" / "sources.list", SOURCES_LIST)
+    copy_resolv_conf(root)
+    _chroot(root, "apt-get", "update", what="apt-get update in the base")
+    _chroot(root, "apt-get", "clean", what="apt-get clean in the base")
+    # Only now: the repo is bind-mounted at host start, so the base update must not see it.
+    _write(etc / "apt" / "sources.list.d" / "acme.list", ACME_LIST)
+    (root / "srv" / "acme-repo").mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def refresh_base(root: Path) -> None:
+    """``apt-get update`` of the Debian sources in an extracted base (no overlay mounted!)."""
+    copy_resolv_conf(root)
+    started = time.monotonic()
+    run(
+        [
+            "chroot",
+            str(root),
+            "apt-get",
+            "update",
+            "-o",
+            "Dir::Etc::sourceparts=-",
+        ],
+        env=_CHROOT_ENV,
+        what="apt-get update in the base",
+    )
+    _chroot(root, "apt-get", "clean", what="apt-get clean in the base")
+    log.info("refreshed the base apt indices", seconds=round(time.monotonic() - started, 1))
+
+
+def make_tarball(root: Path, tarball: Path) -> int:
+    """Pack ``root`` into a zstd tarball atomically; return its size in bytes."""
+    ensure_tools({"zstd": "zstd"})
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    partial = tarball.with_name(f".{tarball.name}.partial")
+    started = time.monotonic()
+    run(
+        [
+            "tar",
+            "--numeric-owner",
+            "--xattrs",
+            "--acls",
+            "--zstd",
+            "-C",
+            str(root),
+            "-cf",
+            str(partial),
+            ".",
+        ],
+        what="tar (base tarball)",
+        timeout=1800,
+    )
+    partial.replace(tarball)
+    size = tarball.stat().st_size
+    log.info(
+        "cached the base tarball",
+        tarball=str(tarball),
+        mib=round(size / 2**20, 1),
+        seconds=round(time.monotonic() - started, 1),
+    )
+    return size
+
+
+def extract_tarball(tarball: Path, target: Path) -> None:
+    """Extract a base tarball into ``target`` (created; must not exist)."""
+    ensure_tools({"zstd": "zstd"})
+    if target.exists():
+        raise LabError(f"refusing to extract the base over an existing {target}")
+    target.mkdir(parents=True)
+    target.chmod(0o755)
+    started = time.monotonic()
+    run(
+        [
+            "tar",
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--zstd",
+            "-C",
+            str(target),
+            "-xpf",
+            str(tarball),
+        ],
+        what="tar (extract the base)",
+        timeout=1800,
+    )
+    log.info("extracted the base", target=str(target), seconds=round(time.monotonic() - started, 1))
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree; refuses when anything is mounted inside it."""
+    inside = [m.mount_point for m in mounts() if Path(m.mount_point).is_relative_to(path)]
+    if inside:
+        raise LabError(f"refusing to delete {path}: {inside[0]} is mounted inside it")
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
