@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +24,6 @@ from patchpilot.models import (
     PendingUpdate,
 )
 from patchpilot.settings import DiscoverySettings, Settings
-from tools.changelog import ChangelogFetcher
 from tools.facts import (
     AptCandidatePolicy,
     AptHolds,
@@ -39,6 +38,9 @@ from tools.facts import (
 )
 from tools.facts.apt import refresh_package_lists
 from tools.transport import Transport, open_transport
+
+if TYPE_CHECKING:
+    from tools.changelog import ChangelogFetcher
 
 __all__ = ["HostOutcome", "discover", "discover_host"]
 

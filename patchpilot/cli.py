@@ -254,22 +254,8 @@ def facts_cmd(
 def _discover_with_progress(
     hosts: list[Host], settings: Settings, *, show: bool
 ) -> list[HostOutcome]:
-    with Progress(
-        TextColumn("[bold]facts[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not (show and err.is_terminal) or len(hosts) < 2,
-    ) as progress:
-        task = progress.add_task("", total=len(hosts))
-
-        def done(o: HostOutcome) -> None:
-            progress.update(task, advance=1, description=f"{o.host} {'ok' if o.ok else 'FAILED'}")
-
-        return discover(hosts, settings, on_done=done)
+    with _host_progress(len(hosts), ("facts",), show=show and len(hosts) > 1) as advance:
+        return discover(hosts, settings, on_done=lambda o: advance("facts", o.host, o.ok))
 
 
 def _facts_json(outcomes: list[HostOutcome], with_packages: bool) -> dict[str, Any]:
@@ -507,7 +493,7 @@ def scan_cmd(
             if settings.discovery.changelogs == "none"
             else ChangelogFetcher(settings.cache_dir),
         )
-        with _scan_progress(len(hosts)) as on_progress:
+        with _host_progress(len(hosts), ("discover", "assess")) as on_progress:
             context.on_progress = on_progress
             run_id, _summary = start_scan(
                 hosts, context, target=target, offline=not auto, refresh=refresh
@@ -525,8 +511,13 @@ def scan_cmd(
 
 
 @contextmanager
-def _scan_progress(total: int) -> Iterator[Callable[[str, str, bool], None]]:
-    """A per-host progress bar on stderr (discover, then assess); silent when not a terminal."""
+def _host_progress(
+    total: int, stages: tuple[str, ...], *, show: bool = True
+) -> Iterator[Callable[[str, str, bool], None]]:
+    """Per-host progress bars on stderr, one per stage; silent when not a terminal.
+
+    Yields ``advance(stage, host, ok)``, safe to call from worker threads.
+    """
     with Progress(
         TextColumn("[bold]{task.fields[stage]:<8}[/]"),
         BarColumn(),
@@ -535,12 +526,9 @@ def _scan_progress(total: int) -> Iterator[Callable[[str, str, bool], None]]:
         TimeElapsedColumn(),
         console=err,
         transient=True,
-        disable=not err.is_terminal,
+        disable=not (show and err.is_terminal),
     ) as progress:
-        tasks = {
-            stage: progress.add_task("", total=total, stage=stage)
-            for stage in ("discover", "assess")
-        }
+        tasks = {stage: progress.add_task("", total=total, stage=stage) for stage in stages}
 
         def advance(stage: str, host: str, ok: bool) -> None:
             task = tasks.get(stage)

@@ -54,7 +54,7 @@ __all__ = [
     "write_identity",
 ]
 
-log = structlog.get_logger(__name__).bind(agent="lab")
+log = structlog.get_logger(__name__, agent="lab")  # lazy: bound after configure_logging()
 
 #: The environment of commands run inside a host.
 HOST_ENV: Mapping[str, str] = {

@@ -89,7 +89,7 @@ from patchpilot.lab.system import (
 
 __all__ = ["DEFAULT_HOSTS", "DEFAULT_MAX_BASE_AGE_DAYS", "Lab"]
 
-log = structlog.get_logger(__name__).bind(agent="lab")
+log = structlog.get_logger(__name__, agent="lab")  # lazy: bound after configure_logging()
 
 DEFAULT_HOSTS = 3
 DEFAULT_MAX_BASE_AGE_DAYS = 7.0

@@ -21,7 +21,8 @@ __all__ = [
 ]
 
 #: Bump when the base customisation changes: cached tarballs of another version are rebuilt.
-BASE_FORMAT_VERSION = 1
+#: 2: apt's package cache (pkgcache.bin) is kept in the hosts.
+BASE_FORMAT_VERSION = 2
 #: Version of ``state.json``.
 STATE_FORMAT_VERSION = 1
 

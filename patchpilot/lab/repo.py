@@ -43,7 +43,7 @@ __all__ = [
     "write_index",
 ]
 
-log = structlog.get_logger(__name__).bind(agent="lab")
+log = structlog.get_logger(__name__, agent="lab")  # lazy: bound after configure_logging()
 
 MAINTAINER = "patchpilot lab <lab@patchpilot.invalid>"
 #: Fixed timestamp of every file in the packages (2024-10-01T00:00:00Z): reproducible builds.

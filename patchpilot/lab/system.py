@@ -40,7 +40,7 @@ __all__ = [
     "umount",
 ]
 
-log = structlog.get_logger(__name__).bind(agent="lab")
+log = structlog.get_logger(__name__, agent="lab")  # lazy: bound after configure_logging()
 
 NOT_ROOT_MESSAGE = (
     "patchpilot lab needs root (debootstrap, mounts and namespaces): run it with sudo"

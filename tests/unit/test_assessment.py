@@ -989,3 +989,37 @@ def test_fleet_risk_matches_unmemoised_prioritisation() -> None:
             assert memoised == fresh
             assert memoised.model_dump_json() == fresh.model_dump_json()
             assert memoised.model_fields_set == fresh.model_fields_set
+
+
+def test_findings_from_pending_carry_changelog_cves_and_non_security_origins() -> None:
+    installed = [pkg("libssl3", "3.0.1", "openssl"), pkg("acme-web", "1.0.0"), pkg("bash", "5.2")]
+    updates = [
+        pending("libssl3", "3.0.2", installed="3.0.1").model_copy(
+            update={"cves": ("CVE-2026-0001", "CVE-2026-0002"), "cves_from": "changelog"}
+        ),
+        # a local repository's update whose changelog names a CVE is a finding too
+        pending("acme-web", "1.2.0", installed="1.0.0", origin="localhost").model_copy(
+            update={
+                "security": False,
+                "cves": ("CVE-2024-99901",),
+                "cves_from": "changelog",
+            }
+        ),
+        # a plain non-security update without CVEs is not
+        pending("bash", "5.2-1", installed="5.2", origin="Debian:12.9/oldstable").model_copy(
+            update={"security": False}
+        ),
+    ]
+    by_source = {f.source_package: f for f in findings_from_pending("h1", installed, updates)}
+    assert set(by_source) == {"openssl", "acme-web"}
+    openssl = by_source["openssl"]
+    assert openssl.cves == ("CVE-2026-0001", "CVE-2026-0002")
+    assert openssl.advisory_id == "debian-security-update:openssl"
+    assert [p.feed for p in openssl.provenance] == ["apt", "changelog"]
+    acme = by_source["acme-web"]
+    assert acme.advisory_id == "debian-update:acme-web"
+    assert acme.advisory_id == pending_advisory_id(Ecosystem.DEBIAN, "acme-web", security=False)
+    assert acme.cves == ("CVE-2024-99901",)
+    assert acme.provenance[0].source == "localhost"
+    assert acme.fix == FixState.fixed("1.2.0")
+    assert acme.actionable

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from patchpilot.errors import (
     UnsafeArgumentError,
 )
 from patchpilot.models import CommandResult, Ecosystem, InstalledPackage, PendingUpdate
+from tests.fakes import ScriptedTransport
 from tools.changelog import (
     ChangelogError,
     ChangelogFetcher,
@@ -43,7 +43,6 @@ from tools.changelog import (
 )
 from tools.changelog import fetch as fetch_module
 from tools.changelog.fetch import FETCH_SCRIPT
-from tools.transport.base import Transport
 from tools.transport.local import SAFE_PATH, LocalTransport
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "changelog"
@@ -83,8 +82,8 @@ def changelog_text(source: str, *entries: tuple[str, tuple[str, ...]]) -> str:
     return "\n".join(blocks)
 
 
-class FakeTransport(Transport):
-    """Records every argv; answers with ``respond(argv)`` (optionally slowly)."""
+class FakeTransport(ScriptedTransport):
+    """A non-root scripted host; :attr:`specs` are the ``PKG=VERSION`` specs it was asked for."""
 
     def __init__(
         self,
@@ -92,32 +91,7 @@ class FakeTransport(Transport):
         name: str = "web-1",
         delay: float = 0.0,
     ) -> None:
-        super().__init__(name)
-        self.respond = respond
-        self.delay = delay
-        self.calls: list[tuple[str, ...]] = []
-        self.envs: list[dict[str, str]] = []
-        self._lock = threading.Lock()
-
-    @property
-    def is_root(self) -> bool:
-        return False
-
-    def _execute(
-        self,
-        argv: tuple[str, ...],
-        *,
-        env: dict[str, str],
-        timeout: float | None,
-        stdin: str | None,
-    ) -> CommandResult:
-        with self._lock:
-            self.calls.append(argv)
-            self.envs.append(env)
-        if self.delay:
-            time.sleep(self.delay)
-        result = self.respond(argv)
-        return result.model_copy(update={"host": self.name, "argv": argv})
+        super().__init__(respond, name, root=False, delay=delay)
 
     @property
     def specs(self) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from patchpilot.models import (
     OSFamily,
     OSInfo,
 )
+from tests.fakes import ScriptedTransport, replay
 from tools.facts import (
     ApkPackages,
     DpkgPackages,
@@ -40,7 +40,6 @@ from tools.facts import (
     split_epoch,
 )
 from tools.facts.base import Fact
-from tools.transport.base import Transport
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts"
 
@@ -68,33 +67,11 @@ def fixture(fact: str, case: str) -> dict[str, Any]:
     return data
 
 
-class ReplayTransport(Transport):
-    """A fake transport that answers each argv with a recorded result."""
-
-    def __init__(self, name: str, answers: Mapping[tuple[str, ...], tuple[int, str, str]]) -> None:
-        super().__init__(name)
-        self.answers = dict(answers)
-        self.calls: list[tuple[tuple[str, ...], dict[str, str]]] = []
-
-    @property
-    def is_root(self) -> bool:
-        return True
-
-    def _execute(
-        self,
-        argv: tuple[str, ...],
-        *,
-        env: dict[str, str],
-        timeout: float | None,
-        stdin: str | None,
-    ) -> CommandResult:
-        self.calls.append((argv, env))
-        if argv not in self.answers:
-            return CommandResult(
-                host=self.name, argv=argv, exit_code=127, stdout="", stderr="not recorded"
-            )
-        code, out, err = self.answers[argv]
-        return CommandResult(host=self.name, argv=argv, exit_code=code, stdout=out, stderr=err)
+def ReplayTransport(
+    name: str, answers: dict[tuple[str, ...], tuple[int, str, str]]
+) -> ScriptedTransport:
+    """A transport that answers each recorded argv (127 for anything else)."""
+    return ScriptedTransport(replay(answers), name)
 
 
 def answer(fact_name: str, case: str) -> tuple[tuple[str, ...], tuple[int, str, str]]:
@@ -108,7 +85,7 @@ def answer(fact_name: str, case: str) -> tuple[tuple[str, ...], tuple[int, str, 
 def test_gather_uses_c_locale_and_no_sudo() -> None:
     transport = ReplayTransport("h1", dict([answer("KernelRelease", "debian12_container_host")]))
     assert gather(transport, KernelRelease()) == "6.18.44-fc-v782"
-    argv, env = transport.calls[0]
+    argv, env = transport.calls[0], transport.envs[0]
     assert argv == ("uname", "-r")
     assert env == {"LC_ALL": "C"}
 
@@ -564,7 +541,7 @@ def test_collect_host_facts_debian() -> None:
     assert facts.package_count == len(packages) == 64
     assert facts.source_package_count == len({p.source_name for p in packages}) < 64
     assert facts.ecosystem is Ecosystem.DEBIAN
-    assert all(env == {"LC_ALL": "C"} for _, env in transport.calls)
+    assert all(env == {"LC_ALL": "C"} for env in transport.envs)
 
 
 def test_collect_host_facts_rhel() -> None:

@@ -4,7 +4,6 @@ test_facts_fixtures)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 
 from patchpilot.errors import CommandFailedError, FactParseError
 from patchpilot.models import CommandResult, DeletedLibraryUse
+from tests.fakes import ScriptedTransport
 from tools.facts import (
     DeletedLibraries,
     NeedrestartAvailable,
@@ -20,7 +20,6 @@ from tools.facts import (
     restart_facts,
 )
 from tools.facts.restart import DELETED_LIBRARIES_SCRIPT, LIBRARY_PREFIXES
-from tools.transport.base import Transport
 
 
 def _result(argv: list[str], stdout: str, exit_code: int = 0, stderr: str = "") -> CommandResult:
@@ -169,30 +168,6 @@ def test_deleted_libraries_parser_raises_only_fact_parse_error(stdout: str) -> N
 # --------------------------------------------------------------------------- restart_facts
 
 
-class _FakeTransport(Transport):
-    """Answers each command from a table: argv[0] plus, for sh -c, the script's first word."""
-
-    def __init__(self, answer: Callable[[tuple[str, ...]], CommandResult]) -> None:
-        super().__init__("fake")
-        self.answer = answer
-        self.calls: list[tuple[str, ...]] = []
-
-    @property
-    def is_root(self) -> bool:
-        return True
-
-    def _execute(
-        self,
-        argv: tuple[str, ...],
-        *,
-        env: dict[str, str],
-        timeout: float | None,
-        stdin: str | None,
-    ) -> CommandResult:
-        self.calls.append(argv)
-        return self.answer(argv)
-
-
 def test_restart_facts_prefers_needrestart() -> None:
     def answer(argv: tuple[str, ...]) -> CommandResult:
         if argv == tuple(NeedrestartAvailable().command()):
@@ -204,7 +179,7 @@ def test_restart_facts_prefers_needrestart() -> None:
             "NEEDRESTART-SESS: bob @ session #2\n",
         )
 
-    transport = _FakeTransport(answer)
+    transport = ScriptedTransport(answer)
     status = restart_facts(transport)
     assert status == RestartStatus(
         services=("ssh.service",),
@@ -225,7 +200,7 @@ def test_restart_facts_falls_back_to_proc_maps() -> None:
             list(argv), "== maps\n" + _maps(7, "/usr/sbin/sshd (deleted)") + "\n== comm\n7 sshd\n"
         )
 
-    status = restart_facts(_FakeTransport(answer))
+    status = restart_facts(ScriptedTransport(answer))
     assert status.source == "proc-maps"
     assert status.users == (
         DeletedLibraryUse(pid=7, command="sshd", libraries=("/usr/sbin/sshd",)),
@@ -241,6 +216,6 @@ def test_restart_facts_nothing_to_restart() -> None:
             return _result(list(argv), "", 1)
         return _result(list(argv), "== maps\n== comm\n1 init\n")
 
-    status = restart_facts(_FakeTransport(answer))
+    status = restart_facts(ScriptedTransport(answer))
     assert status == RestartStatus(source="proc-maps")
     assert not status.restart_needed

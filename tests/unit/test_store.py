@@ -913,3 +913,23 @@ def test_concurrent_imports_serialise(store: Store) -> None:
 
 def test_unknown_advisory_has_no_provenance(store: Store) -> None:
     assert store.advisory_provenance(Ecosystem.DEBIAN, "bookworm", "nope", "CVE-2024-0001") == []
+
+
+def test_host_results_with_details_and_warnings(store: Store) -> None:
+    store.create_run("r1", kind="scan", target="all", params={})
+    store.save_host_snapshot(
+        "r1", facts("web-1"), PACKAGES, PENDING, warnings=("listening sockets not collected: x",)
+    )
+    store.record_host_failure("r1", "db-1", "HostConnectError", "db-1: refused")
+    plain = store.host_results("r1")
+    assert plain[1].facts is None
+    assert plain[1].pending == ()
+    assert plain[1].warnings == ("listening sockets not collected: x",)
+    assert plain[1].message is None  # warnings are not an error message
+    db, web = store.host_results("r1", details=True)
+    assert db.facts is None
+    assert db.pending == ()
+    assert db.message == "db-1: refused"
+    assert web.facts == facts("web-1")
+    assert web.pending == PENDING
+    assert web.warnings == ("listening sockets not collected: x",)
