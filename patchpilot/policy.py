@@ -1,4 +1,4 @@
-"""Policy: risk weights, SLA days per severity and SSVC outcome, KEV handling.
+"""Policy: risk weights, SLA days, KEV handling, the patch baseline, approvals and schedule.
 
 The bundled default is ``configs/policy.yaml``; a site copy is selected with the ``policy``
 setting (``PATCHPILOT_POLICY``). Loading validates everything and fails with the file, key and
@@ -7,17 +7,55 @@ reason.
 
 from __future__ import annotations
 
+import re
+from datetime import date
+from enum import StrEnum
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from patchpilot.configfile import read_yaml_mapping
 from patchpilot.errors import ConfigError
-from patchpilot.models import Exposure, Severity, SSVCOutcome
+from patchpilot.models import Exposure, Severity, SSVCOutcome, UpdateOrigin
+from patchpilot.schedule import (
+    Blackout,
+    BlackoutPeriod,
+    MaintenanceWindow,
+    RatePolicy,
+    RebootPolicy,
+    RingSpec,
+    SchedulePolicy,
+)
 from patchpilot.settings import format_validation_error
 
-__all__ = ["KEVPolicy", "Policy", "RiskPolicy", "SLAPolicy", "load_policy"]
+__all__ = [
+    "ApprovalRule",
+    "ApprovalsPolicy",
+    "Baseline",
+    "Blackout",
+    "BlackoutPeriod",
+    "KEVPolicy",
+    "MaintenanceWindow",
+    "Policy",
+    "RatePolicy",
+    "RebootPolicy",
+    "RejectedAction",
+    "RingSpec",
+    "RiskPolicy",
+    "SLAPolicy",
+    "SchedulePolicy",
+    "load_policy",
+    "package_spec_matches",
+]
 
 
 class _Strict(BaseModel):
@@ -120,12 +158,146 @@ class KEVPolicy(_Strict):
     ransomware_bonus: float = Field(default=10.0, ge=0, le=50)
 
 
+_PACKAGE_SPEC = re.compile(
+    r"^(?P<name>[A-Za-z0-9*?\[\]][A-Za-z0-9.+*?\[\]_-]*)(?:=(?P<version>[A-Za-z0-9.+:~_-]+))?$"
+)
+
+
+def _check_specs(specs: tuple[str, ...]) -> tuple[str, ...]:
+    for spec in specs:
+        if not _PACKAGE_SPEC.match(spec):
+            raise ValueError(
+                f"{spec!r} is not a package spec: use NAME or NAME=VERSION (NAME may be a glob)"
+            )
+    return specs
+
+
+def package_spec_matches(spec: str, name: str, version: str | None = None) -> bool:
+    """Whether ``NAME`` / ``NAME=VERSION`` (``NAME`` may be a glob) matches a package.
+
+    >>> package_spec_matches("openssl", "openssl", "3.0.15-1")
+    True
+    >>> package_spec_matches("libssl*=3.0.15-1", "libssl3", "3.0.14-1")
+    False
+    """
+    match = _PACKAGE_SPEC.match(spec)
+    if not match:
+        return False
+    if not fnmatchcase(name, match["name"]):
+        return False
+    return match["version"] is None or match["version"] == version
+
+
+class RejectedAction(StrEnum):
+    """What a rejected package may still do (SSM ``RejectedPatchesAction``)."""
+
+    ALLOW_AS_DEPENDENCY = "allow-as-dependency"
+    """Never installed or upgraded on its own; may come in as another package's dependency
+    (then it reports ``installed-other``, compliant)."""
+    BLOCK = "block"
+    """Never installed, nor anything whose install needs it; if present it reports
+    ``installed-rejected`` (non-compliant)."""
+
+
+class ApprovalRule(_Strict):
+    """One baseline approval rule (SSM ``PatchRule``): all given filters must match.
+
+    An empty filter matches everything. The delay counts from the update's *first seen* (apt has
+    no release dates): approved once ``first_seen + approve_after_days`` has passed (UTC), or,
+    with ``approve_until_date``, when first seen on or before that date.
+
+    >>> ApprovalRule(name="crit", min_severity="high", approve_after_days=3).approve_after_days
+    3
+    """
+
+    name: str = Field(min_length=1)
+    min_severity: Severity | None = Field(
+        default=None,
+        description="severity at least this (an update's highest; 'unknown' only matches "
+        "min_severity: unknown)",
+    )
+    ssvc: tuple[SSVCOutcome, ...] = Field(default=(), description="SSVC outcome any of")
+    kev: bool | None = Field(default=None, description="true: a CVE is in KEV; false: none is")
+    origin: tuple[UpdateOrigin, ...] = Field(default=(), description="update origin any of")
+    packages: tuple[str, ...] = Field(
+        default=(), description="binary or source package name globs, any of"
+    )
+    approve_after_days: int | None = Field(default=None, ge=0, le=360)
+    approve_until_date: date | None = None
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> Self:
+        if self.approve_after_days is not None and self.approve_until_date is not None:
+            raise ValueError("give approve_after_days or approve_until_date, not both")
+        return self
+
+    @property
+    def delay_days(self) -> int:
+        """The approval delay in days (0 when ``approve_until_date`` is used or none is set)."""
+        return self.approve_after_days or 0
+
+
+class Baseline(_Strict):
+    """The patch baseline (SSM): approval rules, approved and rejected packages."""
+
+    rules: tuple[ApprovalRule, ...] = ()
+    approved_packages: tuple[str, ...] = Field(
+        default=(), description="NAME or NAME=VERSION: always approved (unless rejected)"
+    )
+    rejected_packages: tuple[str, ...] = Field(
+        default=(), description="NAME or NAME=VERSION (NAME may be a glob): never approved"
+    )
+    rejected_action: RejectedAction = RejectedAction.ALLOW_AS_DEPENDENCY
+    include_non_security: bool = Field(
+        default=False,
+        description="rules may approve updates that fix no known vulnerability and do not come "
+        "from a security suite",
+    )
+
+    @field_validator("approved_packages", "rejected_packages")
+    @classmethod
+    def _specs(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_specs(specs)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_rules(cls, rules: tuple[ApprovalRule, ...]) -> tuple[ApprovalRule, ...]:
+        names = [r.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rule names: {dupes}")
+        return rules
+
+    def is_rejected(self, name: str, version: str | None = None) -> bool:
+        """Whether a package (at a version) is on the rejected list."""
+        return any(package_spec_matches(s, name, version) for s in self.rejected_packages)
+
+    def is_explicitly_approved(self, name: str, version: str | None = None) -> bool:
+        """Whether a package (at a version) is on the approved list."""
+        return any(package_spec_matches(s, name, version) for s in self.approved_packages)
+
+
+class ApprovalsPolicy(_Strict):
+    """When a person must approve a plan before deployment (any condition is enough)."""
+
+    always: bool = False
+    tags: tuple[str, ...] = Field(default=(), description="hosts with any of these tags")
+    min_criticality: int | None = Field(default=None, ge=1, le=5)
+    on_removals: bool = True
+    on_held: bool = True
+    on_reboot: bool = False
+    expires_after_hours: int = Field(default=24, ge=1, le=24 * 30)
+
+
 class Policy(_Strict):
     """The whole policy file."""
 
     risk: RiskPolicy = Field(default_factory=RiskPolicy)
     sla_days: SLAPolicy
     kev: KEVPolicy = Field(default_factory=KEVPolicy)
+    baseline: Baseline = Field(default_factory=Baseline)
+    approvals: ApprovalsPolicy = Field(default_factory=ApprovalsPolicy)
+    schedule: SchedulePolicy = Field(default_factory=SchedulePolicy)
 
 
 def load_policy(path: Path) -> Policy:

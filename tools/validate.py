@@ -28,6 +28,7 @@ __all__ = [
     "MAX_HOSTNAME_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PATH_LENGTH",
+    "MAX_SERVICE_LENGTH",
     "MAX_USER_LENGTH",
     "MAX_VERSION_LENGTH",
     "split_pin",
@@ -35,6 +36,7 @@ __all__ = [
     "validate_package_name",
     "validate_path",
     "validate_pin",
+    "validate_service_name",
     "validate_user",
     "validate_version",
 ]
@@ -49,6 +51,8 @@ MAX_USER_LENGTH: Final = 32
 """Longest user name accepted (the Linux ``useradd`` limit)."""
 MAX_PATH_LENGTH: Final = 4096
 """Longest path accepted (Linux ``PATH_MAX``)."""
+MAX_SERVICE_LENGTH: Final = 255
+"""Longest service name accepted (systemd's unit-name limit)."""
 
 # --------------------------------------------------------------------------- package names
 
@@ -71,6 +75,7 @@ _DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _IPV6_SCOPE = re.compile(r"[A-Za-z0-9_.]{1,15}")
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _PATH = re.compile(r"/[A-Za-z0-9._+@%=:,/-]*")
+_SERVICE = re.compile(r"[A-Za-z0-9@._][A-Za-z0-9@._-]*")
 
 
 def _ecosystem(ecosystem: Ecosystem | str) -> Ecosystem:
@@ -306,4 +311,31 @@ def validate_path(value: str) -> str:
         raise UnsafeArgumentError(kind, value, "paths are limited to [A-Za-z0-9._+@%=:,/-]")
     if any(part in {".", ".."} for part in value.split("/")):
         raise UnsafeArgumentError(kind, value, "'.' and '..' components are refused")
+    return value
+
+
+def validate_service_name(value: str) -> str:
+    """Validate a service (init script or systemd unit) name: ``[A-Za-z0-9@._-]``, no leading ``-``.
+
+    Accepts ``acme-web``, ``ssh``, ``nginx.service`` and templated units such as
+    ``getty@tty1.service``; refuses whitespace, ``/`` (no paths: ``service`` looks the name up in
+    ``/etc/init.d`` itself), shell metacharacters and names made only of dots (``.``, ``..``).
+
+    Args:
+        value: the service name.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        UnsafeArgumentError: the value is not a plain service name.
+    """
+    kind = "service name"
+    _common(kind, value, MAX_SERVICE_LENGTH)
+    if not _SERVICE.fullmatch(value):
+        raise UnsafeArgumentError(
+            kind, value, "service names are [A-Za-z0-9@._-], not starting '-'"
+        )
+    if set(value) == {"."}:
+        raise UnsafeArgumentError(kind, value, "a name made only of dots is refused")
     return value

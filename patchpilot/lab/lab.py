@@ -334,6 +334,32 @@ class Lab:
         base_mod.write_meta(self.base_meta_path, meta)
         return meta
 
+    def _ensure_base_for_hosts(
+        self, state: LabState, *, rebuild: bool, max_age_days: float
+    ) -> tuple[LabState, datetime | None]:
+        """:meth:`_ensure_base`, then reset every host if the base is not the one their
+        overlays were made on (a rebuilt or re-extracted base of another build or format).
+
+        Returns:
+            The state to continue with (emptied after a reset) and the base's build time.
+        """
+        had_base = self.base_dir.is_dir()
+        before = base_mod.read_meta(self.base_meta_path) if had_base else None
+        self._ensure_base(rebuild=rebuild, max_age_days=max_age_days)
+        after = base_mod.read_meta(self.base_meta_path)
+        built_at = after.built_at if after is not None else None
+        changed = (had_base and before is None) or (
+            state.base_built_at is not None and state.base_built_at != built_at
+        )
+        if changed and self._host_dirs():
+            # An overlay upper belongs to the base it was made on: fresh hosts.
+            self._progress("the base changed: resetting every host")
+            for host_dir in self._host_dirs():
+                self._stop_and_unmount(host_dir.name)
+                base_mod.remove_tree(host_dir)
+            return LabState(), built_at
+        return state, built_at
+
     def _ensure_base(self, *, rebuild: bool, max_age_days: float) -> None:
         base_mod.remove_tree(self.dir / "base.new")  # left over by an interrupted run
         meta = base_mod.read_meta(self.base_meta_path) if self.base_dir.is_dir() else None
@@ -444,6 +470,12 @@ class Lab:
                 bound.warning("apt-get update of the acme repo failed", stderr=proc.stderr[-300:])
             if not paths.provisioned_marker.is_file():
                 self._provision(host, new_pid)
+            # Build apt's package cache once now (the lists and dpkg status just changed), as
+            # any host has it: otherwise the first apt commands of many sessions at once all
+            # rebuild it (1-2 s of CPU each).
+            proc = exec_in_host(host.name, new_pid, paths.root, ("apt-cache", "gencaches"))
+            if proc.returncode != 0:
+                bound.warning("apt-cache gencaches failed", stderr=proc.stderr[-300:])
             wait_ssh(host.name, host.port)
         except BaseException:
             with contextlib.suppress(LabError, OSError):
@@ -531,12 +563,18 @@ class Lab:
                 for host_dir in self._host_dirs():
                     self._stop_and_unmount(host_dir.name)
                     base_mod.remove_tree(host_dir)
-            self._ensure_base(rebuild=rebuild_base, max_age_days=max_base_age_days)
+            state, built_at = self._ensure_base_for_hosts(
+                state, rebuild=rebuild_base, max_age_days=max_base_age_days
+            )
 
             public_key = ensure_client_key(self.key_file)
             build_repo(self.repo_dir)
             new_state = LabState(
-                hosts_count=count, base_port=ssh_base, acme_base_port=acme_base, hosts=[]
+                hosts_count=count,
+                base_port=ssh_base,
+                acme_base_port=acme_base,
+                hosts=[],
+                base_built_at=built_at,
             )
             errors: list[BaseException] = []
             # Hosts are independent: bring them up in parallel (12 hosts ≈ 3 hosts' time).

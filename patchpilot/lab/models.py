@@ -68,6 +68,9 @@ class LabState(BaseModel):
     acme_base_port: int = 8081
     hosts: list[HostState] = Field(default_factory=list)
     updated_at: datetime | None = None
+    base_built_at: datetime | None = Field(
+        default=None, description="build time of the base the hosts' overlays were made on"
+    )
 
     def host(self, name: str) -> HostState | None:
         """The state of host ``name``, if known."""

@@ -7,6 +7,16 @@
 from tools.facts.apk import ApkPackages
 from tools.facts.apt import AptPendingUpdates, is_security_origin, parse_inst_line
 from tools.facts.apt_holds import AptHolds
+from tools.facts.apt_simulate import (
+    AptSimulateInstall,
+    ConffileStatus,
+    ModifiedConffiles,
+    PackageChange,
+    PackageRemoval,
+    PackageServices,
+    SimulationResult,
+    simulate_install,
+)
 from tools.facts.apt_sources import (
     AptCandidatePolicy,
     AptPolicy,
@@ -47,16 +57,22 @@ __all__ = [
     "AptHolds",
     "AptPendingUpdates",
     "AptPolicy",
+    "AptSimulateInstall",
+    "ConffileStatus",
     "DeletedLibraries",
     "DpkgPackages",
     "Fact",
     "KernelRelease",
     "ListeningSockets",
+    "ModifiedConffiles",
     "NeedrestartAvailable",
     "NeedrestartBatch",
     "NeedrestartReport",
     "OsRelease",
+    "PackageChange",
     "PackagePolicy",
+    "PackageRemoval",
+    "PackageServices",
     "PolicySource",
     "PolicyVersion",
     "RebootRequired",
@@ -64,6 +80,7 @@ __all__ = [
     "RestartStatus",
     "RpmKernelRebootRequired",
     "RpmPackages",
+    "SimulationResult",
     "apk_kernel_reboot_required",
     "apt_release_string",
     "classify_source",
@@ -81,5 +98,6 @@ __all__ = [
     "parse_source_rpm",
     "restart_facts",
     "rpm_evr",
+    "simulate_install",
     "split_epoch",
 ]

@@ -1,0 +1,42 @@
+"""Operations that change a host's packages: exact installs, rollbacks, crash repair, restarts.
+
+Unlike :mod:`tools.facts` (read-only), every function here changes the host; each takes a
+:class:`~tools.transport.base.Transport`, builds argv lists from validated input only and
+returns a typed result (callers decide what a failure means).
+"""
+
+from tools.packages.apt_ops import (
+    APT_ENV,
+    DEFAULT_LOCK_TIMEOUT,
+    InstallFailure,
+    InstallResult,
+    LockWaitResult,
+    RepairResult,
+    RepairStep,
+    ServiceResult,
+    audit_and_repair,
+    install_argv,
+    install_exact,
+    installed_versions,
+    lock_timeout_options,
+    restart_service,
+    wait_for_dpkg_lock,
+)
+
+__all__ = [
+    "APT_ENV",
+    "DEFAULT_LOCK_TIMEOUT",
+    "InstallFailure",
+    "InstallResult",
+    "LockWaitResult",
+    "RepairResult",
+    "RepairStep",
+    "ServiceResult",
+    "audit_and_repair",
+    "install_argv",
+    "install_exact",
+    "installed_versions",
+    "lock_timeout_options",
+    "restart_service",
+    "wait_for_dpkg_lock",
+]
