@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
+from typing import Any
 
 import structlog
 
@@ -130,6 +131,23 @@ def _parse_only(only: Sequence[tuple[str, str | None]]) -> dict[str, str | None]
     return wanted
 
 
+def _item_fields(
+    host: str, update: PendingUpdate, version: str, cves: tuple[str, ...]
+) -> dict[str, Any]:
+    """The fields a plan item and an excluded item share."""
+    return {
+        "host": host,
+        "package": update.name,
+        "arch": update.arch,
+        "from_version": update.installed_version,
+        "to_version": version,
+        "source_package": update.source_name,
+        "origin": update.origin,
+        "security": update.security,
+        "cves": cves,
+    }
+
+
 def _excluded(
     host: str,
     update: PendingUpdate,
@@ -140,15 +158,7 @@ def _excluded(
     approve_on: datetime | None = None,
 ) -> ExcludedItem:
     return ExcludedItem(
-        host=host,
-        package=update.name,
-        arch=update.arch,
-        from_version=update.installed_version,
-        to_version=version,
-        source_package=update.source_name,
-        origin=update.origin,
-        security=update.security,
-        cves=ctx.cves,
+        **_item_fields(host, update, version, ctx.cves),
         exclusion=why,
         reason=text,
         approve_on=approve_on,
@@ -286,15 +296,7 @@ def _decide(
     if pinned:
         reason += f"; pinned by --only to {target} (candidate {update.candidate_version})"
     return PlanItem(
-        host=host,
-        package=update.name,
-        arch=update.arch,
-        from_version=update.installed_version,
-        to_version=target,
-        source_package=update.source_name,
-        origin=update.origin,
-        security=update.security,
-        cves=() if pinned else ctx.cves,
+        **_item_fields(host, update, target, () if pinned else ctx.cves),
         severity=ctx.severity,
         ssvc=ctx.ssvc,
         kev=ctx.kev,

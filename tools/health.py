@@ -159,7 +159,7 @@ HealthCheck = Annotated[HttpCheck | CommandCheck | ProcessCheck, Field(discrimin
 """Any health check; ``kind`` selects the model when loading from YAML/JSON."""
 
 CHECK_ADAPTER: Final[TypeAdapter[HttpCheck | CommandCheck | ProcessCheck]] = TypeAdapter(
-    HealthCheck  # type: ignore[arg-type]  # mypy cannot see through Annotated
+    HealthCheck
 )
 """Validates a mapping into the right check model (``CHECK_ADAPTER.validate_python(data)``)."""
 
