@@ -8,9 +8,9 @@ an unreachable host becomes a failed :class:`HostOutcome` with the reason while 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +21,7 @@ from patchpilot.models import (
     HostFacts,
     InstalledPackage,
     OSFamily,
+    OSInfo,
     PendingUpdate,
 )
 from patchpilot.settings import DiscoverySettings, Settings
@@ -29,12 +30,17 @@ from tools.facts import (
     AptHolds,
     AptPendingUpdates,
     AptPolicy,
+    DeletedLibraries,
+    Fact,
     ListeningSockets,
+    NeedrestartAvailable,
+    NeedrestartBatch,
     classify_update,
     classify_updates,
-    collect_host_facts,
+    collect_host_facts_with,
     gather,
-    restart_facts,
+    gather_many,
+    restart_status,
 )
 from tools.facts.apt import refresh_package_lists
 from tools.transport import Transport, open_transport
@@ -78,31 +84,72 @@ def _best_effort(what: str, warnings: list[str], collect: Callable[[], _ExtraT])
         return None
 
 
+def _optional_facts(os: OSInfo, options: DiscoverySettings) -> list[tuple[str, Fact[Any]]]:
+    """The optional facts gathered with the package inventory (no sudo), by key."""
+    wanted: list[tuple[str, Fact[Any]]] = []
+    if os.family is OSFamily.DEBIAN:
+        wanted.append(("held packages", AptHolds()))
+        if options.apt_sources:
+            wanted.append(("apt sources", AptPolicy()))
+    if options.restarts:
+        wanted.append(("needrestart", NeedrestartAvailable()))
+    return wanted
+
+
 def _extended_facts(
-    transport: Transport, facts: HostFacts, options: DiscoverySettings, warnings: list[str]
+    transport: Transport,
+    facts: HostFacts,
+    found: Mapping[str, Any],
+    options: DiscoverySettings,
+    warnings: list[str],
 ) -> HostFacts:
-    """Held packages, apt sources, listening sockets and restart needs (each best effort)."""
+    """Held packages, apt sources, listening sockets and restart needs (each best effort).
+
+    ``found`` holds what the inventory round trip already gathered (see
+    :func:`_optional_facts`); listening sockets and restart needs read ``/proc`` as root and
+    run together in one more (sudo) round trip.
+    """
     update: dict[str, object] = {}
     if facts.os.family is OSFamily.DEBIAN:
-        held = _best_effort("held packages", warnings, lambda: gather(transport, AptHolds()))
+        held = _best_of(found, "held packages", warnings)
         update["held_packages"] = None if held is None else tuple(held)
         if options.apt_sources:
-            sources = _best_effort("apt sources", warnings, lambda: gather(transport, AptPolicy()))
+            sources = _best_of(found, "apt sources", warnings)
             update["apt_sources"] = None if sources is None else tuple(sources)
+    privileged: list[tuple[str, Fact[Any]]] = []
     if options.services:
-        sockets = _best_effort(
-            "listening sockets", warnings, lambda: gather(transport, ListeningSockets())
-        )
-        update["listening"] = None if sockets is None else tuple(sockets)
+        privileged.append(("listening sockets", ListeningSockets()))
     if options.restarts:
-        restart = _best_effort(
-            "processes using deleted libraries", warnings, lambda: restart_facts(transport)
+        restart_fact: Fact[Any] = (
+            NeedrestartBatch() if _best_of(found, "needrestart", warnings) else DeletedLibraries()
         )
-        if restart is not None:
-            update["deleted_library_users"] = tuple(restart.users)
-            if restart.source == "needrestart":
-                update["services_needing_restart"] = tuple(restart.services)
+        privileged.append(("processes using deleted libraries", restart_fact))
+    if privileged:
+        try:
+            values = gather_many(transport, [f for _, f in privileged], sudo=True)
+        except PatchpilotError as exc:
+            values = [exc] * len(privileged)
+        results = dict(zip((k for k, _ in privileged), values, strict=True))
+        if options.services:
+            sockets = _best_of(results, "listening sockets", warnings)
+            update["listening"] = None if sockets is None else tuple(sockets)
+        if options.restarts:
+            found_restart = _best_of(results, "processes using deleted libraries", warnings)
+            if found_restart is not None:
+                restart = restart_status(found_restart)
+                update["deleted_library_users"] = tuple(restart.users)
+                if restart.source == "needrestart":
+                    update["services_needing_restart"] = tuple(restart.services)
     return facts.model_copy(update=update) if update else facts
+
+
+def _best_of(results: Mapping[str, Any], key: str, warnings: list[str]) -> Any:
+    """A best-effort batch entry: its value, or None with a warning when it failed."""
+    value = results.get(key)
+    if isinstance(value, PatchpilotError):
+        warnings.append(f"{key} not collected: {value}")
+        return None
+    return value
 
 
 def _pending_updates(
@@ -186,8 +233,15 @@ def discover_host(
     warnings: list[str] = []
     try:
         with open_transport(host, settings) as transport:
-            facts, packages = collect_host_facts(transport)
-            facts = _extended_facts(transport, facts, settings.discovery, warnings)
+            optional: list[tuple[str, Fact[Any]]] = []
+
+            def optional_for(os: OSInfo) -> list[Fact[Any]]:
+                optional.extend(_optional_facts(os, settings.discovery))
+                return [fact for _, fact in optional]
+
+            facts, packages, extras = collect_host_facts_with(transport, optional_for)
+            found = dict(zip((key for key, _ in optional), extras, strict=True))
+            facts = _extended_facts(transport, facts, found, settings.discovery, warnings)
             if pending:
                 updates = _pending_updates(
                     transport,

@@ -6,6 +6,8 @@ tests of code that *uses* a transport replay recorded command results through th
 
 from __future__ import annotations
 
+import re
+import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -13,7 +15,19 @@ from collections.abc import Callable, Mapping
 from patchpilot.models import CommandResult
 from tools.transport.base import Transport
 
-__all__ = ["ScriptedTransport", "replay"]
+__all__ = ["ScriptedTransport", "batch_commands", "replay"]
+
+_STEP_RE = re.compile(
+    r"printf '%s (?P<i>\d+) B\\n' \"\$1\"; (?P<command>.*?); "
+    r"printf '\\n%s (?P=i) E %d\\n' \"\$1\" \"\$\?\""
+)
+
+
+def batch_commands(argv: tuple[str, ...]) -> list[tuple[str, ...]] | None:
+    """The fact commands inside a :func:`~tools.facts.base.gather_many` batch, else None."""
+    if len(argv) != 5 or argv[:2] != ("sh", "-c") or not argv[4].startswith("pp-"):
+        return None
+    return [tuple(shlex.split(m["command"])) for m in _STEP_RE.finditer(argv[2])]
 
 
 class ScriptedTransport(Transport):
@@ -39,6 +53,9 @@ class ScriptedTransport(Transport):
         self.root = root
         self.delay = delay
         self.calls: list[tuple[str, ...]] = []
+        """Every round trip, as run (a batch is one ``sh -c`` call)."""
+        self.commands: list[tuple[str, ...]] = []
+        """Every command, with batches expanded into their fact commands."""
         self.envs: list[dict[str, str]] = []
         self._lock = threading.Lock()
 
@@ -59,7 +76,24 @@ class ScriptedTransport(Transport):
             self.envs.append(env)
         if self.delay:
             time.sleep(self.delay)
-        return self.respond(argv).model_copy(update={"host": self.name, "argv": argv})
+        inner = batch_commands(argv)
+        if inner is None:
+            with self._lock:
+                self.commands.append(argv)
+            return self.respond(argv).model_copy(update={"host": self.name, "argv": argv})
+        # A batch: answer each fact command as a real shell would, between the token's marks.
+        token = argv[4]
+        out: list[str] = []
+        err: list[str] = []
+        for i, command in enumerate(inner):
+            with self._lock:
+                self.commands.append(command)
+            result = self.respond(command)
+            out.append(f"{token} {i} B\n{result.stdout}\n{token} {i} E {result.exit_code}\n")
+            err.append(result.stderr)
+        return CommandResult(
+            host=self.name, argv=argv, exit_code=0, stdout="".join(out), stderr="".join(err)
+        )
 
 
 def replay(

@@ -28,9 +28,9 @@ from tools.facts.apt_sources import (
     classify_update,
     classify_updates,
 )
-from tools.facts.base import FACT_ENV, Fact, gather
+from tools.facts.base import FACT_ENV, Fact, gather, gather_many
 from tools.facts.dpkg import DpkgPackages, parse_dpkg_source_field, split_epoch
-from tools.facts.host import collect_host_facts, package_fact_for
+from tools.facts.host import collect_host_facts, collect_host_facts_with, package_fact_for
 from tools.facts.kernel import KernelRelease
 from tools.facts.os_release import OsRelease, family_for, parse_os_release
 from tools.facts.reboot import (
@@ -46,6 +46,7 @@ from tools.facts.restart import (
     NeedrestartReport,
     RestartStatus,
     restart_facts,
+    restart_status,
 )
 from tools.facts.rpm import RpmPackages, parse_source_rpm, rpm_evr
 from tools.facts.services import ListeningSockets, decode_proc_net_address
@@ -87,9 +88,11 @@ __all__ = [
     "classify_update",
     "classify_updates",
     "collect_host_facts",
+    "collect_host_facts_with",
     "decode_proc_net_address",
     "family_for",
     "gather",
+    "gather_many",
     "is_security_origin",
     "package_fact_for",
     "parse_dpkg_source_field",
@@ -97,6 +100,7 @@ __all__ = [
     "parse_os_release",
     "parse_source_rpm",
     "restart_facts",
+    "restart_status",
     "rpm_evr",
     "simulate_install",
     "split_epoch",

@@ -15,17 +15,20 @@ and truncated output is refused. A package fact never returns an empty inventory
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import re
+import secrets
+import shlex
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
-from patchpilot.errors import CommandFailedError, FactParseError
+from patchpilot.errors import CommandFailedError, FactParseError, PatchpilotError
 from patchpilot.models import CommandResult, InstalledPackage
 
 if TYPE_CHECKING:
     from tools.transport.base import Transport
 
-__all__ = ["FACT_ENV", "Fact", "TabularPackageFact", "gather", "stderr_tail"]
+__all__ = ["FACT_ENV", "Fact", "TabularPackageFact", "gather", "gather_many", "stderr_tail"]
 
 T = TypeVar("T")
 
@@ -115,6 +118,91 @@ def gather(transport: Transport, fact: Fact[T]) -> T:
     """
     result = transport.run(fact.command(), sudo=fact.sudo, env=dict(FACT_ENV), timeout=fact.timeout)
     return fact.parse(result)
+
+
+_BATCH_SCRIPT_STEP: Final = (
+    "printf '%s {i} B\\n' \"$1\"; {command}; printf '\\n%s {i} E %d\\n' \"$1\" \"$?\""
+)
+"""One fact's step in a batch: begin mark, the fact's own (quoted) command, end mark + status."""
+_BATCH_MARK_RE: Final = re.compile(
+    r"^(?P<token>pp-[0-9a-f]{32}) (?P<i>\d+) (?P<kind>B|E)(?: (?P<rc>\d+))?$"
+)
+
+
+def gather_many(
+    transport: Transport, facts: Sequence[Fact[Any]], *, sudo: bool = False
+) -> list[Any]:
+    """Gather several facts in **one** round trip: one ``sh -c`` running each fact's command.
+
+    Each fact's own argv is quoted with :func:`shlex.join` into a script whose text comes only
+    from the facts (fixed commands, never from input); a random token passed as ``$1`` marks
+    where each command's output begins and ends, with its exit status. Every fact then parses
+    its own slice exactly as :func:`gather` would have given it (stdout byte for byte, the exit
+    status, the truncation flag). Standard error cannot be split per command: a failing fact
+    sees the whole batch's stderr.
+
+    Args:
+        transport: where to run the batch.
+        facts: the facts, all run with ``sudo`` (as root unless the transport already is).
+        sudo: run the whole batch privileged.
+
+    Returns:
+        One entry per fact, in order: the parsed value, or the
+        :class:`~patchpilot.errors.PatchpilotError` its parser raised (so callers can keep
+        best-effort facts apart from required ones). A transport failure raises for all.
+
+    Raises:
+        TransportError: the transport could not run the batch.
+        FactParseError: the batch's own markers are missing (output cut short).
+    """
+    if not facts:
+        return []
+    token = f"pp-{secrets.token_hex(16)}"
+    script = "; ".join(
+        _BATCH_SCRIPT_STEP.format(i=i, command=shlex.join(fact.command()))
+        for i, fact in enumerate(facts)
+    )
+    timeout = sum(f.timeout or 120.0 for f in facts)
+    result = transport.run(
+        ["sh", "-c", script, "sh", token], sudo=sudo, env=dict(FACT_ENV), timeout=timeout
+    )
+    slices = _split_batch(result, token, len(facts))
+    values: list[Any] = []
+    for i, fact in enumerate(facts):
+        found = slices.get(i)
+        if found is None:
+            values.append(
+                FactParseError(fact.name, f"no output in the batch (exit {result.exit_code})")
+            )
+            continue
+        stdout, code = found
+        sub = result.model_copy(
+            update={"argv": tuple(fact.command()), "stdout": stdout, "exit_code": code}
+        )
+        try:
+            values.append(fact.parse(sub))
+        except PatchpilotError as exc:
+            values.append(exc)
+    return values
+
+
+def _split_batch(result: CommandResult, token: str, count: int) -> dict[int, tuple[str, int]]:
+    """Cut a batch's stdout into ``{index: (stdout, exit code)}`` using the token's markers."""
+    slices: dict[int, tuple[str, int]] = {}
+    lines = result.stdout.split("\n")
+    start: tuple[int, int] | None = None  # (fact index, first line of its output)
+    for n, line in enumerate(lines):
+        match = _BATCH_MARK_RE.match(line)
+        if match is None or match["token"] != token:
+            continue
+        i = int(match["i"])
+        if match["kind"] == "B":
+            start = (i, n + 1)
+        elif start is not None and start[0] == i and match["rc"] is not None and i < count:
+            # The step printed "\n" before the end mark: the output is everything before it.
+            slices[i] = ("\n".join(lines[start[1] : n]), int(match["rc"]))
+            start = None
+    return slices
 
 
 class TabularPackageFact(Fact[list[InstalledPackage]]):

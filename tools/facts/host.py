@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from patchpilot.errors import UnsupportedPlatformError
+from patchpilot.errors import PatchpilotError, UnsupportedPlatformError
 from patchpilot.models import HostFacts, InstalledPackage, OSFamily, OSInfo
 from tools.facts.apk import ApkPackages
-from tools.facts.base import Fact, gather
+from tools.facts.base import Fact, gather_many
 from tools.facts.dpkg import DpkgPackages
 from tools.facts.kernel import KernelRelease
 from tools.facts.os_release import OsRelease
@@ -22,7 +23,9 @@ from tools.facts.rpm import RpmPackages
 if TYPE_CHECKING:
     from tools.transport.base import Transport
 
-__all__ = ["collect_host_facts", "package_fact_for"]
+__all__ = ["collect_host_facts", "collect_host_facts_with", "package_fact_for"]
+
+T = TypeVar("T")
 
 
 def package_fact_for(os: OSInfo) -> Fact[list[InstalledPackage]]:
@@ -50,14 +53,20 @@ def package_fact_for(os: OSInfo) -> Fact[list[InstalledPackage]]:
     )
 
 
-def _reboot_status(
-    transport: Transport, os: OSInfo, kernel: str, packages: list[InstalledPackage]
-) -> RebootStatus:
+def _reboot_fact(os: OSInfo, kernel: str) -> Fact[RebootStatus] | None:
+    """The reboot fact of the family, or None when it is computed from packages (Alpine)."""
     if os.family is OSFamily.DEBIAN:
-        return gather(transport, RebootRequired())
+        return RebootRequired()
     if os.family is OSFamily.RHEL:
-        return gather(transport, RpmKernelRebootRequired(kernel))
-    return apk_kernel_reboot_required(kernel, packages)
+        return RpmKernelRebootRequired(kernel)
+    return None
+
+
+def _required(value: T) -> T:
+    """A batch entry of a required fact: its parser's error is the host's error."""
+    if isinstance(value, PatchpilotError):
+        raise value
+    return value
 
 
 def collect_host_facts(transport: Transport) -> tuple[HostFacts, list[InstalledPackage]]:
@@ -77,11 +86,48 @@ def collect_host_facts(transport: Transport) -> tuple[HostFacts, list[InstalledP
         CommandFailedError: a command failed.
         TransportError: the host could not be reached.
     """
-    os_info = gather(transport, OsRelease())
-    package_fact = package_fact_for(os_info)
-    kernel = gather(transport, KernelRelease())
-    packages = gather(transport, package_fact)
-    reboot = _reboot_status(transport, os_info, kernel, packages)
+    facts, packages, _ = collect_host_facts_with(transport)
+    return facts, packages
+
+
+def collect_host_facts_with(
+    transport: Transport, extra_for: Callable[[OSInfo], Sequence[Fact[Any]]] | None = None
+) -> tuple[HostFacts, list[InstalledPackage], list[Any]]:
+    """:func:`collect_host_facts` in two round trips, plus optional facts in the second one.
+
+    The first round trip gathers os-release and the kernel; the second the package inventory,
+    the reboot state and the facts ``extra_for(os)`` names (they depend on the OS family), all
+    with :func:`~tools.facts.base.gather_many`.
+
+    Args:
+        transport: an open transport to the host.
+        extra_for: which optional (non-sudo) facts to gather too, given the parsed os-release.
+
+    Returns:
+        ``(HostFacts, packages, extras)``: ``extras`` holds, per extra fact in order, its
+        parsed value or the :class:`~patchpilot.errors.PatchpilotError` it raised (optional
+        facts never fail the host).
+
+    Raises:
+        UnsupportedPlatformError: the OS family has no package fact.
+        FactParseError: a required fact's output did not parse.
+        CommandFailedError: a required fact's command failed.
+        TransportError: the host could not be reached.
+    """
+    os_value, kernel_value = gather_many(transport, [OsRelease(), KernelRelease()])
+    os_info: OSInfo = _required(os_value)
+    package_fact = package_fact_for(os_info)  # an unsupported OS stops here, before anything
+    kernel: str = _required(kernel_value)
+    reboot_fact = _reboot_fact(os_info, kernel)
+    extras = list(extra_for(os_info)) if extra_for is not None else []
+    required: list[Fact[Any]] = [package_fact] + ([reboot_fact] if reboot_fact else [])
+    values = gather_many(transport, required + extras)
+    packages: list[InstalledPackage] = _required(values[0])
+    reboot: RebootStatus = (
+        _required(values[1])
+        if reboot_fact is not None
+        else apk_kernel_reboot_required(kernel, packages)
+    )
     facts = HostFacts(
         host=transport.name,
         os=os_info,
@@ -92,4 +138,4 @@ def collect_host_facts(transport: Transport) -> tuple[HostFacts, list[InstalledP
         source_package_count=len({p.source_name for p in packages}),
         ecosystem=os_info.family.ecosystem,
     )
-    return facts, packages
+    return facts, packages, values[len(required) :]

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 import structlog
@@ -33,6 +34,7 @@ __all__ = [
     "NeedrestartReport",
     "RestartStatus",
     "restart_facts",
+    "restart_status",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -368,16 +370,23 @@ def restart_facts(transport: Transport) -> RestartStatus:
         TransportError: the transport could not run a command.
     """
     if gather(transport, NeedrestartAvailable()):
-        report = gather(transport, NeedrestartBatch())
-        _log.debug("restart_facts", source="needrestart", services=len(report.services))
+        return restart_status(gather(transport, NeedrestartBatch()))
+    return restart_status(gather(transport, DeletedLibraries()))
+
+
+def restart_status(found: NeedrestartReport | Sequence[DeletedLibraryUse]) -> RestartStatus:
+    """The :class:`RestartStatus` of a :class:`NeedrestartBatch` report or of the processes
+    :class:`DeletedLibraries` found (for callers that gather the facts themselves, e.g. in one
+    batch with :func:`~tools.facts.base.gather_many`)."""
+    if isinstance(found, NeedrestartReport):
+        _log.debug("restart_facts", source="needrestart", services=len(found.services))
         return RestartStatus(
-            users=report.processes,
-            services=report.services,
-            containers=report.containers,
-            sessions=report.sessions,
+            users=found.processes,
+            services=found.services,
+            containers=found.containers,
+            sessions=found.sessions,
             source="needrestart",
-            kernel_status=report.kernel_status,
+            kernel_status=found.kernel_status,
         )
-    users = gather(transport, DeletedLibraries())
-    _log.debug("restart_facts", source="proc-maps", processes=len(users))
-    return RestartStatus(users=tuple(users), source="proc-maps")
+    _log.debug("restart_facts", source="proc-maps", processes=len(found))
+    return RestartStatus(users=tuple(found), source="proc-maps")
