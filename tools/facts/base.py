@@ -121,7 +121,7 @@ def gather(transport: Transport, fact: Fact[T]) -> T:
 
 
 _BATCH_SCRIPT_STEP: Final = (
-    "printf '%s {i} B\\n' \"$1\"; {command}; printf '\\n%s {i} E %d\\n' \"$1\" \"$?\""
+    'printf \'%s {i} B\\n\' "$1"; {command}; printf \'\\n%s {i} E %d\\n\' "$1" "$?"'
 )
 """One fact's step in a batch: begin mark, the fact's own (quoted) command, end mark + status."""
 _BATCH_MARK_RE: Final = re.compile(
