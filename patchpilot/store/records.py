@@ -6,6 +6,7 @@ All of them are frozen pydantic models: a read from the store is a fact as of th
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,8 @@ __all__ = [
     "HostResult",
     "HostSnapshot",
     "ImportStats",
+    "Outcome",
+    "OutcomeStatus",
     "RunRecord",
     "StoreError",
     "finding_key",
@@ -134,3 +137,27 @@ class FindingRecord(_Frozen):
     finding: Finding
     risk: RiskAssessment | None
     kev: bool
+
+
+class OutcomeStatus(StrEnum):
+    """How installing one package version on one host ended."""
+
+    SUCCESS = "success"
+    """Installed and healthy."""
+    FAILURE = "failure"
+    """The install or its health check failed (and was not rolled back)."""
+    ROLLBACK = "rollback"
+    """It failed and the host was rolled back to the recorded versions."""
+
+
+class Outcome(_Frozen):
+    """One recorded deployment outcome (``deployment_outcomes`` row)."""
+
+    run_id: str
+    host: str
+    package: str
+    from_version: str | None = Field(description="installed before; None = new install")
+    to_version: str
+    status: OutcomeStatus
+    error: str | None = None
+    at: datetime = Field(description="when it was recorded (UTC)")

@@ -258,7 +258,32 @@ _V1: Final[tuple[str, ...]] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2: Final[tuple[str, ...]] = (
+    # ---------------------------------------------------------------- deployment outcomes
+    # What happened when a run installed ``package`` ``to_version`` on ``host`` (compatibility
+    # testing reads them back by package and version: a prior failure or rollback is a risk).
+    # One row per (run, host, package, target version): recording it again (a resumed run, or
+    # a failure that was then rolled back) replaces the status. No foreign key to ``runs``: the
+    # history outlives any clean-up of old runs.
+    """
+    CREATE TABLE deployment_outcomes (
+        id           INTEGER PRIMARY KEY,
+        run_id       TEXT NOT NULL,
+        host         TEXT NOT NULL,
+        package      TEXT NOT NULL,
+        from_version TEXT,
+        to_version   TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('success', 'failure', 'rollback')),
+        error        TEXT,
+        recorded_at  TEXT NOT NULL,
+        UNIQUE (run_id, host, package, to_version)
+    )
+    """,
+    "CREATE INDEX deployment_outcomes_by_version"
+    " ON deployment_outcomes (package, to_version, recorded_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """``MIGRATIONS[i]`` migrates a database from schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
