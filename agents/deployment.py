@@ -713,10 +713,17 @@ def rejected_after_failure(deployments: Iterable[HostDeployment]) -> list[tuple[
     return sorted(found)
 
 
-def _not_started(
-    host: Host, items: Sequence[PlanItem], reason: str, audit: AuditLog, dry_run: bool
+def _every_item(
+    host: Host,
+    items: Sequence[PlanItem],
+    *,
+    status: ItemStatus,
+    cause: DeployCause,
+    reason: str,
+    dry_run: bool,
+    failed: bool,
 ) -> HostDeployment:
-    audit.record("deploy.not_started", host=host.name, details={"reason": reason})
+    """A host whose items all ended the same way before anything was installed."""
     return HostDeployment(
         host=host.name,
         dry_run=dry_run,
@@ -726,10 +733,12 @@ def _not_started(
                 package=i.package,
                 from_version=i.from_version,
                 to_version=i.to_version,
-                status="pending",
+                status=status,
                 reason=reason,
-                cause="not-started",
-                compliance=compliance_state(i.from_version, i.to_version),
+                cause=cause,
+                compliance=ComplianceState.FAILED
+                if failed
+                else compliance_state(i.from_version, i.to_version),
             )
             for i in items
         ),
@@ -738,26 +747,25 @@ def _not_started(
     )
 
 
+def _not_started(
+    host: Host, items: Sequence[PlanItem], reason: str, audit: AuditLog, dry_run: bool
+) -> HostDeployment:
+    audit.record("deploy.not_started", host=host.name, details={"reason": reason})
+    return _every_item(
+        host,
+        items,
+        status="pending",
+        cause="not-started",
+        reason=reason,
+        dry_run=dry_run,
+        failed=False,
+    )
+
+
 def _crashed(host: Host, items: Sequence[PlanItem], exc: BaseException) -> HostDeployment:
     reason = f"deployment crashed: {type(exc).__name__}: {exc}"
-    return HostDeployment(
-        host=host.name,
-        dry_run=False,
-        items=tuple(
-            ItemDeployment(
-                host=host.name,
-                package=i.package,
-                from_version=i.from_version,
-                to_version=i.to_version,
-                status="failed",
-                reason=reason,
-                cause="transport",
-                compliance=ComplianceState.FAILED,
-            )
-            for i in items
-        ),
-        reason=reason,
-        started_at=_now(),
+    return _every_item(
+        host, items, status="failed", cause="transport", reason=reason, dry_run=False, failed=True
     )
 
 
