@@ -42,7 +42,7 @@ from tools.facts import (
     gather_many,
     restart_status,
 )
-from tools.facts.apt import refresh_package_lists
+from tools.packages import refresh_package_lists
 from tools.transport import Transport, open_transport
 
 if TYPE_CHECKING:

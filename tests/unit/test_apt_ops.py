@@ -23,6 +23,7 @@ from tools.packages import (
     install_exact,
     installed_versions,
     lock_timeout_options,
+    refresh_package_lists,
     restart_service,
     wait_for_dpkg_lock,
 )
@@ -345,3 +346,23 @@ def test_simulate_install_new_packages_have_unknown_services() -> None:
     assert set(result.services.values()) == {None}
     assert result.conffiles == ()
     assert len(transport.calls) == 1
+
+
+def test_refresh_package_lists_is_a_privileged_apt_update_that_waits_for_the_lock() -> None:
+    def respond(argv: tuple[str, ...]) -> CommandResult:
+        return CommandResult(
+            host="", argv=argv, exit_code=0, stdout="Reading package lists...\n", stderr=""
+        )
+
+    transport = ScriptedTransport(respond, root=False)
+    refresh_package_lists(transport, lock_timeout=30)
+    (argv,) = transport.calls
+    assert argv[:3] == ("sudo", "-n", "--")
+    assert argv[-5:] == ("apt-get", "-q", "-o", "DPkg::Lock::Timeout=30", "update")
+    assert "DEBIAN_FRONTEND=noninteractive" in argv  # through sudo's env, not dropped by it
+
+    def fail(argv: tuple[str, ...]) -> CommandResult:
+        return CommandResult(host="", argv=argv, exit_code=100, stdout="", stderr="E: no network")
+
+    with pytest.raises(CommandFailedError, match="no network"):
+        refresh_package_lists(ScriptedTransport(fail), lock_timeout=30)

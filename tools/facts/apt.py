@@ -21,25 +21,13 @@ A label may contain spaces (``Docker CE:bookworm/bookworm``). Trailing annotatio
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, ClassVar, Final
+from typing import ClassVar, Final
 
 from patchpilot.errors import FactParseError
 from patchpilot.models import CommandResult, PendingUpdate
-from tools.facts.base import FACT_ENV, Fact, stderr_tail
+from tools.facts.base import Fact, stderr_tail
 
-if TYPE_CHECKING:
-    from tools.transport.base import Transport
-
-__all__ = [
-    "REFRESH_TIMEOUT",
-    "AptPendingUpdates",
-    "is_security_origin",
-    "parse_inst_line",
-    "refresh_package_lists",
-]
-
-REFRESH_TIMEOUT: Final = 600.0
-"""Seconds ``apt-get update`` may take on one host."""
+__all__ = ["APT_SUMMARY_RE", "AptPendingUpdates", "is_security_origin", "parse_inst_line"]
 
 _INST_RE: Final = re.compile(
     r"^Inst (?P<name>[A-Za-z0-9][A-Za-z0-9+._:-]*)"
@@ -49,7 +37,7 @@ _INST_RE: Final = re.compile(
 )
 _ARCH_RE: Final = re.compile(r"^(?P<origins>.*?) ?\[(?P<arch>[A-Za-z0-9_-]+)\]$")
 _VERSION_RE: Final = re.compile(r"^(?:\d+:)?[A-Za-z0-9.+~:-]+$")
-_SUMMARY_RE: Final = re.compile(
+APT_SUMMARY_RE: Final = re.compile(  # apt's "N upgraded, N newly installed, ..." line
     r"^(?P<upgraded>\d+) upgraded, (?P<new>\d+) newly installed, "
     r"(?:(?P<reinstalled>\d+) reinstalled, )?(?:(?P<downgraded>\d+) downgraded, )?"
     r"(?P<remove>\d+) to remove and (?P<kept>\d+) not upgraded\.$"
@@ -161,7 +149,7 @@ class AptPendingUpdates(Fact[list[PendingUpdate]]):
             line = raw.removesuffix("\r")
             if line.startswith("Inst "):
                 updates.append(parse_inst_line(line, self.name))
-            elif (found := _SUMMARY_RE.match(line)) is not None:
+            elif (found := APT_SUMMARY_RE.match(line)) is not None:
                 if summary is not None:
                     raise FactParseError(self.name, "two summary lines", line=line)
                 summary = found
@@ -181,26 +169,3 @@ class AptPendingUpdates(Fact[list[PendingUpdate]]):
                 line=summary[0],
             )
         return updates
-
-
-def refresh_package_lists(transport: Transport) -> CommandResult:
-    """Run ``apt-get update`` on the host (root through ``sudo -n``): the one step of discovery
-    that changes the host, so it runs only when asked (``scan --refresh``).
-
-    Args:
-        transport: an open transport to the host.
-
-    Returns:
-        The command's result.
-
-    Raises:
-        CommandFailedError: apt-get failed (no network, a broken source, no sudo rights);
-            its stderr is attached.
-    """
-    return transport.run(
-        ["apt-get", "-q", "update"],
-        sudo=True,
-        check=True,
-        env=dict(FACT_ENV),
-        timeout=REFRESH_TIMEOUT,
-    )

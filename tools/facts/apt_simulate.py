@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from patchpilot.errors import FactParseError, InvalidVersionError, UnsafeArgumentError
 from patchpilot.models import CommandResult, Ecosystem
 from tools import versions
-from tools.facts.apt import parse_inst_line
+from tools.facts.apt import APT_SUMMARY_RE, parse_inst_line
 from tools.facts.base import Fact, gather, stderr_tail
 from tools.validate import validate_package_name, validate_version
 
@@ -81,11 +81,6 @@ REBOOT_NAMES: Final = frozenset({"libc6", "systemd", "dbus"})
 _REMV_RE: Final = re.compile(
     r"^(?P<op>Remv|Purg) (?P<name>[A-Za-z0-9][A-Za-z0-9+._:-]*)"
     r"(?: \[(?P<version>[^\]\s]+)\])?(?: \[[^\]]*\])*\s*$"
-)
-_SUMMARY_RE: Final = re.compile(
-    r"^(?P<upgraded>\d+) upgraded, (?P<new>\d+) newly installed, "
-    r"(?:(?P<reinstalled>\d+) reinstalled, )?(?:(?P<downgraded>\d+) downgraded, )?"
-    r"(?P<remove>\d+) to remove and (?P<kept>\d+) not upgraded\.$"
 )
 _SKIP_RE: Final = re.compile(
     r"^Skipping (?P<name>\S+), it is not installed and only upgrades are requested\.$"
@@ -362,7 +357,7 @@ class AptSimulateInstall(Fact[SimulationResult]):
                 self._classify(change, line, upgrades, installs, downgrades, reinstalls)
             elif line.startswith(("Remv ", "Purg ")):
                 removals.append(self._removal(line))
-            elif (found := _SUMMARY_RE.match(line)) is not None:
+            elif (found := APT_SUMMARY_RE.match(line)) is not None:
                 if summary is not None:
                     raise FactParseError(self.name, "two summary lines", line=line)
                 summary = found

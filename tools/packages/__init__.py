@@ -19,6 +19,7 @@ from tools.packages.apt_ops import (
     install_exact,
     installed_versions,
     lock_timeout_options,
+    refresh_package_lists,
     restart_service,
     wait_for_dpkg_lock,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "install_exact",
     "installed_versions",
     "lock_timeout_options",
+    "refresh_package_lists",
     "restart_service",
     "wait_for_dpkg_lock",
 ]

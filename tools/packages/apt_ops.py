@@ -64,9 +64,13 @@ __all__ = [
     "install_exact",
     "installed_versions",
     "lock_timeout_options",
+    "refresh_package_lists",
     "restart_service",
     "wait_for_dpkg_lock",
 ]
+
+REFRESH_TIMEOUT: Final = 600.0
+"""Seconds ``apt-get update`` may take on one host."""
 
 _log = structlog.get_logger(__name__)
 
@@ -561,3 +565,29 @@ def restart_service(transport: Transport, name: str, *, timeout: float = 120.0) 
     )
     _log.info("service_restart", host=transport.name, service=service, ok=outcome.ok)
     return outcome
+
+
+def refresh_package_lists(
+    transport: Transport, *, lock_timeout: int = DEFAULT_LOCK_TIMEOUT
+) -> CommandResult:
+    """Run ``apt-get update`` on the host (root through ``sudo -n``): it changes the host's
+    package lists, so discovery runs it only when asked (``scan --refresh``).
+
+    Args:
+        transport: an open transport to the host.
+        lock_timeout: seconds apt waits for the lists lock held by another apt.
+
+    Returns:
+        The command's result.
+
+    Raises:
+        CommandFailedError: apt-get failed (no network, a broken source, no sudo rights);
+            its stderr is attached.
+    """
+    return transport.run(
+        ["apt-get", "-q", *lock_timeout_options(lock_timeout), "update"],
+        sudo=True,
+        check=True,
+        env=dict(APT_ENV),
+        timeout=REFRESH_TIMEOUT + lock_timeout,
+    )
