@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -60,6 +60,7 @@ from patchpilot.errors import (
     PatchpilotError,
     TransportError,
 )
+from patchpilot.failpoints import failpoint
 from patchpilot.models import Ecosystem, Host
 from patchpilot.plan import ComplianceState, PlanItem, compliance_state
 from patchpilot.policy import Policy
@@ -247,8 +248,13 @@ class _HostRun:
         reboot_policy: RebootPolicy,
         audit: AuditLog,
         http_client: httpx.Client | None,
+        approved: bool = False,
+        resumed: bool = False,
     ) -> None:
         self.host = host
+        self.approved = approved
+        self.resumed = resumed
+        self.resumed_at_target: set[str] = set()
         self.items = list(items)
         self.checks = list(checks)
         self.dry_run = dry_run
@@ -363,6 +369,19 @@ class _HostRun:
         cause: DeployCause
         for item in self.items:
             now = self.current[item.package]
+            if (
+                self.resumed
+                and _same(now, item.to_version)
+                and item.from_version is not None
+                and not _same(item.from_version, item.to_version)
+            ):
+                # An interrupted attempt got this far: verify it like a fresh install (health
+                # checks, rollback to the plan's from_version on failure).
+                self.resumed_at_target.add(item.package)
+                self.current[item.package] = item.from_version
+                self.event("deploy.resumed_at_target", package=item.package, installed=now)
+                todo.append(item)
+                continue
             if _same(now, item.to_version):
                 reason, cause = "already at the target", "at-target"
             elif not _is_downgrade(item) and _newer(now, item.to_version):
@@ -416,13 +435,14 @@ class _HostRun:
             dict.fromkeys([*names, *(c.name for c in sim.changes), *(r.name for r in sim.removals)])
         )
         pre = installed_versions(transport, touched)
+        pre.update({p: self.current[p] for p in self.resumed_at_target})
         self.fields["pre_versions"] = pre
         self.event("deploy.prestate", versions=pre)
 
         before = self.health(transport, "before")
         self.fields["health_before"] = before
         unhealthy = _failed_checks(before)
-        if unhealthy is not None:
+        if unhealthy is not None and not self.resumed_at_target:
             reason = f"host unhealthy before patching, not patched: {unhealthy}"
             self.set_all(todo, "skipped", reason=reason, cause="unhealthy-before")
             self.fields["post_versions"] = pre
@@ -446,9 +466,9 @@ class _HostRun:
 
     def blocked(self, sim: SimulationResult, todo: Sequence[PlanItem]) -> str | None:
         problems: list[str] = []
-        if sim.held:
+        if sim.held and not self.approved:
             problems.append(f"changes held package(s) {', '.join(sim.held)}")
-        if sim.removals:
+        if sim.removals and not self.approved:
             problems.append(f"would remove {', '.join(r.name for r in sim.removals)}")
         skipped = [i.package for i in todo if i.package in sim.skipped_not_installed]
         if skipped:
@@ -473,10 +493,11 @@ class _HostRun:
             transport,
             pairs,
             allow_downgrades=downgrade,
-            allow_held=False,
-            allow_removals=False,
+            allow_held=self.approved,
+            allow_removals=self.approved,
             only_upgrade=only_upgrade,
         )
+        failpoint("deploy.after_install")
         self.fields["install"] = result
         failure: tuple[DeployCause, str] | None = None
         if not result.ok:
@@ -633,6 +654,8 @@ def deploy_host(
     audit: AuditLog,
     transport_factory: TransportFactory = open_transport,
     http_client: httpx.Client | None = None,
+    approved: bool = False,
+    resumed: bool = False,
 ) -> HostDeployment:
     """Deploy one host's plan items (see the module docstring for the steps).
 
@@ -648,6 +671,12 @@ def deploy_host(
         audit: the audit log (bind it to the run id).
         transport_factory: opens the host's transport (tests pass a scripted one).
         http_client: an ``httpx.Client`` reused by HTTP checks.
+        approved: a person approved this host's predicted removals and held-package changes:
+            apt may change held packages and remove packages (else both are refused).
+        resumed: an earlier attempt on this host was interrupted (the orchestrator died): items
+            already at their target but whose plan ``from_version`` differs are verified like a
+            fresh install (health checks; rollback to ``from_version`` on failure) instead of
+            being skipped as no-ops.
 
     Returns:
         A :class:`HostDeployment`; it never raises for host problems: an unreachable host
@@ -671,6 +700,8 @@ def deploy_host(
         reboot_policy=reboot_policy,
         audit=audit,
         http_client=http_client,
+        approved=approved,
+        resumed=resumed,
     )
     run.log.info("deploy_host_start", items=_pins((i.package, i.to_version) for i in items))
     run.event(
@@ -678,6 +709,8 @@ def deploy_host(
         dry_run=dry_run,
         requested=_pins((i.package, i.to_version) for i in items),
         reboot_policy=reboot_policy.value,
+        approved=approved,
+        resumed=resumed,
     )
     if not items:
         return run.result(reason="nothing to deploy")
@@ -781,6 +814,11 @@ def deploy_ring(
     on_host_done: Callable[[HostDeployment], None] | None = None,
     ring: str = "ring",
     transport_factory: TransportFactory = open_transport,
+    on_host_start: Callable[[Host], None] | None = None,
+    may_start: Callable[[], str | None] | None = None,
+    approved: Callable[[Host], bool] | None = None,
+    resumed: Collection[str] = (),
+    done: Mapping[str, HostDeployment] | None = None,
 ) -> RingResult:
     """Deploy one ring: waves as barriers, SSM rate control across the ring.
 
@@ -804,6 +842,18 @@ def deploy_ring(
         on_host_done: called (in the caller's thread) as each host finishes, e.g. to checkpoint.
         ring: the ring's name (for the result and the audit log).
         transport_factory: see :func:`deploy_host`.
+        on_host_start: called (in the caller's thread) just before a host is dispatched, e.g. to
+            record that it is in progress.
+        may_start: asked before every dispatch; a reason (e.g. the maintenance window's cutoff
+            passed) halts the ring: nothing new starts, in-flight hosts finish.
+        approved: whether a person approved a host's predicted removals / held changes
+            (``deploy_host(approved=...)``); default: nobody did.
+        resumed: hosts whose earlier attempt was interrupted (``deploy_host(resumed=True)``).
+        done: results of hosts that finished in an earlier attempt of this run: reused as they
+            are, never deployed again (they still count for rate control).
+
+    A health-check failure after a patch halts the ring whatever ``max_errors`` allows: the
+    version is bad, more hosts must not get it.
 
     Returns:
         A :class:`RingResult` with every host in ring order and the versions to reject.
@@ -833,7 +883,12 @@ def deploy_ring(
         if on_host_done is not None:
             on_host_done(deployment)
 
+    earlier = dict(done or {})
+
     def work(host: Host) -> HostDeployment:
+        if host.name in earlier:
+            rlog.info("host_done_earlier", host=host.name, status=earlier[host.name].status)
+            return earlier[host.name]
         return deploy_host(
             host,
             items_by_host.get(host.name, ()),
@@ -843,7 +898,24 @@ def deploy_ring(
             reboot_policy=schedule.reboot,
             audit=audit,
             transport_factory=transport_factory,
+            approved=approved(host) if approved is not None else False,
+            resumed=host.name in resumed,
         )
+
+    def start(host: Host) -> str | None:
+        if host.name not in earlier:
+            reason = may_start() if may_start is not None else None
+            if reason is not None:
+                return reason
+            if on_host_start is not None:
+                on_host_start(host)
+        return None
+
+    def health_halt(deployment: HostDeployment) -> str | None:
+        bad = rejected_after_failure([deployment])
+        if not bad:
+            return None
+        return f"health check failed on {deployment.host} after installing {', '.join(_pins(bad))}"
 
     _run_waves(
         batches,
@@ -855,6 +927,8 @@ def deploy_ring(
         crashed=lambda host, exc: _crashed(host, items_by_host.get(host.name, ()), exc),
         on_wave_done=lambda n: audit.record("ring.wave_done", details={"ring": ring, "wave": n}),
         ring=ring,
+        start=start,
+        halt_on=health_halt,
     )
     halted = controller.halted
     reason = controller.halt_reason
@@ -912,6 +986,8 @@ def _run_waves(
     crashed: Callable[[Host, BaseException], HostDeployment],
     on_wave_done: Callable[[int], object],
     ring: str,
+    start: Callable[[Host], str | None] = lambda host: None,
+    halt_on: Callable[[HostDeployment], str | None] = lambda deployment: None,
 ) -> None:
     """Dispatch waves one after the other under ``controller`` (see :func:`deploy_ring`).
 
@@ -931,7 +1007,13 @@ def _run_waves(
             while queue or running:
                 while queue and not has_items(queue[0]):
                     finish(idle(queue.popleft()))  # nothing to do: not dispatched, no error
-                while queue and controller.try_dispatch(queue[0].name):
+                while queue and controller.can_dispatch():
+                    refused = start(queue[0])
+                    if refused is not None:
+                        controller.halt(refused)
+                        break
+                    if not controller.try_dispatch(queue[0].name):
+                        break
                     host = queue.popleft()
                     running[pool.submit(work, host)] = host
                 if not running:
@@ -944,6 +1026,8 @@ def _run_waves(
                     except Exception as exc:  # a bug must not leave the ring half-accounted
                         rlog.exception("deploy_host_crashed", host=host.name)
                         deployment = crashed(host, exc)
+                    if (why := halt_on(deployment)) is not None:
+                        controller.halt(why)  # first, so the ring says why, not just "errors"
                     controller.finished(host.name, ok=deployment.ok)
                     finish(deployment)
             on_wave_done(number)

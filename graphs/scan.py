@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -308,12 +309,51 @@ def build_scan_graph() -> StateGraph[ScanState, ScanContext, ScanState, ScanStat
     return g
 
 
+_CHECKPOINT_MODULES = (
+    "agents.sourcing",
+    "graphs.run",
+    "graphs.scan",
+    "patchpilot.models",
+    "patchpilot.plan",
+    "patchpilot.policy",
+    "patchpilot.schedule",
+    "patchpilot.testing_models",
+    "patchpilot.store.records",
+    "tools.health",
+)
+
+
+def checkpoint_types() -> list[type]:
+    """Every pydantic model and enum our checkpoints may hold (the deserialization allowlist).
+
+    Checkpoints are deserialized with an explicit allowlist (LangGraph's strict msgpack mode):
+    a checkpoint file can only revive our own state types, never arbitrary classes.
+    """
+    import importlib
+    from enum import Enum
+
+    found: list[type] = []
+    for name in _CHECKPOINT_MODULES:
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and value.__module__ == name
+                and issubclass(value, BaseModel | Enum)
+            ):
+                found.append(value)
+    return found
+
+
 @contextmanager
 def _checkpointer(settings: Settings) -> Iterator[SqliteSaver]:
     settings.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(settings.checkpoint_path, check_same_thread=False)
+    serde = JsonPlusSerializer(allowed_msgpack_modules=None).with_msgpack_allowlist(
+        checkpoint_types()
+    )
     try:
-        yield SqliteSaver(conn)
+        yield SqliteSaver(conn, serde=serde)
     finally:
         conn.close()
 

@@ -734,11 +734,46 @@ def report_cmd(
     c: _Context = ctx.obj
     with _store(c) as store:
         if run_id is None:
-            scans = [r for r in store.list_runs(limit=100) if r.kind == "scan"]
+            scans = [r for r in store.list_runs(limit=100) if r.kind in ("scan", "run")]
             if not scans:
-                raise UnknownTargetError("no scan run yet; run `patchpilot scan`", key="run_id")
+                raise UnknownTargetError("no run yet; run `patchpilot scan`", key="run_id")
             run_id = scans[0].run_id
+        run = store.get_run(run_id)
+        if run is not None and run.kind == "run":
+            _print_patch_run_report(store, c.settings, run_id, fmt)
+            return
         _print_run_report(store, run_id, fmt)
+
+
+def _print_patch_run_report(
+    store: Store, settings: Settings, run_id: str, fmt: ReportFormat
+) -> None:
+    """A patch run: the scan report plus its plan, deployments and per-host compliance."""
+    from patchpilot.run_cli import report_patch_run
+
+    details = report_patch_run(store, settings, run_id)
+    if fmt is not ReportFormat.JSON or details is None:
+        _print_run_report(store, run_id, fmt)
+        if details is not None and fmt is ReportFormat.TABLE:
+            from patchpilot.run_cli import _print_run_table
+
+            _print_run_table(details)
+        return
+    run = store.get_run(run_id)
+    records = store.findings(run_id=run_id)
+    document = report_document(
+        run=run,
+        records=records,
+        feeds=store.feed_status(),
+        hosts=store.host_results(run_id, details=True),
+        mode=(run.summary or {}).get("mode") if run else None,
+        generated_at=utcnow(),
+    )
+    for host in document["hosts"]:
+        host["compliance"] = details["compliance"].get(host["name"], "not-applicable")
+    for key in ("status", "reason", "plan", "approval", "rings", "deployments"):
+        document[key] = details[key]
+    _emit_json(document)
 
 
 @app.command("runs")
@@ -784,8 +819,17 @@ def resume_cmd(
     c: _Context = ctx.obj
     settings = c.settings
     with _store(c) as store:
-        if store.get_run(run_id) is None:
+        run = store.get_run(run_id)
+        if run is None:
             raise UnknownTargetError(f"no run {run_id!r}; see `patchpilot runs`", key="run_id")
+    if run.kind == "run":
+        from patchpilot.run_cli import resume_patch_run
+
+        resume_patch_run(
+            ctx, run_id, OutputFormat.JSON if fmt is ReportFormat.JSON else OutputFormat.TABLE
+        )
+        return
+    with _store(c) as store:
         context = ScanContext(
             settings=settings, store=store, policy=load_policy(settings.policy_path)
         )
@@ -818,6 +862,9 @@ def main() -> None:
         )
         sys.exit(ExitCode.ERROR)
 
+
+# The patch-run commands (run, approve, reject, approvals, baseline) register themselves on app.
+import patchpilot.run_cli  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

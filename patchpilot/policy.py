@@ -1,4 +1,7 @@
-"""Policy: risk weights, SLA days, KEV handling, the patch baseline, approvals and schedule.
+"""Policy: risk weights, SLA days, KEV handling, the patch baseline, approvals, schedule, health.
+
+Health checks are chosen per host and change with :meth:`Policy.checks_for` (pure: the rules of
+``health.checks`` whose selectors all match, in file order; nothing runs here).
 
 The bundled default is ``configs/policy.yaml``; a site copy is selected with the ``policy``
 setting (``PATCHPILOT_POLICY``). Loading validates everything and fails with the file, key and
@@ -8,6 +11,7 @@ reason.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -25,7 +29,7 @@ from pydantic import (
 
 from patchpilot.configfile import read_yaml_mapping
 from patchpilot.errors import ConfigError
-from patchpilot.models import Exposure, Severity, SSVCOutcome, UpdateOrigin
+from patchpilot.models import Exposure, Host, Severity, SSVCOutcome, UpdateOrigin
 from patchpilot.schedule import (
     Blackout,
     BlackoutPeriod,
@@ -36,6 +40,7 @@ from patchpilot.schedule import (
     SchedulePolicy,
 )
 from patchpilot.settings import format_validation_error
+from tools.health import CommandCheck, HealthCheck, HttpCheck, ProcessCheck
 
 __all__ = [
     "ApprovalRule",
@@ -43,6 +48,8 @@ __all__ = [
     "Baseline",
     "Blackout",
     "BlackoutPeriod",
+    "HealthPolicy",
+    "HealthRule",
     "KEVPolicy",
     "MaintenanceWindow",
     "Policy",
@@ -289,6 +296,77 @@ class ApprovalsPolicy(_Strict):
     expires_after_hours: int = Field(default=24, ge=1, le=24 * 30)
 
 
+_PACKAGE_GLOB = re.compile(r"^[A-Za-z0-9*?\[\]][A-Za-z0-9.+*?\[\]_-]*$")
+
+
+class HealthRule(_Strict):
+    """One health-check rule: its ``check`` runs on a host when all given selectors match.
+
+    An empty selector matches everything: ``hosts`` are globs of inventory host names (any of),
+    ``tags`` host tags (any of), ``packages`` globs of the package names the host's change
+    touches (any of; a rule with packages never applies to a change touching none).
+
+    >>> rule = HealthRule(name="ssh", tags=("web",), check={"kind": "process", "name": "sshd"})
+    >>> rule.check.kind
+    'process'
+    """
+
+    name: str = Field(min_length=1)
+    hosts: tuple[str, ...] = Field(default=(), description="inventory host name globs, any of")
+    tags: tuple[str, ...] = Field(default=(), description="host tags, any of")
+    packages: tuple[str, ...] = Field(
+        default=(), description="package name globs, any of the packages the change touches"
+    )
+    check: HealthCheck
+
+    @field_validator("check", mode="before")
+    @classmethod
+    def _has_kind(cls, value: object) -> object:
+        if isinstance(value, dict) and "kind" not in value:
+            raise ValueError("a check needs `kind`: http, command or process")
+        return value
+
+    @field_validator("hosts", "tags")
+    @classmethod
+    def _not_blank(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not v.strip() for v in values):
+            raise ValueError("entries must not be empty")
+        return values
+
+    @field_validator("packages")
+    @classmethod
+    def _package_globs(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not _PACKAGE_GLOB.match(value):
+                raise ValueError(f"{value!r} is not a package name glob (no =VERSION here)")
+        return values
+
+    def applies(self, host: Host, packages: Iterable[str]) -> bool:
+        """Whether every given selector matches ``host`` and the packages of its change."""
+        if self.hosts and not any(fnmatchcase(host.name, glob) for glob in self.hosts):
+            return False
+        if self.tags and host.tags.isdisjoint(self.tags):
+            return False
+        if self.packages:
+            return any(fnmatchcase(name, glob) for name in packages for glob in self.packages)
+        return True
+
+
+class HealthPolicy(_Strict):
+    """Health checks run before and after a change on a host (none by default)."""
+
+    checks: tuple[HealthRule, ...] = ()
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_names(cls, rules: tuple[HealthRule, ...]) -> tuple[HealthRule, ...]:
+        names = [r.name for r in rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate health check names: {dupes}")
+        return rules
+
+
 class Policy(_Strict):
     """The whole policy file."""
 
@@ -298,6 +376,19 @@ class Policy(_Strict):
     baseline: Baseline = Field(default_factory=Baseline)
     approvals: ApprovalsPolicy = Field(default_factory=ApprovalsPolicy)
     schedule: SchedulePolicy = Field(default_factory=SchedulePolicy)
+    health: HealthPolicy = Field(default_factory=HealthPolicy)
+
+    def checks_for(
+        self, host: Host, packages: Iterable[str]
+    ) -> list[HttpCheck | CommandCheck | ProcessCheck]:
+        """The health checks of every ``health.checks`` rule that applies, in file order.
+
+        Pure: nothing runs. ``packages`` are the names of the packages the host's change
+        touches (installs, upgrades or removes); rules with a ``packages`` selector apply only
+        when one of them matches.
+        """
+        names = tuple(packages)
+        return [rule.check for rule in self.health.checks if rule.applies(host, names)]
 
 
 def load_policy(path: Path) -> Policy:

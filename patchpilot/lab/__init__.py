@@ -4,7 +4,8 @@
 it, each an overlayfs copy in its own mount/UTS/PID/IPC namespaces and chroot, with sshd on
 127.0.0.1 (port 2201, 2202…), its own dpkg database and apt, and ``acme-web`` from a local apt
 repository (1.0.0 installed; 1.1.0 fixes a made-up CVE; 1.2.0 is broken). The inventory is
-written to ``$LAB/inventory.yaml``. See :mod:`patchpilot.lab.lab` for the lifecycle and
+written to ``$LAB/inventory.yaml``, and a policy (the default plus an HTTP health check of every
+host's acme-web) to ``$LAB/policy.yaml``. See :mod:`patchpilot.lab.lab` for the lifecycle and
 ``../shared/design/research/lab-recipe.md`` for the study behind it.
 
 Public API::

@@ -141,6 +141,10 @@ def up(
     # With --format json, stdout carries the JSON only.
     tail = _out() if fmt is LabFormat.TABLE else err
     tail.print(f"inventory: {escape(str(status.inventory_path))}")
+    tail.print(
+        f"policy: {escape(str(status.policy_path))} (default + acme-web health checks; "
+        "select it with PATCHPILOT_POLICY)"
+    )
     tail.print(f"next: patchpilot scan --inventory {escape(str(status.inventory_path))}")
 
 
@@ -174,3 +178,4 @@ def reset(ctx: typer.Context) -> None:
         result = lab.reset()
     _render(result, LabFormat.TABLE)
     err.print(f"inventory: {escape(str(result.inventory_path))}")
+    err.print(f"policy: {escape(str(result.policy_path))}")

@@ -8,6 +8,7 @@ Layout of a lab directory (``$PATCHPILOT_HOME/lab`` for the CLI)::
     repo/                 the local apt repo (bind-mounted read-only at /srv/acme-repo)
     keys/                 id_ed25519 (0600), id_ed25519.pub, known_hosts
     inventory.yaml        patchpilot inventory of the running fleet
+    policy.yaml           the default policy plus an acme-web health check of every host
     state.json            LabState
 
 Lifecycle rules:
@@ -69,6 +70,7 @@ from patchpilot.lab.models import (
     LabState,
     LabStatus,
 )
+from patchpilot.lab.policy import write_lab_policy
 from patchpilot.lab.profile import (
     DEFAULT_ACME_BASE_PORT,
     DEFAULT_BASE_PORT,
@@ -175,6 +177,11 @@ class Lab:
     def inventory_path(self) -> Path:
         """The patchpilot inventory of the fleet."""
         return self.dir / "inventory.yaml"
+
+    @property
+    def policy_path(self) -> Path:
+        """The lab's policy: the bundled default plus an acme-web health check per host."""
+        return self.dir / "policy.yaml"
 
     @property
     def state_path(self) -> Path:
@@ -497,6 +504,7 @@ class Lab:
             lines += host_key_lines(self.host_paths(host.name).upper, host.port)
         write_known_hosts(self.known_hosts_path, lines)
         write_inventory(self.inventory_path, hosts, self.key_file, self.known_hosts_path)
+        write_lab_policy(self.policy_path, hosts)
 
     def _wait_services(self, hosts: Sequence[LabHost], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -608,6 +616,7 @@ class Lab:
             hosts=count,
             seconds=round(time.monotonic() - started, 1),
             inventory=str(self.inventory_path),
+            policy=str(self.policy_path),
         )
         return self.status()
 
@@ -687,6 +696,7 @@ class Lab:
         result = LabStatus(
             lab_dir=self.dir,
             inventory_path=self.inventory_path,
+            policy_path=self.policy_path,
             base_present=self.base_dir.is_dir() and base_meta is not None,
             base_refreshed_at=base_meta.refreshed_at if base_meta else None,
         )

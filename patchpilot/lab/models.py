@@ -111,6 +111,7 @@ class LabStatus(BaseModel):
 
     lab_dir: Path
     inventory_path: Path
+    policy_path: Path = Field(description="the lab's policy (default + acme-web health checks)")
     base_present: bool
     base_refreshed_at: datetime | None = None
     hosts: list[LabHostStatus] = Field(default_factory=list)

@@ -61,6 +61,7 @@ from patchpilot.store.records import (
     StoreError,
     finding_key,
 )
+from patchpilot.store.rollout import RolloutMixin
 from patchpilot.store.schema import from_db_time, migrate, to_db_time
 from tools.feeds.types import FEED_MAX_AGE, FeedBatch, FeedKind, FeedStatus
 
@@ -180,7 +181,7 @@ PUBLISHED_LAG = timedelta(days=7)
 """Slack on a file-imported feed's own date: feeds do not publish every day."""
 
 
-class Store:
+class Store(RolloutMixin):
     """patchpilot's SQLite store; safe to share between threads.
 
     Example::
@@ -190,7 +191,8 @@ class Store:
             index = store.advisory_index(Ecosystem.DEBIAN, "bookworm")
 
     Every method raises :class:`StoreError` when SQLite fails or the data is refused; a
-    failed write changes nothing.
+    failed write changes nothing. The rollout methods (per-host deployment progress,
+    approvals, baseline rejections) are in :class:`patchpilot.store.rollout.RolloutMixin`.
     """
 
     def __init__(
@@ -756,6 +758,25 @@ class Store:
             )
             if cursor.rowcount != 1:
                 raise StoreError(f"unknown run {run_id!r}")
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        """Change only the status of a run (``awaiting_approval``, ``running`` again...).
+
+        Unlike :meth:`finish_run`, the finish time and summary are left as they are.
+
+        Args:
+            run_id: The run.
+            status: The new status.
+
+        Raises:
+            StoreError: If the run is unknown or the status is empty.
+        """
+        if not status or not status.strip():
+            raise StoreError(f"set status of run {run_id}: status is empty")
+        with self._transaction(f"set status of run {run_id}") as conn:
+            cursor = conn.execute("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
+            if cursor.rowcount != 1:
+                raise StoreError(f"unknown run {run_id!r}; create_run() it first")
 
     _RUN_COLUMNS: Final = (
         "SELECT run_id, kind, target, params, status, started_at, finished_at, summary FROM runs"

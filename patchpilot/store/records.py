@@ -5,9 +5,9 @@ All of them are frozen pydantic models: a read from the store is a fact as of th
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,12 +22,18 @@ from patchpilot.models import (
 from tools.feeds.types import FeedKind
 
 __all__ = [
+    "ApprovalDecision",
+    "ApprovalRecord",
+    "ApprovalStatus",
+    "DeploymentRecord",
+    "DeploymentState",
     "FindingRecord",
     "HostResult",
     "HostSnapshot",
     "ImportStats",
     "Outcome",
     "OutcomeStatus",
+    "RejectionRecord",
     "RunRecord",
     "StoreError",
     "finding_key",
@@ -161,3 +167,84 @@ class Outcome(_Frozen):
     status: OutcomeStatus
     error: str | None = None
     at: datetime = Field(description="when it was recorded (UTC)")
+
+
+DeploymentState = Literal["running", "done"]
+"""A host's progress in a deploy run: started (maybe interrupted), or finished."""
+
+ApprovalStatus = Literal["pending", "approved", "rejected", "expired"]
+"""Where an approval request stands; only ``pending`` can still change."""
+
+ApprovalDecision = Literal["approved", "rejected", "expired"]
+"""What :meth:`Store.decide_approval` may move a pending approval to."""
+
+
+class DeploymentRecord(_Frozen):
+    """What a deploy run did on one host (``run_deployments`` row).
+
+    A ``done`` host is skipped when the run resumes; a ``running`` one was started and may
+    have been interrupted half-way.
+    """
+
+    run_id: str
+    host: str
+    ring: str
+    state: DeploymentState
+    items: list[dict[str, Any]] = Field(description="the plan items the host was given (JSON)")
+    started_at: datetime
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = Field(default=None, description="how it ended (when done)")
+
+
+class ApprovalRecord(_Frozen):
+    """A run's request for a person to approve a plan (``approvals`` row)."""
+
+    run_id: str
+    plan_id: str
+    content_hash: str = Field(description="hash of the plan content the person is shown")
+    status: ApprovalStatus
+    reasons: tuple[str, ...] = Field(description="why the plan needs a person")
+    payload: dict[str, Any]
+    requested_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    comment: str | None = None
+
+    def expired_at(self, now: datetime) -> bool:
+        """Tell whether the request is still pending but past its deadline at ``now``.
+
+        Args:
+            now: The reference time (a naive datetime is taken as UTC).
+
+        Returns:
+            True when ``status`` is ``pending`` and ``now >= expires_at``.
+        """
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        return self.status == "pending" and now >= self.expires_at
+
+
+class RejectionRecord(_Frozen):
+    """A package version rejected as a baseline after a failed health check.
+
+    Active (``cleared_at`` is None) until a person clears it.
+    """
+
+    package: str
+    version: str
+    reason: str
+    run_id: str = Field(description="the run whose health check failed")
+    rejected_at: datetime
+    cleared_at: datetime | None = None
+    cleared_by: str | None = None
+
+    @property
+    def spec(self) -> str:
+        """``package=version``, e.g. ``"acme-web=1.2.0"``."""
+        return f"{self.package}={self.version}"
+
+    @property
+    def active(self) -> bool:
+        """True until a person clears the rejection."""
+        return self.cleared_at is None

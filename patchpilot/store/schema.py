@@ -283,7 +283,77 @@ _V2: Final[tuple[str, ...]] = (
     " ON deployment_outcomes (package, to_version, recorded_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3: Final[tuple[str, ...]] = (
+    # ---------------------------------------------------------------- rollout: per-host progress
+    # What a deploy run did on each host, so a resumed run skips the hosts already ``done``
+    # (a ``done`` row is never reopened). ``items`` is the JSON list of plan items the host
+    # was given, ``result`` the JSON document of how it ended (set when ``done``).
+    """
+    CREATE TABLE run_deployments (
+        run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        host        TEXT NOT NULL,
+        ring        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('running', 'done')),
+        items       TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        result      TEXT,
+        PRIMARY KEY (run_id, host),
+        CHECK ((state = 'done') = (finished_at IS NOT NULL)),
+        CHECK ((state = 'done') = (result IS NOT NULL))
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX run_deployments_by_start ON run_deployments (run_id, started_at, host)",
+    # ---------------------------------------------------------------- rollout: approvals
+    # A run waiting for a person to approve plan ``plan_id`` (``content_hash`` pins what was
+    # shown). Decided from another process: ``pending`` moves to a decision in one
+    # ``UPDATE ... WHERE status = 'pending'``, so two deciders cannot both win. At most one
+    # pending approval per run, so "the run's pending approval" is never ambiguous.
+    """
+    CREATE TABLE approvals (
+        run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        plan_id      TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        status       TEXT NOT NULL
+                     CHECK (status IN ('pending', 'approved', 'rejected', 'expired')),
+        reasons      TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        expires_at   TEXT NOT NULL,
+        decided_at   TEXT,
+        decided_by   TEXT,
+        comment      TEXT,
+        PRIMARY KEY (run_id, plan_id),
+        CHECK ((status = 'pending') = (decided_at IS NULL)),
+        CHECK ((decided_at IS NULL) = (decided_by IS NULL))
+    )
+    """,
+    "CREATE UNIQUE INDEX approvals_one_pending ON approvals (run_id) WHERE status = 'pending'",
+    "CREATE INDEX approvals_by_status ON approvals (status, requested_at)",
+    "CREATE INDEX approvals_by_run ON approvals (run_id, requested_at)",
+    # ---------------------------------------------------------------- rollout: baseline rejections
+    # A version that failed its health check after a patch stays rejected until a person clears
+    # it; at most one active (uncleared) row per (package, version), cleared rows are history.
+    # No foreign key to ``runs``: a rejection must outlive any clean-up of old runs.
+    """
+    CREATE TABLE baseline_rejections (
+        id          INTEGER PRIMARY KEY,
+        package     TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        rejected_at TEXT NOT NULL,
+        cleared_at  TEXT,
+        cleared_by  TEXT,
+        CHECK ((cleared_at IS NULL) = (cleared_by IS NULL))
+    )
+    """,
+    "CREATE UNIQUE INDEX baseline_rejections_active"
+    " ON baseline_rejections (package, version) WHERE cleared_at IS NULL",
+    "CREATE INDEX baseline_rejections_by_time ON baseline_rejections (rejected_at, id)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """``MIGRATIONS[i]`` migrates a database from schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

@@ -515,7 +515,7 @@ def test_max_errors_zero_stops_dispatching_after_the_first_failure(
     assert isinstance(result, RingResult)
     assert result.halted
     assert result.reason is not None
-    assert "1 failed, 0 allowed" in result.reason
+    assert "health check failed on a" in result.reason
     assert timeline.started == ["a"]  # ramp 1: b and c never start
     assert [h.status for h in result.hosts] == ["rolled_back", "pending", "pending"]
     assert [h.items[0].cause for h in result.hosts[1:]] == ["not-started", "not-started"]
@@ -531,23 +531,40 @@ def test_max_errors_zero_stops_dispatching_after_the_first_failure(
 def test_in_flight_hosts_finish_after_a_halt(settings: Settings, audit: AuditLog) -> None:
     # max_errors 1: a (ramp 1) fails -> 1 error allowed; the ramp is 2: b and c run together,
     # both fail; the threshold is exceeded while both are in flight: both finish, d never starts.
-    fakes = {name: FakeDebian({"acme-web": "1.0.0"}) for name in ("a", "b", "c", "d")}
+    # (Install errors, not health failures: a health failure halts the ring at once.)
+    fakes = {
+        name: FakeDebian({"acme-web": "1.0.0"}, install_error="E: Sub-process /usr/bin/dpkg")
+        for name in ("a", "b", "c", "d")
+    }
     timeline = Timeline()
     result, _ = _ring(
-        fakes, "1.2.0", _policy((4,), 4, 1), settings, audit, timeline=timeline, delay=0.01
+        fakes, "1.1.0", _policy((4,), 4, 1), settings, audit, timeline=timeline, delay=0.01
     )
     from agents.deployment import RingResult
 
     assert isinstance(result, RingResult)
     assert result.halted
     assert sorted(timeline.started) == ["a", "b", "c"]
-    assert [h.status for h in result.hosts] == [
-        "rolled_back",
-        "rolled_back",
-        "rolled_back",
-        "pending",
-    ]
+    assert [h.status for h in result.hosts] == ["failed", "failed", "failed", "pending"]
+    assert result.reason is not None
+    assert "error threshold exceeded" in result.reason
     assert all(f.versions["acme-web"] == "1.0.0" for f in fakes.values())
+
+
+def test_a_health_failure_halts_the_ring_whatever_max_errors_allows(
+    settings: Settings, audit: AuditLog
+) -> None:
+    fakes = {name: FakeDebian({"acme-web": "1.0.0"}) for name in ("a", "b", "c")}
+    timeline = Timeline()
+    result, _ = _ring(fakes, "1.2.0", _policy((3,), 3, 2), settings, audit, timeline=timeline)
+    from agents.deployment import RingResult
+
+    assert isinstance(result, RingResult)
+    assert result.halted
+    assert timeline.started == ["a"]
+    assert [h.status for h in result.hosts] == ["rolled_back", "pending", "pending"]
+    assert result.reason == "health check failed on a after installing acme-web=1.2.0"
+    assert result.reject == [("acme-web", "1.2.0")]
 
 
 def test_good_ring_ramps_up_and_completes_every_wave(settings: Settings, audit: AuditLog) -> None:

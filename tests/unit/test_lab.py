@@ -147,6 +147,9 @@ def test_status_without_root_on_an_empty_lab(tmp_path: Path) -> None:
     assert status.hosts == []
     assert not status.base_present
     assert status.inventory_path == tmp_path / "lab" / "inventory.yaml"
+    assert (
+        status.policy_path == Lab(tmp_path / "lab").policy_path == tmp_path / "lab" / "policy.yaml"
+    )
 
 
 @pytest.mark.parametrize("method", ["up", "down", "reset"])

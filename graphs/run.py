@@ -1,0 +1,821 @@
+"""The patch-run graph: the scan, then plan → test → schedule → approve → deploy rings → finish.
+
+::
+
+    START → begin ─Send─► discover_host → source ─Send─► assess_host → prioritize
+                                                                          │
+      END ◄─ finish ◄─(halted / last ring)─ deploy_ring ◄─ approve ◄─ schedule ◄─ test ◄─ plan_patch
+                              ▲                 │
+                              └──(next ring)────┘
+
+* ``begin`` … ``prioritize`` are the scan graph's nodes (:mod:`graphs.scan`): the run starts
+  from a fresh inventory of its hosts (dynamic scope: the targets are resolved when the run
+  starts and logged).
+* ``plan_patch`` freezes a :class:`~patchpilot.plan.PatchPlan` (id + content hash) with the
+  policy baseline, the baseline rejections a person has not cleared yet, and ``--only``.
+  ``test`` simulates it on every host (read-only); ``schedule`` resolves the rings and the
+  maintenance window. These nodes have no side effects on hosts: they may run again.
+* ``approve`` calls LangGraph ``interrupt()`` when the policy requires a person (prod hosts,
+  criticality, predicted removals or held packages, ``always``). The payload is the frozen plan;
+  the pending approval is also written to the store (idempotently) so ``patchpilot approvals``
+  lists it and another process decides it (``patchpilot approve RUN_ID``), which resumes the
+  graph with ``Command(resume=decision)``. The decision is bound to the plan's content hash.
+* ``deploy_ring`` deploys one ring per step (:func:`agents.deployment.deploy_ring`: waves, SSM
+  rate control, health checks, automatic rollback) and loops to the next ring unless the ring
+  halted. Outside the maintenance window it interrupts until ``patchpilot resume RUN_ID`` finds
+  the window open. Every host's start and end are written to the store as they happen, so after
+  ``kill -9`` a resumed run reuses finished hosts (never patched twice) and re-inspects the host
+  that was in flight (dpkg audit/repair, then verify or roll back).
+* Everything is checkpointed in SQLite (``durability="sync"``, ``thread_id = run_id``); a
+  per-run lock file keeps two processes from driving the same run at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, cast
+
+import structlog
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, interrupt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from agents.deployment import HostDeployment, RingResult, TransportFactory, deploy_ring
+from agents.planning import approval_required, build_plan
+from agents.scheduling import assign_rings, can_start, next_window
+from agents.testing import test_plan
+from graphs.scan import (
+    HostTask,
+    ScanContext,
+    ScanState,
+    _checkpointer,
+    _config,
+    assess_host_node,
+    discover_host_node,
+    fan_out_assessment,
+    fan_out_discovery,
+    new_run_id,
+    prioritize_node,
+    source,
+)
+from patchpilot.audit import AuditLog, current_actor
+from patchpilot.errors import PatchpilotError
+from patchpilot.models import Host, PendingUpdate, utcnow
+from patchpilot.plan import PatchPlan, PlanItem
+from patchpilot.policy import Policy
+from patchpilot.schedule import WindowSlot
+from patchpilot.settings import Settings
+from patchpilot.store import Store
+from patchpilot.testing_models import ItemStatus, TestReport
+from tools.facts import gather
+from tools.facts.apt_sources import AptCandidatePolicy
+from tools.transport import open_transport
+
+__all__ = [
+    "ApprovalDecision",
+    "RunBusyError",
+    "RunContext",
+    "RunOutcome",
+    "RunResult",
+    "RunSnapshot",
+    "RunState",
+    "RunStatus",
+    "build_run_graph",
+    "continue_run",
+    "deployable_items",
+    "load_run_state",
+    "result_of",
+    "run_lock",
+    "start_run",
+]
+
+log = structlog.get_logger(__name__)
+
+RunStatus = Literal["completed", "awaiting_approval", "halted", "failed", "rejected"]
+"""The run's status as the CLI reports it (stable contract)."""
+
+
+class RunBusyError(PatchpilotError):
+    """Another process is driving this run right now."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ApprovalDecision(_Frozen):
+    """A person's decision on a run's approval checkpoint (the ``interrupt`` resume value)."""
+
+    status: Literal["approved", "rejected", "expired"]
+    by: str
+    comment: str | None = None
+    at: AwareDatetime
+    content_hash: str = Field(description="the plan the person saw; must match the frozen plan")
+
+
+class RingPlan(_Frozen):
+    """A resolved ring: its name and host names in deployment order."""
+
+    name: str
+    hosts: tuple[str, ...]
+
+
+class RingSummary(_Frozen):
+    """What one ring did (details per host are in the store)."""
+
+    ring: str
+    halted: bool = False
+    reason: str | None = None
+    statuses: dict[str, str] = Field(default_factory=dict)
+    rejected: tuple[str, ...] = Field(default=(), description="PKG=VERSION rejected after it")
+
+
+class RunOutcome(_Frozen):
+    """How the run ended (or why it is waiting)."""
+
+    status: RunStatus
+    reason: str | None = None
+
+
+class RunState(ScanState):
+    """The patch run's state: the scan's, plus the frozen plan and what happened to it."""
+
+    policy: Policy
+    only: list[tuple[str, str | None]] = Field(default_factory=list)
+    dry_run: bool = False
+    limit: str | None = None
+    plan: PatchPlan | None = None
+    testing: TestReport | None = None
+    window: WindowSlot | None = None
+    approval_reasons: list[str] = Field(default_factory=list)
+    approval: ApprovalDecision | None = None
+    rings: list[RingPlan] = Field(default_factory=list)
+    ring_index: int = 0
+    ring_results: list[RingSummary] = Field(default_factory=list)
+    outcome: RunOutcome | None = None
+
+
+@dataclass
+class RunContext(ScanContext):
+    """Run-time dependencies of a patch run (not checkpointed; rebuilt on resume)."""
+
+    audit: AuditLog | None = None
+    transport_factory: TransportFactory = open_transport
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    def audit_log(self, run_id: str) -> AuditLog:
+        """The audit log bound to ``run_id``."""
+        base = self.audit or AuditLog.for_settings(self.settings)
+        return base.bind(run_id=run_id)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def deployable_items(
+    plan: PatchPlan, testing: TestReport | None, approved: bool
+) -> tuple[dict[str, list[PlanItem]], dict[tuple[str, str], str]]:
+    """The plan items to deploy per host, and why the others are skipped.
+
+    Items whose simulation failed or whose host was unreachable during the test are skipped;
+    items the test blocked (removals, held packages) go only when a person approved the plan.
+    """
+    deploy: dict[str, list[PlanItem]] = {}
+    skipped: dict[tuple[str, str], str] = {}
+    for item in plan.items:
+        prediction = None
+        if testing is not None:
+            try:
+                prediction = testing.item(item.host, item.package)
+            except KeyError:
+                prediction = None
+        if prediction is not None:
+            why = "; ".join(prediction.reasons)
+            if prediction.status in (ItemStatus.FAILED, ItemStatus.UNREACHABLE):
+                skipped[item.key] = f"compatibility test: {prediction.status.value}: {why}"
+                continue
+            if prediction.status is ItemStatus.BLOCKED and not approved:
+                skipped[item.key] = f"blocked by the compatibility test until approved: {why}"
+                continue
+        deploy.setdefault(item.host, []).append(item)
+    return deploy, skipped
+
+
+def _hosts(state: RunState) -> dict[str, Host]:
+    return {h.name: h for h in state.hosts}
+
+
+def _available(
+    hosts: list[Host], names: list[str], ctx: RunContext
+) -> dict[str, dict[str, list[str]]]:
+    """Versions each host's repositories offer for ``names`` (``apt-cache policy``, read-only)."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for host in hosts:
+        try:
+            with ctx.transport_factory(host, ctx.settings) as transport:
+                policies = gather(transport, AptCandidatePolicy(names))
+        except PatchpilotError as exc:
+            log.warning("run.available_unknown", host=host.name, error=str(exc))
+            continue
+        found[host.name] = {
+            name: [v.version for v in p.versions if v.sources] for name, p in policies.items()
+        }
+    return found
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+def begin(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Record the run (idempotent) and log its resolved scope."""
+    ctx = runtime.context
+    names = [h.name for h in state.hosts]
+    ctx.store.create_run(
+        state.run_id,
+        kind="run",
+        target=state.target,
+        params={
+            "hosts": names,
+            "limit": state.limit,
+            "only": [f"{n}={v}" if v else n for n, v in state.only],
+            "dry_run": state.dry_run,
+        },
+    )
+    log.info("run.scope_resolved", run_id=state.run_id, target=state.target, hosts=names)
+    ctx.audit_log(state.run_id).record(
+        "run.started",
+        details={"target": state.target, "hosts": names, "dry_run": state.dry_run},
+    )
+    return {}
+
+
+def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Freeze the plan: baseline + cleared-not-yet rejections + ``--only`` (no side effects)."""
+    ctx = runtime.context
+    store = ctx.store
+    pending: dict[str, list[PendingUpdate]] = {}
+    discovered: list[Host] = []
+    for host in state.hosts:
+        snapshot = store.load_host_snapshot(state.run_id, host.name)
+        if snapshot is not None:
+            pending[host.name] = list(snapshot.pending)
+            discovered.append(host)
+    policy = state.policy
+    rejections = [r.spec for r in store.active_rejections()]
+    if rejections:
+        baseline = policy.baseline.model_copy(
+            update={"rejected_packages": (*policy.baseline.rejected_packages, *rejections)}
+        )
+        policy = policy.model_copy(update={"baseline": baseline})
+        log.info("run.baseline_rejections", run_id=state.run_id, rejected=rejections)
+    pinned = sorted({name for name, version in state.only if version})
+    available = _available(discovered, pinned, ctx) if pinned else None
+    plan = build_plan(
+        state.run_id,
+        store.findings(run_id=state.run_id),
+        pending,
+        discovered,
+        policy,
+        only=state.only,
+        now=ctx.clock(),
+        available=available,
+    )
+    update: dict[str, Any] = {"plan": plan}
+    if not plan.items:
+        reason = "nothing to deploy: no pending update is approved by the baseline"
+        if plan.unmatched_only:
+            reason += f" (--only matched nothing: {', '.join(plan.unmatched_only)})"
+        update["outcome"] = RunOutcome(status="completed", reason=reason)
+    return update
+
+
+def after_plan(state: RunState) -> str:
+    """No items: straight to ``finish``."""
+    return "finish" if state.outcome is not None else "test"
+
+
+def testing_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Simulate the frozen plan on every host (read-only)."""
+    assert state.plan is not None
+    ctx = runtime.context
+    report = test_plan(state.plan, state.hosts, ctx.settings, state.policy, history=ctx.store)
+    return {"testing": report}
+
+
+def schedule(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Resolve the rings (hosts with items only) and the current maintenance window."""
+    assert state.plan is not None
+    hosts = _hosts(state)
+    targets = [hosts[name] for name in state.plan.hosts if name in hosts]
+    rings = assign_rings(targets, state.policy.schedule.rings)
+    slot = next_window(state.policy.schedule, runtime.context.clock())
+    log.info(
+        "run.scheduled",
+        run_id=state.run_id,
+        rings={r.name: [h.name for h in r.hosts] for r in rings},
+        window=slot.model_dump(mode="json") if slot else None,
+    )
+    return {
+        "rings": [RingPlan(name=r.name, hosts=tuple(h.name for h in r.hosts)) for r in rings],
+        "window": slot,
+    }
+
+
+def approval_payload(state: RunState, reasons: list[str], expires_at: datetime) -> dict[str, Any]:
+    """What a person approves: the frozen plan, the test's verdicts, the reasons to ask."""
+    assert state.plan is not None
+    plan = state.plan
+    testing = state.testing
+    items = []
+    for item in plan.items:
+        entry: dict[str, Any] = {
+            "host": item.host,
+            "package": item.package,
+            "from": item.from_version,
+            "to": item.to_version,
+            "rule": item.rule,
+            "cves": list(item.cves),
+        }
+        if testing is not None:
+            try:
+                p = testing.item(item.host, item.package)
+                entry |= {
+                    "test": p.status.value,
+                    "risk": p.risk.value,
+                    "classifications": [c.value for c in p.classifications],
+                }
+            except KeyError:
+                pass
+        items.append(entry)
+    return {
+        "kind": "approval",
+        "run_id": state.run_id,
+        "plan_id": plan.plan_id,
+        "content_hash": plan.content_hash,
+        "reasons": reasons,
+        "expires_at": expires_at.isoformat(),
+        "items": items,
+        "rings": [r.model_dump(mode="json") for r in state.rings],
+    }
+
+
+def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Ask a person when policy says so (``interrupt``); resume with their decision.
+
+    Before ``interrupt`` this node only writes idempotently (it runs again on resume).
+    """
+    assert state.plan is not None
+    ctx = runtime.context
+    plan = state.plan
+    effects = state.testing.predicted_effects() if state.testing else None
+    reasons = approval_required(plan, state.hosts, state.policy, effects)
+    if not reasons:
+        return {"approval_reasons": []}
+    if state.dry_run:
+        log.info("run.approval_would_be_required", run_id=state.run_id, reasons=reasons)
+        return {"approval_reasons": reasons}
+    audit = ctx.audit_log(state.run_id)
+    existing = ctx.store.approval(state.run_id)
+    if existing is None or existing.plan_id != plan.plan_id:
+        now = ctx.clock()
+        expires = now + timedelta(hours=state.policy.approvals.expires_after_hours)
+        payload = approval_payload(state, reasons, expires)
+        ctx.store.request_approval(
+            state.run_id,
+            plan.plan_id,
+            plan.content_hash,
+            reasons,
+            payload,
+            requested_at=now,
+            expires_at=expires,
+        )
+        audit.record(
+            "approval.requested",
+            details={
+                "plan_id": plan.plan_id,
+                "content_hash": plan.content_hash,
+                "reasons": reasons,
+                "expires_at": expires.isoformat(),
+            },
+        )
+        existing = ctx.store.approval(state.run_id)
+    assert existing is not None
+    if existing.status == "pending":
+        ctx.store.set_run_status(state.run_id, "awaiting_approval")
+    raw = interrupt(existing.payload)
+    decision = ApprovalDecision.model_validate(raw)
+    update: dict[str, Any] = {"approval_reasons": reasons, "approval": decision}
+    if decision.content_hash != plan.content_hash:
+        update["outcome"] = RunOutcome(
+            status="rejected",
+            reason=f"the approval was for another plan ({decision.content_hash[:12]}), not "
+            f"{plan.content_hash[:12]}",
+        )
+    elif decision.status == "rejected":
+        note = f": {decision.comment}" if decision.comment else ""
+        update["outcome"] = RunOutcome(status="rejected", reason=f"rejected by {decision.by}{note}")
+    elif decision.status == "expired":
+        update["outcome"] = RunOutcome(
+            status="rejected", reason=f"the approval expired ({existing.expires_at.isoformat()})"
+        )
+    else:
+        ctx.store.set_run_status(state.run_id, "running")
+    return update
+
+
+def after_approve(state: RunState) -> str:
+    """Rejected or expired: ``finish``; else deploy the first ring."""
+    if state.outcome is not None or not state.rings:
+        return "finish"
+    return "deploy_ring"
+
+
+def _window_reason(slot: WindowSlot | None, now: datetime) -> str | None:
+    if can_start(now, slot):
+        return None
+    if slot is None:
+        return "no maintenance window is open and none is scheduled"
+    if slot.start > now:
+        return f"outside the maintenance window: {slot.window} opens at {slot.start.isoformat()}"
+    return f"maintenance window {slot.window} does not allow new hosts now (cutoff or blackout)"
+
+
+def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Deploy the current ring; record each host in the store as it starts and ends."""
+    assert state.plan is not None
+    ctx = runtime.context
+    store = ctx.store
+    ring = state.rings[state.ring_index]
+    rlog = log.bind(run_id=state.run_id, ring=ring.name)
+    audit = ctx.audit_log(state.run_id)
+    now = ctx.clock()
+    slot = next_window(state.policy.schedule, now)
+    closed = _window_reason(slot, now)
+    while closed is not None and not state.dry_run:
+        # Each resume answers one interrupt; the window is checked again with the time then.
+        store.set_run_status(state.run_id, "waiting_window")
+        rlog.info("run.waiting_for_window", reason=closed)
+        interrupt({"kind": "window", "run_id": state.run_id, "reason": closed, "ring": ring.name})
+        now = ctx.clock()
+        closed = _window_reason(next_window(state.policy.schedule, now), now)
+    store.set_run_status(state.run_id, "running")
+
+    hosts = _hosts(state)
+    ring_hosts = [hosts[name] for name in ring.hosts if name in hosts]
+    approved = state.approval is not None and state.approval.status == "approved"
+    deploy, _skipped = deployable_items(state.plan, state.testing, approved)
+    items_by_host = {h.name: deploy.get(h.name, []) for h in ring_hosts}
+    records = {r.host: r for r in store.deployments(state.run_id)}
+    done = {
+        name: HostDeployment.model_validate(r.result)
+        for name, r in records.items()
+        if r.state == "done" and r.result is not None and name in items_by_host
+    }
+    resumed = {name for name, r in records.items() if r.state == "running"}
+    if done or resumed:
+        rlog.info("run.ring_resumed", done=sorted(done), interrupted=sorted(resumed))
+
+    def checks_for(host: Host) -> list[Any]:
+        return state.policy.checks_for(host, [i.package for i in items_by_host.get(host.name, [])])
+
+    def started(host: Host) -> None:
+        items = [i.model_dump(mode="json") for i in items_by_host.get(host.name, [])]
+        store.deployment_started(state.run_id, host.name, ring.name, items)
+
+    def finished(deployment: HostDeployment) -> None:
+        if deployment.host in done:
+            return
+        store.deployment_finished(
+            state.run_id, deployment.host, ring.name, deployment.model_dump(mode="json")
+        )
+        if not state.dry_run:
+            _record_outcomes(store, state.run_id, deployment)
+
+    def may_start() -> str | None:
+        if state.dry_run:
+            return None
+        moment = ctx.clock()
+        return _window_reason(next_window(state.policy.schedule, moment), moment)
+
+    result = deploy_ring(
+        ring_hosts,
+        items_by_host,
+        ctx.settings,
+        state.policy,
+        checks_for,
+        dry_run=state.dry_run,
+        audit=audit,
+        on_host_done=finished,
+        ring=ring.name,
+        transport_factory=ctx.transport_factory,
+        on_host_start=started,
+        may_start=may_start,
+        approved=lambda host: approved,
+        resumed=resumed,
+        done=done,
+    )
+    rejected = [] if state.dry_run else _reject(store, audit, state.run_id, result)
+    summary = RingSummary(
+        ring=ring.name,
+        halted=result.halted,
+        reason=result.reason,
+        statuses={d.host: d.status for d in result.hosts},
+        rejected=tuple(rejected),
+    )
+    update: dict[str, Any] = {
+        "ring_index": state.ring_index + 1,
+        "ring_results": [*state.ring_results, summary],
+    }
+    if result.halted:
+        later = [r.name for r in state.rings[state.ring_index + 1 :] if r.hosts]
+        note = f"; rings not started: {', '.join(later)}" if later else ""
+        update["outcome"] = RunOutcome(
+            status="halted", reason=f"ring {ring.name} halted: {result.reason}{note}"
+        )
+    return update
+
+
+def _record_outcomes(store: Store, run_id: str, deployment: HostDeployment) -> None:
+    """Learning history: how each attempted item ended (``Store.outcomes``)."""
+    for item in deployment.items:
+        status = {"installed": "success", "rolled_back": "rollback", "failed": "failure"}.get(
+            item.status
+        )
+        if status is not None and item.cause not in ("transport", "not-started"):
+            store.record_outcome(
+                run_id,
+                item.host,
+                item.package,
+                item.from_version,
+                item.to_version,
+                status,
+                item.reason if status != "success" else None,
+            )
+
+
+def _reject(store: Store, audit: AuditLog, run_id: str, result: RingResult) -> list[str]:
+    """Reject in the baseline every version that failed its health check (until cleared)."""
+    rejected: list[str] = []
+    for package, version in result.reject:
+        store.reject_version(
+            package,
+            version,
+            reason=f"failed its health check in ring {result.ring} ({result.reason})",
+            run_id=run_id,
+        )
+        audit.record(
+            "baseline.rejected",
+            package=package,
+            details={"version": version, "ring": result.ring, "reason": result.reason},
+        )
+        rejected.append(f"{package}={version}")
+    return rejected
+
+
+def after_ring(state: RunState) -> str:
+    """Next ring, or ``finish`` when halted or done."""
+    if state.outcome is not None or state.ring_index >= len(state.rings):
+        return "finish"
+    return "deploy_ring"
+
+
+def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Close the run: status and a summary in the store, an audit event."""
+    ctx = runtime.context
+    outcome = state.outcome
+    failed_hosts = sorted(
+        {s.host for s in state.statuses if s.stage == "failed"}
+        - {s.host for s in state.statuses if s.stage != "failed"}
+    )
+    if outcome is None:
+        if state.hosts and len(failed_hosts) == len(state.hosts):
+            outcome = RunOutcome(status="failed", reason="no host could be inventoried")
+        else:
+            outcome = RunOutcome(status="completed")
+    statuses: dict[str, int] = {}
+    for record in ctx.store.deployments(state.run_id):
+        for item in (record.result or {}).get("items", []):
+            statuses[item["status"]] = statuses.get(item["status"], 0) + 1
+    summary = {
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "dry_run": state.dry_run,
+        "plan_id": state.plan.plan_id if state.plan else None,
+        "content_hash": state.plan.content_hash if state.plan else None,
+        "items": len(state.plan.items) if state.plan else 0,
+        "deployments": statuses,
+        "hosts": len(state.hosts),
+        "hosts_failed": failed_hosts,
+        "rings": [r.model_dump(mode="json") for r in state.ring_results],
+    }
+    ctx.store.finish_run(state.run_id, status=outcome.status, summary=summary)
+    ctx.audit_log(state.run_id).record(
+        "run.finished", details={"status": outcome.status, "reason": outcome.reason}
+    )
+    log.info("run.finished", run_id=state.run_id, status=outcome.status, reason=outcome.reason)
+    return {"outcome": outcome}
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def build_run_graph() -> StateGraph[RunState, RunContext, RunState, RunState]:
+    """The uncompiled patch-run graph (compile it with a checkpointer)."""
+    g = StateGraph(RunState, context_schema=RunContext)
+    g.add_node("begin", begin)
+    # The scan's nodes take Runtime[ScanContext]; RunContext is a ScanContext (Runtime is
+    # invariant for the type checker, not at run time).
+    g.add_node("discover_host", cast(Any, discover_host_node), input_schema=HostTask)
+    g.add_node("source", cast(Any, source))
+    g.add_node("assess_host", cast(Any, assess_host_node), input_schema=HostTask)
+    g.add_node("prioritize", cast(Any, prioritize_node))
+    g.add_node("plan_patch", plan_patch)
+    g.add_node("test", testing_node)
+    g.add_node("schedule", schedule)
+    g.add_node("approve", approve)
+    g.add_node("deploy_ring", deploy_ring_node)
+    g.add_node("finish", finish)
+    g.add_edge(START, "begin")
+    g.add_conditional_edges("begin", fan_out_discovery, ["discover_host"])
+    g.add_edge("discover_host", "source")
+    g.add_conditional_edges("source", fan_out_assessment, ["assess_host", "prioritize"])
+    g.add_edge("assess_host", "prioritize")
+    g.add_edge("prioritize", "plan_patch")
+    g.add_conditional_edges("plan_patch", after_plan, ["test", "finish"])
+    g.add_edge("test", "schedule")
+    g.add_edge("schedule", "approve")
+    g.add_conditional_edges("approve", after_approve, ["deploy_ring", "finish"])
+    g.add_conditional_edges("deploy_ring", after_ring, ["deploy_ring", "finish"])
+    g.add_edge("finish", END)
+    return g
+
+
+class RunResult(_Frozen):
+    """Where a run stands after a call: finished, or waiting at an interrupt."""
+
+    run_id: str
+    status: RunStatus
+    reason: str | None = None
+    waiting: Literal["approval", "window"] | None = None
+    interrupt: dict[str, Any] | None = None
+
+
+@contextmanager
+def run_lock(settings: Settings, run_id: str) -> Iterator[None]:
+    """Hold the run's lock file (``HOME/locks/RUN_ID.lock``) or fail at once.
+
+    Raises:
+        RunBusyError: another process holds it (it is driving this run right now).
+    """
+    folder = settings.home / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunBusyError(
+                f"run {run_id} is being driven by another patchpilot process (pid {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _result(
+    run_id: str, values: dict[str, Any], interrupts: tuple[dict[str, Any], ...]
+) -> RunResult:
+    if interrupts:
+        payload = interrupts[0]
+        if payload.get("kind") == "approval":
+            return RunResult(
+                run_id=run_id,
+                status="awaiting_approval",
+                reason="; ".join(payload.get("reasons", [])),
+                waiting="approval",
+                interrupt=payload,
+            )
+        return RunResult(
+            run_id=run_id,
+            status="halted",
+            reason=str(payload.get("reason")),
+            waiting="window",
+            interrupt=payload,
+        )
+    outcome = values.get("outcome")
+    if isinstance(outcome, dict):
+        outcome = RunOutcome.model_validate(outcome)
+    if outcome is None:
+        return RunResult(run_id=run_id, status="failed", reason="the run stopped unfinished")
+    return RunResult(run_id=run_id, status=outcome.status, reason=outcome.reason)
+
+
+def _drive(run_id: str, context: RunContext, payload: RunState | Command[Any] | None) -> RunResult:
+    config = _config(run_id, context.settings)
+    with run_lock(context.settings, run_id), _checkpointer(context.settings) as saver:
+        graph = build_run_graph().compile(checkpointer=saver)
+        graph.invoke(payload, config, context=context, durability="sync")
+        snapshot = graph.get_state(config)
+        return _result(
+            run_id, dict(snapshot.values), tuple(dict(i.value) for i in snapshot.interrupts)
+        )
+
+
+def start_run(
+    hosts: list[Host],
+    context: RunContext,
+    *,
+    target: str,
+    policy: Policy,
+    only: list[tuple[str, str | None]] | None = None,
+    dry_run: bool = False,
+    offline: bool = True,
+    refresh: bool = False,
+    limit: str | None = None,
+    run_id: str | None = None,
+) -> RunResult:
+    """Run the whole graph until it ends or waits (approval, window)."""
+    run_id = run_id or new_run_id()
+    state = RunState(
+        run_id=run_id,
+        target=target,
+        hosts=hosts,
+        offline=offline,
+        refresh=refresh,
+        policy=policy,
+        only=list(only or []),
+        dry_run=dry_run,
+        limit=limit,
+    )
+    return _drive(run_id, context, state)
+
+
+class RunSnapshot(BaseModel):
+    """A run's checkpointed state, what runs next, and its pending interrupts (read-only)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    state: RunState
+    next: tuple[str, ...]
+    interrupts: tuple[dict[str, Any], ...]
+
+
+def load_run_state(run_id: str, settings: Settings) -> RunSnapshot | None:
+    """The run's last checkpoint (``None``: no such run in the checkpoints)."""
+    with _checkpointer(settings) as saver:
+        graph = build_run_graph().compile(checkpointer=saver)
+        snapshot = graph.get_state(_config(run_id, settings))
+    if not snapshot.values:
+        return None
+    return RunSnapshot(
+        state=RunState.model_validate(dict(snapshot.values)),
+        next=tuple(snapshot.next),
+        interrupts=tuple(dict(i.value) for i in snapshot.interrupts),
+    )
+
+
+def result_of(run_id: str, snapshot: RunSnapshot) -> RunResult:
+    """Where a run stands from its checkpoint alone (no side effects)."""
+    if snapshot.interrupts:
+        return _result(run_id, {}, snapshot.interrupts)
+    if snapshot.next:
+        return RunResult(
+            run_id=run_id,
+            status="failed",
+            reason=f"the run stopped before {', '.join(snapshot.next)} (interrupted or crashed); "
+            "`patchpilot resume` continues it",
+        )
+    return _result(run_id, {"outcome": snapshot.state.outcome}, ())
+
+
+def continue_run(
+    run_id: str, context: RunContext, *, decision: ApprovalDecision | None = None
+) -> RunResult:
+    """Resume a run: after a crash, with an approval decision, or to re-check the window.
+
+    Raises:
+        LookupError: no checkpoint for ``run_id``.
+    """
+    snap = load_run_state(run_id, context.settings)
+    if snap is None:
+        raise LookupError(f"no checkpoint for run {run_id}")
+    if snap.interrupts:
+        if snap.interrupts[0].get("kind") == "approval":
+            if decision is None:
+                return _result(run_id, {}, snap.interrupts)
+            return _drive(run_id, context, Command(resume=decision.model_dump(mode="json")))
+        return _drive(run_id, context, Command(resume={"kind": "window", "by": current_actor()}))
+    if not snap.next:
+        return result_of(run_id, snap)
+    return _drive(run_id, context, None)
