@@ -103,6 +103,61 @@ class DiscoverySettings(BaseModel):
     )
 
 
+class LLMSettings(BaseModel):
+    """An OpenAI-compatible endpoint (OpenAI, Azure OpenAI, vLLM, Ollama, llama.cpp server).
+
+    Unset ``base_url`` (the default) means no LLM: every agent runs its deterministic core.
+    The API key is read from the environment variable named by ``api_key_env``, never from a
+    file.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str | None = Field(
+        default=None, description="e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1"
+    )
+    model: str = Field(default="gpt-4o-mini", min_length=1)
+    api_key_env: str = Field(
+        default="OPENAI_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the key",
+    )
+    timeout: float = Field(default=30.0, gt=0, le=600, description="seconds per request")
+    max_retries: int = Field(
+        default=3, ge=0, le=10, description="retries on 429/5xx/timeouts/invalid JSON"
+    )
+    max_tokens: int = Field(default=1024, ge=16, le=32768, description="per answer")
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_calls_per_run: int = Field(default=50, ge=1, le=10_000)
+    max_tokens_per_run: int = Field(default=200_000, ge=1_000, le=100_000_000)
+    structured_output: Literal["json_schema", "json_object"] = Field(
+        default="json_schema",
+        description="json_schema: strict structured outputs; json_object: servers without it",
+    )
+    cache: bool = Field(default=True, description="cache answers by prompt hash under HOME")
+    embeddings_model: str | None = Field(
+        default=None, description="use the endpoint's /embeddings for the vector memory"
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Whether an endpoint is configured."""
+        return self.base_url is not None
+
+
+class MemorySettings(BaseModel):
+    """The vector memory (Chroma): embedded under HOME/memory, or a server by URL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(default=None, description="Chroma server, e.g. http://127.0.0.1:8000")
+    embedding: Literal["hashing", "openai"] = Field(
+        default="hashing",
+        description="hashing: offline, no download; openai: llm.base_url + llm.embeddings_model",
+    )
+    top_k: int = Field(default=5, ge=1, le=100, description="items recalled per query")
+
+
 class Settings(BaseSettings):
     """patchpilot's settings; see the module docstring for where they come from."""
 
@@ -122,6 +177,8 @@ class Settings(BaseSettings):
     ssh: SSHSettings = Field(default_factory=SSHSettings)
     feeds: FeedSettings = Field(default_factory=FeedSettings)
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
     @field_validator("home", "inventory", "policy", mode="after")
     @classmethod

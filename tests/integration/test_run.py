@@ -389,7 +389,7 @@ def test_a_run_outside_its_window_waits_and_resumes_when_it_opens(
         )
     )
     settings = load_settings(home=tmp_path / "home", discovery={"changelogs": "none"})
-    hosts = [h for _, h in load_inventory(lab.inventory_path).hosts if h.name == "canary-1"]
+    hosts = [dict(load_inventory(lab.inventory_path).hosts)["canary-1"]]
     with Store(settings.store_path) as store:
         context = RunContext(
             settings=settings,
