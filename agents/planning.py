@@ -31,12 +31,20 @@ from patchpilot.policy import ApprovalRule, Baseline, Policy, RejectedAction
 from patchpilot.store.records import FindingRecord
 from tools.versions import compare
 
-__all__ = ["APPROVED_PACKAGES_RULE", "approval_required", "build_plan"]
+__all__ = [
+    "APPROVED_PACKAGES_RULE",
+    "ROLLBACK_RULE",
+    "approval_required",
+    "build_plan",
+    "build_rollback_plan",
+]
 
 log = structlog.get_logger(__name__)
 
 #: The ``rule`` of items approved by ``baseline.approved_packages``.
 APPROVED_PACKAGES_RULE = "approved-packages"
+#: The ``rule`` of rollback items (a person asked for them; the run still needs an approval).
+ROLLBACK_RULE = "rollback"
 
 _SSVC_RANK = {
     SSVCOutcome.TRACK: 0,
@@ -442,3 +450,67 @@ def approval_required(
                 f"{name}: the change is predicted to need a reboot (approvals.on_reboot)"
             )
     return reasons
+
+
+def build_rollback_plan(
+    run_id: str,
+    package: str,
+    targets: Mapping[str, str],
+    installed: Mapping[str, str | None],
+    available: Mapping[str, Mapping[str, Sequence[str]]],
+    *,
+    now: datetime,
+    reason: str,
+) -> PatchPlan:
+    """Freeze a plan that downgrades ``package`` to an earlier version per host.
+
+    Args:
+        run_id: The run.
+        package: The binary package.
+        targets: Host -> the version to go back to.
+        installed: Host -> the installed version (None: not installed).
+        available: Host -> package -> versions its repositories offer.
+        now: The plan's time.
+        reason: Why (who asked), kept on every item.
+
+    Returns:
+        One item per host whose target is offered and older than what is installed; the
+        others are ``excluded`` with the reason.
+    """
+    items: list[PlanItem] = []
+    excluded: list[ExcludedItem] = []
+    for host in sorted(targets):
+        version = targets[host]
+        current = installed.get(host)
+        base = {"host": host, "package": package, "from_version": current, "to_version": version}
+        offered = list(available.get(host, {}).get(package, ()))
+        if current is None:
+            excluded.append(
+                ExcludedItem(
+                    **base,
+                    exclusion=ExclusionReason.NOT_INSTALLED,
+                    reason=f"{package} is not installed on {host}",
+                )
+            )
+        elif version not in offered:
+            excluded.append(
+                ExcludedItem(
+                    **base,
+                    exclusion=ExclusionReason.VERSION_NOT_OFFERED,
+                    reason=f"{host}'s repositories do not offer {package} {version} "
+                    f"(offered: {', '.join(offered) or 'none'})",
+                )
+            )
+        elif compare("debian", version, current) >= 0:
+            excluded.append(
+                ExcludedItem(
+                    **base,
+                    exclusion=ExclusionReason.NOT_A_ROLLBACK,
+                    reason=f"{version} is not older than the installed {current}",
+                )
+            )
+        else:
+            items.append(PlanItem(**base, rule=ROLLBACK_RULE, reason=reason))
+    plan = PatchPlan.create(run_id=run_id, created_at=now, items=items, excluded=excluded)
+    log.info("rollback plan built", plan_id=plan.plan_id, items=len(items), excluded=len(excluded))
+    return plan

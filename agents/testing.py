@@ -36,9 +36,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field
 
 from patchpilot.errors import (
     CommandFailedError,
@@ -66,11 +67,15 @@ from tools.transport import open_transport
 from tools.versions import compare
 
 __all__ = [
+    "CompatibilityJudgment",
+    "ItemJudgment",
     "OutcomeHistory",
     "classify_host",
     "failed_host",
     "is_downgrade",
+    "judge_compatibility",
     "load_history",
+    "recall_similar",
     "simulate_host",
     "test_plan",
 ]
@@ -621,3 +626,125 @@ def test_plan(
 
 # The name starts with ``test``: tell pytest it is not a test when a test module imports it.
 test_plan.__test__ = False  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- memory + LLM
+
+
+class ItemJudgment(BaseModel):
+    """The LLM's compatibility judgment of one plan item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    package: str
+    risk: RiskLevel
+    reasons: list[str] = Field(max_length=5)
+    cited: list[str] = Field(max_length=10)
+
+
+class CompatibilityJudgment(BaseModel):
+    """What the ``testing`` prompt returns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemJudgment]
+
+
+def recall_similar(
+    memory: Any, items: Sequence[PlanItem], k: int = 3
+) -> dict[str, list[dict[str, Any]]]:
+    """Past outcomes and incidents of each item's package, from the vector memory.
+
+    Keyed ``package=version``; each entry has the recalled ``id`` (cited in reasons), its
+    ``kind``, ``text`` and ``distance``. A failing memory is a warning, not an error.
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    if memory is None:
+        return found
+    for package, version in sorted({(i.package, i.to_version) for i in items}):
+        try:
+            recalled = memory.recall(
+                f"{package} {version} upgrade outcome", kinds=("outcomes", "incidents"), k=k * 3
+            )
+        except PatchpilotError as exc:
+            log.warning("testing.memory_unavailable", error=str(exc))
+            return found
+        same = [r for r in recalled if r.metadata.get("package") == package][:k]
+        if same:
+            found[f"{package}={version}"] = [
+                {"id": r.id, "kind": r.kind, "text": r.text, "distance": round(r.distance, 3)}
+                for r in same
+            ]
+    return found
+
+
+def judge_compatibility(
+    report: TestReport,
+    recalled: Mapping[str, Sequence[Mapping[str, Any]]],
+    client: Any,
+    changelogs: Mapping[str, str] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Ask the LLM to judge each item; keep only judgments the core allows.
+
+    A judgment counts only for an item of the report, only if its risk is at least the core's
+    (the model may raise a risk, never lower it), and only with citations among the ids
+    recalled for that item. Returns ``({"host|package": judgment}, how)``.
+    """
+    from prompts import as_json, fence, load_prompt
+    from tools.llm import LLMFallback, try_complete
+
+    if client is None:
+        return {}, {"by": "core", "reason": "no LLM configured"}
+    prompt = load_prompt("testing")
+    items = [
+        {
+            "host": i.host,
+            "package": i.package,
+            "from": i.from_version,
+            "to": i.to_version,
+            "status": i.status.value,
+            "risk": i.risk.value,
+            "classifications": [c.value for c in i.classifications],
+            "services": list(i.services),
+            "reasons": list(i.reasons),
+        }
+        for i in report.items
+    ]
+    messages = prompt.messages(
+        items=as_json(items),
+        changelogs=fence("changelog excerpts", as_json(dict(changelogs or {}))),
+        memory=fence("past outcomes", as_json(dict(recalled))),
+    )
+    result = try_complete(client, "testing", prompt.version, messages, CompatibilityJudgment)
+    if isinstance(result, LLMFallback):
+        return {}, {"by": "core", "reason": result.reason}
+    kept: dict[str, dict[str, Any]] = {}
+    dropped: list[str] = []
+    by_key = {(i.host, i.package): i for i in report.items}
+    for j in result.value.items:
+        core = by_key.get((j.host, j.package))
+        if core is None:
+            dropped.append(f"{j.host}/{j.package} is not in the plan")
+            continue
+        if j.risk.rank < core.risk.rank:
+            dropped.append(
+                f"{j.host}/{j.package}: may not lower {core.risk.value} to {j.risk.value}"
+            )
+            continue
+        allowed = {r["id"] for r in recalled.get(f"{j.package}={core.to_version}", ())}
+        kept[f"{j.host}|{j.package}"] = {
+            "risk": j.risk.value,
+            "reasons": [r[:300] for r in j.reasons],
+            "cited": [c for c in j.cited if c in allowed],
+        }
+    how: dict[str, Any] = {
+        "by": "llm",
+        "model": result.model,
+        "prompt": f"testing v{prompt.version}",
+        "tokens": result.usage.total_tokens,
+        "cached": result.cached,
+    }
+    if dropped:
+        how["dropped"] = dropped
+    return kept, how

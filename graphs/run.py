@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import structlog
 from langgraph.graph import END, START, StateGraph
@@ -47,9 +47,9 @@ from langgraph.types import Command, interrupt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from agents.deployment import HostDeployment, RingResult, TransportFactory, deploy_ring
-from agents.planning import approval_required, build_plan
+from agents.planning import approval_required, build_plan, build_rollback_plan
 from agents.scheduling import assign_rings, can_start, next_window
-from agents.testing import test_plan
+from agents.testing import judge_compatibility, recall_similar, test_plan
 from graphs.scan import (
     HostTask,
     ScanContext,
@@ -73,8 +73,10 @@ from patchpilot.schedule import WindowSlot
 from patchpilot.settings import Settings
 from patchpilot.store import Store
 from patchpilot.testing_models import ItemStatus, TestReport
+from tools.changelog import ChangelogFetcher
 from tools.facts import gather
 from tools.facts.apt_sources import AptCandidatePolicy
+from tools.feeds import FeedFetcher
 from tools.transport import open_transport
 
 __all__ = [
@@ -90,10 +92,15 @@ __all__ = [
     "continue_run",
     "deployable_items",
     "load_run_state",
+    "open_memory",
     "result_of",
     "run_lock",
     "start_run",
 ]
+
+if TYPE_CHECKING:  # chromadb and openai load only when a run uses them
+    from tools.llm import LLMClient
+    from tools.memory import VectorMemory
 
 log = structlog.get_logger(__name__)
 
@@ -148,8 +155,14 @@ class RunState(ScanState):
 
     policy: Policy
     only: list[tuple[str, str | None]] = Field(default_factory=list)
+    rollback: dict[str, str] = Field(
+        default_factory=dict, description="host -> version to go back to (for only[0]'s package)"
+    )
     dry_run: bool = False
     limit: str | None = None
+    must_approve: str | None = Field(
+        default=None, description="a reason a person must approve whatever the policy says"
+    )
     plan: PatchPlan | None = None
     testing: TestReport | None = None
     window: WindowSlot | None = None
@@ -159,6 +172,16 @@ class RunState(ScanState):
     ring_index: int = 0
     ring_results: list[RingSummary] = Field(default_factory=list)
     outcome: RunOutcome | None = None
+    recalled: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict, description="package=version -> similar past outcomes (memory)"
+    )
+    judgments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="host|package -> the LLM's compatibility judgment"
+    )
+    assistance: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="per LLM task: by core or llm, model, prompt version, tokens, or why not",
+    )
 
 
 @dataclass
@@ -168,6 +191,43 @@ class RunContext(ScanContext):
     audit: AuditLog | None = None
     transport_factory: TransportFactory = open_transport
     clock: Callable[[], datetime] = field(default=utcnow)
+    memory: VectorMemory | None = None
+    """The vector memory: every deployment outcome, incident and run decision is written to it."""
+    llm: LLMClient | None = None
+    """An LLM client (testing judgment, run summary); None: deterministic cores only."""
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        store: Store,
+        policy: Policy,
+        *,
+        fetcher: FeedFetcher | None = None,
+        memory: VectorMemory | None = None,
+        llm: LLMClient | None = None,
+    ) -> RunContext:
+        """The usual context: changelogs per settings, the audit log under HOME, the vector
+        memory (opened here unless given; a memory that cannot open is a warning) and the LLM
+        client when one is configured."""
+        if memory is None:
+            memory = open_memory(settings)
+        if llm is None:
+            from tools.llm import make_client
+
+            llm = make_client(settings.llm, cache_dir=settings.cache_dir)
+        return cls(
+            settings=settings,
+            store=store,
+            policy=policy,
+            fetcher=fetcher,
+            changelogs=None
+            if settings.discovery.changelogs == "none"
+            else ChangelogFetcher(settings.cache_dir),
+            audit=AuditLog.for_settings(settings),
+            memory=memory,
+            llm=llm,
+        )
 
     def audit_log(self, run_id: str) -> AuditLog:
         """The audit log bound to ``run_id``."""
@@ -176,6 +236,17 @@ class RunContext(ScanContext):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def open_memory(settings: Settings) -> VectorMemory | None:
+    """The vector memory, or None (with a warning) when it cannot be opened."""
+    from tools.memory import VectorMemory
+
+    try:
+        return VectorMemory.open(settings)
+    except PatchpilotError as exc:
+        log.warning("run.memory_unavailable", error=str(exc))
+        return None
 
 
 def deployable_items(
@@ -274,6 +345,25 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         )
         policy = policy.model_copy(update={"baseline": baseline})
         log.info("run.baseline_rejections", run_id=state.run_id, rejected=rejections)
+    if state.rollback:
+        package = state.only[0][0]
+        installed: dict[str, str | None] = {}
+        for host in discovered:
+            snapshot = store.load_host_snapshot(state.run_id, host.name)
+            versions = (
+                [p.version for p in snapshot.packages if p.name == package] if snapshot else []
+            )
+            installed[host.name] = versions[0] if versions else None
+        plan = build_rollback_plan(
+            state.run_id,
+            package,
+            {h: v for h, v in state.rollback.items() if h in installed},
+            installed,
+            _available(discovered, [package], ctx),
+            now=ctx.clock(),
+            reason=f"rollback of {package} requested ({state.target})",
+        )
+        return _planned(plan)
     pinned = sorted({name for name, version in state.only if version})
     available = _available(discovered, pinned, ctx) if pinned else None
     plan = build_plan(
@@ -286,9 +376,15 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         now=ctx.clock(),
         available=available,
     )
+    return _planned(plan)
+
+
+def _planned(plan: PatchPlan) -> dict[str, Any]:
     update: dict[str, Any] = {"plan": plan}
     if not plan.items:
         reason = "nothing to deploy: no pending update is approved by the baseline"
+        if plan.excluded and all(e.exclusion.value.startswith("not-") for e in plan.excluded):
+            reason = "nothing to deploy: " + "; ".join(e.reason for e in plan.excluded[:3])
         if plan.unmatched_only:
             reason += f" (--only matched nothing: {', '.join(plan.unmatched_only)})"
         update["outcome"] = RunOutcome(status="completed", reason=reason)
@@ -305,7 +401,14 @@ def testing_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any
     assert state.plan is not None
     ctx = runtime.context
     report = test_plan(state.plan, state.hosts, ctx.settings, state.policy, history=ctx.store)
-    return {"testing": report}
+    recalled = recall_similar(ctx.memory, state.plan.items)
+    judgments, how = judge_compatibility(report, recalled, ctx.llm)
+    return {
+        "testing": report,
+        "recalled": recalled,
+        "judgments": judgments,
+        "assistance": [*state.assistance, {"task": "testing", **how}],
+    }
 
 
 def schedule(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -375,6 +478,8 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     plan = state.plan
     effects = state.testing.predicted_effects() if state.testing else None
     reasons = approval_required(plan, state.hosts, state.policy, effects)
+    if state.must_approve and plan.items:
+        reasons = [state.must_approve, *reasons]
     if not reasons:
         return {"approval_reasons": []}
     if state.dry_run:
@@ -496,6 +601,7 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
         )
         if not state.dry_run:
             _record_outcomes(store, state.run_id, deployment)
+            _remember_deployment(ctx.memory, state.run_id, hosts.get(deployment.host), deployment)
 
     def may_start() -> str | None:
         if state.dry_run:
@@ -559,6 +665,88 @@ def _record_outcomes(store: Store, run_id: str, deployment: HostDeployment) -> N
             )
 
 
+def _profile(host: Host | None) -> str | None:
+    if host is None:
+        return None
+    tags = ", ".join(sorted(host.tags))
+    return f"{tags}; criticality {host.criticality}; {host.exposure.value}"
+
+
+def _remember_deployment(
+    memory: VectorMemory | None, run_id: str, host: Host | None, deployment: HostDeployment
+) -> None:
+    """Write the host's outcomes (and an incident for a failure) to the vector memory."""
+    if memory is None:
+        return
+    from tools.memory import IncidentMemory, OutcomeMemory
+
+    statuses: dict[str, Literal["success", "failure", "rollback"]] = {
+        "installed": "success",
+        "rolled_back": "rollback",
+        "failed": "failure",
+    }
+    try:
+        for item in deployment.items:
+            status = statuses.get(item.status)
+            if status is None or item.cause in ("transport", "not-started"):
+                continue
+            memory.remember_outcome(
+                OutcomeMemory(
+                    run_id=run_id,
+                    host=item.host,
+                    host_profile=_profile(host),
+                    package=item.package,
+                    from_version=item.from_version,
+                    to_version=item.to_version,
+                    status=status,
+                    error=item.reason if status != "success" else None,
+                )
+            )
+            if status != "success":
+                memory.remember_incident(
+                    IncidentMemory(
+                        run_id=run_id,
+                        host=item.host,
+                        package=item.package,
+                        version=item.to_version,
+                        summary=f"{item.package} {item.to_version} on {item.host} "
+                        f"({item.cause or 'error'}): {item.reason}",
+                    )
+                )
+    except PatchpilotError as exc:  # memory is advisory: never fail a deployment for it
+        log.warning("run.memory_write_failed", run_id=run_id, error=str(exc))
+
+
+def _remember_run(memory: VectorMemory | None, state: RunState, outcome: RunOutcome) -> None:
+    """The run's decision (plan, approval, result) as one memory item."""
+    if memory is None or state.plan is None or not state.plan.items:
+        return
+    from tools.memory import DecisionMemory
+
+    packages = sorted({f"{i.package} {i.to_version}" for i in state.plan.items})
+    approval = state.approval
+    why = [*state.approval_reasons]
+    if approval is not None:
+        why.append(
+            f"{approval.status} by {approval.by}"
+            + (f": {approval.comment}" if approval.comment else "")
+        )
+    try:
+        memory.remember_decision(
+            DecisionMemory(
+                run_id=state.run_id,
+                kind="plan",
+                subject=", ".join(sorted({i.package for i in state.plan.items}))[:200],
+                text=f"run {state.run_id} planned {', '.join(packages)} on "
+                f"{', '.join(state.plan.hosts)}: {outcome.status}"
+                + (f" ({outcome.reason})" if outcome.reason else ""),
+                rationale="; ".join(why) or None,
+            )
+        )
+    except PatchpilotError as exc:
+        log.warning("run.memory_write_failed", run_id=state.run_id, error=str(exc))
+
+
 def _reject(store: Store, audit: AuditLog, run_id: str, result: RingResult) -> list[str]:
     """Reject in the baseline every version that failed its health check (until cleared)."""
     rejected: list[str] = []
@@ -614,12 +802,32 @@ def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         "hosts_failed": failed_hosts,
         "rings": [r.model_dump(mode="json") for r in state.ring_results],
     }
+    if not state.dry_run:
+        _remember_run(ctx.memory, state, outcome)
+    text, how = _summarize(state, outcome, ctx)
+    assistance = [*state.assistance, {"task": "run_summary", **how}]
+    summary["summary_text"] = text
+    summary["assistance"] = assistance
+    if ctx.llm is not None:
+        summary["llm_usage"] = ctx.llm.usage.model_dump(mode="json")
     ctx.store.finish_run(state.run_id, status=outcome.status, summary=summary)
     ctx.audit_log(state.run_id).record(
         "run.finished", details={"status": outcome.status, "reason": outcome.reason}
     )
     log.info("run.finished", run_id=state.run_id, status=outcome.status, reason=outcome.reason)
-    return {"outcome": outcome}
+    return {"outcome": outcome, "assistance": assistance}
+
+
+def _summarize(state: RunState, outcome: RunOutcome, ctx: RunContext) -> tuple[str, dict[str, Any]]:
+    from agents.reporting import summarize_run
+    from patchpilot.run_report import run_document
+
+    snapshot = RunSnapshot(state=state, next=(), interrupts=())
+    result = RunResult(run_id=state.run_id, status=outcome.status, reason=outcome.reason)
+    document = run_document(
+        result, snapshot, ctx.store.deployments(state.run_id), ctx.store.approval(state.run_id)
+    )
+    return summarize_run(document, ctx.llm)
 
 
 # --------------------------------------------------------------------------- wiring
@@ -744,8 +952,16 @@ def start_run(
     refresh: bool = False,
     limit: str | None = None,
     run_id: str | None = None,
+    rollback: dict[str, str] | None = None,
+    must_approve: str | None = None,
 ) -> RunResult:
-    """Run the whole graph until it ends or waits (approval, window)."""
+    """Run the whole graph until it ends or waits (approval, window).
+
+    ``rollback`` (host -> version) plans a downgrade of ``only[0]``'s package instead of
+    applying the baseline to pending updates.
+    """
+    if rollback and (not only or len(only) != 1):
+        raise ValueError("a rollback names exactly one package in only")
     run_id = run_id or new_run_id()
     state = RunState(
         run_id=run_id,
@@ -757,6 +973,8 @@ def start_run(
         only=list(only or []),
         dry_run=dry_run,
         limit=limit,
+        rollback=dict(rollback or {}),
+        must_approve=must_approve,
     )
     return _drive(run_id, context, state)
 

@@ -863,8 +863,11 @@ def main() -> None:
         sys.exit(ExitCode.ERROR)
 
 
-# The patch-run commands (run, approve, reject, approvals, baseline) register themselves on app.
-import patchpilot.run_cli  # noqa: E402,F401
+# The patch-run (run, approve, reject, approvals, baseline) and chat (ask, chat, memory)
+# commands register themselves on app when imported.
+from patchpilot import chat_cli, run_cli  # noqa: E402
+
+COMMAND_MODULES = (chat_cli, run_cli)
 
 if __name__ == "__main__":
     main()

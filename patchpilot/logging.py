@@ -38,7 +38,7 @@ def configure_logging(level: str = "warning", fmt: Literal["console", "json"] = 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Third-party libraries log through stdlib logging; keep them quiet below our level.
@@ -47,6 +47,11 @@ def configure_logging(level: str = "warning", fmt: Literal["console", "json"] = 
     logging.getLogger("paramiko").setLevel(
         numeric if numeric <= logging.DEBUG else logging.CRITICAL
     )
+
+
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """A logger on whatever ``sys.stderr`` is now (test runners and daemons replace it)."""
+    return structlog.PrintLogger(file=sys.stderr)
 
 
 _QUIET_WRAPPERS = frozenset(

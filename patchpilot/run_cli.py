@@ -19,7 +19,7 @@ Exit codes of a patch run (added to those in :mod:`patchpilot.cli`):
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,15 +28,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from graphs.run import (
-    ApprovalDecision,
     RunBusyError,
     RunContext,
     RunResult,
-    continue_run,
     load_run_state,
     result_of,
     start_run,
 )
+from patchpilot.approvals import continue_waiting_run, decide, decision_of, expire
 from patchpilot.audit import AuditLog, current_actor
 from patchpilot.cli import (
     ExitCode,
@@ -59,8 +58,7 @@ from patchpilot.models import Ecosystem, utcnow
 from patchpilot.policy import Policy, load_policy
 from patchpilot.run_report import run_document
 from patchpilot.settings import Settings
-from patchpilot.store import ApprovalRecord, Store, StoreError
-from tools.changelog import ChangelogFetcher
+from patchpilot.store import Store
 from tools.validate import split_pin, validate_package_name
 
 __all__ = ["RUN_EXIT", "baseline_app", "print_run", "resume_patch_run"]
@@ -101,16 +99,8 @@ def _parse_only(specs: list[str] | None) -> list[tuple[str, str | None]]:
 
 
 def _context(settings: Settings, store: Store, policy: Policy, *, fetch: bool) -> RunContext:
-    return RunContext(
-        settings=settings,
-        store=store,
-        policy=policy,
-        fetcher=_fetcher(settings, retries=1) if fetch else None,
-        changelogs=None
-        if settings.discovery.changelogs == "none"
-        else ChangelogFetcher(settings.cache_dir),
-        audit=AuditLog.for_settings(settings),
-    )
+    fetcher = _fetcher(settings, retries=1) if fetch else None
+    return RunContext.create(settings, store, policy, fetcher=fetcher)
 
 
 def print_run(store: Store, settings: Settings, result: RunResult, fmt: OutputFormat) -> int:
@@ -241,77 +231,26 @@ def run_cmd(
     raise typer.Exit(code)
 
 
-def _expire(store: Store, settings: Settings, record: ApprovalRecord, now: datetime) -> None:
-    store.decide_approval(record.run_id, "expired", by="patchpilot", at=now)
-    AuditLog.for_settings(settings, run_id=record.run_id).record(
-        "approval.expired",
-        details={"plan_id": record.plan_id, "expires_at": record.expires_at.isoformat()},
-    )
-
-
-def _decision(record: ApprovalRecord) -> ApprovalDecision:
-    if record.status == "pending" or record.decided_at is None or record.decided_by is None:
-        raise StoreError(f"the approval of run {record.run_id} is not decided")
-    return ApprovalDecision(
-        status=record.status,
-        by=record.decided_by,
-        comment=record.comment,
-        at=record.decided_at,
-        content_hash=record.content_hash,
-    )
-
-
-def _continue(
-    c: _Context, store: Store, run_id: str, decision: ApprovalDecision | None
-) -> RunResult:
-    settings = c.settings
-    snapshot = load_run_state(run_id, settings)
-    if snapshot is None:
-        raise UnknownTargetError(f"no checkpoint for run {run_id}; see `patchpilot runs`")
-    context = _context(settings, store, snapshot.state.policy, fetch=False)
-    return continue_run(run_id, context, decision=decision)
+def _make_context(c: _Context, store: Store) -> Callable[[Policy], RunContext]:
+    return lambda policy: _context(c.settings, store, policy, fetch=False)
 
 
 def _decide(
     ctx: typer.Context, run_id: str, status: Literal["approved", "rejected"], comment: str | None
 ) -> RunResult:
     c: _Context = ctx.obj
-    settings = c.settings
     with _store(c) as store:
         record = store.approval(run_id)
-        if record is None:
-            if store.get_run(run_id) is None:
-                raise UnknownTargetError(f"no run {run_id!r}; see `patchpilot runs`", key="run_id")
-            raise UnknownTargetError(f"run {run_id} never asked for approval", key="run_id")
-        now = utcnow()
-        if record.status == "pending" and record.expired_at(now):
-            _expire(store, settings, record, now)
+        if record is not None and record.status == "pending" and record.expired_at(utcnow()):
             err.print(f"[red]the approval of run {run_id} expired at {record.expires_at}[/]")
-        elif record.status == "pending":
-            actor = current_actor()
-            record = store.decide_approval(run_id, status, by=actor, comment=comment, at=now)
-            AuditLog.for_settings(settings, run_id=run_id, actor=actor).record(
-                f"approval.{'granted' if status == 'approved' else 'rejected'}",
-                details={
-                    "plan_id": record.plan_id,
-                    "content_hash": record.content_hash,
-                    "comment": comment,
-                },
-            )
-        else:
-            snapshot = load_run_state(run_id, settings)
-            waiting = snapshot is not None and any(
-                i.get("kind") == "approval" for i in snapshot.interrupts
-            )
-            if not waiting:
-                raise StoreError(
-                    f"run {run_id} was already {record.status} by {record.decided_by} at "
-                    f"{record.decided_at}"
-                )
-            # Decided, but the deciding process died before continuing the run.
-        record = store.approval(run_id)
-        assert record is not None
-        return _continue(c, store, run_id, _decision(record))
+        return decide(
+            c.settings,
+            store,
+            run_id,
+            status,
+            comment=comment,
+            make_context=_make_context(c, store),
+        )
 
 
 def _finish(ctx: typer.Context, result: RunResult, fmt: OutputFormat) -> None:
@@ -363,11 +302,17 @@ def approvals_cmd(
     with _store(c) as store:
         for record in store.approvals("pending"):
             if record.expired_at(now):
-                _expire(store, settings, record, now)
+                expire(store, settings, record, now)
                 expired = store.approval(record.run_id)
                 assert expired is not None
                 with contextlib.suppress(RunBusyError):
-                    _continue(c, store, record.run_id, _decision(expired))
+                    continue_waiting_run(
+                        settings,
+                        store,
+                        record.run_id,
+                        decision_of(expired),
+                        _make_context(c, store),
+                    )
         records = store.approvals(None if show_all else "pending")
     if fmt is OutputFormat.JSON:
         _emit_json(
@@ -408,12 +353,14 @@ def resume_patch_run(ctx: typer.Context, run_id: str, fmt: OutputFormat) -> None
         decision = None
         if record is not None and any(i.get("kind") == "approval" for i in snapshot.interrupts):
             if record.status == "pending" and record.expired_at(utcnow()):
-                _expire(store, settings, record, utcnow())
+                expire(store, settings, record, utcnow())
                 record = store.approval(run_id)
             if record is not None and record.status != "pending":
-                decision = _decision(record)
+                decision = decision_of(record)
         try:
-            result = _continue(c, store, run_id, decision)
+            result = continue_waiting_run(
+                settings, store, run_id, decision, _make_context(c, store)
+            )
         except RunBusyError as exc:
             raise PatchpilotError(str(exc)) from exc
         code = print_run(store, settings, result, fmt)

@@ -191,6 +191,8 @@ def _plan_json(snapshot: RunSnapshot) -> dict[str, Any] | None:
                     "risk": p.risk.value,
                     "classifications": [c.value for c in p.classifications],
                     "reasons": list(p.reasons),
+                    "recalled": state.recalled.get(f"{item.package}={item.to_version}", []),
+                    "llm": state.judgments.get(f"{item.host}|{item.package}"),
                 }
         items.append(entry)
     return {
@@ -259,4 +261,5 @@ def run_document(
         "rings": rings,
         "deployments": rows,
         "compliance": host_compliance(hosts, rows),
+        "assistance": list(state.assistance) if state else [],
     }

@@ -1209,6 +1209,30 @@ class Store(RolloutMixin):
             at=from_db_time(when),
         )
 
+    def recent_outcomes(
+        self, *, package: str | None = None, host: str | None = None, limit: int = 50
+    ) -> list[Outcome]:
+        """Recorded outcomes, newest first, optionally of one package and/or one host."""
+        rows = self._conn().execute(
+            "SELECT run_id, host, package, from_version, to_version, status, error, recorded_at"
+            " FROM deployment_outcomes WHERE (?1 IS NULL OR package = ?1)"
+            " AND (?2 IS NULL OR host = ?2) ORDER BY recorded_at DESC, id DESC LIMIT ?3",
+            (package, host, limit),
+        )
+        return [
+            Outcome(
+                run_id=run_id,
+                host=name,
+                package=pkg,
+                from_version=before,
+                to_version=after,
+                status=OutcomeStatus(status),
+                error=error,
+                at=from_db_time(recorded),
+            )
+            for run_id, name, pkg, before, after, status, error, recorded in rows
+        ]
+
     def outcomes(self, package: str, version: str) -> list[Outcome]:
         """Every recorded outcome of ``package`` at ``version`` (any host, any run), oldest first.
 

@@ -184,7 +184,7 @@ def test_ring_halts_after_the_first_failure(
     )
     assert result.halted
     assert result.reason is not None
-    assert "error threshold" in result.reason
+    assert "health check failed on canary-1" in result.reason
     canary, web = result.hosts
     assert canary.status == "rolled_back"
     assert web.status == "pending"

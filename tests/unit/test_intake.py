@@ -1,0 +1,393 @@
+"""The deterministic chat-request parser (agents.intake) and the ChatRequest model."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from agents.intake import MAX_TEXT_LENGTH, help_text, parse_request
+from patchpilot.intents import (
+    ChatRequest,
+    Intent,
+    PackageSpec,
+    Scope,
+    StatusTopic,
+    TagMatch,
+    When,
+)
+from patchpilot.models import Ecosystem, Severity
+from tools.validate import validate_package_name, validate_version
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_benchmark() -> ModuleType:
+    """benchmarks/ is not a package: load benchmarks/intents.py from its path."""
+    path = REPO / "benchmarks" / "intents.py"
+    spec = importlib.util.spec_from_file_location("benchmark_intents", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("benchmark_intents", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _load_benchmark()
+HOSTS: tuple[str, ...] = BENCH.HOSTS
+TAGS: tuple[str, ...] = BENCH.TAGS
+PACKAGES: tuple[str, ...] = BENCH.PACKAGES
+RUN = "20261127T101941Z-31b1dc"
+# Cases the deterministic parser is known to miss (safely: it answers with help, never acts).
+KNOWN_MISSES = {"kick off patching on staging", "hotfix openssl on db-2"}
+
+
+def parse(text: str) -> ChatRequest:
+    return parse_request(text, known_hosts=HOSTS, known_tags=TAGS, known_packages=PACKAGES)
+
+
+def _assert_safe(req: ChatRequest) -> None:
+    """Invariants of every parse, whatever the text."""
+    for spec in req.packages:
+        validate_package_name(spec.name, Ecosystem.DEBIAN)
+        if spec.version is not None:
+            validate_version(spec.version, Ecosystem.DEBIAN)
+    if req.is_actionable:
+        assert req.scope.is_explicit
+        assert req.needs_clarification is None
+        assert req.intent in {Intent.PATCH, Intent.ROLLBACK}
+    if req.acts:
+        assert req.needs_clarification is None
+    assert 0.0 <= req.confidence <= 1.0
+
+
+# --------------------------------------------------------------------------- benchmark cases
+
+
+def test_benchmark_has_enough_cases() -> None:
+    assert len(BENCH.CASES) >= 70
+    texts = [c.text for c in BENCH.CASES]
+    assert len(texts) == len(set(texts))
+    for required in (
+        "patch the critical ones on staging tonight",
+        "upgrade acme-web to 1.1.0 on staging now",
+        "roll back acme-web on web-2",
+        "which hosts are exposed to CVE-2024-6387?",
+        "which lab hosts are exposed to the newest openssl advisory?",
+        "why is web-2 non-compliant?",
+        "what happened the last time we upgraded openssl?",
+        "show pending approvals",
+        f"approve {RUN}",
+        "patch everything",
+        "asdf qwerty zxcv",
+    ):
+        assert required in texts
+
+
+@pytest.mark.parametrize("case", BENCH.CASES, ids=lambda c: c.text[:60])
+def test_benchmark_case(case: object) -> None:
+    req = parse(case.text)  # type: ignore[attr-defined]
+    _assert_safe(req)
+    want = case.expected()  # type: ignore[attr-defined]
+    got = {k: v for k, v in BENCH.actual(req).items() if k in want}
+    if case.text in KNOWN_MISSES:  # type: ignore[attr-defined]
+        assert got != want, "a known miss now passes: remove it from KNOWN_MISSES"
+        assert not req.acts
+        return
+    assert got == want, req.describe()
+
+
+def test_benchmark_accuracy_and_safety() -> None:
+    correct, _safe, unsafe = BENCH.evaluate(parse_request)
+    assert correct / len(BENCH.CASES) >= BENCH.ACCURACY_TARGET
+    assert unsafe == []
+
+
+def test_benchmark_main_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert BENCH.main(["--llm"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy:" in out
+    assert "UNSAFE (would act wrongly): 0" in out
+    assert "parse_with_llm does not exist; skipped" in out
+
+
+# --------------------------------------------------------------------------- specific behaviour
+
+
+def test_examples_from_the_brief() -> None:
+    req = parse("patch the critical ones on staging tonight")
+    assert req.is_actionable
+    assert req.intent is Intent.PATCH
+    assert req.scope == Scope(tags=("staging",))
+    assert req.severity_at_least is Severity.CRITICAL
+    assert req.when is When.TONIGHT
+
+    req = parse("upgrade acme-web to 1.1.0 on staging now")
+    assert req.packages == (PackageSpec(name="acme-web", version="1.1.0"),)
+    assert req.when is When.NOW
+
+    req = parse("which lab hosts are exposed to the newest openssl advisory?")
+    assert req.intent is Intent.EXPOSURE
+    assert req.newest
+    assert "lab" in req.unparsed
+    assert not req.acts
+
+    req = parse(f"reject {RUN} because the canary failed")
+    assert req.intent is Intent.REJECT
+    assert req.is_decision
+    assert req.comment == "the canary failed"
+    assert parse(f"reject {RUN}, reason: flaky canary").comment == "flaky canary"
+    assert parse(f"deny run {RUN}: too risky").comment == "too risky"
+    assert parse(f"approve {RUN} please").comment is None
+
+
+def test_run_id_normalised_and_status_topics() -> None:
+    assert parse(f"approve {RUN.lower()}").run_id == RUN
+    assert parse("show pending approvals").status_topic is StatusTopic.APPROVALS
+    assert parse("list recent runs").status_topic is StatusTopic.RUNS
+    assert parse("give me a compliance summary for prod").status_topic is StatusTopic.COMPLIANCE
+    assert parse("how many critical findings do we have?").status_topic is StatusTopic.FINDINGS
+
+
+def test_tag_match() -> None:
+    assert parse("patch the prod web servers").scope.tag_match is TagMatch.ALL
+    assert parse("patch staging and canary").scope.tag_match is TagMatch.ANY
+
+
+def test_fuzzy_never_changes_digits() -> None:
+    req = parse("patch web-3")
+    assert req.scope.hosts == ()
+    assert req.needs_clarification is not None
+    assert "web-3" in req.needs_clarification
+    req = parse("upgrade libssl on web-1")
+    assert req.packages == ()
+    assert not req.is_actionable
+    assert parse("patch web1").scope.hosts == ("web-1",)
+
+
+def test_fuzzy_lowers_confidence() -> None:
+    exact = parse("upgrade openssl on web-1")
+    typo = parse("upgrdae opensl on web1")
+    assert typo.packages == exact.packages
+    assert typo.scope == exact.scope
+    assert typo.confidence < exact.confidence
+
+
+def test_shell_metacharacters_never_trimmed_into_names() -> None:
+    for text in (
+        "patch web-*",
+        "upgrade acme-web=1.1.0;reboot on web-1",
+        "upgrade `id` on web-1",
+        "upgrade acme-web=$(reboot) on web-1",
+        "upgrade acme-web|sh on web-1",
+    ):
+        req = parse(text)
+        assert not req.acts, text
+        _assert_safe(req)
+
+
+def test_without_known_lists() -> None:
+    req = parse_request("upgrade nginx to 1.24.0-1 on bastion-3 tonight")
+    assert req.is_actionable
+    assert req.packages == (PackageSpec(name="nginx", version="1.24.0-1"),)
+    assert req.scope.hosts == ("bastion-3",)
+    # A word that is not a valid Debian name never becomes a package.
+    req = parse_request("upgrade Nginx_Plus on web-1")
+    assert req.packages == ()
+    assert not req.is_actionable
+    # Default tags still work.
+    assert parse_request("patch staging now").scope.tags == ("staging",)
+
+
+def test_too_long_and_non_text() -> None:
+    req = parse("patch web-1 " * (MAX_TEXT_LENGTH // 5))
+    assert req.intent is Intent.UNKNOWN
+    assert req.needs_clarification is not None
+    assert not req.acts
+    req = parse_request(None)  # type: ignore[arg-type]
+    assert req.intent is Intent.UNKNOWN
+
+
+def test_describe_is_one_line() -> None:
+    for case in BENCH.CASES:
+        line = parse(case.text).describe()
+        assert line
+        assert "\n" not in line
+
+
+def test_help_text_examples_are_understood() -> None:
+    text = help_text()
+    assert "approve" in text
+    examples = [
+        "patch the critical ones on staging tonight",
+        "upgrade acme-web to 1.1.0 on staging now",
+        "roll back acme-web on web-2",
+        "which hosts are exposed to CVE-2024-6387?",
+        "why is web-2 non-compliant?",
+        "what happened the last time we upgraded openssl?",
+        "show pending approvals",
+        f"approve {RUN}",
+    ]
+    for example in examples:
+        assert example in text
+        assert parse(example).intent is not Intent.UNKNOWN
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_model_validates_packages_cves_and_run_ids() -> None:
+    with pytest.raises(ValidationError):
+        PackageSpec(name="Bad Name")
+    with pytest.raises(ValidationError):
+        PackageSpec(name="openssl", version="1.0;reboot")
+    with pytest.raises(ValidationError):
+        ChatRequest(intent=Intent.EXPOSURE, cves=("CVE-24-1",))
+    with pytest.raises(ValidationError):
+        ChatRequest(intent=Intent.APPROVE, run_id="yesterday")
+    with pytest.raises(ValidationError):
+        ChatRequest(intent=Intent.PATCH, extra_field=True)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        Scope(hosts=("web 1",))
+    req = ChatRequest(intent=Intent.EXPOSURE, cves=("cve-2024-6387", "CVE-2024-6387"))
+    assert req.cves == ("CVE-2024-6387",)
+    with pytest.raises(ValidationError):
+        req.intent = Intent.PATCH  # type: ignore[misc]
+
+
+def test_model_is_actionable_defence_in_depth() -> None:
+    """An LLM-built request without scope (or a rollback without package) never acts."""
+    assert not ChatRequest(intent=Intent.PATCH).is_actionable
+    assert ChatRequest(intent=Intent.PATCH, scope=Scope(all_hosts=True)).is_actionable
+    assert not ChatRequest(intent=Intent.ROLLBACK, scope=Scope(hosts=("web-1",))).is_actionable
+    assert not ChatRequest(
+        intent=Intent.PATCH, scope=Scope(hosts=("web-1",)), needs_clarification="which?"
+    ).is_actionable
+    assert not ChatRequest(intent=Intent.EXPOSURE, scope=Scope(all_hosts=True)).is_actionable
+    assert not ChatRequest(intent=Intent.APPROVE).is_decision
+    assert ChatRequest(intent=Intent.APPROVE, run_id=RUN).is_decision
+
+
+# --------------------------------------------------------------------------- properties
+
+_VOCAB = [
+    "patch", "upgrade", "roll", "back", "rollback", "approve", "reject", "why", "which",
+    "hosts", "all", "everything", "everywhere", "fleet", "on", "and", "to", "now", "tonight",
+    "dry", "run", "critical", "high", "kev", "not", "except", "show", "pending", "what",
+    "happened", "last", "time", "exposed", "CVE-2024-6387", "cve", "2024", RUN, "1.1.0",
+    "=", "acme-web=1.1.0", "openssl", "web-1", "web-3", "db", "staging", "prod", "group",
+    "dmz", "$(reboot)", "`id`", "web-*", "1.0;rm", "-rf", "'", "\"", "?", "upgrdae",
+    "stagging", "v1.2", "version", "package", "nginx", "Foo$", "..", "::", "~", "ıstanbul",
+    "\u0435", "\x00", "\n", "\u202e",
+]  # fmt: skip
+_vocab_text = st.lists(st.sampled_from(_VOCAB), max_size=25).map(" ".join)
+_any_text = st.one_of(st.text(max_size=400), _vocab_text)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_any_text)
+def test_arbitrary_text_is_safe(text: str) -> None:
+    for req in (parse(text), parse_request(text)):
+        _assert_safe(req)
+    assert parse(text) == parse(text)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(min_size=MAX_TEXT_LENGTH + 1, max_size=MAX_TEXT_LENGTH + 50))
+def test_overlong_text_never_acts(text: str) -> None:
+    req = parse(text)
+    assert req.intent is Intent.UNKNOWN
+    assert req.needs_clarification is not None
+
+
+_PATCH_VERBS = ["patch", "upgrade", "update", "install", "please upgrade", "could you patch"]
+_WHEN_WORDS = {
+    "": When.UNSPECIFIED,
+    "now": When.NOW,
+    "asap": When.NOW,
+    "right away": When.NOW,
+    "tonight": When.TONIGHT,
+    "this evening": When.TONIGHT,
+    "in the next maintenance window": When.NEXT_WINDOW,
+}
+
+
+@st.composite
+def _patch_sentence(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
+    verb = draw(st.sampled_from(_PATCH_VERBS))
+    pkgs = draw(st.lists(st.sampled_from(PACKAGES), max_size=2, unique=True))
+    version = draw(st.sampled_from([None, "1.1.0", "2:3.0.15-1~deb12u1"])) if pkgs else None
+    hosts = draw(st.lists(st.sampled_from(HOSTS), max_size=3, unique=True))
+    tags = [] if hosts else draw(st.lists(st.sampled_from(TAGS), max_size=1))
+    all_hosts = not hosts and not tags and draw(st.booleans())
+    when = draw(st.sampled_from(sorted(_WHEN_WORDS)))
+    dry = draw(st.booleans())
+    parts = ["dry run:" if dry else "", verb]
+    if pkgs:
+        parts.append(
+            " and ".join([*pkgs[:-1], f"{pkgs[-1]} to {version}" if version else pkgs[-1]])
+        )
+    if hosts:
+        parts.append("on " + " and ".join(hosts))
+    elif tags:
+        parts.append("on " + tags[0])
+    elif all_hosts:
+        parts.append("on all hosts")
+    parts.append(when)
+    expected = {
+        "packages": tuple(
+            PackageSpec(name=p, version=version if i == len(pkgs) - 1 else None)
+            for i, p in enumerate(pkgs)
+        ),
+        "scope": Scope(hosts=tuple(hosts), tags=tuple(tags), all_hosts=all_hosts),
+        "when": _WHEN_WORDS[when],
+        "dry_run": dry,
+    }
+    return " ".join(p for p in parts if p), expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(_patch_sentence(), st.booleans())
+def test_generated_patch_requests(sentence: tuple[str, dict[str, object]], upper: bool) -> None:
+    text, expected = sentence
+    if upper:  # keywords, hosts, tags and package names are case-insensitive; versions are not
+        text = text.upper()
+        pkgs: tuple[PackageSpec, ...] = expected["packages"]  # type: ignore[assignment]
+        expected["packages"] = tuple(
+            PackageSpec(name=p.name, version=p.version.upper() if p.version else None) for p in pkgs
+        )
+    req = parse(text)
+    assert req.intent is Intent.PATCH, req.describe()
+    for key, value in expected.items():
+        assert getattr(req, key) == value, (text, key, req.describe())
+    scope: Scope = expected["scope"]  # type: ignore[assignment]
+    assert req.is_actionable == scope.is_explicit, req.describe()
+    if not scope.is_explicit:
+        assert req.needs_clarification is not None
+
+
+# Words that change what a change request means; ignoring any of them could widen or reorder a
+# change, so wherever one appears in a patch request, the request must not act.
+_MEANING_CHANGERS = [
+    "except", "but", "not", "never", "don't", "without", "unless", "other", "then", "first",
+    "before", "after", "if", "from", "while", "some", "one", "reboot", "remove", "like",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(_patch_sentence(), st.sampled_from(_MEANING_CHANGERS), st.integers(min_value=1))
+def test_meaning_changing_words_block_action(
+    sentence: tuple[str, dict[str, object]], word: str, where: int
+) -> None:
+    words = sentence[0].split()
+    words.insert(where % (len(words) + 1), word)
+    text = " ".join(words)
+    req = parse(text)
+    assert not req.acts, (text, req.describe())

@@ -1,0 +1,48 @@
+"""Optional LLM assistance: structured answers from any OpenAI-compatible endpoint.
+
+:mod:`.client` holds :class:`LLMClient` (strict ``json_schema`` output validated with pydantic,
+one tenacity retry layer, a per-run budget, a response cache) plus :func:`make_client` and
+:func:`try_complete`; :mod:`.models` the records (:class:`LLMResult`, :class:`LLMFallback`,
+:class:`LLMUsage`); :mod:`.errors` the exception family.
+
+No LLM configured is the default and a supported mode: :func:`make_client` returns ``None``,
+:func:`try_complete` then returns an :class:`LLMFallback`, and every agent runs its
+deterministic core::
+
+    client = make_client(settings.llm, cache_dir=settings.cache_dir, run_id=run_id)
+    answer = try_complete(client, prompt.name, prompt.version, messages, Schema)
+    if isinstance(answer, LLMFallback):
+        ...  # deterministic core; report answer.reason
+    else:
+        ...  # answer.value is a validated Schema: check it against the plan before use
+"""
+
+from __future__ import annotations
+
+from tools.llm.client import DEFAULT_MAX_WAIT, LLMClient, make_client, try_complete
+from tools.llm.errors import (
+    LLMBudgetExceeded,
+    LLMConfigError,
+    LLMError,
+    LLMOutputError,
+    LLMRequestError,
+    LLMUnavailableError,
+)
+from tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
+
+__all__ = [
+    "DEFAULT_MAX_WAIT",
+    "LLMBudgetExceeded",
+    "LLMClient",
+    "LLMConfigError",
+    "LLMError",
+    "LLMFallback",
+    "LLMOutputError",
+    "LLMRequestError",
+    "LLMResult",
+    "LLMUnavailableError",
+    "LLMUsage",
+    "TokenUsage",
+    "make_client",
+    "try_complete",
+]

@@ -1,0 +1,860 @@
+"""Structured LLM answers from any OpenAI-compatible endpoint: validated, retried, budgeted, cached.
+
+:class:`LLMClient` wraps the ``openai`` SDK (``base_url`` may be OpenAI, Azure OpenAI, vLLM,
+Ollama or a llama.cpp server) and adds what the agents need around one chat completion:
+
+* **Structured output.** ``response_format`` is a *strict* ``json_schema`` built with
+  ``to_strict_json_schema(schema)`` (every field required, ``additionalProperties: false``), the
+  same schema ``client.chat.completions.parse()`` sends; ``llm.structured_output = json_object``
+  sends ``{"type": "json_object"}`` instead (servers without json_schema support) and puts the
+  schema into the system message. The answer is always validated with
+  ``schema.model_validate_json``; nothing the model returns is used unvalidated.
+* **One retry layer** (tenacity; the SDK's own retries are off): up to ``llm.max_retries``
+  retries on 429 (``Retry-After``/``retry-after-ms`` honoured, capped at ``max_wait``), 408, 409,
+  5xx, timeouts, connection failures, and unusable answers (not JSON, not the schema, truncated
+  with ``finish_reason == "length"``, no choice). Other statuses (400, 401, 403, 404, 422, a 429
+  ``insufficient_quota``) fail at once with an :class:`~tools.llm.errors.LLMRequestError` that
+  names the endpoint and the model. Waits: exponential backoff with jitter from ``backoff``
+  seconds for transient failures; an unusable answer is retried at once.
+* **A per-run budget** of requests (``llm.max_calls_per_run``, every attempt counts) and tokens
+  (``llm.max_tokens_per_run``, prompt + completion as reported by the endpoint), checked before
+  each request: :class:`~tools.llm.errors.LLMBudgetExceeded`. Create one client per run and
+  share it (it is thread-safe); :attr:`LLMClient.usage` is the run's :class:`LLMUsage`.
+* **A response cache** (``llm.cache``): ``<cache_dir>/llm/<sha256>.json`` keyed by the model,
+  task, prompt version, messages and the strict schema; written atomically, and re-validated
+  when read (an entry that no longer validates is dropped and the endpoint asked again).
+  Changing a prompt's ``version`` is what invalidates its cached answers.
+
+No LLM configured (``llm.base_url`` unset) means no client: :func:`make_client` returns ``None``
+and every agent runs its deterministic core. Agents call :func:`try_complete`, which never
+raises an :class:`~tools.llm.errors.LLMError` but returns an
+:class:`~tools.llm.models.LLMFallback` so the run report can say the LLM was not used and why::
+
+    from prompts import as_json, fence, load_prompt
+    from tools.llm import LLMFallback, make_client, try_complete
+
+    client = make_client(settings.llm, cache_dir=settings.cache_dir, run_id=run_id)
+    prompt = load_prompt("intake")
+    answer = try_complete(
+        client, prompt.name, prompt.version, prompt.messages(request=fence("request", text)),
+        IntakeAnswer,
+    )
+    if isinstance(answer, LLMFallback):
+        plan = deterministic_plan(...)          # and report answer.reason
+    else:
+        plan = checked_against_inventory(answer.value)  # validate before use, run nothing
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal, Self, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+import structlog
+from openai import OpenAI
+from openai.lib._pydantic import to_strict_json_schema
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat.completion_create_params import ResponseFormat
+from pydantic import BaseModel, ValidationError
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from patchpilot.models import utcnow
+from patchpilot.settings import LLMSettings
+from tools.llm.errors import (
+    LLMBudgetExceeded,
+    LLMConfigError,
+    LLMError,
+    LLMOutputError,
+    LLMRequestError,
+    LLMUnavailableError,
+)
+from tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
+
+__all__ = ["DEFAULT_MAX_WAIT", "LLMClient", "make_client", "try_complete"]
+
+_log = structlog.get_logger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
+
+DEFAULT_MAX_WAIT: Final = 30.0
+"""Cap in seconds on any single wait between attempts, a server's ``Retry-After`` included."""
+
+NO_KEY_PLACEHOLDER: Final = "not-needed"
+"""Sent as the API key when its variable is unset (the SDK insists on one; local servers
+ignore it)."""
+
+_ROLES: Final = frozenset({"system", "developer", "user", "assistant"})
+_RETRY_STATUSES: Final = frozenset({408, 409, 429})
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_DETAIL_MAX: Final = 300
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt; after the last one it becomes an LLMError."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        kind: Literal["unavailable", "output"],
+        retry_after: float | None = None,
+    ) -> None:
+        self.reason = reason
+        self.kind = kind
+        self.retry_after = retry_after
+        super().__init__(reason)
+
+
+@dataclass(slots=True)
+class _Call:
+    """Book-keeping for one ``complete``/``embed`` call across its attempts."""
+
+    task: str
+    attempts: int = 0
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+class LLMClient:
+    """Structured answers from an OpenAI-compatible endpoint (see the module docstring).
+
+    Args:
+        settings: The endpoint, model, limits and switches (``Settings.llm``); ``base_url``
+            must be set (use :func:`make_client` to get ``None`` when it is not).
+        cache_dir: The cache root (``Settings.cache_dir``); answers go to ``cache_dir/llm``.
+            ``None`` disables the cache, as does ``settings.cache = False``.
+        run_id: Bound to every log event of this client.
+        backoff: First exponential-backoff wait in seconds (doubled per attempt, jittered);
+            small values make tests fast.
+        max_wait: Cap on any single wait, a server's ``Retry-After`` included.
+        sleep: The sleep function (tests inject one that records the waits).
+
+    Raises:
+        LLMConfigError: ``settings.base_url`` is unset.
+    """
+
+    def __init__(
+        self,
+        settings: LLMSettings,
+        *,
+        cache_dir: Path | None,
+        run_id: str | None = None,
+        backoff: float = 1.0,
+        max_wait: float = DEFAULT_MAX_WAIT,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if settings.base_url is None:
+            raise LLMConfigError(
+                "no llm.base_url configured; use make_client(), which returns None so the "
+                "agents run their deterministic core",
+                model=settings.model,
+            )
+        self._settings = settings
+        self._base_url = _redact(settings.base_url)
+        self._cache_dir = cache_dir / "llm" if cache_dir is not None and settings.cache else None
+        self._run_id = run_id
+        self._backoff = max(backoff, 0.0)
+        self._max_wait = max(max_wait, 0.0)
+        self._sleep = sleep
+        self._random = random.Random()  # noqa: S311 - jitter, not cryptography
+        self._lock = threading.Lock()
+        self._usage = LLMUsage()
+        self._openai = OpenAI(
+            base_url=settings.base_url,
+            api_key=os.environ.get(settings.api_key_env) or NO_KEY_PLACEHOLDER,
+            timeout=settings.timeout,
+            max_retries=0,  # tenacity below is the one retry layer
+        )
+        self._log = _log.bind(run_id=run_id, model=settings.model, base_url=self._base_url)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._openai.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def settings(self) -> LLMSettings:
+        """The settings this client was made with."""
+        return self._settings
+
+    @property
+    def run_id(self) -> str | None:
+        """The run this client belongs to."""
+        return self._run_id
+
+    @property
+    def usage(self) -> LLMUsage:
+        """What this client (the run) has spent so far."""
+        with self._lock:
+            return self._usage
+
+    # ------------------------------------------------------------------ public API
+
+    def complete(
+        self,
+        task: str,
+        prompt_version: str,
+        messages: Sequence[Mapping[str, str]],
+        schema: type[T],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> LLMResult[T]:
+        """Ask for a structured answer and validate it against ``schema``.
+
+        Args:
+            task: What is asked (the prompt's name); logged, cached by, reported.
+            prompt_version: The prompt's version; part of the cache key.
+            messages: Chat messages, each ``{"role": ..., "content": ...}``.
+            schema: The pydantic model the answer must validate against.
+            temperature: Overrides ``llm.temperature`` for this call.
+            max_tokens: Overrides ``llm.max_tokens`` for this call.
+
+        Returns:
+            The validated answer with its accounting.
+
+        Raises:
+            LLMBudgetExceeded: The run's call or token budget is spent (nothing was sent).
+            LLMRequestError: The endpoint refused the request (400, 401, 403, 404...).
+            LLMUnavailableError: 429/5xx/timeouts/connection failures outlasted the retries.
+            LLMOutputError: Every answer was unusable (not JSON, not the schema, truncated).
+            LLMConfigError: ``messages`` is malformed.
+        """
+        call = _Call(task)
+        try:
+            chat = _check_messages(messages, self._error_context(task))
+            strict = to_strict_json_schema(schema)
+            key = _cache_key(self._settings.model, task, prompt_version, chat, strict)
+            hit = self._cache_get(key, task, prompt_version, schema)
+            if hit is not None:
+                return hit
+            request = self._request_messages(chat, schema, strict)
+            response_format = self._response_format(schema, strict)
+            attempt = functools.partial(
+                self._chat_once,
+                call,
+                request,
+                response_format,
+                schema,
+                self._settings.temperature if temperature is None else temperature,
+                self._settings.max_tokens if max_tokens is None else max_tokens,
+            )
+            value, model, content = self._with_retries(call, attempt)
+        except LLMError as exc:
+            self._count(failures=1)
+            self._log.warning(
+                "llm_call_failed",
+                task=task,
+                prompt_version=prompt_version,
+                attempts=call.attempts,
+                error=type(exc).__name__,
+                reason=exc.reason,
+            )
+            raise
+        self._cache_put(key, model, task, prompt_version, content)
+        self._log.info(
+            "llm_call",
+            task=task,
+            prompt_version=prompt_version,
+            attempts=call.attempts,
+            prompt_tokens=call.usage.prompt_tokens,
+            completion_tokens=call.usage.completion_tokens,
+            cached=False,
+        )
+        return LLMResult(
+            value=value,
+            task=task,
+            prompt_version=prompt_version,
+            model=model,
+            usage=call.usage,
+            cached=False,
+            attempts=call.attempts,
+        )
+
+    def try_complete(
+        self,
+        task: str,
+        prompt_version: str,
+        messages: Sequence[Mapping[str, str]],
+        schema: type[T],
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> LLMResult[T] | LLMFallback:
+        """:meth:`complete`, but any :class:`LLMError` becomes an :class:`LLMFallback`.
+
+        The agent then runs its deterministic core and the run reports ``fallback.reason``.
+        Programming errors (e.g. a schema the SDK cannot make strict) still raise.
+        """
+        try:
+            return self.complete(
+                task,
+                prompt_version,
+                messages,
+                schema,
+                temperature=temperature,
+                max_tokens=max_tokens,
+            )
+        except LLMError as exc:
+            self._count(fallbacks=1)
+            self._log.warning("llm_fallback", task=task, error=type(exc).__name__)
+            return LLMFallback(task=task, reason=str(exc), error=type(exc).__name__)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Embed ``texts`` with ``llm.embeddings_model`` (same retries and budget as chat).
+
+        Args:
+            texts: The texts, in order.
+
+        Returns:
+            One vector per text, in the order given (``[]`` for no texts, without a request).
+
+        Raises:
+            LLMConfigError: ``llm.embeddings_model`` is unset.
+            LLMBudgetExceeded, LLMRequestError, LLMUnavailableError, LLMOutputError: as for
+                :meth:`complete`.
+        """
+        model = self._settings.embeddings_model
+        if model is None:
+            raise LLMConfigError(
+                "no llm.embeddings_model configured; set it or use the offline hashing "
+                "embeddings (memory.embedding = hashing)",
+                base_url=self._base_url,
+                model=self._settings.model,
+                task="embeddings",
+            )
+        if isinstance(texts, str):
+            raise LLMConfigError("embed() takes a sequence of texts, not one string")
+        if not texts:
+            return []
+        call = _Call("embeddings")
+        try:
+            vectors = self._with_retries(
+                call, functools.partial(self._embed_once, call, model, list(texts))
+            )
+        except LLMError as exc:
+            self._count(failures=1)
+            self._log.warning("llm_embed_failed", attempts=call.attempts, error=type(exc).__name__)
+            raise
+        self._log.info(
+            "llm_embed", texts=len(texts), attempts=call.attempts, tokens=call.usage.total_tokens
+        )
+        return vectors
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _chat_once(
+        self,
+        call: _Call,
+        messages: list[dict[str, str]],
+        response_format: ResponseFormat,
+        schema: type[T],
+        temperature: float,
+        max_tokens: int,
+    ) -> tuple[T, str, str]:
+        response = self._send(
+            call,
+            lambda: self._openai.chat.completions.create(
+                model=self._settings.model,
+                messages=cast("list[ChatCompletionMessageParam]", messages),
+                response_format=response_format,
+                temperature=temperature,
+                max_tokens=max_tokens,
+            ),
+        )
+        if not isinstance(response, ChatCompletion):
+            raise LLMOutputError(
+                f"the endpoint answered {type(response).__name__}, not a chat completion",
+                **self._error_context(call.task, call.attempts),
+            )
+        if response.usage is not None:
+            self._spend(
+                call,
+                TokenUsage(
+                    prompt_tokens=response.usage.prompt_tokens or 0,
+                    completion_tokens=response.usage.completion_tokens or 0,
+                ),
+            )
+        if not response.choices:
+            raise _Retryable("the answer has no choices", kind="output")
+        choice = response.choices[0]
+        message = choice.message
+        if choice.finish_reason == "length":
+            raise _Retryable(
+                f"the answer was cut at max_tokens={max_tokens} (finish_reason 'length')",
+                kind="output",
+            )
+        if choice.finish_reason == "content_filter":
+            raise LLMOutputError(
+                "the endpoint's content filter withheld the answer",
+                **self._error_context(call.task, call.attempts),
+            )
+        if message.refusal:
+            raise LLMOutputError(
+                f"the model refused: {_clip(message.refusal)}",
+                **self._error_context(call.task, call.attempts),
+            )
+        content = message.content
+        if not content or not content.strip():
+            raise _Retryable("the answer is empty", kind="output")
+        try:
+            value = schema.model_validate_json(_strip_fences(content))
+        except ValidationError as exc:
+            raise _Retryable(
+                f"the answer is not a valid {schema.__name__}: {_summarise(exc)}", kind="output"
+            ) from exc
+        return value, response.model or self._settings.model, content
+
+    def _embed_once(self, call: _Call, model: str, texts: list[str]) -> list[list[float]]:
+        response = self._send(
+            call,
+            lambda: self._openai.embeddings.create(
+                model=model, input=texts, encoding_format="float"
+            ),
+        )
+        if response.usage is not None:
+            self._spend(call, TokenUsage(prompt_tokens=response.usage.prompt_tokens or 0))
+        data = sorted(response.data, key=lambda item: item.index)
+        if len(data) != len(texts) or any(not item.embedding for item in data):
+            raise _Retryable(
+                f"asked for {len(texts)} embeddings, got {len(data)} (or empty ones)",
+                kind="output",
+            )
+        return [[float(x) for x in item.embedding] for item in data]
+
+    def _send(self, call: _Call, request: Callable[[], R]) -> R:
+        """Check the budget, count the request, send it, and classify what went wrong."""
+        self._reserve(call)
+        try:
+            return request()
+        except openai.APITimeoutError as exc:
+            raise _Retryable(
+                f"no answer within llm.timeout={self._settings.timeout:g} s", kind="unavailable"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise _Retryable(
+                f"cannot reach the endpoint: {_clip(str(cause) or type(cause).__name__)}",
+                kind="unavailable",
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise self._status_error(call, exc) from exc
+        except openai.OpenAIError as exc:
+            raise LLMError(
+                f"{type(exc).__name__}: {_clip(str(exc))}",
+                **self._error_context(call.task, call.attempts),
+            ) from exc
+
+    def _status_error(self, call: _Call, exc: openai.APIStatusError) -> Exception:
+        status = exc.status_code
+        detail = _error_detail(exc)
+        if (status in _RETRY_STATUSES or status >= 500) and exc.code != "insufficient_quota":
+            return _Retryable(
+                f"HTTP {status}: {detail}",
+                kind="unavailable",
+                retry_after=_retry_after(exc.response.headers),
+            )
+        env = self._settings.api_key_env
+        if status == 401:
+            hint = (
+                f"the endpoint rejected the API key; put a valid key in ${env} "
+                f"(currently {'set' if os.environ.get(env) else 'unset'})"
+            )
+        elif status == 403:
+            hint = f"the key in ${env} may not use this model or endpoint"
+        elif status == 404:
+            hint = "check llm.base_url (it usually ends in /v1) and llm.model"
+        elif status == 429:
+            hint = "the account's quota is exhausted; retrying will not help"
+        elif (
+            status in (400, 422)
+            and self._settings.structured_output == "json_schema"
+            and any(word in detail.lower() for word in ("response_format", "json_schema"))
+        ):
+            hint = (
+                "if this server does not support response_format json_schema, "
+                "set llm.structured_output = json_object"
+            )
+        else:
+            hint = ""
+        reason = f"{detail.rstrip('.')}; {hint}" if hint else detail
+        return LLMRequestError(
+            reason,
+            status=status,
+            base_url=self._base_url,
+            model=self._settings.model,
+            task=call.task,
+            attempts=call.attempts,
+        )
+
+    # ------------------------------------------------------------------ retries
+
+    def _with_retries(self, call: _Call, attempt: Callable[[], R]) -> R:
+        retrying = Retrying(
+            stop=stop_after_attempt(self._settings.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retryable),
+            sleep=self._sleep,
+            before_sleep=functools.partial(self._before_sleep, call),
+            reraise=True,
+        )
+        try:
+            return retrying(attempt)
+        except _Retryable as exc:
+            error = LLMOutputError if exc.kind == "output" else LLMUnavailableError
+            raise error(
+                f"{exc.reason} (gave up after {call.attempts} attempt"
+                f"{'s' if call.attempts != 1 else ''}; llm.max_retries="
+                f"{self._settings.max_retries})",
+                **self._error_context(call.task, call.attempts),
+            ) from exc
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable):
+            if exc.retry_after is not None:
+                return min(exc.retry_after, self._max_wait)
+            if exc.kind == "output":
+                return 0.0  # the endpoint is fine; ask again at once
+        ceiling = min(self._backoff * 2.0 ** (state.attempt_number - 1), self._max_wait)
+        return ceiling / 2 + self._random.uniform(0.0, ceiling / 2)
+
+    def _before_sleep(self, call: _Call, state: RetryCallState) -> None:
+        self._count(retries=1)
+        exc = state.outcome.exception() if state.outcome else None
+        self._log.warning(
+            "llm_retry",
+            task=call.task,
+            attempt=state.attempt_number,
+            max_attempts=self._settings.max_retries + 1,
+            reason=getattr(exc, "reason", str(exc)),
+            wait_s=round(state.next_action.sleep, 3) if state.next_action else None,
+        )
+
+    # ------------------------------------------------------------------ budget and usage
+
+    def _reserve(self, call: _Call) -> None:
+        """Refuse before sending when the run's budget is spent; else count the request."""
+        settings = self._settings
+        refused: tuple[str, int, int] | None = None
+        with self._lock:
+            usage = self._usage
+            if usage.calls >= settings.max_calls_per_run:
+                refused = ("calls", usage.calls, settings.max_calls_per_run)
+            elif usage.total_tokens >= settings.max_tokens_per_run:
+                refused = ("tokens", usage.total_tokens, settings.max_tokens_per_run)
+            else:
+                self._usage = usage.model_copy(update={"calls": usage.calls + 1})
+        if refused is not None:
+            raise LLMBudgetExceeded(
+                *refused, base_url=self._base_url, model=settings.model, task=call.task
+            )
+        call.attempts += 1
+
+    def _spend(self, call: _Call, spent: TokenUsage) -> None:
+        call.usage = call.usage + spent
+        with self._lock:
+            usage = self._usage
+            self._usage = usage.model_copy(
+                update={
+                    "prompt_tokens": usage.prompt_tokens + spent.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens + spent.completion_tokens,
+                }
+            )
+
+    def _count(self, **increments: int) -> None:
+        with self._lock:
+            usage = self._usage
+            self._usage = usage.model_copy(
+                update={name: getattr(usage, name) + n for name, n in increments.items()}
+            )
+
+    def _error_context(self, task: str, attempts: int = 0) -> dict[str, Any]:
+        return {
+            "base_url": self._base_url,
+            "model": self._settings.model,
+            "task": task,
+            "attempts": attempts,
+        }
+
+    # ------------------------------------------------------------------ request shape
+
+    def _response_format(self, schema: type[BaseModel], strict: dict[str, Any]) -> ResponseFormat:
+        if self._settings.structured_output == "json_object":
+            return {"type": "json_object"}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": _schema_name(schema), "strict": True, "schema": strict},
+        }
+
+    def _request_messages(
+        self, messages: list[dict[str, str]], schema: type[BaseModel], strict: dict[str, Any]
+    ) -> list[dict[str, str]]:
+        """The messages as sent: with ``json_object`` the schema must travel in the prompt."""
+        if self._settings.structured_output != "json_object":
+            return messages
+        instruction = (
+            f"Answer with one JSON object, and nothing else, that validates against this JSON "
+            f"schema ({_schema_name(schema)}):\n"
+            + json.dumps(strict, separators=(",", ":"), sort_keys=True)
+        )
+        if messages and messages[0]["role"] in ("system", "developer"):
+            first = messages[0]
+            return [{**first, "content": f"{first['content']}\n\n{instruction}"}, *messages[1:]]
+        return [{"role": "system", "content": instruction}, *messages]
+
+    # ------------------------------------------------------------------ cache
+
+    def _cache_path(self, key: str) -> Path | None:
+        return self._cache_dir / f"{key}.json" if self._cache_dir is not None else None
+
+    def _cache_get(
+        self, key: str, task: str, prompt_version: str, schema: type[T]
+    ) -> LLMResult[T] | None:
+        path = self._cache_path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            content = entry["content"]
+            model = entry.get("model") or self._settings.model
+            if not isinstance(content, str) or not isinstance(model, str):
+                raise TypeError("content and model must be strings")
+            value = schema.model_validate_json(_strip_fences(content))
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # ValidationError: ValueError
+            self._log.warning(
+                "llm_cache_entry_dropped", task=task, path=str(path), reason=_clip(str(exc))
+            )
+            path.unlink(missing_ok=True)
+            return None
+        self._count(cache_hits=1)
+        self._log.info("llm_call", task=task, prompt_version=prompt_version, cached=True)
+        return LLMResult(
+            value=value,
+            task=task,
+            prompt_version=prompt_version,
+            model=model,
+            usage=TokenUsage(),
+            cached=True,
+            attempts=0,
+        )
+
+    def _cache_put(
+        self, key: str, model: str, task: str, prompt_version: str, content: str
+    ) -> None:
+        path = self._cache_path(key)
+        if path is None:
+            return
+        entry = {
+            "key": key,
+            "model": model,
+            "task": task,
+            "prompt_version": prompt_version,
+            "created_at": utcnow().isoformat(),
+            "content": content,
+        }
+        data = json.dumps(entry, ensure_ascii=False, indent=2).encode("utf-8")
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:  # a cache that cannot be written costs a request next time
+            self._log.warning("llm_cache_write_failed", path=str(path), reason=str(exc))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- module API
+
+
+def make_client(
+    settings: LLMSettings,
+    *,
+    cache_dir: Path | None = None,
+    run_id: str | None = None,
+    backoff: float = 1.0,
+    max_wait: float = DEFAULT_MAX_WAIT,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LLMClient | None:
+    """The run's LLM client, or ``None`` when no LLM is configured (``llm.base_url`` unset).
+
+    ``None`` is the normal, supported case: every agent then runs its deterministic core
+    (:func:`try_complete` turns ``None`` into an :class:`LLMFallback`). Arguments as for
+    :class:`LLMClient`; usually ``make_client(settings.llm, cache_dir=settings.cache_dir,
+    run_id=run_id)``.
+    """
+    if not settings.configured:
+        _log.info("llm_not_configured", run_id=run_id)
+        return None
+    return LLMClient(
+        settings,
+        cache_dir=cache_dir,
+        run_id=run_id,
+        backoff=backoff,
+        max_wait=max_wait,
+        sleep=sleep,
+    )
+
+
+def try_complete(
+    client: LLMClient | None,
+    task: str,
+    prompt_version: str,
+    messages: Sequence[Mapping[str, str]],
+    schema: type[T],
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> LLMResult[T] | LLMFallback:
+    """Ask ``client`` (maybe ``None``) for a structured answer; never raises an LLMError.
+
+    Returns:
+        The validated answer, or an :class:`LLMFallback` naming why there is none (no LLM
+        configured, budget spent, endpoint unreachable, unusable answers...): the caller runs
+        its deterministic core and reports ``reason``.
+    """
+    if client is None:
+        return LLMFallback(task=task, reason="no LLM configured (llm.base_url is unset)")
+    return client.try_complete(
+        task, prompt_version, messages, schema, temperature=temperature, max_tokens=max_tokens
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_messages(
+    messages: Sequence[Mapping[str, str]], context: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    if isinstance(messages, str | bytes) or not messages:
+        raise LLMConfigError("messages must be a non-empty list of {role, content}", **context)
+    checked: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        role, content = message.get("role"), message.get("content")
+        if role not in _ROLES or not isinstance(content, str) or set(message) - {"role", "content"}:
+            raise LLMConfigError(
+                f"message {index} must be {{role: one of {sorted(_ROLES)}, content: str}}, "
+                f"got keys {sorted(message)} and role {role!r}",
+                **context,
+            )
+        checked.append({"role": role, "content": content})
+    return checked
+
+
+def _cache_key(
+    model: str,
+    task: str,
+    prompt_version: str,
+    messages: list[dict[str, str]],
+    schema: dict[str, Any],
+) -> str:
+    identity = {
+        "model": model,
+        "task": task,
+        "prompt_version": prompt_version,
+        "messages": messages,
+        "schema": schema,
+    }
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _schema_name(schema: type[BaseModel]) -> str:
+    """A ``json_schema.name`` the API accepts (``^[a-zA-Z0-9_-]{1,64}$``)."""
+    name = "".join(ch if ch in _NAME_CHARS else "_" for ch in schema.__name__)[:64]
+    return name or "answer"
+
+
+def _strip_fences(content: str) -> str:
+    """The JSON inside a Markdown code fence, as small local models like to send it."""
+    text = content.strip()
+    if text.startswith("```") and text.endswith("```") and len(text) >= 6:
+        body = text[3:-3]
+        first_line, _, rest = body.partition("\n")
+        return rest if first_line.strip().isalpha() or not first_line.strip() else body
+    return text
+
+
+def _summarise(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:limit]:
+        where = ".".join(str(part) for part in error["loc"]) or "answer"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    return _clip(str(message) if message else exc.message)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            seconds = float(millis) / 1000.0
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _redact(url: str) -> str:
+    """The URL without user:password (safe to log and to put in messages)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _clip(text: str, limit: int = _DETAIL_MAX) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
