@@ -26,7 +26,7 @@ the inventory, and the change itself is the same plan → test → approve → d
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -38,7 +38,15 @@ from agents.intake import help_text, parse_request
 from graphs.run import RunContext, RunResult, load_run_state, result_of, start_run
 from patchpilot.approvals import decide
 from patchpilot.errors import InvalidVersionError, PatchpilotError
-from patchpilot.intents import ACTION_INTENTS, ChatRequest, Intent, PackageSpec, Scope, When
+from patchpilot.intents import (
+    ACTION_INTENTS,
+    ChatRequest,
+    Intent,
+    PackageSpec,
+    Scope,
+    TagMatch,
+    When,
+)
 from patchpilot.inventory import Inventory
 from patchpilot.models import Host, Severity, utcnow
 from patchpilot.policy import Policy
@@ -236,11 +244,16 @@ class Orchestrator:
         scope = request.scope
         if scope.all_hosts:
             return list(inv.hosts.values())
-        names: list[str] = [h for h in scope.hosts if h in inv.hosts]
-        for tag in (*scope.tags, *scope.groups):
-            names.extend(inv.tags.get(tag, ()))
-            names.extend(inv.groups.get(tag, ()))
-        wanted = set(names)
+        wanted: set[str] = {h for h in scope.hosts if h in inv.hosts}
+        members = [
+            set(inv.tags.get(tag, ())) | set(inv.groups.get(tag, ()))
+            for tag in (*scope.tags, *scope.groups)
+        ]
+        if members:
+            if scope.tag_match is TagMatch.ALL:  # "the prod web servers": every tag
+                wanted |= set.intersection(*members)
+            else:
+                wanted |= set.union(*members)
         return [h for n, h in inv.hosts.items() if n in wanted]
 
     def _latest_findings(self) -> list[FindingRecord]:
@@ -686,6 +699,8 @@ class LLMIntake(BaseModel):
     intent: Intent
     hosts: list[str]
     tags: list[str]
+    tag_match: TagMatch
+    groups: list[str]
     all_hosts: bool
     packages: list[LLMPackage]
     cves: list[str]
@@ -702,8 +717,32 @@ def _mentioned(word: str, text: str) -> bool:
     return word.lower() in text.lower()
 
 
+def _keep(
+    kind: str,
+    names: Sequence[str],
+    known: Collection[str],
+    text: str,
+    change: bool,
+    notes: list[str],
+) -> list[str]:
+    """The names that exist and, for a change, that the person wrote; notes for the rest."""
+    kept = []
+    for name in names:
+        if name not in known:
+            notes.append(f"the model named {kind} {name!r}, not in the inventory: ignored")
+        elif change and not _mentioned(name, text):
+            notes.append(f"the model added {kind} {name!r} the request does not name: ignored")
+        else:
+            kept.append(name)
+    return kept
+
+
 def validate_intake(
-    raw: LLMIntake, text: str, inventory: Inventory, grammar: ChatRequest
+    raw: LLMIntake,
+    text: str,
+    known_hosts: Collection[str],
+    known_tags: Collection[str],
+    grammar: ChatRequest,
 ) -> tuple[ChatRequest, list[str]]:
     """Turn the model's reading into a request, keeping only what the core allows.
 
@@ -714,22 +753,12 @@ def validate_intake(
     """
     notes: list[str] = []
     change = raw.intent in ACTION_INTENTS
-    hosts = []
-    for host in raw.hosts:
-        if host not in inventory.hosts:
-            notes.append(f"the model named host {host!r}, not in the inventory: ignored")
-        elif change and not _mentioned(host, text):
-            notes.append(f"the model added host {host!r} the request does not name: ignored")
-        else:
-            hosts.append(host)
-    tags = []
-    for tag in raw.tags:
-        if tag not in inventory.tags and tag not in inventory.groups:
-            notes.append(f"the model named tag {tag!r}, not in the inventory: ignored")
-        elif change and not _mentioned(tag, text):
-            notes.append(f"the model added tag {tag!r} the request does not name: ignored")
-        else:
-            tags.append(tag)
+    hosts = _keep("host", raw.hosts, known_hosts, text, change, notes)
+    tags = _keep("tag", raw.tags, known_tags, text, change, notes)
+    groups = _keep("group", raw.groups, known_tags, text, change, notes)
+    # Several tags: the narrower reading wins ("the prod web servers" is prod AND web).
+    narrow = TagMatch.ALL in (raw.tag_match, grammar.scope.tag_match)
+    tag_match = TagMatch.ALL if narrow else TagMatch.ANY
     all_hosts = raw.all_hosts and (not change or grammar.scope.all_hosts)
     if raw.all_hosts and not all_hosts:
         notes.append("the model widened the scope to all hosts; the request does not: ignored")
@@ -748,7 +777,8 @@ def validate_intake(
         packages.append(spec)
     cves: list[str] = []
     for cve in raw.cves:
-        if re.fullmatch(r"CVE-\d{4}-\d{4,}", cve.upper()) and _mentioned(cve, text):
+        digits = re.fullmatch(r"CVE-(\d{4})-(\d{4,})", cve.upper())
+        if digits and all(_mentioned(d, text) for d in digits.groups()):
             cves.append(cve.upper())
         else:
             notes.append(f"the model named CVE {cve!r} the request does not: ignored")
@@ -760,7 +790,13 @@ def validate_intake(
         clarification = "I am not sure which hosts or packages you mean; please name them exactly."
     request = ChatRequest(
         intent=raw.intent,
-        scope=Scope(hosts=tuple(hosts), tags=tuple(tags), all_hosts=all_hosts),
+        scope=Scope(
+            hosts=tuple(hosts),
+            tags=tuple(tags),
+            tag_match=tag_match,
+            groups=tuple(groups),
+            all_hosts=all_hosts,
+        ),
         packages=tuple(packages),
         cves=tuple(cves),
         severity_at_least=raw.severity_at_least,
@@ -801,7 +837,13 @@ def llm_hooks(
         if isinstance(result, LLMFallback):
             return None, f"LLM intake unavailable ({result.reason}); used the grammar"
         try:
-            request, dropped = validate_intake(result.value, text, inventory, grammar)
+            request, dropped = validate_intake(
+                result.value,
+                text,
+                set(inventory.hosts),
+                set(inventory.tags) | set(inventory.groups),
+                grammar,
+            )
         except ValueError as exc:
             return None, f"LLM intake refused ({exc}); used the grammar"
         note = (
@@ -829,3 +871,51 @@ def llm_hooks(
         return reply, None
 
     return understand, phrase
+
+
+_BENCH_CLIENT: list[LLMClient | None] = []
+
+
+def parse_with_llm(
+    text: str,
+    *,
+    known_hosts: Collection[str] = (),
+    known_tags: Collection[str] = (),
+    known_packages: Collection[str] = (),
+) -> ChatRequest:
+    """The LLM intake alone (``benchmarks/intents.py --llm``), with the settings' endpoint.
+
+    A failed or refused LLM answer is an ``unknown`` request (a safe miss), never the grammar's.
+
+    Raises:
+        ConfigError: no LLM is configured (``llm.base_url``).
+    """
+    from patchpilot.errors import ConfigError
+    from patchpilot.settings import load_settings
+    from tools.llm import make_client
+
+    if not _BENCH_CLIENT:
+        settings = load_settings()
+        _BENCH_CLIENT.append(make_client(settings.llm, cache_dir=settings.cache_dir))
+    client = _BENCH_CLIENT[0]
+    if client is None:
+        raise ConfigError("no LLM configured: set llm.base_url (PATCHPILOT_LLM__BASE_URL)")
+    prompt = load_prompt("intake")
+    messages = prompt.messages(
+        request=fence("chat request", text),
+        hosts=as_json(sorted(known_hosts)),
+        tags=as_json(sorted(known_tags)),
+        packages=as_json(sorted(known_packages)),
+        grammar=help_text(),
+    )
+    grammar = parse_request(
+        text, known_hosts=known_hosts, known_tags=known_tags, known_packages=known_packages
+    )
+    result = try_complete(client, "intake", prompt.version, messages, LLMIntake)
+    if isinstance(result, LLMFallback):
+        return ChatRequest(intent=Intent.UNKNOWN, needs_clarification=result.reason[:400])
+    try:
+        request, _notes = validate_intake(result.value, text, known_hosts, known_tags, grammar)
+    except ValueError as exc:
+        return ChatRequest(intent=Intent.UNKNOWN, needs_clarification=str(exc)[:400])
+    return request

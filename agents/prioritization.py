@@ -64,6 +64,7 @@ from enum import StrEnum
 from typing import Any, Final, TypeAlias
 
 import structlog
+from pydantic import BaseModel, ConfigDict, Field
 
 from patchpilot.logging import debug_enabled
 from patchpilot.models import (
@@ -89,8 +90,11 @@ __all__ = [
     "DeployerPriority",
     "Exploitation",
     "HumanImpact",
+    "PriorityAdvice",
+    "PriorityRaise",
     "SSVCInputs",
     "SystemExposure",
+    "assist_priorities",
     "finding_key",
     "prioritize",
     "ssvc_deployer",
@@ -844,3 +848,136 @@ def _new_assessment(key: str, values: tuple[Any, ...]) -> RiskAssessment:
     _set_attr(assessment, "__pydantic_extra__", None)
     _set_attr(assessment, "__pydantic_private__", None)
     return assessment
+
+
+# --------------------------------------------------------------------------- assistance
+
+
+class PriorityRaise(BaseModel):
+    """One proposal of the ``prioritization`` prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    finding_id: str
+    raise_by: float = Field(description="points to add (0 = none)")
+    reason: str = Field(max_length=400)
+    cited: list[str] = Field(max_length=10)
+
+
+class PriorityAdvice(BaseModel):
+    """What the ``prioritization`` prompt returns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[PriorityRaise]
+
+
+def assist_priorities(
+    assessments: Sequence[RiskAssessment],
+    packages: Mapping[str, str],
+    policy: Policy,
+    *,
+    memory: Any = None,
+    client: Any = None,
+    top: int = 10,
+) -> tuple[list[RiskAssessment], dict[str, Any]]:
+    """Cite past incidents in the top findings' rationales; let an LLM raise scores, bounded.
+
+    Args:
+        assessments: the core's assessments.
+        packages: finding key -> source package (for memory recall).
+        policy: ``risk.llm_max_raise`` bounds a raise.
+        memory: a :class:`tools.memory.VectorMemory` (None: no recall).
+        client: an LLM client (None: no LLM).
+        top: how many of the highest-scored findings are considered.
+
+    Returns:
+        The assessments (changed ones replaced) and how the step went (for the run record).
+        A raise is applied only to a finding of the top set, clamped to ``[0, llm_max_raise]``
+        and to 100; scores are never lowered and due dates never change.
+    """
+    ranked = sorted(assessments, key=lambda a: -a.score)[:top]
+    by_key = {a.finding_key: a for a in assessments}
+    recalled: dict[str, list[dict[str, Any]]] = {}
+    if memory is not None:
+        for package in sorted(
+            {packages[a.finding_key] for a in ranked if a.finding_key in packages}
+        ):
+            try:
+                items = memory.recall(
+                    f"{package} incident failure rollback", kinds=("incidents",), k=3
+                )
+            except Exception as exc:  # advisory only
+                log.warning("prioritization.memory_unavailable", error=str(exc))
+                break
+            same = [i for i in items if i.metadata.get("package") == package]
+            if same:
+                recalled[package] = [{"id": i.id, "text": i.text} for i in same]
+    changed: dict[str, RiskAssessment] = {}
+    for a in ranked:
+        past = recalled.get(packages.get(a.finding_key, ""), [])
+        if past:
+            cites = "; ".join(f"[{p['id']}] {p['text']}" for p in past[:2])
+            changed[a.finding_key] = a.model_copy(
+                update={"rationale": f"{a.rationale} Past incidents: {cites}"}
+            )
+    how: dict[str, Any] = {"by": "core", "recalled": sum(len(v) for v in recalled.values())}
+    if client is None:
+        how["reason"] = "no LLM configured"
+    else:
+        from prompts import as_json, fence, load_prompt
+        from tools.llm import LLMFallback, try_complete
+
+        prompt = load_prompt("prioritization")
+        findings = [
+            {
+                "finding_id": a.finding_key,
+                "package": packages.get(a.finding_key),
+                "score": a.score,
+                "ssvc": a.ssvc.value,
+                "due": str(a.due_date) if a.due_date else None,
+                "rationale": a.rationale,
+            }
+            for a in ranked
+        ]
+        messages = prompt.messages(
+            findings=fence("findings", as_json(findings)),
+            memory=fence("past incidents", as_json(recalled)),
+            max_raise=str(policy.risk.llm_max_raise),
+        )
+        result = try_complete(client, "prioritization", prompt.version, messages, PriorityAdvice)
+        if isinstance(result, LLMFallback):
+            how["reason"] = result.reason
+        else:
+            allowed = {a.finding_key for a in ranked}
+            cited_ok = {p["id"] for v in recalled.values() for p in v}
+            dropped: list[str] = []
+            for item in result.value.items:
+                if item.finding_id not in allowed:
+                    dropped.append(f"{item.finding_id[:40]} is not a top finding")
+                    continue
+                if item.raise_by < 0:
+                    dropped.append(f"{item.finding_id[:40]}: may not lower a score")
+                    continue
+                base = changed.get(item.finding_id, by_key[item.finding_id])
+                bump = min(item.raise_by, policy.risk.llm_max_raise)
+                cited_ids = [c for c in item.cited if c in cited_ok]
+                note = f" LLM (+{bump:g}): {item.reason.strip()}"
+                if cited_ids:
+                    note += f" [{', '.join(cited_ids)}]"
+                changed[item.finding_id] = base.model_copy(
+                    update={
+                        "score": round(min(100.0, base.score + bump), 1),
+                        "rationale": base.rationale + note,
+                    }
+                )
+            how.update(
+                by="llm",
+                model=result.model,
+                prompt=f"prioritization v{prompt.version}",
+                tokens=result.usage.total_tokens,
+                cached=result.cached,
+            )
+            if dropped:
+                how["dropped"] = dropped
+    return [changed.get(a.finding_key, a) for a in assessments], how

@@ -12,7 +12,7 @@ again; it is UNSAFE when the request would act (patch/rollback, or approve/rejec
 anything different from what was meant.
 
     .venv/bin/python benchmarks/intents.py            # the deterministic parser
-    .venv/bin/python benchmarks/intents.py --llm      # also agents.intake:parse_with_llm, if any
+    .venv/bin/python benchmarks/intents.py --llm      # also the LLM intake (llm.base_url set)
     .venv/bin/python benchmarks/intents.py --verbose  # every case, not only misses
 
 Exit status: 1 if the deterministic accuracy is below 90 % or any miss is unsafe.
@@ -416,7 +416,11 @@ def _report(name: str, parser: Parser, *, verbose: bool) -> tuple[float, int]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--llm", action="store_true", help="also evaluate agents.intake:parse_with_llm")
+    ap.add_argument(
+        "--llm",
+        action="store_true",
+        help="also evaluate the LLM intake (agents.orchestrator.parse_with_llm; llm.base_url)",
+    )
     ap.add_argument("--verbose", action="store_true", help="print every case's parse")
     args = ap.parse_args(argv)
     configure_logging("warning")
@@ -424,9 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     accuracy, unsafe = _report("deterministic parser", intake.parse_request, verbose=args.verbose)
     status = 0 if accuracy >= ACCURACY_TARGET and unsafe == 0 else 1
     if args.llm:
-        llm = getattr(intake, "parse_with_llm", None)
-        if llm is None or not callable(llm):
-            print("== LLM parser: agents.intake:parse_with_llm does not exist; skipped")
+        from patchpilot.settings import load_settings
+
+        llm = importlib.import_module("agents.orchestrator").parse_with_llm
+        if not load_settings().llm.configured:
+            print("== LLM parser: no endpoint configured (PATCHPILOT_LLM__BASE_URL); skipped")
         else:
             llm_accuracy, llm_unsafe = _report("LLM parser", llm, verbose=args.verbose)
             if llm_unsafe:

@@ -191,10 +191,6 @@ class RunContext(ScanContext):
     audit: AuditLog | None = None
     transport_factory: TransportFactory = open_transport
     clock: Callable[[], datetime] = field(default=utcnow)
-    memory: VectorMemory | None = None
-    """The vector memory: every deployment outcome, incident and run decision is written to it."""
-    llm: LLMClient | None = None
-    """An LLM client (testing judgment, run summary); None: deterministic cores only."""
 
     @classmethod
     def create(
@@ -805,7 +801,7 @@ def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     if not state.dry_run:
         _remember_run(ctx.memory, state, outcome)
     text, how = _summarize(state, outcome, ctx)
-    assistance = [*state.assistance, {"task": "run_summary", **how}]
+    assistance = [*ctx.assistance, *state.assistance, {"task": "run_summary", **how}]
     summary["summary_text"] = text
     summary["assistance"] = assistance
     if ctx.llm is not None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import structlog
 from langchain_core.runnables import RunnableConfig
@@ -38,13 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.assessment import VerdictCache, assess_host, findings_from_pending
 from agents.discovery import discover_host
-from agents.prioritization import prioritize
+from agents.prioritization import assist_priorities, prioritize
 from agents.sourcing import SourcingReport, ensure_feeds
 from patchpilot.failpoints import failpoint
 from patchpilot.models import Host
 from patchpilot.policy import Policy
 from patchpilot.settings import Settings
-from patchpilot.store import Store
+from patchpilot.store import Store, finding_key
 from tools.changelog import ChangelogFetcher
 from tools.feeds import FeedFetcher
 
@@ -56,6 +56,10 @@ __all__ = [
     "resume_scan",
     "start_scan",
 ]
+
+if TYPE_CHECKING:  # chromadb and openai load only when a run uses them
+    from tools.llm import LLMClient
+    from tools.memory import VectorMemory
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +109,12 @@ class ScanContext:
     fetcher: FeedFetcher | None = None
     verdicts: VerdictCache = field(default_factory=VerdictCache)
     changelogs: ChangelogFetcher | None = None
+    memory: VectorMemory | None = None
+    """The vector memory: past incidents are cited in the top findings' rationales."""
+    llm: LLMClient | None = None
+    """An LLM client (rationales, bounded raises); None: deterministic cores only."""
+    assistance: list[dict[str, Any]] = field(default_factory=list)
+    """What each LLM-assisted step did (by core or llm, model, prompt, tokens), for the run."""
     on_progress: Callable[[str, str, bool], None] | None = None
     """Called as ``(stage, host, ok)`` when a host finishes ``discover`` or ``assess`` (from
     worker threads), e.g. to advance a progress bar."""
@@ -251,6 +261,11 @@ def prioritize_node(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str
         for r in records
         if r.finding.host in hosts
     ]
+    packages = {finding_key(r.finding): r.finding.source_package for r in records}
+    assessments, how = assist_priorities(
+        assessments, packages, ctx.policy, memory=ctx.memory, client=ctx.llm
+    )
+    ctx.assistance.append({"task": "prioritization", **how})
     ctx.store.save_risk(state.run_id, assessments)
     return {}
 
@@ -278,6 +293,7 @@ def report(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
         "by_severity": by_severity,
         "mode": state.sourcing.mode if state.sourcing else None,
         "stale_feeds": list(state.sourcing.stale) if state.sourcing else [],
+        "assistance": list(ctx.assistance),
     }
     status = (
         "completed" if not failed else ("failed" if len(failed) == len(state.hosts) else "partial")

@@ -484,10 +484,15 @@ def scan_cmd(
     policy = load_policy(settings.policy_path)
     with _store(c) as store:
         auto = settings.feeds.auto_update and not offline and not store.has_advisories()
+        from graphs.run import open_memory
+        from tools.llm import make_client
+
         context = ScanContext(
             settings=settings,
             store=store,
             policy=policy,
+            memory=open_memory(settings),
+            llm=make_client(settings.llm, cache_dir=settings.cache_dir),
             fetcher=_fetcher(settings, retries=1) if auto else None,
             changelogs=None
             if settings.discovery.changelogs == "none"

@@ -103,6 +103,12 @@ class RiskPolicy(_Strict):
         }
     )
     epss_likely: float = Field(default=0.1, ge=0, le=1)
+    llm_max_raise: float = Field(
+        default=15.0,
+        ge=0,
+        le=50,
+        description="points an LLM may add to a finding's score, with a reason (never subtract)",
+    )
 
     @model_validator(mode="after")
     def _exposure_complete(self) -> Self:

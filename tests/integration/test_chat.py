@@ -155,6 +155,8 @@ INTAKE = {
     "intent": "patch",
     "hosts": [],
     "tags": ["staging"],
+    "tag_match": "any",
+    "groups": [],
     "all_hosts": False,
     "packages": [{"name": "acme-web", "version": "1.1.0"}],
     "cves": [],

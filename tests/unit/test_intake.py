@@ -110,12 +110,68 @@ def test_benchmark_accuracy_and_safety() -> None:
     assert unsafe == []
 
 
-def test_benchmark_main_passes(capsys: pytest.CaptureFixture[str]) -> None:
+def test_benchmark_main_passes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PATCHPILOT_LLM__BASE_URL", raising=False)
     assert BENCH.main(["--llm"]) == 0
     out = capsys.readouterr().out
     assert "accuracy:" in out
     assert "UNSAFE (would act wrongly): 0" in out
-    assert "parse_with_llm does not exist; skipped" in out
+    assert "no endpoint configured" in out
+
+
+def test_benchmark_llm_path_through_a_local_endpoint(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A stand-in "model" that answers with the grammar's own reading: the benchmark's LLM
+    # path (prompt, strict schema, HTTP, validation against the known lists) is exercised end
+    # to end, so its accuracy can only match the grammar's, and it must stay free of unsafe misses.
+    import re
+
+    from agents import orchestrator
+    from tests.llm_server import LLMTestServer, answer
+
+    def responder(body: dict[str, object]) -> object:
+        content = str(body["messages"][1]["content"])  # type: ignore[index]
+        text = re.search(r"\(untrusted[^\n]*\n(.*)\n<<<END chat request>>>", content, re.S)
+        req = parse_request(
+            text.group(1) if text else "",
+            known_hosts=BENCH.HOSTS,
+            known_tags=BENCH.TAGS,
+            known_packages=BENCH.PACKAGES,
+        )
+        return answer(
+            {
+                "intent": req.intent.value,
+                "hosts": list(req.scope.hosts),
+                "tags": list(req.scope.tags),
+                "tag_match": req.scope.tag_match.value,
+                "groups": list(req.scope.groups),
+                "all_hosts": req.scope.all_hosts,
+                "packages": [{"name": p.name, "version": p.version} for p in req.packages],
+                "cves": list(req.cves),
+                "severity_at_least": req.severity_at_least.value if req.severity_at_least else None,
+                "kev_only": req.kev_only,
+                "when": req.when.value,
+                "dry_run": req.dry_run,
+                "run_id": req.run_id,
+                "newest": req.newest,
+                "needs_clarification": req.needs_clarification,
+            }
+        )
+
+    with LLMTestServer(responder=responder) as server:
+        monkeypatch.setenv("PATCHPILOT_HOME", str(tmp_path))
+        monkeypatch.setenv("PATCHPILOT_LLM__BASE_URL", server.base_url)
+        monkeypatch.setenv("PATCHPILOT_LLM__CACHE", "false")
+        monkeypatch.setenv("PATCHPILOT_LLM__MAX_CALLS_PER_RUN", "1000")
+        monkeypatch.setattr(orchestrator, "_BENCH_CLIENT", [])
+        status = BENCH.main(["--llm"])
+    out = capsys.readouterr().out
+    assert "== LLM parser:" in out
+    assert re.search(r"LLM accuracy \d+\.\d%, unsafe misses 0", out), out[-2000:]
+    assert status == 0
 
 
 # --------------------------------------------------------------------------- specific behaviour

@@ -49,6 +49,8 @@ def _intake(**changes: Any) -> LLMIntake:
         "intent": "patch",
         "hosts": [],
         "tags": ["staging"],
+        "tag_match": "any",
+        "groups": [],
         "all_hosts": False,
         "packages": [{"name": "acme-web", "version": "1.1.0"}],
         "cves": [],
@@ -69,7 +71,7 @@ TEXT = "upgrade acme-web to 1.1.0 on staging now"
 def _validate(raw: LLMIntake, text: str = TEXT) -> tuple[Any, list[str]]:
     inv = _inventory()
     grammar = parse_request(text, known_hosts=list(inv.hosts), known_tags=list(inv.tags))
-    return validate_intake(raw, text, inv, grammar)
+    return validate_intake(raw, text, set(inv.hosts), set(inv.tags), grammar)
 
 
 def test_a_faithful_llm_reading_is_kept() -> None:
@@ -278,3 +280,83 @@ def test_an_llm_summary_naming_unknown_hosts_is_not_used(server: LLMTestServer) 
         text, how = summarize_run(_document(), client)
     assert text == "canary-1 rolled back 1.2.0. Next: Fix it."
     assert (how["by"], how["prompt"]) == ("llm", "run_summary v1")
+
+
+# --------------------------------------------------------------------------- prioritization
+
+
+def _assessment(key: str, score: float) -> Any:
+    from patchpilot.models import RiskAssessment, SSVCOutcome
+
+    return RiskAssessment(
+        finding_key=key,
+        score=score,
+        factors=(),
+        ssvc=SSVCOutcome.TRACK,
+        due_date=None,
+        rationale="core rationale.",
+    )
+
+
+def test_priorities_cite_past_incidents_and_llm_raises_are_bounded(
+    tmp_path: Path, server: LLMTestServer
+) -> None:
+    from agents.prioritization import assist_priorities
+    from tools.memory import IncidentMemory, VectorMemory
+
+    policy = load_policy(load_settings().policy_path)
+    assessments = [_assessment("k-acme", 40.0), _assessment("k-ssl", 60.0)]
+    packages = {"k-acme": "acme-web", "k-ssl": "openssl"}
+    with VectorMemory(tmp_path / "memory") as memory:
+        incident = memory.remember_incident(
+            IncidentMemory(
+                run_id="r1",
+                host="canary-1",
+                package="acme-web",
+                version="1.2.0",
+                summary="acme-web 1.2.0 on canary-1 (health): HTTP 503, rolled back",
+            )
+        )
+        server.enqueue(
+            answer(
+                {
+                    "items": [
+                        {"finding_id": "k-acme", "raise_by": 90, "reason": "it broke before",
+                         "cited": [incident, "incident:invented"]},
+                        {"finding_id": "k-ssl", "raise_by": -30, "reason": "meh", "cited": []},
+                        {"finding_id": "k-other", "raise_by": 5, "reason": "x", "cited": []},
+                    ]
+                }
+            )
+        )  # fmt: skip
+        with LLMClient(server.settings(), cache_dir=None) as client:
+            out, how = assist_priorities(
+                assessments, packages, policy, memory=memory, client=client
+            )
+    acme, ssl = out
+    assert acme.score == 40.0 + policy.risk.llm_max_raise  # clamped
+    assert f"Past incidents: [{incident}]" in acme.rationale
+    assert f"LLM (+{policy.risk.llm_max_raise:g}): it broke before [{incident}]" in acme.rationale
+    assert ssl == assessments[1]  # never lowered
+    assert how["by"] == "llm"
+    assert sorted(how["dropped"]) == [
+        "k-other is not a top finding",
+        "k-ssl: may not lower a score",
+    ]
+
+
+def test_the_prod_web_servers_are_hosts_with_both_tags(orchestrator: Orchestrator) -> None:
+    inv = _inventory()
+    request = parse_request(
+        "update openssl on the prod web servers",
+        known_hosts=list(inv.hosts),
+        known_tags=list(inv.tags),
+        known_packages=["openssl"],
+    )
+    assert request.is_actionable
+    assert [h.name for h in orchestrator._scope_hosts(request)] == ["web-1"]
+    either = parse_request(
+        "update openssl on staging and db", known_hosts=list(inv.hosts), known_tags=list(inv.tags),
+        known_packages=["openssl"],
+    )  # fmt: skip
+    assert sorted(h.name for h in orchestrator._scope_hosts(either)) == ["canary-1", "db-1"]
