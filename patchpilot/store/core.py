@@ -1219,19 +1219,7 @@ class Store(RolloutMixin):
             " AND (?2 IS NULL OR host = ?2) ORDER BY recorded_at DESC, id DESC LIMIT ?3",
             (package, host, limit),
         )
-        return [
-            Outcome(
-                run_id=run_id,
-                host=name,
-                package=pkg,
-                from_version=before,
-                to_version=after,
-                status=OutcomeStatus(status),
-                error=error,
-                at=from_db_time(recorded),
-            )
-            for run_id, name, pkg, before, after, status, error, recorded in rows
-        ]
+        return [self._outcome(row) for row in rows]
 
     def outcomes(self, package: str, version: str) -> list[Outcome]:
         """Every recorded outcome of ``package`` at ``version`` (any host, any run), oldest first.
@@ -1244,19 +1232,21 @@ class Store(RolloutMixin):
             " ORDER BY recorded_at, id",
             (package, version),
         )
-        return [
-            Outcome(
-                run_id=run_id,
-                host=host,
-                package=name,
-                from_version=before,
-                to_version=after,
-                status=OutcomeStatus(status),
-                error=error,
-                at=from_db_time(recorded),
-            )
-            for run_id, host, name, before, after, status, error, recorded in rows
-        ]
+        return [self._outcome(row) for row in rows]
+
+    @staticmethod
+    def _outcome(row: tuple[Any, ...]) -> Outcome:
+        run_id, host, name, before, after, status, error, recorded = row
+        return Outcome(
+            run_id=run_id,
+            host=host,
+            package=name,
+            from_version=before,
+            to_version=after,
+            status=OutcomeStatus(status),
+            error=error,
+            at=from_db_time(recorded),
+        )
 
     def findings(
         self,
