@@ -67,7 +67,7 @@ from graphs.scan import (
 from patchpilot.audit import AuditLog, current_actor
 from patchpilot.errors import PatchpilotError
 from patchpilot.models import Host, PendingUpdate, utcnow
-from patchpilot.plan import PatchPlan, PlanItem
+from patchpilot.plan import ExcludedItem, ExclusionReason, PatchPlan, PlanItem
 from patchpilot.policy import Policy
 from patchpilot.schedule import WindowSlot
 from patchpilot.settings import Settings
@@ -372,15 +372,56 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         now=ctx.clock(),
         available=available,
     )
-    return _planned(plan)
+    return _planned(_with_held(plan, state, store))
+
+
+def _with_held(plan: PatchPlan, state: RunState, store: Store) -> PatchPlan:
+    """Say so when ``--only`` names a package a host holds (apt never offers it as an update)."""
+    if not state.only:
+        return plan
+    planned = {i.key for i in plan.items}
+    extra: list[ExcludedItem] = []
+    held_somewhere: set[str] = set()
+    for host in state.hosts:
+        snapshot = store.load_host_snapshot(state.run_id, host.name)
+        if snapshot is None or not snapshot.facts.held_packages:
+            continue
+        installed = {p.name: p.version for p in snapshot.packages}
+        for name, version in state.only:
+            if name in snapshot.facts.held_packages and (host.name, name) not in planned:
+                held_somewhere.add(name)
+                extra.append(
+                    ExcludedItem(
+                        host=host.name,
+                        package=name,
+                        from_version=installed.get(name),
+                        to_version=version or "(any)",
+                        exclusion=ExclusionReason.HELD,
+                        reason=f"{name} is held on {host.name} (apt-mark hold): apt never "
+                        "upgrades it; unhold it first if it should be patched",
+                    )
+                )
+    if not extra:
+        return plan
+    return PatchPlan.create(
+        run_id=plan.run_id,
+        created_at=plan.created_at,
+        items=plan.items,
+        excluded=(*plan.excluded, *extra),
+        unmatched_only=[u for u in plan.unmatched_only if u.split("=")[0] not in held_somewhere],
+    )
 
 
 def _planned(plan: PatchPlan) -> dict[str, Any]:
     update: dict[str, Any] = {"plan": plan}
     if not plan.items:
         reason = "nothing to deploy: no pending update is approved by the baseline"
-        if plan.excluded and all(e.exclusion.value.startswith("not-") for e in plan.excluded):
-            reason = "nothing to deploy: " + "; ".join(e.reason for e in plan.excluded[:3])
+        explained = [e for e in plan.excluded if e.exclusion.value.startswith(("not-", "held"))]
+        if explained and (
+            len(explained) == len(plan.excluded)
+            or any(e.exclusion is ExclusionReason.HELD for e in explained)
+        ):
+            reason = "nothing to deploy: " + "; ".join(e.reason for e in explained[:3])
         if plan.unmatched_only:
             reason += f" (--only matched nothing: {', '.join(plan.unmatched_only)})"
         update["outcome"] = RunOutcome(status="completed", reason=reason)

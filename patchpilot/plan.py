@@ -80,6 +80,8 @@ class ExclusionReason(StrEnum):
     """``--only`` was given and does not name this package."""
     VERSION_NOT_OFFERED = "version-not-offered"
     """``--only PKG=VERSION`` names a version the host's repositories do not offer."""
+    HELD = "held"
+    """``--only`` names a package the host holds (``apt-mark hold``): apt never offers it."""
     NOT_INSTALLED = "not-installed"
     """A rollback of a package the host does not have."""
     NOT_A_ROLLBACK = "not-a-rollback"

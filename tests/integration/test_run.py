@@ -442,3 +442,27 @@ def test_dry_run_changes_nothing_and_needs_no_approval(lab: LabHandle, tmp_path:
     for host in ("canary-1", "web-1", "db-1"):
         assert _version(lab, host).startswith("1.0.0 ")
     assert run_json(home, "approvals", expect=0)["approvals"] == []
+
+
+def test_a_held_package_is_reported_not_silently_skipped(lab: LabHandle, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    doc = run_json(
+        home,
+        "run",
+        "-i",
+        str(lab.inventory_path),
+        "--policy",
+        str(lab.lab.policy_path),
+        "--offline",
+        "--limit",
+        "db-1",
+        "--only",
+        "acme-web=1.1.0",
+        expect=0,
+    )
+    assert doc["plan"]["items"] == []
+    (held,) = [e for e in doc["plan"]["excluded"] if e["exclusion"] == "held"]
+    assert (held["host"], held["package"]) == ("db-1", "acme-web")
+    assert "held on db-1" in doc["reason"]
+    assert doc["plan"]["unmatched_only"] == []
+    assert _version(lab, "db-1") == "1.0.0 hi"
