@@ -29,6 +29,7 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cmp_to_key
 from typing import Any, Literal
 
 import structlog
@@ -111,11 +112,13 @@ class Orchestrator:
     """``(question, facts, recalled ids) -> (reply or None, note)``: the LLM answer writer."""
     history: list[ChatAnswer] = field(default_factory=list)
     clock: Callable[[], datetime] = field(default=utcnow)
+    _findings: list[FindingRecord] | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ entry point
 
     def handle(self, text: str) -> ChatAnswer:
         """Answer one chat request (see the module docstring)."""
+        self._findings = None  # loaded at most once per request
         request, understood_by, notes = self._understand(text)
         request = self._resolve_run(request)
         log.info(
@@ -194,7 +197,7 @@ class Orchestrator:
 
     def _known_packages(self) -> list[str]:
         names: set[str] = set()
-        for record in self.store.findings():
+        for record in self._latest_findings():
             names.add(record.finding.source_package)
             names.update(record.finding.binary_packages)
         names.update(o.package for o in self.store.recent_outcomes(limit=500))
@@ -257,7 +260,10 @@ class Orchestrator:
         return [h for n, h in inv.hosts.items() if n in wanted]
 
     def _latest_findings(self) -> list[FindingRecord]:
-        return self.store.findings()
+        """Each host's findings from its latest run (loaded once per request)."""
+        if self._findings is None:
+            self._findings = self.store.findings()
+        return self._findings
 
     # -- exposure
     def _exposure(
@@ -664,19 +670,19 @@ def _at_least(severity: Severity, threshold: Severity) -> bool:
 def _newest_advisory(records: Sequence[FindingRecord]) -> str:
     """The advisory with the highest fixed version (then the highest id)."""
 
-    def key(record: FindingRecord) -> tuple[int, str, str]:
-        return (1 if record.finding.fixed_version else 0, "", record.finding.advisory_id)
-
-    best = max(records, key=key)
-    for record in records:
-        a, b = record.finding.fixed_version, best.finding.fixed_version
-        if a and b:
+    def order(a: FindingRecord, b: FindingRecord) -> int:
+        va, vb = a.finding.fixed_version, b.finding.fixed_version
+        if va and vb:
             try:
-                if compare("debian", a, b) > 0:
-                    best = record
+                by_version = compare("debian", va, vb)
             except InvalidVersionError:
-                continue
-    return best.finding.advisory_id
+                by_version = 0
+        else:
+            by_version = bool(va) - bool(vb)
+        ida, idb = a.finding.advisory_id, b.finding.advisory_id
+        return by_version or (ida > idb) - (ida < idb)
+
+    return max(records, key=cmp_to_key(order)).finding.advisory_id
 
 
 # --------------------------------------------------------------------------- LLM assistance

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -71,7 +71,7 @@ from patchpilot.plan import ExcludedItem, ExclusionReason, PatchPlan, PlanItem
 from patchpilot.policy import Policy
 from patchpilot.schedule import WindowSlot
 from patchpilot.settings import Settings
-from patchpilot.store import Store
+from patchpilot.store import HostSnapshot, Store
 from patchpilot.testing_models import ItemStatus, TestReport
 from tools.changelog import ChangelogFetcher
 from tools.facts import gather
@@ -326,13 +326,13 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Freeze the plan: baseline + cleared-not-yet rejections + ``--only`` (no side effects)."""
     ctx = runtime.context
     store = ctx.store
-    pending: dict[str, list[PendingUpdate]] = {}
-    discovered: list[Host] = []
-    for host in state.hosts:
-        snapshot = store.load_host_snapshot(state.run_id, host.name)
-        if snapshot is not None:
-            pending[host.name] = list(snapshot.pending)
-            discovered.append(host)
+    snapshots = {
+        host.name: snapshot
+        for host in state.hosts
+        if (snapshot := store.load_host_snapshot(state.run_id, host.name)) is not None
+    }
+    discovered = [h for h in state.hosts if h.name in snapshots]
+    pending: dict[str, list[PendingUpdate]] = {n: list(s.pending) for n, s in snapshots.items()}
     policy = state.policy
     rejections = [r.spec for r in store.active_rejections()]
     if rejections:
@@ -343,13 +343,10 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         log.info("run.baseline_rejections", run_id=state.run_id, rejected=rejections)
     if state.rollback:
         package = state.only[0][0]
-        installed: dict[str, str | None] = {}
-        for host in discovered:
-            snapshot = store.load_host_snapshot(state.run_id, host.name)
-            versions = (
-                [p.version for p in snapshot.packages if p.name == package] if snapshot else []
-            )
-            installed[host.name] = versions[0] if versions else None
+        installed: dict[str, str | None] = {
+            name: next((p.version for p in snap.packages if p.name == package), None)
+            for name, snap in snapshots.items()
+        }
         plan = build_rollback_plan(
             state.run_id,
             package,
@@ -372,32 +369,33 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         now=ctx.clock(),
         available=available,
     )
-    return _planned(_with_held(plan, state, store))
+    return _planned(_with_held(plan, state, snapshots))
 
 
-def _with_held(plan: PatchPlan, state: RunState, store: Store) -> PatchPlan:
+def _with_held(
+    plan: PatchPlan, state: RunState, snapshots: Mapping[str, HostSnapshot]
+) -> PatchPlan:
     """Say so when ``--only`` names a package a host holds (apt never offers it as an update)."""
     if not state.only:
         return plan
     planned = {i.key for i in plan.items}
     extra: list[ExcludedItem] = []
     held_somewhere: set[str] = set()
-    for host in state.hosts:
-        snapshot = store.load_host_snapshot(state.run_id, host.name)
-        if snapshot is None or not snapshot.facts.held_packages:
+    for host_name, snapshot in snapshots.items():
+        if not snapshot.facts.held_packages:
             continue
         installed = {p.name: p.version for p in snapshot.packages}
         for name, version in state.only:
-            if name in snapshot.facts.held_packages and (host.name, name) not in planned:
+            if name in snapshot.facts.held_packages and (host_name, name) not in planned:
                 held_somewhere.add(name)
                 extra.append(
                     ExcludedItem(
-                        host=host.name,
+                        host=host_name,
                         package=name,
                         from_version=installed.get(name),
                         to_version=version or "(any)",
                         exclusion=ExclusionReason.HELD,
-                        reason=f"{name} is held on {host.name} (apt-mark hold): apt never "
+                        reason=f"{name} is held on {host_name} (apt-mark hold): apt never "
                         "upgrades it; unhold it first if it should be patched",
                     )
                 )

@@ -284,3 +284,28 @@ def test_compliance_states(
             ComplianceState.NOT_APPLICABLE,
         }
     )
+
+
+def test_rollback_plan_downgrades_only_where_an_older_offered_version_exists() -> None:
+    from datetime import UTC, datetime
+
+    from agents.planning import ROLLBACK_RULE, build_rollback_plan
+
+    plan = build_rollback_plan(
+        "run-rb",
+        "acme-web",
+        {"a": "1.0.0", "b": "1.0.0", "c": "1.0.0", "d": "1.2.0"},
+        {"a": "1.1.0", "b": None, "c": "1.1.0", "d": "1.1.0"},
+        {"a": {"acme-web": ["1.0.0", "1.1.0"]}, "c": {"acme-web": ["1.1.0"]},
+         "d": {"acme-web": ["1.1.0", "1.2.0"]}},
+        now=datetime(2026, 11, 27, tzinfo=UTC),
+        reason="asked in chat",
+    )  # fmt: skip
+    assert [(i.host, i.from_version, i.to_version, i.rule) for i in plan.items] == [
+        ("a", "1.1.0", "1.0.0", ROLLBACK_RULE)
+    ]
+    assert {e.host: e.exclusion.value for e in plan.excluded} == {
+        "b": "not-installed",
+        "c": "version-not-offered",
+        "d": "not-a-rollback",
+    }

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Annotated, ClassVar, Literal, TypeAlias
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -62,14 +63,14 @@ class MemoryRecord(Record):
     at: AwareDatetime = Field(default_factory=utcnow, description="when it happened")
 
     @property
+    @abstractmethod
     def memory_id(self) -> str:
         """The stable id: the same facts give the same id."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def document(self) -> str:
         """The sentence that is embedded and returned as :attr:`Recalled.text`."""
-        raise NotImplementedError
 
     def metadata(self) -> dict[str, MetadataValue]:
         """The record's fields as Chroma metadata; unset (``None``) fields are left out."""

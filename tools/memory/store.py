@@ -8,8 +8,8 @@ decides nothing::
         memory.remember_outcome(OutcomeMemory(run_id="r1", host="canary-1", package="acme-web",
                                               to_version="1.2.0", status="rollback",
                                               error="health check failed: HTTP 503"))
-        for item in memory.recall("acme-web health check failed after upgrade"):
-            print(item.distance, item.text)
+        nearest = memory.recall("acme-web health check failed after upgrade")
+        [(item.id, item.distance) for item in nearest]  # nearest first
 
 Embedded (``chromadb.PersistentClient`` under ``HOME/memory``) unless ``memory.url`` names a
 Chroma server. Telemetry is off, and our embedding function is always passed, so the default
