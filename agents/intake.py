@@ -119,6 +119,7 @@ __all__ = [
     "FUZZY_CUTOFF",
     "MAX_TEXT_LENGTH",
     "MAX_TOKENS",
+    "WHICH_RUN",
     "help_text",
     "parse_request",
 ]
@@ -127,6 +128,8 @@ log = structlog.get_logger(__name__)
 
 MAX_TEXT_LENGTH: Final = 2000
 """Longest message parsed, in characters; longer ones are refused with a clarification."""
+WHICH_RUN: Final = "Which run?"
+"""How the grammar's question starts when a decision names no run (and nothing else is wrong)."""
 MAX_TOKENS: Final = 400
 """Most words looked at (a 2,000-character message has fewer in practice)."""
 FUZZY_CUTOFF: Final = 0.8
@@ -1209,7 +1212,10 @@ def _decision_question(decision: _Decision, found: _Found, items: Sequence[_Item
     if decision.conflict:
         return "Do you want to approve or reject the run?"
     if not found.run_ids:
-        return f"Which run? Give its id, e.g. '{verb} {_EXAMPLE_RUN_ID}'."
+        if _ANY_VERBS & head or found.hosts or found.tags or found.groups or found.packages:
+            # "approve it and patch web-1": never resolved to a run shown earlier
+            return f"Please send the {verb} on its own, with the run id, then ask for the change."
+        return f"{WHICH_RUN} Give its id, e.g. '{verb} {_EXAMPLE_RUN_ID}'."
     if len(found.run_ids) > 1:
         return f"Please {verb} one run at a time ({_listed(found.run_ids)})."
     if _Cat.COMMENT not in head and _VERBS & _after_run_id(items):

@@ -35,12 +35,13 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.intake import help_text, parse_request
+from agents.intake import MAX_TEXT_LENGTH, WHICH_RUN, help_text, parse_request
 from graphs.run import RunContext, RunResult, load_run_state, result_of, start_run
-from patchpilot.approvals import decide
+from patchpilot.approvals import DecisionSource, decide
 from patchpilot.errors import InvalidVersionError, PatchpilotError
 from patchpilot.intents import (
     ACTION_INTENTS,
+    DECISION_INTENTS,
     ChatRequest,
     Intent,
     PackageSpec,
@@ -55,11 +56,21 @@ from patchpilot.run_report import run_document
 from patchpilot.schedule import MaintenanceWindow
 from patchpilot.settings import Settings
 from patchpilot.store import FindingRecord, Store
+from patchpilot.text import inert
 from prompts import as_json, fence, load_prompt
 from tools.llm import LLMClient, LLMFallback, try_complete
 from tools.versions import compare
 
-__all__ = ["ChatAnswer", "ChatReply", "LLMIntake", "Orchestrator", "llm_hooks"]
+__all__ = [
+    "GRAMMAR_CERTAIN",
+    "ChatAnswer",
+    "ChatReply",
+    "LLMIntake",
+    "Orchestrator",
+    "is_question",
+    "llm_hooks",
+    "model_text_problem",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -74,11 +85,18 @@ class ChatReply(BaseModel):
 
 
 class ChatAnswer(BaseModel):
-    """The orchestrator's answer to one request."""
+    """The orchestrator's answer to one request.
+
+    ``text`` is always the core's answer, built from the facts; a model's phrasing is only ever
+    an addition in ``llm_text`` (control characters escaped, shown marked as model-written).
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    text: str
+    text: str = Field(description="the core's answer, from the facts (always present)")
+    llm_text: str | None = Field(
+        default=None, description="the model's phrasing of the same facts, if any (untrusted)"
+    )
     request: ChatRequest
     facts: dict[str, Any] = Field(default_factory=dict)
     run: dict[str, Any] | None = Field(default=None, description="the run document, if any")
@@ -91,6 +109,67 @@ class ChatAnswer(BaseModel):
 
 
 CHAT_APPROVAL = "requested in chat: a person approves every change asked for in chat"
+
+GRAMMAR_CERTAIN: float = 0.85
+"""Grammar confidence from which the LLM is not asked at all (its reading could only add risk
+and latency)."""
+
+_QUESTION_LEADS = frozenset(
+    [
+        "which",
+        "what",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "is",
+        "are",
+        "was",
+        "were",
+        "do",
+        "does",
+        "did",
+        "has",
+        "have",
+        "any",
+        "show",
+        "list",
+        "tell",
+        "explain",
+    ]
+)
+_POLITE_LEADS = frozenset({"can", "could", "would", "will", "please"})
+
+
+def is_question(text: str) -> bool:
+    """Whether the person's words are a question (which a model may never turn into a change).
+
+    A question starts with a question word or a read verb (``which``, ``what``, ``why``, ``is``,
+    ``show``, ``list`` …), or ends with ``?`` without a polite request lead (``can you …?``).
+    """
+    words = re.findall(r"[a-z]+", text.lower())
+    if not words:
+        return False
+    if words[0] in _QUESTION_LEADS:
+        return True
+    return text.rstrip().endswith("?") and words[0] not in _POLITE_LEADS
+
+
+_SHELL_ADVICE = re.compile(
+    r"`|\$\(|\|\s*(?:sudo\s+)?(?:ba|z|da)?sh\b|\b(?:curl|wget|sudo|rm\s+-|chmod|chown|dd\s+if=|"
+    r"mkfs|apt-get|apt\s+install|dpkg\s+-|systemctl|bash\s+-c)\b",
+    re.IGNORECASE,
+)
+
+
+def model_text_problem(text: str) -> str | None:
+    """Why a model's prose must not be shown (it suggests shell commands), or None."""
+    if _SHELL_ADVICE.search(text):
+        return "the model's text suggests shell commands; patchpilot never shows those: withheld"
+    return None
 
 
 @dataclass
@@ -112,6 +191,10 @@ class Orchestrator:
     """``(question, facts, recalled ids) -> (reply or None, note)``: the LLM answer writer."""
     history: list[ChatAnswer] = field(default_factory=list)
     clock: Callable[[], datetime] = field(default=utcnow)
+    actor: str | None = None
+    """Who is chatting (the identity recorded with any decision; default: the OS user)."""
+    decider: Callable[..., RunResult] = field(default=decide)
+    """Records a decision and continues the run (:func:`patchpilot.approvals.decide`)."""
     _findings: list[FindingRecord] | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ entry point
@@ -119,6 +202,13 @@ class Orchestrator:
     def handle(self, text: str) -> ChatAnswer:
         """Answer one chat request (see the module docstring)."""
         self._findings = None  # loaded at most once per request
+        if len(text) > MAX_TEXT_LENGTH:  # bounded before anything reads it (grammar or LLM)
+            request = parse_request(text)  # answers "too long" without tokenising
+            answer = self._answer(
+                request, request.needs_clarification or help_text(), {}, "grammar", []
+            )
+            self.history.append(answer)
+            return answer
         request, understood_by, notes = self._understand(text)
         request = self._resolve_run(request)
         log.info(
@@ -163,6 +253,17 @@ class Orchestrator:
     # ------------------------------------------------------------------ understanding
 
     def _understand(self, text: str) -> tuple[ChatRequest, Literal["grammar", "llm"], list[str]]:
+        """The request, by the grammar, or by the LLM where the grammar is unsure.
+
+        The rules (each a guarantee, tested in tests/unit/test_chat_safety.py):
+
+        - a decision (approve/reject) is only ever read by the grammar, from the person's own
+          words; the LLM is not even asked, and an LLM reading of a decision is discarded;
+        - when the grammar is certain (confidence ≥ :data:`GRAMMAR_CERTAIN`, nothing to ask),
+          the LLM is not asked;
+        - a question never becomes a change: an LLM reading of a change is discarded when the
+          words are a question (:func:`is_question`) or the grammar read them as one.
+        """
         inv = self.inventory
         grammar = parse_request(
             text,
@@ -173,27 +274,55 @@ class Orchestrator:
         notes: list[str] = []
         if self.understand_llm is None:
             return grammar, "grammar", notes
+        if grammar.intent in DECISION_INTENTS:
+            notes.append("decisions are read by the grammar only: the LLM was not asked")
+            return grammar, "grammar", notes
+        if (
+            grammar.intent is not Intent.UNKNOWN
+            and grammar.needs_clarification is None
+            and grammar.confidence >= GRAMMAR_CERTAIN
+        ):
+            notes.append("understood by the grammar: the LLM was not asked")
+            return grammar, "grammar", notes
         parsed, note = self.understand_llm(text, inv)
         if note:
             notes.append(note)
         if parsed is None:
             return grammar, "grammar", notes
+        if parsed.intent in DECISION_INTENTS:
+            notes.append(
+                f"the model read a decision ({parsed.intent.value}) the grammar did not: "
+                "ignored; only your own words decide (say `approve RUN_ID` or `reject RUN_ID`)"
+            )
+            return grammar, "grammar", notes
+        if parsed.intent in ACTION_INTENTS and (
+            is_question(text) or grammar.intent not in (*ACTION_INTENTS, Intent.UNKNOWN)
+        ):
+            notes.append(
+                f"the model read a change ({parsed.intent.value}) in a question: ignored; "
+                "a question never becomes a change"
+            )
+            return grammar, "grammar", notes
         return parsed, "llm", notes
 
     def _resolve_run(self, request: ChatRequest) -> ChatRequest:
-        """``approve`` / ``reject`` without an id: this session's waiting run, else the only one."""
-        if request.intent not in (Intent.APPROVE, Intent.REJECT) or request.run_id is not None:
+        """``approve`` / ``reject`` without an id: the run this session just showed, if any.
+
+        Only when the grammar's one question was "which run?" (no negation, no conflict, no
+        second request) and this session's latest answer showed a run that is still waiting:
+        the person confirms the run shown. Never "the only pending run" of somebody else.
+        """
+        if (
+            request.intent not in DECISION_INTENTS
+            or request.run_id is not None
+            or not (request.needs_clarification or "").startswith(WHICH_RUN)
+        ):
             return request
         pending = {a.run_id for a in self.store.approvals("pending")}
-        mine = [
-            a.run["run_id"]
-            for a in reversed(self.history)
-            if a.run is not None and a.run["run_id"] in pending
-        ]
-        candidates = mine[:1] or sorted(pending)
-        if len(candidates) != 1:
+        shown = next((a.run for a in reversed(self.history) if a.run is not None), None)
+        if shown is None or shown["run_id"] not in pending:
             return request
-        return request.model_copy(update={"run_id": candidates[0], "needs_clarification": None})
+        return request.model_copy(update={"run_id": shown["run_id"], "needs_clarification": None})
 
     def _known_packages(self) -> list[str]:
         names: set[str] = set()
@@ -224,15 +353,20 @@ class Orchestrator:
     ) -> ChatAnswer:
         answered_by: Literal["core", "llm"] = "core"
         cited = tuple(recalled)
+        llm_text: str | None = None
         if phrase and self.phrase_llm is not None and question is not None:
             reply, note = self.phrase_llm(question, facts, recalled)
             if note:
                 notes.append(note)
-            if reply is not None:
-                text, answered_by = reply.text, "llm"
+            problem = model_text_problem(reply.text) if reply is not None else None
+            if problem:
+                notes.append(problem)
+            elif reply is not None:
+                llm_text, answered_by = inert(reply.text), "llm"
                 cited = tuple(c for c in reply.cited if c in set(recalled)) or cited
         return ChatAnswer(
             text=text,
+            llm_text=llm_text,
             request=request,
             facts=facts,
             run=run,
@@ -488,28 +622,32 @@ class Orchestrator:
     def _decide(
         self, request: ChatRequest, text: str, understood_by: Any, notes: list[str]
     ) -> ChatAnswer:
-        run_id = request.run_id
-        if run_id is None:
+        # Defence in depth: _understand never lets a model's reading through, and this checks
+        # it again: a decision needs the grammar's reading of the person's words and a run id
+        # they named (or confirmed when it was shown).
+        if understood_by != "grammar" or not request.is_decision or request.run_id is None:
             pending = self.store.approvals("pending")
-            if len(pending) != 1:
-                return self._answer(
-                    request,
-                    "Which run? " + (", ".join(a.run_id for a in pending) or "nothing is waiting"),
-                    {},
-                    understood_by,
-                    notes,
-                )
-            run_id = pending[0].run_id
+            verb = "approve" if request.intent is Intent.APPROVE else "reject"
+            return self._answer(
+                request,
+                f"Which run? Say `{verb} RUN_ID`; waiting: "
+                + (", ".join(a.run_id for a in pending) or "nothing"),
+                {"pending_approvals": [a.run_id for a in pending]},
+                understood_by,
+                notes,
+            )
         status: Literal["approved", "rejected"] = (
             "approved" if request.intent is Intent.APPROVE else "rejected"
         )
-        result = decide(
+        result = self.decider(
             self.settings,
             self.store,
-            run_id,
+            request.run_id,
             status,
             comment=request.comment or "via patchpilot chat",
             make_context=self.make_context,
+            source=DecisionSource(parser="grammar", words=text),
+            actor=self.actor,
         )
         return self._run_answer(request, result, understood_by, notes)
 

@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from agents.intake import MAX_TEXT_LENGTH
 from graphs.run import RunContext, open_memory
 from patchpilot.cli import (
     InventoryOpt,
@@ -30,6 +31,7 @@ from patchpilot.cli import (
 from patchpilot.policy import Policy, load_policy
 from patchpilot.run_cli import RUN_EXIT
 from patchpilot.store import Store
+from patchpilot.text import inert
 
 if TYPE_CHECKING:  # chromadb, openai and the orchestrator load only for these commands
     from agents.orchestrator import ChatAnswer, Orchestrator
@@ -72,10 +74,14 @@ def _session(
 
 
 def _print_answer(answer: ChatAnswer) -> None:
-    out.print(escape(answer.text))
+    """The core's answer always; a model's phrasing only after it, marked as model-written."""
+    out.print(escape(inert(answer.text)))
+    if answer.llm_text:
+        out.print("[dim]--- model-written summary (may be wrong; the facts are above) ---[/]")
+        out.print(escape(inert(answer.llm_text)))
     how = f"understood by {answer.understood_by}, answered by {answer.answered_by}"
     notes = "; ".join(answer.llm_notes)
-    err.print(f"[dim]({how}{'; ' + escape(notes) if notes else ''})[/]")
+    err.print(f"[dim]({how}{'; ' + escape(inert(notes)) if notes else ''})[/]")
 
 
 def _answer_json(answer: ChatAnswer) -> dict[str, Any]:
@@ -132,6 +138,12 @@ def chat_cmd(
             text = line.strip()
             if not text:
                 continue
+            if len(text) > MAX_TEXT_LENGTH:  # bounded before it is echoed, wrapped or parsed
+                err.print(
+                    f"[red]that line has {len(text)} characters; at most {MAX_TEXT_LENGTH} "
+                    "are read: send one short request[/]"
+                )
+                continue
             if text in {"exit", "quit", ":q"}:
                 break
             if text == "history":
@@ -139,7 +151,7 @@ def chat_cmd(
                     out.print(f"{number}. {escape(turn.request.describe())}")
                 continue
             if not interactive:
-                out.print(f"> {escape(text)}")
+                out.print(f"> {escape(inert(text))}")
             _print_answer(session.handle(text))
 
 
@@ -170,5 +182,7 @@ def memory_search_cmd(
     for col in ("id", "kind", "distance", "text"):
         table.add_column(col, overflow="fold")
     for item in items:
-        table.add_row(escape(item.id), item.kind, f"{item.distance:.3f}", escape(item.text))
+        table.add_row(
+            escape(inert(item.id)), item.kind, f"{item.distance:.3f}", escape(inert(item.text))
+        )
     out.print(table)

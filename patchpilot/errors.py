@@ -10,6 +10,8 @@ host-key mismatch) are not.
     ├── ConfigError (ValueError)                 bad settings / policy / inventory file
     │   └── UnknownTargetError (LookupError)     a target or --limit pattern matched no host
     ├── UnsafeArgumentError (ValueError)         a value refused before it could reach a shell
+    ├── InvalidInputError (ValueError)           free text (comment, chat line, pattern) refused
+    ├── NotAuthorizedError (PermissionError)     an identity not allowed to do this (approve)
     ├── InvalidVersionError (ValueError)         a version string the ecosystem does not accept
     ├── FactParseError (ValueError)              command output that does not parse
     ├── UnsupportedPlatformError                 no fact/operation for this OS family
@@ -34,8 +36,10 @@ __all__ = [
     "FactParseError",
     "HostConnectError",
     "HostKeyError",
+    "InvalidInputError",
     "InvalidVersionError",
     "LabError",
+    "NotAuthorizedError",
     "PatchpilotError",
     "TransportError",
     "UnknownTargetError",
@@ -72,6 +76,22 @@ class UnsafeArgumentError(PatchpilotError, ValueError):
         self.kind = kind
         self.value = value
         super().__init__(f"refusing unsafe {kind} {value!r}: {reason}")
+
+
+class InvalidInputError(PatchpilotError, ValueError):
+    """Free text from outside (a comment, a chat line, a pattern) refused before anything ran.
+
+    Raised at the boundary, before any side effect, so nothing is half-applied.
+    """
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")
+
+
+class NotAuthorizedError(PatchpilotError, PermissionError):
+    """The acting identity is not allowed to do this (e.g. decide an approval)."""
 
 
 class InvalidVersionError(PatchpilotError, ValueError):

@@ -300,6 +300,11 @@ class ApprovalsPolicy(_Strict):
     on_held: bool = True
     on_reboot: bool = False
     expires_after_hours: int = Field(default=24, ge=1, le=24 * 30)
+    approvers: tuple[str, ...] = Field(
+        default=(),
+        description="identities allowed to approve or reject (empty: anyone who can run "
+        "patchpilot on this machine)",
+    )
 
 
 _PACKAGE_GLOB = re.compile(r"^[A-Za-z0-9*?\[\]][A-Za-z0-9.+*?\[\]_-]*$")

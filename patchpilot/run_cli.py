@@ -35,7 +35,7 @@ from graphs.run import (
     result_of,
     start_run,
 )
-from patchpilot.approvals import continue_waiting_run, decide, decision_of, expire
+from patchpilot.approvals import DecisionSource, continue_waiting_run, decide, decision_of, expire
 from patchpilot.audit import AuditLog, current_actor
 from patchpilot.cli import (
     ExitCode,
@@ -59,6 +59,7 @@ from patchpilot.policy import Policy, load_policy
 from patchpilot.run_report import run_document
 from patchpilot.settings import Settings
 from patchpilot.store import Store
+from patchpilot.text import inert
 from tools.validate import split_pin, validate_package_name
 
 __all__ = ["RUN_EXIT", "baseline_app", "print_run", "resume_patch_run"]
@@ -250,6 +251,10 @@ def _decide(
             status,
             comment=comment,
             make_context=_make_context(c, store),
+            source=DecisionSource(
+                parser="cli",
+                words=f"patchpilot {'approve' if status == 'approved' else 'reject'} {run_id}",
+            ),
         )
 
 
@@ -334,7 +339,9 @@ def approvals_cmd(
             ", ".join(sorted({i["host"] for i in items})),
             r.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
             escape("; ".join(r.reasons)),
-            f"{r.decided_by} {r.comment or ''}".strip() if r.decided_by else "-",
+            escape(inert(f"{r.decided_by} via {r.decided_via or '?'}: {r.comment or ''}"))
+            if r.decided_by
+            else "-",
         )
     out.print(table)
     if any(r.status == "pending" for r in records):

@@ -157,6 +157,8 @@ def _approval_json(record: ApprovalRecord | None, reasons: Sequence[str]) -> dic
             "decided_at": record.decided_at.isoformat() if record.decided_at else None,
             "decided_by": record.decided_by,
             "comment": record.comment,
+            "decided_via": record.decided_via,
+            "decided_words": record.decided_words,
         }
     return doc
 

@@ -210,6 +210,13 @@ class ApprovalRecord(_Frozen):
     decided_at: datetime | None = None
     decided_by: str | None = None
     comment: str | None = None
+    decided_via: str | None = Field(
+        default=None,
+        description="the parser that read the decision (cli, grammar; patchpilot for expiry)",
+    )
+    decided_words: str | None = Field(
+        default=None, description="the person's own words that made the decision"
+    )
 
     def expired_at(self, now: datetime) -> bool:
         """Tell whether the request is still pending but past its deadline at ``now``.

@@ -56,7 +56,7 @@ _DEPLOYMENT_SELECT: Final = (
 )
 _APPROVAL_SELECT: Final = (
     "SELECT run_id, plan_id, content_hash, status, reasons, payload, requested_at, expires_at,"
-    " decided_at, decided_by, comment FROM approvals"
+    " decided_at, decided_by, comment, decided_via, decided_words FROM approvals"
 )
 _REJECTION_SELECT: Final = (
     "SELECT package, version, reason, run_id, rejected_at, cleared_at, cleared_by"
@@ -124,6 +124,8 @@ def _approval(row: tuple[Any, ...]) -> ApprovalRecord:
         decided,
         decided_by,
         comment,
+        decided_via,
+        decided_words,
     ) = row
     return ApprovalRecord(
         run_id=run_id,
@@ -137,6 +139,8 @@ def _approval(row: tuple[Any, ...]) -> ApprovalRecord:
         decided_at=from_db_time(decided) if decided is not None else None,
         decided_by=decided_by,
         comment=comment,
+        decided_via=decided_via,
+        decided_words=decided_words,
     )
 
 
@@ -370,7 +374,8 @@ class RolloutMixin:
                 "INSERT INTO approvals (run_id, plan_id, content_hash, status, reasons, payload,"
                 " requested_at, expires_at) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)"
                 " RETURNING run_id, plan_id, content_hash, status, reasons, payload,"
-                " requested_at, expires_at, decided_at, decided_by, comment",
+                " requested_at, expires_at, decided_at, decided_by, comment, decided_via,"
+                " decided_words",
                 (run_id, plan_id, content_hash, reasons_json, payload_json, requested, expires),
             ).fetchall()
         record = _approval(row)
@@ -390,6 +395,8 @@ class RolloutMixin:
         by: str,
         comment: str | None = None,
         at: datetime | None = None,
+        via: str | None = None,
+        words: str | None = None,
     ) -> ApprovalRecord:
         """Decide the run's pending approval, atomically: of two deciders only one wins.
 
@@ -404,6 +411,9 @@ class RolloutMixin:
             by: Who decided (a person, or ``patchpilot`` for an expiry).
             comment: Why, if given.
             at: When (default now); also the time the deadline is checked against.
+            via: Which parser read the decision from the person (``cli``, ``grammar``, or
+                ``patchpilot`` for an expiry).
+            words: The person's own words that said so (the chat line or the command).
 
         Returns:
             The decided approval.
@@ -420,12 +430,14 @@ class RolloutMixin:
         when = _when(at)
         with self._transaction(what) as conn:
             rows = conn.execute(
-                "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, comment = ?"
+                "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, comment = ?,"
+                " decided_via = ?, decided_words = ?"
                 " WHERE run_id = ? AND status = 'pending'"
                 " AND (? <> 'approved' OR ? < expires_at)"
                 " RETURNING run_id, plan_id, content_hash, status, reasons, payload,"
-                " requested_at, expires_at, decided_at, decided_by, comment",
-                (status, when, by, comment, run_id, status, when),
+                " requested_at, expires_at, decided_at, decided_by, comment, decided_via,"
+                " decided_words",
+                (status, when, by, comment, via, words, run_id, status, when),
             ).fetchall()
             if len(rows) != 1:
                 # Zero rows (the unique index allows at most one pending approval per run).

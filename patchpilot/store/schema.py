@@ -353,7 +353,15 @@ _V3: Final[tuple[str, ...]] = (
     "CREATE INDEX baseline_rejections_by_time ON baseline_rejections (rejected_at, id)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# Version 4: a decision records how it was made: ``decided_via`` is the parser that read the
+# person's words (``cli``: the approve/reject command; ``grammar``: chat words read by the
+# deterministic grammar; never an LLM) and ``decided_words`` those words, verbatim (bounded).
+_V4: Final[tuple[str, ...]] = (
+    "ALTER TABLE approvals ADD COLUMN decided_via TEXT",
+    "ALTER TABLE approvals ADD COLUMN decided_words TEXT",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """``MIGRATIONS[i]`` migrates a database from schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)

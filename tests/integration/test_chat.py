@@ -121,9 +121,17 @@ def test_questions_and_a_chat_change_with_no_llm(lab: LabHandle, tmp_path: Path)
     check = lab.exec("canary-1", ["dpkg-query", "-W", "-f", "${Version}", "acme-web"])
     assert check.stdout == "1.0.0"  # nothing before the approval
 
-    approved = cli(home, lab, "chat", stdin="approve\n")
+    # a new session never resolves a bare "approve" to somebody's pending run: it asks
+    asked = cli(home, lab, "chat", stdin="approve\n")
+    assert "Which run?" in asked.stdout, asked.stdout
+    approved = cli(home, lab, "chat", stdin=f"approve {waiting['run_id']} looks good\n")
     assert approved.returncode == 0, approved.stderr[-2000:]
     assert f"Run {waiting['run_id']}: completed" in approved.stdout
+    decided = json.loads(cli(home, lab, "approvals", "--all", "--format", "json").stdout)
+    (record,) = [a for a in decided["approvals"] if a["run_id"] == waiting["run_id"]]
+    assert record["status"] == "approved"
+    assert record["decided_via"] == "grammar"
+    assert record["decided_words"] == f"approve {waiting['run_id']} looks good"
     check = lab.exec("canary-1", ["dpkg-query", "-W", "-f", "${Version}", "acme-web"])
     assert check.stdout == "1.1.0"
 
@@ -170,6 +178,11 @@ INTAKE = {
 }
 
 
+# The grammar does not understand this phrasing with certainty, so the LLM is asked (where the
+# grammar is certain, it is not: tests/unit/test_chat_safety.py).
+FREE_PHRASING = "please get acme-web 1.1.0 onto staging, now"
+
+
 def test_the_llm_path_is_validated_and_recorded(lab: LabHandle, tmp_path: Path) -> None:
     home = tmp_path / "home"
     scan(home, lab)
@@ -211,7 +224,7 @@ def test_the_llm_path_is_validated_and_recorded(lab: LabHandle, tmp_path: Path) 
             "PATCHPILOT_LLM__MAX_RETRIES": "1",
             "PATCHPILOT_LLM__CACHE": "false",
         }
-        doc = ask(home, lab, "upgrade acme-web to 1.1.0 on staging now", expect=6, **env)
+        doc = ask(home, lab, FREE_PHRASING, expect=6, **env)
         requests = list(server.chat_requests)
     assert doc["understood_by"] == "llm"
     assert any(n.startswith("LLM intake (") for n in doc["llm_notes"]), doc["llm_notes"]
@@ -246,7 +259,7 @@ def test_llm_faults_fall_back_to_the_grammar(lab: LabHandle, tmp_path: Path) -> 
             "PATCHPILOT_LLM__MAX_RETRIES": "1",
             "PATCHPILOT_LLM__CACHE": "false",
         }
-        doc = ask(home, lab, "upgrade acme-web to 1.1.0 on staging now", expect=6, **env)
+        doc = ask(home, lab, FREE_PHRASING, expect=6, **env)
         assert len(server.chat_requests) >= 2
     assert doc["understood_by"] == "grammar"
     assert any("LLM intake unavailable" in n for n in doc["llm_notes"])
