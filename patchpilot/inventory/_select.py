@@ -17,6 +17,15 @@ The limit language is Ansible's host-pattern language:
 Unlike Ansible, a term that matches nothing is an error (:class:`UnknownTargetError`), not a
 warning: a mistyped ``!prod-db`` must not silently select the production database. The result is
 always in inventory order.
+
+**Bounded work.** A limit is untrusted text (it may come from a chat line or a CI variable), so
+it is bounded before it is evaluated: at most :data:`MAX_LIMIT_LENGTH` characters, no control
+characters, each ``~regex`` at most :data:`MAX_REGEX_LENGTH` characters. Regular expressions
+run on RE2 (``google-re2``), whose matching time is linear in the pattern and the name and
+whose memory is capped: a pattern that backtracks catastrophically in Python's ``re`` (such as
+``~(a+)+$``) cannot hang a selection. RE2 has no look-around and no back-references; such a
+pattern (like any invalid or too large one) is refused with a :class:`ConfigError` (exit 2)
+that says why. Globs keep :mod:`fnmatch` semantics (its translation has no exponential case).
 """
 
 from __future__ import annotations
@@ -25,26 +34,67 @@ import fnmatch
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
+from typing import Final, Protocol
 
-from patchpilot.errors import ConfigError, UnknownTargetError
+import re2
+
+from patchpilot.errors import ConfigError, InvalidInputError, UnknownTargetError
 from patchpilot.inventory._graph import LOCAL_ADDRESS
 from patchpilot.inventory._model import Inventory
 from patchpilot.models import Host
+from patchpilot.text import bounded
 
-__all__ = ["LOCAL_HOST", "LOCAL_TARGET", "select_hosts", "split_patterns"]
+__all__ = [
+    "LOCAL_HOST",
+    "LOCAL_TARGET",
+    "MAX_LIMIT_LENGTH",
+    "MAX_REGEX_LENGTH",
+    "select_hosts",
+    "split_patterns",
+]
 
 #: The target naming the machine patchpilot runs on.
 LOCAL_TARGET: Final = "local"
 #: The built-in local host, used when the inventory does not define ``local`` itself.
 LOCAL_HOST: Final = Host(name=LOCAL_TARGET, address=LOCAL_ADDRESS, transport="local")
 
+#: Longest ``--limit`` expression (or target) accepted, in characters.
+MAX_LIMIT_LENGTH: Final = 4096
+#: Longest ``~regex`` term accepted, in characters (without the ``~``).
+MAX_REGEX_LENGTH: Final = 512
+_RE2_MAX_MEM: Final = 8 << 20  # bytes RE2 may use for one compiled pattern
+
 _ALL_WORDS: Final = frozenset({"all", "*"})
 _LIST_SHOWN: Final = 10
-_SPLIT_RE = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
-_SINGLE_ADDRESS_RE = re.compile(r"^(?:\[.+\]:[0-9]+|(?:[^:\[\]]|\[[^\]]*\])*:[0-9]+)$")
-_SUBSCRIPT_RE = re.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$")
+# Patchpilot's own patterns run on RE2 too: linear time whatever the (bounded) input.
+_SPLIT_RE: Final = re2.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
+_SINGLE_ADDRESS_RE: Final = re2.compile(r"^(?:\[.+\]:[0-9]+|(?:[^:\[\]]|\[[^\]]*\])*:[0-9]+)$")
+_SUBSCRIPT_RE: Final = re2.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$")
 _HOSTLIKE_CHARS: Final = (".", "?", "*", "[")
+
+
+class _Matcher(Protocol):
+    """What a compiled glob (``re``) or ``~regex`` (RE2) offers: an anchored-at-start match."""
+
+    def match(self, text: str, /) -> object: ...
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print its own copy of the error to stderr
+    options.max_mem = _RE2_MAX_MEM
+    return options
+
+
+_RE2_OPTIONS: Final = _re2_options()
+
+
+def _check_length(text: str, *, what: str, key: str) -> None:
+    """Refuse over-long or control-character text before any pattern work (exit 2)."""
+    try:
+        bounded(text, what=what, max_length=MAX_LIMIT_LENGTH, newlines=False)
+    except InvalidInputError as exc:
+        raise ConfigError(f"{what} refused: {exc.reason}", key=key) from None
 
 
 def split_patterns(pattern: str) -> list[str]:
@@ -60,8 +110,10 @@ def split_patterns(pattern: str) -> list[str]:
         The non-empty terms, stripped, in order.
 
     Raises:
-        ConfigError: when brackets are unbalanced (Ansible would silently drop them).
+        ConfigError: when brackets are unbalanced (Ansible would silently drop them), or the
+            expression is longer than :data:`MAX_LIMIT_LENGTH` or holds a control character.
     """
+    _check_length(pattern, what="limit", key="limit")
     if "," in pattern:
         parts = pattern.split(",")
     else:
@@ -86,11 +138,36 @@ def _order(terms: Sequence[str]) -> list[str]:
     return (regular or ["all"]) + intersect + exclude
 
 
-def _matcher(term: str) -> re.Pattern[str]:
+def _matcher(term: str) -> _Matcher:
+    """Compile a glob (``re``, via :func:`fnmatch.translate`) or a ``~regex`` (RE2).
+
+    Raises:
+        ConfigError: the pattern is too long, invalid, uses what RE2 lacks (look-around,
+            back-references) or needs more than RE2's memory cap.
+    """
+    if not term.startswith("~"):
+        try:
+            return re.compile(fnmatch.translate(term))
+        except re.error as exc:
+            raise ConfigError(f"invalid pattern {term!r}: {exc}", key="limit") from exc
+    expression = term[1:]
+    if len(expression) > MAX_REGEX_LENGTH:
+        raise ConfigError(
+            f"regular expression {term[:40]!r}… is {len(expression)} characters long, "
+            f"at most {MAX_REGEX_LENGTH} are accepted",
+            key="limit",
+        )
     try:
-        return re.compile(term[1:] if term.startswith("~") else fnmatch.translate(term))
-    except re.error as exc:
-        raise ConfigError(f"invalid pattern {term!r}: {exc}", key="limit") from exc
+        return re2.compile(expression, options=_RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ConfigError(
+            f"invalid pattern {term!r}: {reason} (regular expressions use RE2 syntax: "
+            "no look-around, no back-references)",
+            key="limit",
+        ) from None
 
 
 def _split_subscript(term: str) -> tuple[str, tuple[int, int | None] | None]:
@@ -211,8 +288,11 @@ def select_hosts(
     Raises:
         UnknownTargetError: when the target is unknown, a limit term matches nothing, or the
             limit leaves no host of the target; the message lists what is available.
-        ConfigError: when the limit is malformed (bad regex, bad subscript).
+        ConfigError: when the limit is malformed (bad regex, bad subscript), or the limit or
+            target is too long or holds a control character (see the module docstring).
     """
+    if target is not None:
+        _check_length(target, what="target", key="target")
     hosts = _resolve_target(inventory, target)
     if limit is None or not limit.strip():
         return hosts

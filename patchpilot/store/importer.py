@@ -11,15 +11,24 @@ Advisory records go through three paths:
 * a restated record (same identity and content, see :mod:`patchpilot.store.merge`): only its
   position in time moves; the merged advisory is recomputed only if the winner changes;
 * anything else: the key's records are re-read and merged again.
+
+Memory stays bounded whatever the size of the document: advisories, EPSS scores and KEV
+entries are consumed one at a time (a large batch's records are a
+:class:`~tools.feeds.types.RecordStream` parsed from the file as they are imported) and written
+in chunks of at most :attr:`BatchImporter.FLUSH_EVERY` / :attr:`BatchImporter.CHUNK` rows. A
+stream that fails half way (the document changed since it was validated) raises, and the
+caller's transaction rolls the whole import back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from itertools import islice
+from typing import Any, ClassVar, TypeVar
 
 from patchpilot.errors import InvalidVersionError
 from patchpilot.models import CVE_RE, CVSS, Advisory, Ecosystem, FixStatus
@@ -38,6 +47,15 @@ from tools.versions import validate as validate_version
 __all__ = ["BatchImporter", "ImportCounters", "read_source_records"]
 
 _Key = tuple[str, str, str, str]
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(rows: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 @dataclass(slots=True)
@@ -120,6 +138,7 @@ class BatchImporter:
     """
 
     FLUSH_EVERY: ClassVar[int] = 2000
+    CHUNK: ClassVar[int] = 10_000
 
     conn: sqlite3.Connection
     batch: FeedBatch
@@ -419,39 +438,38 @@ class BatchImporter:
 
     def import_epss(self) -> None:
         """A score replaces the stored one unless that one has a newer ``score_date``."""
-        rows: list[tuple[str, float, float, str, int]] = []
-        for cve, score in self.batch.epss:
-            self._check_cve(cve)
-            rows.append(
-                (
+
+        def rows() -> Iterator[tuple[str, float, float, str, int]]:
+            for cve, score in self.batch.epss:
+                self._check_cve(cve)
+                yield (
                     cve,
                     score.probability,
                     score.percentile,
                     score.score_date.isoformat(),
                     self.feed_id,
                 )
+
+        for chunk in _chunks(rows(), self.CHUNK):
+            cursor = self.conn.executemany(
+                "INSERT INTO epss (cve, probability, percentile, score_date, import_id)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cve) DO UPDATE SET"
+                " probability = excluded.probability, percentile = excluded.percentile,"
+                " score_date = excluded.score_date, import_id = excluded.import_id"
+                " WHERE excluded.score_date >= epss.score_date",
+                chunk,
             )
-        if not rows:
-            return
-        cursor = self.conn.executemany(
-            "INSERT INTO epss (cve, probability, percentile, score_date, import_id)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (cve) DO UPDATE SET"
-            " probability = excluded.probability, percentile = excluded.percentile,"
-            " score_date = excluded.score_date, import_id = excluded.import_id"
-            " WHERE excluded.score_date >= epss.score_date",
-            rows,
-        )
-        self.counters.epss += cursor.rowcount
-        self.counters.skipped += len(rows) - cursor.rowcount
+            self.counters.epss += cursor.rowcount
+            self.counters.skipped += len(chunk) - cursor.rowcount
 
     def import_kev(self) -> None:
         """An entry replaces the stored one unless that one came from a newer document."""
-        rows: list[tuple[str, str, str, int | None, str, int]] = []
-        for cve, entry in self.batch.kev:
-            self._check_cve(cve)
-            ransomware = entry.known_ransomware_use
-            rows.append(
-                (
+
+        def rows() -> Iterator[tuple[str, str, str, int | None, str, int]]:
+            for cve, entry in self.batch.kev:
+                self._check_cve(cve)
+                ransomware = entry.known_ransomware_use
+                yield (
                     cve,
                     entry.date_added.isoformat(),
                     entry.due_date.isoformat(),
@@ -459,17 +477,16 @@ class BatchImporter:
                     self.seen_at,
                     self.feed_id,
                 )
+
+        for chunk in _chunks(rows(), self.CHUNK):
+            cursor = self.conn.executemany(
+                "INSERT INTO kev (cve, date_added, due_date, known_ransomware_use, fetched_at,"
+                " import_id) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (cve) DO UPDATE SET"
+                " date_added = excluded.date_added, due_date = excluded.due_date,"
+                " known_ransomware_use = excluded.known_ransomware_use,"
+                " fetched_at = excluded.fetched_at, import_id = excluded.import_id"
+                " WHERE excluded.fetched_at >= kev.fetched_at",
+                chunk,
             )
-        if not rows:
-            return
-        cursor = self.conn.executemany(
-            "INSERT INTO kev (cve, date_added, due_date, known_ransomware_use, fetched_at,"
-            " import_id) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (cve) DO UPDATE SET"
-            " date_added = excluded.date_added, due_date = excluded.due_date,"
-            " known_ransomware_use = excluded.known_ransomware_use,"
-            " fetched_at = excluded.fetched_at, import_id = excluded.import_id"
-            " WHERE excluded.fetched_at >= kev.fetched_at",
-            rows,
-        )
-        self.counters.kev += cursor.rowcount
-        self.counters.skipped += len(rows) - cursor.rowcount
+            self.counters.kev += cursor.rowcount
+            self.counters.skipped += len(chunk) - cursor.rowcount

@@ -16,7 +16,8 @@ from tools.feeds import FeedBatch, FeedError, FeedKind, parse_feed
 from tools.feeds.osv import OSVStats, map_ecosystem, parse, parse_documents
 
 NOW = datetime(2025, 2, 14, tzinfo=UTC)
-INVALID = "RHSA-2022_0216.json"  # a real Red Hat record without 'affected'
+NO_AFFECTED = "RHSA-2022_0216.json"  # a real Red Hat record without 'affected' (optional)
+BAD_RECORD = {"id": "BAD-1", "modified": "not a date"}
 
 
 @pytest.fixture(scope="module")
@@ -97,20 +98,88 @@ def test_ubuntu_is_skipped_and_counted(records: Path) -> None:
     assert stats.records == 1
 
 
-def test_invalid_record_is_a_feed_error(records: Path) -> None:
-    with pytest.raises(
-        FeedError, match=r"RHSA-2022_0216\.json, record RHSA-2022:0216: .*affected: Field required"
-    ):
-        parse_feed(FeedKind.OSV, records / INVALID)
+def test_record_without_affected_imports_as_informational(records: Path) -> None:
+    """Defect 8: ``affected`` is optional in the OSV schema; such a record affects nothing."""
+    batch, stats = _one(records / NO_AFFECTED)
+    assert batch.advisories == ()
+    assert (stats.records, stats.informational, stats.withdrawn) == (1, 1, 0)
+    assert batch.published_at == datetime(2024, 9, 1, 17, 42, 35, tzinfo=UTC)
+    assert parse_feed(FeedKind.OSV, records / NO_AFFECTED).advisories == ()
+    empty, stats = parse_documents(
+        [("t", _record(affected=[]))], source="t", fetched_at=NOW, sha256="x"
+    )
+    assert empty.advisories == ()
+    assert stats.informational == 1
 
 
-def test_directory_with_the_invalid_record_fails_whole_import(records: Path) -> None:
-    with pytest.raises(FeedError, match=INVALID.replace(".", r"\.")):
-        parse_feed(FeedKind.OSV, records)
+def test_real_directory_with_the_red_hat_record_imports(records: Path) -> None:
+    """The shared sample directory (it holds the record without 'affected') imports whole."""
+    batch = parse_feed(FeedKind.OSV, records, fetched_at=NOW)
+    assert len(batch.advisories) == 6 + 1 + 1 + 9 + 228
+
+
+def _directory_with(tmp_path: Path, records: Path, bad: dict[str, bytes]) -> Path:
+    directory = tmp_path / "osv"
+    directory.mkdir()
+    for file in sorted(records.glob("*.json")):  # symlinks: the samples are read in place
+        (directory / file.name).symlink_to(file)
+    for name, data in bad.items():
+        (directory / name).write_bytes(data)
+    return directory
+
+
+def test_directory_with_an_invalid_record_refuses_the_whole_import(
+    records: Path, tmp_path: Path
+) -> None:
+    """Defect 8, the choice: all or nothing; the error names the file and the record."""
+    directory = _directory_with(tmp_path, records, {"BAD-1.json": json.dumps(BAD_RECORD).encode()})
+    with pytest.raises(FeedError) as info:
+        parse_feed(FeedKind.OSV, directory)
+    message = str(info.value)
+    assert "1 invalid OSV file(s), nothing was imported" in message
+    assert f"{directory / 'BAD-1.json'}" in message
+    assert "record BAD-1" in message
+    assert "modified is not a timestamp" in message
+    assert info.value.source == str(directory)
+
+
+def test_directory_with_several_invalid_files_names_each(records: Path, tmp_path: Path) -> None:
+    bad = {
+        "A-bad.json": json.dumps(BAD_RECORD).encode(),
+        "Z-truncated.json": b'{"id": "X-2", "modified": "2025-01-01T00:00:00Z", "affected": [',
+        "M-not-a-record.json": b"[1, 2]",
+    }
+    directory = _directory_with(tmp_path, records, bad)
+    with pytest.raises(FeedError, match=r"3 invalid OSV file\(s\), nothing was imported") as info:
+        parse_feed(FeedKind.OSV, directory)
+    message = str(info.value)
+    for name in bad:
+        assert name in message
+    assert "truncated" in message
+    assert "M-not-a-record.json[0]: an OSV record must be a JSON object" in message
+
+
+def test_refused_directory_leaves_the_store_unchanged(records: Path, tmp_path: Path) -> None:
+    from agents.sourcing import import_feed
+    from patchpilot.store import Store
+
+    good = _directory_with(tmp_path, records, {})
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for file in good.iterdir():
+        (bad / file.name).symlink_to(file.resolve())
+    (bad / "BAD-1.json").write_bytes(json.dumps(BAD_RECORD).encode())
+    with Store(tmp_path / "p.db") as store:
+        first = import_feed(store, FeedKind.OSV, good)
+        assert first.created == 245
+        before = store.feed_status()
+        with pytest.raises(FeedError, match="BAD-1"):
+            import_feed(store, FeedKind.OSV, bad)
+        assert store.feed_status() == before
 
 
 def _valid_files(records: Path) -> list[Path]:
-    return sorted(p for p in records.glob("*.json") if p.name != INVALID)
+    return sorted(p for p in records.glob("*.json"))
 
 
 def test_directory_of_valid_records(records: Path, tmp_path: Path) -> None:
@@ -139,8 +208,10 @@ def test_zip_export(records: Path) -> None:
 
 
 def test_zip_with_invalid_member_names_it(records: Path) -> None:
-    data = _zip({p.name: p.read_bytes() for p in sorted(records.glob("*.json"))})
-    with pytest.raises(FeedError, match=r"all\.zip!RHSA-2022_0216\.json"):
+    members = {p.name: p.read_bytes() for p in sorted(records.glob("*.json"))}
+    members["BAD-1.json"] = json.dumps(BAD_RECORD).encode()
+    data = _zip(members)
+    with pytest.raises(FeedError, match=r"all\.zip!BAD-1\.json, record BAD-1: modified"):
         parse(data, source="all.zip", fetched_at=NOW)
 
 

@@ -22,18 +22,23 @@ Parsers by kind:
 
 Feed text (titles, descriptions) is untrusted data: parsers keep it as plain strings, with
 terminal escape sequences and control characters removed, and nothing ever interprets it.
+
+Files are streamed, never read whole (see :mod:`tools.feeds._stream`): line by line (DSA/DLA
+lists, EPSS CSV, decompressed on the fly), record by record (JSON, with ``ijson``). A document
+with many records is validated in a first pass and its records are parsed again one at a time
+while the store imports them, so the memory an import needs does not grow with the file.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from patchpilot.models import utcnow
 from tools.feeds import debian, epss, kev, nvd, osv
 from tools.feeds._common import DEFAULT_MAX_BYTES
+from tools.feeds._stream import Document
 from tools.feeds.errors import FeedError, FeedFetchError
 from tools.feeds.fetch import FEED_URLS, FeedFetcher, FetchResult
 from tools.feeds.types import FEED_MAX_AGE, FeedBatch, FeedKind, FeedStatus
@@ -55,16 +60,22 @@ __all__ = [
     "parse_fetched",
 ]
 
-_Parser = Callable[[bytes, str, datetime, int], FeedBatch]
+_Parser = Callable[[Document, str, datetime, int], FeedBatch]
 
 _PARSERS: dict[FeedKind, _Parser] = {
-    FeedKind.DEBIAN_DSA: lambda d, s, f, m: debian.parse_dsa(d, source=s, fetched_at=f),
-    FeedKind.DEBIAN_DLA: lambda d, s, f, m: debian.parse_dla(d, source=s, fetched_at=f),
-    FeedKind.DEBIAN_JSON: lambda d, s, f, m: debian.parse_tracker_json(d, source=s, fetched_at=f),
+    FeedKind.DEBIAN_DSA: lambda d, s, f, m: debian.parse_dsa(
+        d, source=s, fetched_at=f, max_bytes=m
+    ),
+    FeedKind.DEBIAN_DLA: lambda d, s, f, m: debian.parse_dla(
+        d, source=s, fetched_at=f, max_bytes=m
+    ),
+    FeedKind.DEBIAN_JSON: lambda d, s, f, m: debian.parse_tracker_json(
+        d, source=s, fetched_at=f, max_bytes=m
+    ),
     FeedKind.OSV: lambda d, s, f, m: osv.parse(d, source=s, fetched_at=f, max_bytes=m),
-    FeedKind.KEV: lambda d, s, f, m: kev.parse(d, source=s, fetched_at=f),
+    FeedKind.KEV: lambda d, s, f, m: kev.parse(d, source=s, fetched_at=f, max_bytes=m),
     FeedKind.EPSS: lambda d, s, f, m: epss.parse(d, source=s, fetched_at=f, max_bytes=m),
-    FeedKind.NVD: lambda d, s, f, m: nvd.parse(d, source=s, fetched_at=f),
+    FeedKind.NVD: lambda d, s, f, m: nvd.parse(d, source=s, fetched_at=f, max_bytes=m),
 }
 _DIRECTORY_KINDS = frozenset({FeedKind.OSV, FeedKind.NVD})
 
@@ -122,7 +133,26 @@ def parse_bytes(
         raise FeedError(
             f"document of {len(data)} bytes exceeds the size limit of {max_bytes}", source=source
         )
-    batch = _PARSERS[resolved](data, source, fetched_at or utcnow(), max_bytes)
+    return _parse_document(
+        resolved,
+        Document.of(data, source),
+        fetched_at=fetched_at or utcnow(),
+        max_bytes=max_bytes,
+        etag=etag,
+        last_modified=last_modified,
+    )
+
+
+def _parse_document(
+    kind: FeedKind,
+    document: Document,
+    *,
+    fetched_at: datetime,
+    max_bytes: int,
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> FeedBatch:
+    batch = _PARSERS[kind](document, document.source, fetched_at, max_bytes)
     if etag or last_modified:
         batch = batch.model_copy(update={"etag": etag, "last_modified": last_modified})
     return batch
@@ -151,7 +181,8 @@ def parse_feed(
 
     Raises:
         FeedError: If the file is missing, too large, not UTF-8, or does not parse; for a
-            directory, the first invalid file fails the whole import and is named.
+            directory, one invalid file fails the whole import, and the error names every
+            invalid file (OSV: up to ``osv.MAX_REPORTED_ERRORS``; NVD: the first).
     """
     resolved = feed_kind(kind)
     when = fetched_at or utcnow()
@@ -167,10 +198,9 @@ def parse_feed(
     origin = source or str(path)
     if path.is_dir():
         return _parse_directory(resolved, path, source=origin, fetched_at=when, max_bytes=max_bytes)
-    return parse_bytes(
+    return _parse_document(
         resolved,
-        _read_file(path, max_bytes=max_bytes),
-        source=origin,
+        _file_document(path, origin, max_bytes=max_bytes),
         fetched_at=when,
         max_bytes=max_bytes,
     )
@@ -189,17 +219,23 @@ def parse_fetched(result: FetchResult, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
     Raises:
         FeedError: If there is no document (a 304 without a cached copy) or it does not parse.
     """
-    data = result.data
-    if data is None:
-        if result.path is None:
+    if result.data is not None:
+        if len(result.data) > max_bytes:
             raise FeedError(
-                "the server said 'not modified' and there is no cached copy", source=result.url
+                f"document of {len(result.data)} bytes exceeds the size limit of {max_bytes}",
+                source=result.url,
             )
-        data = _read_file(result.path, max_bytes=max_bytes)
-    return parse_bytes(
+        document = Document.of(result.data, result.url)
+    elif result.path is not None:  # the cached copy, streamed from disk
+        cached = _file_document(result.path, str(result.path), max_bytes=max_bytes)
+        document = Document(result.url, cached.opener, cached.size)
+    else:
+        raise FeedError(
+            "the server said 'not modified' and there is no cached copy", source=result.url
+        )
+    return _parse_document(
         result.kind,
-        data,
-        source=result.url,
+        document,
         fetched_at=result.fetched_at,
         max_bytes=max_bytes,
         etag=result.etag,
@@ -207,24 +243,17 @@ def parse_fetched(result: FetchResult, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
     )
 
 
-def _read_file(path: Path, *, max_bytes: int) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise FeedError(
-                f"file of {size} bytes exceeds the size limit of {max_bytes}", source=str(path)
-            )
-        with path.open("rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise FeedError("no such file", source=str(path)) from None
-    except IsADirectoryError:
-        raise FeedError("expected a file, got a directory", source=str(path)) from None
-    except PermissionError as exc:
-        raise FeedError(f"cannot read: {exc.strerror}", source=str(path)) from None
-    if len(data) > max_bytes:  # the file grew while we read it
-        raise FeedError(f"file exceeds the size limit of {max_bytes} bytes", source=str(path))
-    return data
+def _file_document(path: Path, source: str, *, max_bytes: int) -> Document:
+    """A file to stream, refused up front when it is larger than ``max_bytes``."""
+    if path.is_dir():
+        raise FeedError("expected a file, got a directory", source=str(path))
+    document = Document.of(path, source)
+    if document.size is not None and document.size > max_bytes:
+        raise FeedError(
+            f"file of {document.size} bytes exceeds the size limit of {max_bytes}",
+            source=str(path),
+        )
+    return document
 
 
 def _parse_directory(
@@ -241,20 +270,6 @@ def _parse_directory(
             f"directory holds {total} bytes of JSON, over the size limit of {max_bytes}",
             source=str(directory),
         )
-    digest = hashlib.sha256()
-
-    def documents() -> Iterator[tuple[str, bytes]]:
-        for file in files:
-            data = _read_file(file, max_bytes=max_bytes)
-            digest.update(f"{file.name}\0{hashlib.sha256(data).hexdigest()}\n".encode())
-            yield str(file), data
-
-    # The digest must cover every file before the batch is built: read them all first.
-    contents = list(documents())
-    sha256 = digest.hexdigest()
     if kind is FeedKind.OSV:
-        batch, _ = osv.parse_documents(
-            contents, source=source, fetched_at=fetched_at, sha256=sha256
-        )
-        return batch
-    return nvd.parse_pages(contents, source=source, fetched_at=fetched_at, sha256=sha256)
+        return osv.parse_directory(files, source=source, fetched_at=fetched_at, max_bytes=max_bytes)
+    return nvd.parse_files(files, source=source, fetched_at=fetched_at, max_bytes=max_bytes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import zlib
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
@@ -16,8 +15,6 @@ __all__ = [
     "SUMMARY_MAX_CHARS",
     "clean_text",
     "decode_utf8",
-    "gunzip_limited",
-    "is_gzip",
     "load_json",
     "parse_date",
     "parse_timestamp",
@@ -30,8 +27,6 @@ DEFAULT_MAX_BYTES: Final = 512 * 1024 * 1024
 
 SUMMARY_MAX_CHARS: Final = 500
 """Advisory summaries are truncated to this many characters."""
-
-_GZIP_MAGIC: Final = b"\x1f\x8b"
 
 # ANSI/VT escape sequences: CSI (ESC [ … final), OSC (ESC ] … BEL or ST), and two-byte escapes.
 _ANSI_RE: Final = re.compile(
@@ -90,8 +85,9 @@ def load_json(data: bytes, *, source: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
+        reason = "extra data after the document" if exc.msg == "Extra data" else exc.msg
         raise FeedError(
-            f"not valid JSON: {exc.msg}, column {exc.colno}{truncation_hint(exc, text)}",
+            f"not valid JSON: {reason}, column {exc.colno}{truncation_hint(exc, text)}",
             source=source,
             line=exc.lineno,
         ) from None
@@ -104,39 +100,6 @@ def truncation_hint(exc: json.JSONDecodeError, text: str) -> str:
     if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
         return " (document is truncated?)"
     return ""
-
-
-def is_gzip(data: bytes) -> bool:
-    """Tell whether ``data`` starts with the gzip magic number."""
-    return data[:2] == _GZIP_MAGIC
-
-
-def gunzip_limited(data: bytes, *, max_bytes: int, source: str) -> bytes:
-    """Decompress a gzip document, refusing to inflate past ``max_bytes`` (gzip bombs).
-
-    Args:
-        data: The gzip bytes.
-        max_bytes: The largest decompressed size accepted.
-        source: Where they came from, for the error message.
-
-    Returns:
-        The decompressed bytes.
-
-    Raises:
-        FeedError: If the data is not valid gzip, is truncated or inflates past the limit.
-    """
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, max_bytes + 1)
-    except zlib.error as exc:
-        raise FeedError(f"not valid gzip data: {exc}", source=source) from None
-    if len(out) > max_bytes or inflater.unconsumed_tail:
-        raise FeedError(
-            f"decompressed document exceeds the size limit of {max_bytes} bytes", source=source
-        )
-    if not inflater.eof:
-        raise FeedError("gzip data is truncated", source=source)
-    return out
 
 
 def clean_text(text: object, *, limit: int | None = SUMMARY_MAX_CHARS) -> str | None:

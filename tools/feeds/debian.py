@@ -19,18 +19,24 @@ for the few historic typos listed in :data:`KNOWN_ERRATA`, which become an expli
     {src_pkg: {CVE: {description, releases: {codename: {status, fixed_version, urgency,
                                                          nodsa, nodsa_reason, repositories}}}}}
 
-gives one advisory per (CVE, release, source package). The export is ~60 MB: it is decoded one
-source package at a time, so only one package's records are alive as Python objects at once.
+gives one advisory per (CVE, release, source package).
+
+**Bounded memory.** Both are streamed, never read whole: the lists line by line, the export one
+source package at a time (``ijson``). A document with more than
+:data:`~tools.feeds._stream.KEEP_IN_MEMORY` advisories is validated in a first pass and its
+advisories are parsed again, one at a time, while the store imports them (see
+:func:`tools.feeds._stream.gather`). An empty list (no advisory header at all) is refused: it
+is a failed download, not a list without advisories.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -45,9 +51,18 @@ from patchpilot.models import (
     Severity,
 )
 from tools import versions
-from tools.feeds._common import clean_text, decode_utf8, sha256_hex, truncation_hint
+from tools.feeds._common import DEFAULT_MAX_BYTES, clean_text
+from tools.feeds._stream import (
+    Document,
+    PassInfo,
+    gather,
+    iter_lines,
+    json_kvitems,
+    reading,
+    wrong_json_start,
+)
 from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind
+from tools.feeds.types import FeedBatch, FeedKind, RecordStream
 
 __all__ = [
     "DLA_LIST_URL",
@@ -134,116 +149,167 @@ class _Entry:
     keys: set[tuple[str, str]] = field(default_factory=set)
 
 
-def parse_dsa(data: bytes, *, source: str, fetched_at: datetime) -> FeedBatch:
+def parse_dsa(
+    data: bytes | Path | Document,
+    *,
+    source: str,
+    fetched_at: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FeedBatch:
     """Parse the Debian Security Advisory list (``data/DSA/list``).
 
     Args:
-        data: The raw list (UTF-8).
+        data: The raw list (UTF-8), or the file holding it (streamed).
         source: URL or file path it was read from.
         fetched_at: When it was downloaded or imported.
+        max_bytes: Largest document accepted.
 
     Returns:
         The batch, one advisory per (DSA, release, source package).
 
     Raises:
-        FeedError: On any line that does not parse, naming the line number.
+        FeedError: On any line that does not parse, naming the line number; on an empty list.
     """
-    return parse_list(data, kind=FeedKind.DEBIAN_DSA, source=source, fetched_at=fetched_at)
+    return parse_list(
+        data, kind=FeedKind.DEBIAN_DSA, source=source, fetched_at=fetched_at, max_bytes=max_bytes
+    )
 
 
-def parse_dla(data: bytes, *, source: str, fetched_at: datetime) -> FeedBatch:
+def parse_dla(
+    data: bytes | Path | Document,
+    *,
+    source: str,
+    fetched_at: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FeedBatch:
     """Parse the Debian LTS Advisory list (``data/DLA/list``).
 
     Args:
-        data: The raw list (UTF-8).
+        data: The raw list (UTF-8), or the file holding it (streamed).
         source: URL or file path it was read from.
         fetched_at: When it was downloaded or imported.
+        max_bytes: Largest document accepted.
 
     Returns:
         The batch, one advisory per (DLA, release, source package).
 
     Raises:
-        FeedError: On any line that does not parse, naming the line number.
+        FeedError: On any line that does not parse, naming the line number; on an empty list.
     """
-    return parse_list(data, kind=FeedKind.DEBIAN_DLA, source=source, fetched_at=fetched_at)
+    return parse_list(
+        data, kind=FeedKind.DEBIAN_DLA, source=source, fetched_at=fetched_at, max_bytes=max_bytes
+    )
 
 
-def parse_list(data: bytes, *, kind: FeedKind, source: str, fetched_at: datetime) -> FeedBatch:
-    """Parse a DSA or DLA list.
+def parse_list(
+    data: bytes | Path | Document,
+    *,
+    kind: FeedKind,
+    source: str,
+    fetched_at: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FeedBatch:
+    """Parse a DSA or DLA list, line by line.
 
     Args:
-        data: The raw list (UTF-8).
+        data: The raw list (UTF-8), or the file holding it (streamed).
         kind: ``FeedKind.DEBIAN_DSA`` or ``FeedKind.DEBIAN_DLA``; advisory ids must match it.
         source: URL or file path it was read from.
         fetched_at: When it was downloaded or imported.
+        max_bytes: Largest document accepted.
 
     Returns:
         The batch; ``published_at`` is the newest advisory date.
 
     Raises:
         FeedError: On any line that does not parse (malformed header, date, version, unknown
-            ``<tag>``, stray line), naming the line number.
+            ``<tag>``, stray line, invalid UTF-8), naming the line number; on a list with no
+            advisory header at all (an empty file), naming the file.
     """
     prefix = _PREFIX.get(kind)
     if prefix is None:
         raise FeedError(f"{kind} is not a DSA/DLA list kind", source=source)
-    text = decode_utf8(data, source=source)
-    advisories: list[Advisory] = []
-    entry: _Entry | None = None
-    entries = empty_entries = 0
-    newest: datetime | None = None
+    document = Document.of(data, source)
 
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or _NOTE_RE.match(line):
-            continue
-        if not line[0].isspace():
-            if entry is not None and not entry.keys:
-                empty_entries += 1
-            entry = _parse_header(line, number, prefix=prefix, source=source)
-            entries += 1
-            newest = entry.published if newest is None else max(newest, entry.published)
-            continue
-        if entry is None:
-            raise FeedError(
-                f"{line.strip()[:60]!r} comes before any advisory header",
-                source=source,
-                line=number,
-            )
-        ids = _IDS_RE.match(line)
-        if ids:
-            entry.aliases.extend(_parse_ids(ids["ids"], number, source=source))
-            continue
-        release = _RELEASE_RE.match(line)
-        if release is None:
-            raise FeedError(
-                f"unrecognised line {line.strip()[:80]!r} in {entry.advisory_id}",
-                source=source,
-                line=number,
-            )
-        advisory = _release_advisory(
-            release, entry, number, kind=kind, source=source, fetched_at=fetched_at
+    def one_pass(info: PassInfo) -> Iterator[Advisory]:
+        return _list_pass(
+            document, info, kind=kind, prefix=prefix, fetched_at=fetched_at, max_bytes=max_bytes
         )
-        if advisory is not None:
-            advisories.append(advisory)
-    if entry is not None and not entry.keys:
-        empty_entries += 1
 
+    advisories, info = gather(one_pass, source=source)
     _log.info(
         "feed_parsed",
         feed=kind.value,
         source=source,
-        entries=entries,
-        entries_without_packages=empty_entries,
+        entries=info.counts["entries"],
+        entries_without_packages=info.counts["entries_without_packages"],
         advisories=len(advisories),
+        streamed=isinstance(advisories, RecordStream),
     )
     return FeedBatch(
         kind=kind,
         source=source,
         fetched_at=fetched_at,
-        published_at=newest,
-        sha256=sha256_hex(data),
-        advisories=tuple(advisories),
+        published_at=info.newest,
+        sha256=info.sha256,
+        advisories=advisories,
     )
+
+
+def _list_pass(
+    document: Document,
+    info: PassInfo,
+    *,
+    kind: FeedKind,
+    prefix: str,
+    fetched_at: datetime,
+    max_bytes: int,
+) -> Iterator[Advisory]:
+    """One pass over a list: yields its advisories, fills ``info``."""
+    source = document.source
+    entry: _Entry | None = None
+    with reading(document, max_bytes=max_bytes) as reader:
+        for number, line in iter_lines(reader.stream, source=source):
+            if not line.strip() or _NOTE_RE.match(line):
+                continue
+            if not line[0].isspace():
+                if entry is not None and not entry.keys:
+                    info.counts["entries_without_packages"] += 1
+                entry = _parse_header(line, number, prefix=prefix, source=source)
+                info.counts["entries"] += 1
+                info.saw(entry.published)
+                continue
+            if entry is None:
+                raise FeedError(
+                    f"{line.strip()[:60]!r} comes before any advisory header",
+                    source=source,
+                    line=number,
+                )
+            ids = _IDS_RE.match(line)
+            if ids:
+                entry.aliases.extend(_parse_ids(ids["ids"], number, source=source))
+                continue
+            release = _RELEASE_RE.match(line)
+            if release is None:
+                raise FeedError(
+                    f"unrecognised line {line.strip()[:80]!r} in {entry.advisory_id}",
+                    source=source,
+                    line=number,
+                )
+            advisory = _release_advisory(
+                release, entry, number, kind=kind, source=source, fetched_at=fetched_at
+            )
+            if advisory is not None:
+                yield advisory
+        if entry is None:
+            raise FeedError(
+                f"no {prefix} advisory in the document: it is empty or holds no "
+                f"'[DD Mon YYYY] {prefix}-NNNN-N' header (an empty or failed download?)",
+                source=source,
+            )
+        if not entry.keys:
+            info.counts["entries_without_packages"] += 1
+        info.sha256 = reader.sha256()
 
 
 def _parse_header(line: str, number: int, *, prefix: str, source: str) -> _Entry:
@@ -392,7 +458,6 @@ def _fixed_state(
 # --------------------------------------------------------------------------- tracker JSON
 
 
-_WS_RE: Final = re.compile(r"[ \t\n\r]*")
 _URGENCY: Final[Mapping[str, Severity]] = {
     "unimportant": Severity.UNIMPORTANT,
     "low": Severity.LOW,
@@ -403,8 +468,14 @@ _URGENCY: Final[Mapping[str, Severity]] = {
 }
 
 
-def parse_tracker_json(data: bytes, *, source: str, fetched_at: datetime) -> FeedBatch:
-    """Parse the security tracker's JSON export.
+def parse_tracker_json(
+    data: bytes | Path | Document,
+    *,
+    source: str,
+    fetched_at: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FeedBatch:
+    """Parse the security tracker's JSON export, one source package at a time.
 
     Mapping of a release entry to a fix state:
 
@@ -419,9 +490,10 @@ def parse_tracker_json(data: bytes, *, source: str, fetched_at: datetime) -> Fee
     without the tracker's ``*``/``**`` marks; "not yet assigned" is unknown).
 
     Args:
-        data: The raw export (UTF-8 JSON).
+        data: The raw export (UTF-8 JSON), or the file holding it (streamed).
         source: URL or file path it was read from.
         fetched_at: When it was downloaded or imported.
+        max_bytes: Largest document accepted.
 
     Returns:
         The batch, one advisory per (CVE or TEMP id, release, source package).
@@ -430,94 +502,55 @@ def parse_tracker_json(data: bytes, *, source: str, fetched_at: datetime) -> Fee
         FeedError: If the document is not JSON, is truncated, or does not have the export's
             shape; the message names the package, the CVE and the release at fault.
     """
-    text = decode_utf8(data, source=source)
-    advisories: list[Advisory] = []
-    packages = 0
-    for package, cves in _iter_object(text, source=source):
-        packages += 1
-        if not _PACKAGE_RE.match(package):
-            raise FeedError(
-                f"malformed source package name {package[:60]!r} (not the tracker's JSON export?)",
-                source=source,
-            )
-        if not isinstance(cves, dict):
-            raise FeedError(
-                f"package {package[:60]!r} must map to an object of CVEs", source=source
-            )
-        for cve, record in cves.items():
-            advisories.extend(
-                _tracker_record(package, cve, record, source=source, fetched_at=fetched_at)
-            )
+    document = Document.of(data, source)
+
+    def one_pass(info: PassInfo) -> Iterator[Advisory]:
+        return _tracker_pass(document, info, fetched_at=fetched_at, max_bytes=max_bytes)
+
+    advisories, info = gather(one_pass, source=source)
     _log.info(
         "feed_parsed",
         feed=FeedKind.DEBIAN_JSON.value,
         source=source,
-        packages=packages,
+        packages=info.counts["packages"],
         advisories=len(advisories),
+        streamed=isinstance(advisories, RecordStream),
     )
     return FeedBatch(
         kind=FeedKind.DEBIAN_JSON,
         source=source,
         fetched_at=fetched_at,
-        sha256=sha256_hex(data),
-        advisories=tuple(advisories),
+        sha256=info.sha256,
+        advisories=advisories,
     )
 
 
-def _json_error(text: str, pos: int, reason: str, *, source: str) -> FeedError:
-    line = text.count("\n", 0, pos) + 1
-    return FeedError(reason, source=source, line=line)
-
-
-def _iter_object(text: str, *, source: str) -> Iterator[tuple[str, Any]]:
-    """Yield the members of a top-level JSON object one at a time (bounded memory)."""
-    decoder = json.JSONDecoder()
-    pos = _skip_ws(text, 0)
-    if text[pos : pos + 1] != "{":
-        raise _json_error(text, pos, "expected a JSON object of source packages", source=source)
-    pos = _skip_ws(text, pos + 1)
-    if text[pos : pos + 1] == "}":
-        pos = pos + 1
-    else:
-        while True:
-            key, pos = _decode_at(decoder, text, pos, source=source)
-            if not isinstance(key, str):
-                raise _json_error(text, pos, "expected a package name", source=source)
-            pos = _skip_ws(text, pos)
-            if text[pos : pos + 1] != ":":
-                raise _json_error(text, pos, "expected ':' after a package name", source=source)
-            value, pos = _decode_at(decoder, text, _skip_ws(text, pos + 1), source=source)
-            yield key, value
-            pos = _skip_ws(text, pos)
-            char = text[pos : pos + 1]
-            if char == ",":
-                pos = _skip_ws(text, pos + 1)
-                continue
-            if char == "}":
-                pos += 1
-                break
-            reason = "document is truncated" if not char else f"unexpected {char!r}"
-            raise _json_error(text, pos, f"not valid JSON: {reason}", source=source)
-    if _skip_ws(text, pos) != len(text):
-        raise _json_error(text, pos, "not valid JSON: extra data after the object", source=source)
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    match = _WS_RE.match(text, pos)
-    return match.end() if match else pos
-
-
-def _decode_at(decoder: json.JSONDecoder, text: str, pos: int, *, source: str) -> tuple[Any, int]:
-    try:
-        return decoder.raw_decode(text, pos)
-    except json.JSONDecodeError as exc:
-        raise FeedError(
-            f"not valid JSON: {exc.msg}, column {exc.colno}{truncation_hint(exc, text)}",
-            source=source,
-            line=exc.lineno,
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise _json_error(text, pos, f"not valid JSON: {exc}", source=source) from None
+def _tracker_pass(
+    document: Document, info: PassInfo, *, fetched_at: datetime, max_bytes: int
+) -> Iterator[Advisory]:
+    """One pass over the export: yields its advisories, fills ``info``."""
+    source = document.source
+    with reading(document, max_bytes=max_bytes) as reader:
+        first = reader.first_json_byte()
+        if first != b"{":
+            raise wrong_json_start(document, first, "expected a JSON object of source packages")
+        for package, cves in json_kvitems(document, reader):
+            info.counts["packages"] += 1
+            if not _PACKAGE_RE.match(package):
+                raise FeedError(
+                    f"malformed source package name {package[:60]!r} "
+                    "(not the tracker's JSON export?)",
+                    source=source,
+                )
+            if not isinstance(cves, dict):
+                raise FeedError(
+                    f"package {package[:60]!r} must map to an object of CVEs", source=source
+                )
+            for cve, record in cves.items():
+                yield from _tracker_record(
+                    package, cve, record, source=source, fetched_at=fetched_at
+                )
+        info.sha256 = reader.sha256()
 
 
 def _tracker_record(

@@ -10,6 +10,11 @@ Older files have no comment line (the score date then comes from the file name,
 ``epss_scores-YYYY-MM-DD.csv.gz``) and the very first ones have no ``percentile`` column: it is
 then computed from the file itself (the share of scores less than or equal to each score),
 which is what FIRST's percentile means when the file holds every scored CVE.
+
+The file is streamed: decompressed on the fly (with a bound on the decompressed size) and read
+line by line; only the scores are collected when percentiles must be computed (8 bytes each).
+A file with very many rows is validated once and read again while it is imported (see
+:func:`tools.feeds._stream.gather`).
 """
 
 from __future__ import annotations
@@ -18,22 +23,20 @@ import bisect
 import csv
 import math
 import re
+from array import array
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
-from typing import Final
+from pathlib import Path
+from typing import IO, Final
 
 import structlog
 from pydantic import ValidationError
 
 from patchpilot.models import CVE_RE, EPSS
-from tools.feeds._common import (
-    DEFAULT_MAX_BYTES,
-    decode_utf8,
-    gunzip_limited,
-    is_gzip,
-    sha256_hex,
-)
+from tools.feeds._common import DEFAULT_MAX_BYTES
+from tools.feeds._stream import Document, PassInfo, gather, gzip_stream, iter_lines, reading
 from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind
+from tools.feeds.types import FeedBatch, FeedKind, RecordStream
 
 __all__ = ["EPSS_URL", "parse"]
 
@@ -43,10 +46,13 @@ EPSS_URL: Final = "https://epss.empiricalsecurity.com/epss_scores-current.csv.gz
 """FIRST's daily file (served by Empirical Security for FIRST; redirects to the dated file)."""
 
 _DATE_IN_NAME_RE: Final = re.compile(r"(\d{4}-\d{2}-\d{2})")
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+
+_Row = tuple[str, float, float | None, int]
 
 
 def parse(
-    data: bytes,
+    data: bytes | Path | Document,
     *,
     source: str,
     fetched_at: datetime,
@@ -55,7 +61,7 @@ def parse(
     """Parse an EPSS scores file, gzip-compressed or plain.
 
     Args:
-        data: The raw file.
+        data: The raw file, or its path (streamed).
         source: URL or file path it was read from (its name may carry the score date).
         fetched_at: When it was downloaded or imported.
         max_bytes: Largest decompressed size accepted.
@@ -67,63 +73,128 @@ def parse(
         FeedError: If the data is not gzip/UTF-8 CSV, lacks the ``cve`` and ``epss`` columns,
             has a malformed row (named by line number), or no score date can be found.
     """
-    raw = gunzip_limited(data, max_bytes=max_bytes, source=source) if is_gzip(data) else data
-    lines = decode_utf8(raw, source=source).splitlines()
+    document = Document.of(data, source)
 
-    number = 0
-    metadata: dict[str, str] = {}
-    while number < len(lines) and (not lines[number].strip() or lines[number].startswith("#")):
-        metadata.update(_metadata(lines[number]))
-        number += 1
-    if number >= len(lines):
-        raise FeedError("no CSV header (expected 'cve,epss,percentile')", source=source)
-    header = [column.strip().lower() for column in lines[number].split(",")]
-    if "cve" not in header or "epss" not in header:
-        raise FeedError(
-            f"CSV header {lines[number][:80]!r} lacks the cve and epss columns",
-            source=source,
-            line=number + 1,
-        )
-    score_date = _score_date(metadata, source=source, line=number)
-    rows = _rows(lines, number + 1, header, source=source)
-    if not rows:
-        raise FeedError("no score rows after the header (truncated file?)", source=source)
+    def one_pass(info: PassInfo) -> Iterator[tuple[str, EPSS]]:
+        return _epss_pass(document, info, max_bytes=max_bytes)
 
-    has_percentile = "percentile" in header
-    ordered = [] if has_percentile else sorted(score for _, score, _, _ in rows)
-    pairs: list[tuple[str, EPSS]] = []
-    for cve, score, given, line in rows:
-        percentile = given if given is not None else _rank(ordered, score)
-        try:
-            pairs.append(
-                (cve, EPSS(probability=score, percentile=percentile, score_date=score_date))
-            )
-        except ValidationError:
-            raise FeedError(
-                f"score {score} or percentile {percentile} is outside [0, 1]",
-                source=source,
-                line=line,
-            ) from None
+    pairs, info = gather(one_pass, source=source)
+    read: _Read = info.extra["read"]
+    score_date = read.score_date
     _log.info(
         "feed_parsed",
         feed=FeedKind.EPSS.value,
         source=source,
         rows=len(pairs),
         score_date=score_date.isoformat(),
-        model_version=metadata.get("model_version", "")[:40] or None,
-        percentile_computed=not has_percentile,
+        model_version=read.metadata.get("model_version", "")[:40] or None,
+        percentile_computed=not read.has_percentile,
+        streamed=isinstance(pairs, RecordStream),
     )
     return FeedBatch(
         kind=FeedKind.EPSS,
         source=source,
         fetched_at=fetched_at,
         published_at=datetime(score_date.year, score_date.month, score_date.day, tzinfo=UTC),
-        sha256=sha256_hex(data),
-        epss=tuple(pairs),
+        sha256=info.sha256,
+        epss=pairs,
     )
 
 
-def _rank(ordered: list[float], score: float) -> float:
+def _epss_pass(document: Document, info: PassInfo, *, max_bytes: int) -> Iterator[tuple[str, EPSS]]:
+    """One pass; two reads when percentiles must be computed from the scores first."""
+    first = _Read(document, max_bytes=max_bytes)
+    rows = first.rows()
+    if first.has_percentile:
+        for row in rows:
+            yield _pair(row, first.score_date, None, source=document.source)
+        info.sha256 = first.sha256
+    else:
+        ordered = array("d", sorted(score for _, score, _, _ in rows))
+        again = _Read(document, max_bytes=max_bytes)
+        for row in again.rows():
+            yield _pair(row, again.score_date, ordered, source=document.source)
+        if again.sha256 != first.sha256:
+            raise FeedError(
+                "the document changed while it was read; import it again", source=document.source
+            )
+        info.sha256 = again.sha256
+    info.extra["read"] = first
+
+
+class _Read:
+    """One read of the file: header and metadata first (on creation), then the rows."""
+
+    def __init__(self, document: Document, *, max_bytes: int) -> None:
+        self.document = document
+        self.max_bytes = max_bytes
+        self.metadata: dict[str, str] = {}
+        self.header: list[str] = []
+        self.sha256 = ""
+        self._rows = self._read()
+        # Run up to the first row: the header, the metadata and the score date are known then.
+        self._first = next(self._rows, None)
+        if self._first is None:
+            raise FeedError("no score rows after the header (truncated file?)", source=self.source)
+
+    @property
+    def source(self) -> str:
+        return self.document.source
+
+    @property
+    def has_percentile(self) -> bool:
+        return "percentile" in self.header
+
+    def rows(self) -> Iterator[_Row]:
+        """Every row: ``(cve, score, percentile or None, line)``."""
+        assert self._first is not None
+        yield self._first
+        yield from self._rows
+
+    def _read(self) -> Iterator[_Row]:
+        source = self.source
+        with reading(self.document, max_bytes=self.max_bytes) as reader:
+            stream: IO[bytes] = reader.stream
+            if reader.peek(2) == _GZIP_MAGIC:
+                stream = gzip_stream(reader, max_bytes=self.max_bytes)
+            lines = iter_lines(stream, source=source)
+            found: tuple[int, str] | None = None
+            for entry in lines:
+                if entry[1].strip() and not entry[1].startswith("#"):
+                    found = entry
+                    break
+                self.metadata.update(_metadata(entry[1]))
+            if found is None:
+                raise FeedError("no CSV header (expected 'cve,epss,percentile')", source=source)
+            number, line = found
+            self.header = [column.strip().lower() for column in line.split(",")]
+            if "cve" not in self.header or "epss" not in self.header:
+                raise FeedError(
+                    f"CSV header {line[:80]!r} lacks the cve and epss columns",
+                    source=source,
+                    line=number,
+                )
+            self.score_date = _score_date(self.metadata, source=source, line=number - 1 or None)
+            yield from _rows(lines, self.header, source=source)
+            self.sha256 = reader.sha256()
+
+
+def _pair(
+    row: _Row, score_date: date, ordered: Sequence[float] | None, *, source: str
+) -> tuple[str, EPSS]:
+    cve, score, given, line = row
+    percentile = given if given is not None or ordered is None else _rank(ordered, score)
+    try:
+        return cve, EPSS(probability=score, percentile=percentile, score_date=score_date)
+    except ValidationError:
+        raise FeedError(
+            f"score {score} or percentile {percentile} is outside [0, 1]",
+            source=source,
+            line=line,
+        ) from None
+
+
+def _rank(ordered: Sequence[float], score: float) -> float:
     """The share of scores less than or equal to ``score``."""
     return bisect.bisect_right(ordered, score) / len(ordered)
 
@@ -137,7 +208,7 @@ def _metadata(line: str) -> dict[str, str]:
     return found
 
 
-def _score_date(metadata: dict[str, str], *, source: str, line: int) -> date:
+def _score_date(metadata: dict[str, str], *, source: str, line: int | None) -> date:
     value = metadata.get("score_date")
     if value:
         try:
@@ -158,16 +229,21 @@ def _score_date(metadata: dict[str, str], *, source: str, line: int) -> date:
     )
 
 
-def _rows(
-    lines: list[str], start: int, header: list[str], *, source: str
-) -> list[tuple[str, float, float | None, int]]:
+def _rows(lines: Iterator[tuple[int, str]], header: list[str], *, source: str) -> Iterator[_Row]:
     cve_at, epss_at = header.index("cve"), header.index("epss")
     percentile_at = header.index("percentile") if "percentile" in header else None
-    rows: list[tuple[str, float, float | None, int]] = []
-    reader = csv.reader(lines[start:], strict=True)
+    current = 0
+
+    def texts() -> Iterator[str]:
+        nonlocal current
+        for number, text in lines:
+            current = number
+            yield text
+
+    reader = csv.reader(texts(), strict=True)
     try:
-        for offset, row in enumerate(reader):
-            line = start + offset + 1
+        for row in reader:
+            line = current
             if not row:
                 continue
             if len(row) != len(header):
@@ -186,7 +262,6 @@ def _rows(
                 percentile is not None and not math.isfinite(percentile)
             ):
                 raise FeedError("a score is not a finite number", source=source, line=line)
-            rows.append((cve, score, percentile, line))
+            yield cve, score, percentile, line
     except csv.Error as exc:
-        raise FeedError(f"malformed CSV: {exc}", source=source) from None
-    return rows
+        raise FeedError(f"malformed CSV: {exc}", source=source, line=current) from None

@@ -5,20 +5,27 @@ vulnerability needs at least the schema's required keys (``cveID``, ``vendorProj
 ``product``, ``vulnerabilityName``, ``dateAdded``, ``shortDescription``, ``requiredAction``,
 ``dueDate``). It becomes a ``(CVE, KEVEntry)`` pair; ``knownRansomwareCampaignUse`` "Known"
 is ``True`` and "Unknown" is ``None`` (CISA lacks confirmation, which is not a "no").
+
+The catalog is streamed (``ijson``): one pass reads the catalog's own keys, another the
+entries one at a time; a catalog with very many entries is parsed again while it is imported
+(see :func:`tools.feeds._stream.gather`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Final
 
 import structlog
 from pydantic import ValidationError
 
 from patchpilot.models import CVE_RE, KEVEntry
-from tools.feeds._common import load_json, parse_date, parse_timestamp, sha256_hex
+from tools.feeds._common import DEFAULT_MAX_BYTES, parse_date, parse_timestamp
+from tools.feeds._stream import Document, PassInfo, gather, json_items, json_scan, reading
 from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind
+from tools.feeds.types import FeedBatch, FeedKind, RecordStream
 
 __all__ = ["KEV_URL", "parse"]
 
@@ -42,13 +49,20 @@ _ENTRY_KEYS: Final = (
 _RANSOMWARE: Final = {"known": True, "unknown": None}
 
 
-def parse(data: bytes, *, source: str, fetched_at: datetime) -> FeedBatch:
+def parse(
+    data: bytes | Path | Document,
+    *,
+    source: str,
+    fetched_at: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FeedBatch:
     """Parse the KEV catalog.
 
     Args:
-        data: The raw catalog (UTF-8 JSON).
+        data: The raw catalog (UTF-8 JSON), or its file (streamed).
         source: URL or file path it was read from.
         fetched_at: When it was downloaded or imported.
+        max_bytes: Largest document accepted.
 
     Returns:
         The batch with ``kev`` pairs; ``published_at`` is the catalog's ``dateReleased``.
@@ -57,40 +71,70 @@ def parse(data: bytes, *, source: str, fetched_at: datetime) -> FeedBatch:
         FeedError: If the document is not JSON, lacks a required key, has a malformed CVE id or
             date, or its ``count`` disagrees with the entries (a truncated catalog).
     """
-    catalog = load_json(data, source=source)
-    if not isinstance(catalog, dict):
-        raise FeedError("the KEV catalog must be a JSON object", source=source)
-    missing = [key for key in _CATALOG_KEYS if key not in catalog]
-    if missing:
-        raise FeedError(f"not a KEV catalog: missing {', '.join(missing)}", source=source)
-    entries = catalog["vulnerabilities"]
-    if not isinstance(entries, list):
-        raise FeedError("'vulnerabilities' must be a list", source=source)
-    count = catalog["count"]
-    if not isinstance(count, int) or isinstance(count, bool) or count != len(entries):
-        raise FeedError(
-            f"catalog count {count!r} does not match its {len(entries)} entries", source=source
-        )
-    released = parse_timestamp(catalog["dateReleased"], what="dateReleased", source=source)
+    document = Document.of(data, source)
 
-    pairs: list[tuple[str, KEVEntry]] = []
-    for index, entry in enumerate(entries):
-        pairs.append(_entry(entry, index, source=source))
+    def one_pass(info: PassInfo) -> Iterator[tuple[str, KEVEntry]]:
+        return _kev_pass(document, info, max_bytes=max_bytes)
+
+    pairs, info = gather(one_pass, source=source)
     _log.info(
         "feed_parsed",
         feed=FeedKind.KEV.value,
         source=source,
-        catalog_version=str(catalog["catalogVersion"])[:40],
+        catalog_version=info.extra.get("catalog_version"),
         entries=len(pairs),
+        streamed=isinstance(pairs, RecordStream),
     )
     return FeedBatch(
         kind=FeedKind.KEV,
         source=source,
         fetched_at=fetched_at,
-        published_at=released,
-        sha256=sha256_hex(data),
-        kev=tuple(pairs),
+        published_at=info.newest,
+        sha256=info.sha256,
+        kev=pairs,
     )
+
+
+_SCALARS: Final = frozenset(_CATALOG_KEYS) - {"vulnerabilities"}
+
+
+def _kev_pass(
+    document: Document, info: PassInfo, *, max_bytes: int
+) -> Iterator[tuple[str, KEVEntry]]:
+    """One pass: the catalog's keys first (one read), then its entries (a second read)."""
+    source = document.source
+    with reading(document, max_bytes=max_bytes) as reader:
+        catalog, entries_type = json_scan(document, reader, keys=_SCALARS, array="vulnerabilities")
+        first_digest = reader.sha256()
+    if "__root__" in catalog:
+        raise FeedError("the KEV catalog must be a JSON object", source=source)
+    missing = [
+        key
+        for key in _CATALOG_KEYS
+        if (entries_type is None if key == "vulnerabilities" else key not in catalog)
+    ]
+    if missing:
+        raise FeedError(f"not a KEV catalog: missing {', '.join(missing)}", source=source)
+    if entries_type != "array":
+        raise FeedError("'vulnerabilities' must be a list", source=source)
+    count = catalog["count"]
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise FeedError(f"catalog count {count!r} is not a number of entries", source=source)
+    info.saw(parse_timestamp(catalog["dateReleased"], what="dateReleased", source=source))
+    info.extra["catalog_version"] = str(catalog["catalogVersion"])[:40]
+
+    entries = 0
+    with reading(document, max_bytes=max_bytes) as reader:
+        for index, entry in enumerate(json_items(document, reader, "vulnerabilities.item")):
+            entries += 1
+            yield _entry(entry, index, source=source)
+        info.sha256 = reader.sha256()
+    if entries != count:
+        raise FeedError(
+            f"catalog count {count!r} does not match its {entries} entries", source=source
+        )
+    if info.sha256 != first_digest:
+        raise FeedError("the document changed while it was read; import it again", source=source)
 
 
 def _entry(entry: object, index: int, *, source: str) -> tuple[str, KEVEntry]:

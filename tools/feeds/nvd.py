@@ -9,24 +9,31 @@ For every CVE and CVSS version (4.0, 3.1, 3.0) one score is kept: the ``Primary`
 when there is one, else the first listed. CVSS v2 metrics are ignored. Several pages (a paged
 download or a directory of pages) are imported together; when a CVE appears on more than one
 page, the record with the newest ``lastModified`` wins.
+
+Pages are streamed (``ijson``): one read for the page's own keys, one for its CVEs, one CVE at
+a time. The scores kept (one per CVE and CVSS version, deduplicated across pages) are held in
+memory; they are a small part of a page.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import structlog
 from pydantic import ValidationError
 
 from patchpilot.models import CVE_RE, CVSS
-from tools.feeds._common import clean_text, load_json, parse_timestamp, sha256_hex
+from tools.feeds._common import DEFAULT_MAX_BYTES, clean_text, parse_timestamp
+from tools.feeds._stream import Document, json_items, json_scan, reading
 from tools.feeds.errors import FeedError
 from tools.feeds.types import FeedBatch, FeedKind
 
-__all__ = ["NVD_URL", "parse", "parse_pages"]
+__all__ = ["NVD_URL", "parse", "parse_files", "parse_pages"]
 
 _log = structlog.get_logger(__name__)
 
@@ -40,13 +47,20 @@ _METRIC_KEYS: Final[Mapping[str, _Version]] = {
 }
 
 
-def parse(data: bytes, *, source: str, fetched_at: datetime) -> FeedBatch:
+def parse(
+    data: bytes | Path | Document,
+    *,
+    source: str,
+    fetched_at: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> FeedBatch:
     """Parse one NVD CVE API 2.0 page (or a merged download of all pages).
 
     Args:
-        data: The raw page (UTF-8 JSON).
+        data: The raw page (UTF-8 JSON), or its file (streamed).
         source: URL or file path it was read from.
         fetched_at: When it was downloaded or imported.
+        max_bytes: Largest document accepted.
 
     Returns:
         The batch with ``cvss`` pairs.
@@ -54,9 +68,28 @@ def parse(data: bytes, *, source: str, fetched_at: datetime) -> FeedBatch:
     Raises:
         FeedError: If the page is not JSON or not an NVD CVE API 2.0 page.
     """
-    return parse_pages(
-        [(source, data)], source=source, fetched_at=fetched_at, sha256=sha256_hex(data)
+    document = Document.of(data, source)
+    batch, digests = _parse(
+        [document], source=source, fetched_at=fetched_at, max_bytes=max_bytes, sha256=None
     )
+    return batch.model_copy(update={"sha256": digests[0]})
+
+
+def parse_files(
+    files: list[Path], *, source: str, fetched_at: datetime, max_bytes: int = DEFAULT_MAX_BYTES
+) -> FeedBatch:
+    """Parse a directory's page files as one import, one file at a time.
+
+    The digest covers every file's name and content (as for an OSV directory).
+    """
+    documents = [Document.of(path, str(path)) for path in files]
+    batch, digests = _parse(
+        documents, source=source, fetched_at=fetched_at, max_bytes=max_bytes, sha256=None
+    )
+    hasher = hashlib.sha256()
+    for path, digest in zip(files, digests, strict=True):
+        hasher.update(f"{path.name}\0{digest}\n".encode())
+    return batch.model_copy(update={"sha256": hasher.hexdigest()})
 
 
 def parse_pages(
@@ -76,38 +109,70 @@ def parse_pages(
     Raises:
         FeedError: On the first invalid page, naming it.
     """
+    documents = [Document.of(data, name) for name, data in pages]
+    batch, _ = _parse(
+        documents,
+        source=source,
+        fetched_at=fetched_at,
+        max_bytes=max([DEFAULT_MAX_BYTES, *(d.size or 0 for d in documents)]),
+        sha256=sha256,
+    )
+    return batch
+
+
+_PAGE_KEYS: Final = frozenset({"format", "timestamp"})
+
+
+def _parse(
+    documents: list[Document],
+    *,
+    source: str,
+    fetched_at: datetime,
+    max_bytes: int,
+    sha256: str | None,
+) -> tuple[FeedBatch, list[str]]:
     best: dict[tuple[str, str], tuple[datetime | None, CVSS]] = {}
     newest: datetime | None = None
     cves = 0
-    for name, data in pages:
-        page = load_json(data, source=name)
-        if not isinstance(page, dict) or not isinstance(page.get("vulnerabilities"), list):
+    digests: list[str] = []
+    for document in documents:
+        name = document.source
+        with reading(document, max_bytes=max_bytes) as reader:
+            page, items_type = json_scan(document, reader, keys=_PAGE_KEYS, array="vulnerabilities")
+            first_digest = reader.sha256()
+        if "__root__" in page or items_type != "array":
             raise FeedError("not an NVD CVE API 2.0 page: no 'vulnerabilities' list", source=name)
         if page.get("format", "NVD_CVE") != "NVD_CVE":
             raise FeedError(f"unexpected page format {str(page.get('format'))[:20]!r}", source=name)
         if "timestamp" in page:
             stamp = parse_timestamp(page["timestamp"], what="timestamp", source=name)
             newest = stamp if newest is None else max(newest, stamp)
-        for index, item in enumerate(page["vulnerabilities"]):
-            cve, modified, scores = _cve_scores(item, index, source=name)
-            cves += 1
-            for score in scores:
-                key = (cve, score.version)
-                seen = best.get(key)
-                if seen is None or (
-                    modified is not None and (seen[0] is None or modified > seen[0])
-                ):
-                    best[key] = (modified, score)
+        with reading(document, max_bytes=max_bytes) as reader:
+            for index, item in enumerate(json_items(document, reader, "vulnerabilities.item")):
+                cve, modified, scores = _cve_scores(item, index, source=name)
+                cves += 1
+                for score in scores:
+                    key = (cve, score.version)
+                    seen = best.get(key)
+                    if seen is None or (
+                        modified is not None and (seen[0] is None or modified > seen[0])
+                    ):
+                        best[key] = (modified, score)
+            digest = reader.sha256()
+        if digest != first_digest:
+            raise FeedError("the document changed while it was read; import it again", source=name)
+        digests.append(digest)
     pairs = tuple((cve, score) for (cve, _), (_, score) in best.items())
     _log.info("feed_parsed", feed=FeedKind.NVD.value, source=source, cves=cves, scores=len(pairs))
-    return FeedBatch(
+    batch = FeedBatch(
         kind=FeedKind.NVD,
         source=source,
         fetched_at=fetched_at,
         published_at=newest,
-        sha256=sha256,
+        sha256=sha256 or (digests[0] if digests else ""),
         cvss=pairs,
     )
+    return batch, digests
 
 
 def _cve_scores(

@@ -16,20 +16,34 @@ ranges: the highest ``fixed`` event gives fixed(version); only ``introduced`` (o
 ``versions`` list) gives no-fix-yet; ``last_affected`` without ``fixed`` gives no-fix-yet with
 the last affected version as the vendor wording.
 
-Records are validated loosely with pydantic against the OSV schema's shape (``id``,
-``modified`` and ``affected`` required). One invalid record fails the whole import, naming the
-file it came from.
+Records are validated loosely with pydantic against the OSV schema's shape: only ``id`` and
+``modified`` are required, as in the schema. ``affected`` is optional: a record without it (Red
+Hat publishes such records for advisories about products with no package list) says which
+versions of nothing are affected, so it imports, yields no advisory, and is counted as
+``informational`` (a ``withdrawn`` record is counted and skipped the same way).
+
+**One invalid record refuses the whole import** (a file, a directory or an ``all.zip``): the
+store is left unchanged, and the error names every invalid file (up to
+:data:`MAX_REPORTED_ERRORS`, with the record id and what is wrong), so all of them can be fixed
+or removed in one go. Importing "the rest" was rejected on purpose: an advisory silently left
+out of a partial import makes every host it affects look not vulnerable, and the import would
+no longer be the all-or-nothing transaction the store promises.
+
+Files and archive members are streamed (``ijson``), one document at a time; a large set of
+records is validated once and parsed again while it is imported (see
+:func:`tools.feeds._stream.gather`).
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from pathlib import Path
+from typing import IO, Annotated, Final, Literal
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -37,22 +51,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from patchpilot.errors import InvalidVersionError
 from patchpilot.models import Advisory, Ecosystem, FixState, FixStatus, Provenance, Severity
 from tools import versions
-from tools.feeds._common import (
-    DEFAULT_MAX_BYTES,
-    clean_text,
-    load_json,
-    parse_timestamp,
-    sha256_hex,
-)
+from tools.feeds._common import DEFAULT_MAX_BYTES, clean_text, parse_timestamp
+from tools.feeds._stream import Document, PassInfo, file_sha256, gather, json_items, reading
 from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind
+from tools.feeds.types import FeedBatch, FeedKind, RecordStream
 
 __all__ = [
     "DEBIAN_CODENAMES",
+    "MAX_REPORTED_ERRORS",
     "OSV_DEBIAN_URL",
     "OSVStats",
     "map_ecosystem",
     "parse",
+    "parse_directory",
     "parse_documents",
 ]
 
@@ -71,6 +82,9 @@ DEBIAN_CODENAMES: Final[Mapping[str, str]] = {
     "14": "forky",
 }
 """Debian release numbers (as in OSV ``Debian:<n>``) to the codenames advisories are keyed on."""
+
+MAX_REPORTED_ERRORS: Final = 10
+"""Most invalid files named in the error that refuses an import of several files."""
 
 _ZIP_MAGIC: Final = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC: Final = b"PK\x05\x06"
@@ -141,7 +155,7 @@ class _Record(_Loose):
     summary: str | None = None
     details: str | None = None
     severity: list[_SeverityEntry] | None = None
-    affected: list[_Affected]
+    affected: list[_Affected] | None = None  # optional in the OSV schema
 
 
 # --------------------------------------------------------------------------- parsing
@@ -153,6 +167,7 @@ class OSVStats:
 
     records: int = 0
     withdrawn: int = 0
+    informational: int = 0
     advisories: int = 0
     skipped_ecosystems: Counter[str] = field(default_factory=Counter)
     skipped_no_range: int = 0
@@ -187,30 +202,75 @@ def map_ecosystem(ecosystem: str) -> tuple[Ecosystem, str | None] | None:
 
 
 def parse(
-    data: bytes, *, source: str, fetched_at: datetime, max_bytes: int = DEFAULT_MAX_BYTES
+    data: bytes | Path | Document,
+    *,
+    source: str,
+    fetched_at: datetime,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> FeedBatch:
     """Parse OSV data: a single record, a JSON list of records, or an ``all.zip`` export.
 
     Args:
-        data: The raw document (UTF-8 JSON, or a zip of ``*.json`` records).
+        data: The raw document (UTF-8 JSON, or a zip of ``*.json`` records), or its file.
         source: URL or file path it was read from.
         fetched_at: When it was downloaded or imported.
-        max_bytes: Largest total decompressed size accepted for a zip.
+        max_bytes: Largest document, and largest total decompressed size of a zip, accepted.
 
     Returns:
         The batch.
 
     Raises:
-        FeedError: If any record is invalid (the whole import fails, naming the record's file).
+        FeedError: If any record is invalid: the whole import is refused, naming every invalid
+            record's file (or archive member), up to :data:`MAX_REPORTED_ERRORS`.
     """
-    if data.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
-        documents: Iterable[tuple[str, bytes]] = _zip_members(
-            data, source=source, max_bytes=max_bytes
+    document = Document.of(data, source)
+    with reading(document, max_bytes=max_bytes) as reader:
+        head = reader.peek(4)
+    if head.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
+        digest = file_sha256(document, max_bytes=max_bytes)
+        batch, _ = _parse_set(
+            lambda: _zip_members(document, max_bytes=max_bytes),
+            source=source,
+            fetched_at=fetched_at,
+            digest=lambda _: digest,
+            max_bytes=max_bytes,
         )
-    else:
-        documents = [(source, data)]
-    batch, _ = parse_documents(
-        documents, source=source, fetched_at=fetched_at, sha256=sha256_hex(data)
+        return batch
+    batch, _ = _parse_set(
+        lambda: [document],
+        source=source,
+        fetched_at=fetched_at,
+        digest=lambda files: files[0][1],
+        max_bytes=max_bytes,
+    )
+    return batch
+
+
+def parse_directory(
+    files: list[Path], *, source: str, fetched_at: datetime, max_bytes: int = DEFAULT_MAX_BYTES
+) -> FeedBatch:
+    """Parse the ``*.json`` files of a directory as one import, streaming one file at a time.
+
+    The batch's digest covers every file's name and content (sha256 of
+    ``name\\0sha256(content)\\n`` lines, in order).
+
+    Raises:
+        FeedError: If any record is invalid (every invalid file is named, nothing imports).
+    """
+    documents = [Document.of(path, str(path)) for path in files]
+
+    def digest(per_file: list[tuple[str, str]]) -> str:
+        hasher = hashlib.sha256()
+        for name, sha in per_file:
+            hasher.update(f"{Path(name).name}\0{sha}\n".encode())
+        return hasher.hexdigest()
+
+    batch, _ = _parse_set(
+        lambda: documents,
+        source=source,
+        fetched_at=fetched_at,
+        digest=digest,
+        max_bytes=max_bytes,
     )
     return batch
 
@@ -234,26 +294,38 @@ def parse_documents(
         The batch and what was skipped.
 
     Raises:
-        FeedError: On the first invalid document, naming it.
+        FeedError: If any document holds an invalid record (every invalid one is named).
     """
-    stats = OSVStats()
-    advisories: list[Advisory] = []
-    newest: datetime | None = None
-    for name, data in documents:
-        document = load_json(data, source=name)
-        records = document if isinstance(document, list) else [document]
-        for index, raw in enumerate(records):
-            where = name if len(records) == 1 else f"{name}[{index}]"
-            record = _validate(raw, where=where)
-            stats.records += 1
-            modified = parse_timestamp(record.modified, what="modified", source=where)
-            newest = modified if newest is None else max(newest, modified)
-            if record.withdrawn:
-                stats.withdrawn += 1
-                continue
-            advisories.extend(
-                _advisories(record, where=where, source=source, fetched_at=fetched_at, stats=stats)
-            )
+    docs = [Document.of(data, name) for name, data in documents]
+    return _parse_set(
+        lambda: docs,
+        source=source,
+        fetched_at=fetched_at,
+        digest=lambda _: sha256,
+        max_bytes=max([DEFAULT_MAX_BYTES, *(d.size or 0 for d in docs)]),
+    )
+
+
+def _parse_set(
+    documents: Callable[[], Iterable[Document]],
+    *,
+    source: str,
+    fetched_at: datetime,
+    digest: Callable[[list[tuple[str, str]]], str],
+    max_bytes: int,
+) -> tuple[FeedBatch, OSVStats]:
+    def one_pass(info: PassInfo) -> Iterator[Advisory]:
+        return _osv_pass(
+            documents,
+            info,
+            source=source,
+            fetched_at=fetched_at,
+            digest=digest,
+            max_bytes=max_bytes,
+        )
+
+    advisories, info = gather(one_pass, source=source)
+    stats: OSVStats = info.extra["stats"]
     stats.advisories = len(advisories)
     _log.info(
         "feed_parsed",
@@ -261,53 +333,133 @@ def parse_documents(
         source=source,
         records=stats.records,
         withdrawn=stats.withdrawn,
+        informational=stats.informational,
         advisories=stats.advisories,
         skipped_ecosystems=dict(stats.skipped_ecosystems),
         skipped_no_range=stats.skipped_no_range,
+        streamed=isinstance(advisories, RecordStream),
     )
     batch = FeedBatch(
         kind=FeedKind.OSV,
         source=source,
         fetched_at=fetched_at,
-        published_at=newest,
-        sha256=sha256,
-        advisories=tuple(advisories),
+        published_at=info.newest,
+        sha256=info.sha256,
+        advisories=advisories,
     )
     return batch, stats
 
 
-def _zip_members(data: bytes, *, source: str, max_bytes: int) -> Iterator[tuple[str, bytes]]:
+def _osv_pass(
+    documents: Callable[[], Iterable[Document]],
+    info: PassInfo,
+    *,
+    source: str,
+    fetched_at: datetime,
+    digest: Callable[[list[tuple[str, str]]], str],
+    max_bytes: int,
+) -> Iterator[Advisory]:
+    """One pass over every document: yields advisories, fills ``info``; see the module."""
+    stats = OSVStats()
+    per_file: list[tuple[str, str]] = []
+    invalid: list[FeedError] = []
+    several = False
+    for count, document in enumerate(documents()):
+        several = several or count > 0
+        try:
+            with reading(document, max_bytes=max_bytes) as reader:
+                prefix = "item" if reader.first_json_byte() == b"[" else ""
+                for index, raw in enumerate(json_items(document, reader, prefix)):
+                    where = f"{document.source}[{index}]" if prefix else document.source
+                    record = _validate(raw, where=where)
+                    stats.records += 1
+                    modified = parse_timestamp(
+                        record.modified, what="modified", source=where, record=record.id
+                    )
+                    info.saw(modified)
+                    if record.withdrawn:
+                        stats.withdrawn += 1
+                        continue
+                    if not record.affected:
+                        stats.informational += 1
+                        continue
+                    if not invalid:  # once the import is refused, only look for more errors
+                        yield from _advisories(
+                            record,
+                            where=where,
+                            source=source,
+                            fetched_at=fetched_at,
+                            stats=stats,
+                        )
+                    else:
+                        for _ in _advisories(
+                            record,
+                            where=where,
+                            source=source,
+                            fetched_at=fetched_at,
+                            stats=stats,
+                        ):
+                            pass
+                per_file.append((document.source, reader.sha256()))
+        except FeedError as exc:
+            if exc.reason.startswith(("archive exceeds", "document exceeds")):
+                raise
+            invalid.append(exc)
+            if len(invalid) >= MAX_REPORTED_ERRORS:
+                break
+    if invalid:
+        if not several and len(invalid) == 1:
+            raise invalid[0]
+        shown = "; ".join(str(exc) for exc in invalid)
+        more = " (and possibly more)" if len(invalid) >= MAX_REPORTED_ERRORS else ""
+        raise FeedError(
+            f"{len(invalid)} invalid OSV file(s){more}, nothing was imported "
+            f"(fix or remove them and import again): {shown}",
+            source=source,
+        )
+    info.sha256 = digest(per_file)
+    info.extra["stats"] = stats
+
+
+def _zip_members(document: Document, *, max_bytes: int) -> Iterator[Document]:
+    """The ``*.json`` members of a zip, in name order, never more than ``max_bytes`` in all.
+
+    Nothing is extracted to disk (no path is ever built from a member name, so no zip-slip);
+    a member's declared size is checked before it is read, and the read stops at it.
+    """
+    source = document.source
+    handle = document.opener()
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, ValueError) as exc:
-        raise FeedError(f"not a valid zip archive: {exc}", source=source) from None
-    total = 0
-    with archive:
-        for info in sorted(archive.infolist(), key=lambda i: i.filename):
-            if info.is_dir() or not info.filename.endswith(".json"):
-                continue
-            member = f"{source}!{info.filename}"
-            if info.file_size > max_bytes - total:
-                raise FeedError(
-                    f"archive exceeds the size limit of {max_bytes} bytes", source=member
-                )
-            try:
-                with archive.open(info) as handle:
-                    content = handle.read(max_bytes - total + 1)
-            except (
-                zipfile.BadZipFile,
-                OSError,
-                ValueError,
-                RuntimeError,
-                NotImplementedError,
-            ) as exc:
-                raise FeedError(f"cannot read zip member: {exc}", source=member) from None
-            total += len(content)
-            if total > max_bytes:
-                raise FeedError(
-                    f"archive exceeds the size limit of {max_bytes} bytes", source=member
-                )
-            yield member, content
+        try:
+            archive = zipfile.ZipFile(handle)
+        except (zipfile.BadZipFile, ValueError, OSError) as exc:
+            raise FeedError(f"not a valid zip archive: {exc}", source=source) from None
+        total = 0
+        with archive:
+            for info in sorted(archive.infolist(), key=lambda i: i.filename):
+                if info.is_dir() or not info.filename.endswith(".json"):
+                    continue
+                member = f"{source}!{clean_text(info.filename, limit=200)}"
+                if info.file_size > max_bytes - total:
+                    raise FeedError(
+                        f"archive exceeds the size limit of {max_bytes} bytes", source=member
+                    )
+                total += info.file_size
+                yield Document(member, _member_opener(archive, info, member), info.file_size)
+    finally:
+        handle.close()
+
+
+def _member_opener(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: str
+) -> Callable[[], IO[bytes]]:
+    def opener() -> IO[bytes]:
+        try:
+            return archive.open(info)
+        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError) as exc:
+            raise FeedError(f"cannot read zip member: {exc}", source=member) from None
+
+    return opener
 
 
 def _validate(raw: object, *, where: str) -> _Record:
@@ -335,7 +487,7 @@ def _advisories(
         )
     )
     published = (
-        parse_timestamp(record.published, what="published", source=where)
+        parse_timestamp(record.published, what="published", source=where, record=record.id)
         if record.published
         else None
     )
@@ -345,7 +497,7 @@ def _advisories(
         feed=FeedKind.OSV.value, source=source, record_id=record.id, fetched_at=fetched_at
     )
     merged: dict[tuple[Ecosystem, str | None, str], _Facts] = {}
-    for affected in record.affected:
+    for affected in record.affected or ():
         if affected.package is None:
             stats.skipped_no_range += 1
             continue
