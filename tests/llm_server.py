@@ -28,7 +28,15 @@ fast) and counts it in :attr:`LLMTestServer.unexpected`. Steps:
 * faults: :func:`rate_limit` (429 with ``Retry-After`` and OpenAI's error body),
   :func:`server_error` (500 by default), :func:`http_error` / :func:`unauthorized` /
   :func:`not_found` / :func:`bad_request`, :func:`timeout` (sleeps longer than the client's
-  timeout, then answers late), :func:`disconnect` (closes the connection without an answer).
+  timeout, then answers late), :func:`disconnect` (closes the connection without an answer);
+* hostile servers: :func:`drip` (a valid answer sent a byte at a time, one per interval, from
+  the status line on or after the headers: every read is quick, the whole never ends) and
+  :func:`huge` (a body of any size streamed from one reused block, with or without
+  ``Content-Length``, optionally a gzip bomb). :attr:`LLMTestServer.streamed_bytes` and
+  :attr:`LLMTestServer.streams_ended` tell how much of them was sent before the client hung up.
+
+Requests in absolute form (``POST http://host/v1/...``, as sent to a proxy) are served too, so
+the server can stand in for an HTTP proxy.
 
 Also runnable for manual tests, on loopback only::
 
@@ -49,6 +57,7 @@ import signal
 import struct
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +65,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 import structlog
 from pydantic import BaseModel
@@ -73,7 +83,9 @@ __all__ = [
     "answer",
     "bad_request",
     "disconnect",
+    "drip",
     "http_error",
+    "huge",
     "main",
     "not_found",
     "not_json",
@@ -122,19 +134,34 @@ class Answer:
     refusal: str | None = None
     delay: float = 0.0
     """Seconds to wait before answering."""
+    gzip: bool = False
+    """Send the answer gzip-compressed (``Content-Encoding: gzip``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """A failure: an HTTP error status, a late answer (timeout) or a dropped connection."""
+    """A failure: an HTTP error status, a late answer (timeout), a dropped connection, a
+    dripping answer or a huge body."""
 
-    kind: Literal["http", "timeout", "disconnect"]
+    kind: Literal["http", "timeout", "disconnect", "drip", "huge"]
     status: int = 500
     body: Mapping[str, Any] | None = None
     headers: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
+    """For ``timeout``: the silence; for ``drip``: the pause between two pieces."""
     then: Answer | None = None
-    """For ``timeout``: what is (uselessly) sent once the sleep is over."""
+    """For ``timeout``: what is (uselessly) sent once the sleep is over; for ``drip``: what
+    is dripped."""
+    chunk: int = 1
+    """For ``drip``: bytes per piece."""
+    headers_first: bool = False
+    """For ``drip``: send the status line and headers at once, drip only the body."""
+    size: int = 0
+    """For ``huge``: the body's size in bytes (decompressed, for ``gzip``)."""
+    announce_length: bool = True
+    """For ``huge``: send ``Content-Length`` (else the body ends when the connection closes)."""
+    gzip: bool = False
+    """For ``huge``: send the body gzip-compressed (``Content-Encoding: gzip``): a bomb."""
 
 
 Step = Answer | Fault
@@ -158,6 +185,7 @@ def answer(
     completion_tokens: int | None = None,
     model: str | None = None,
     delay: float = 0.0,
+    gzip: bool = False,
 ) -> Answer:
     """A normal answer: a string as is, a pydantic model or JSON-able object serialised."""
     return Answer(
@@ -167,6 +195,7 @@ def answer(
         completion_tokens=completion_tokens,
         model=model,
         delay=delay,
+        gzip=gzip,
     )
 
 
@@ -281,6 +310,40 @@ def disconnect() -> Fault:
     return Fault(kind="disconnect")
 
 
+def drip(
+    content: str | BaseModel | Mapping[str, Any] | None = None,
+    *,
+    interval: float = 1.0,
+    chunk: int = 1,
+    headers_first: bool = False,
+) -> Fault:
+    """A valid answer sent ``chunk`` bytes every ``interval`` seconds (a slow-loris server).
+
+    From the status line on (``headers_first=False``: even the headers never end), or the
+    headers at once and then the body. Each read the client makes succeeds quickly; only a
+    total deadline ends it.
+    """
+    return Fault(
+        kind="drip",
+        seconds=interval,
+        chunk=max(1, chunk),
+        headers_first=headers_first,
+        then=answer(content if content is not None else {"dripped": True}),
+    )
+
+
+def huge(
+    size: int = 50 * 1024 * 1024, *, announce_length: bool = True, gzip: bool = False
+) -> Fault:
+    """A 200 with a ``size``-byte body, streamed (the server itself stays small).
+
+    ``announce_length=False`` sends no ``Content-Length`` (the body ends when the connection
+    closes: only counting while reading can refuse it); ``gzip=True`` sends ``size`` bytes
+    gzip-compressed (about a thousandth of it on the wire): a decompression bomb.
+    """
+    return Fault(kind="huge", size=size, announce_length=announce_length, gzip=gzip)
+
+
 def step_from_json(obj: Mapping[str, Any]) -> Step:
     """A step from its JSON form (the ``--script`` file of the CLI).
 
@@ -288,8 +351,9 @@ def step_from_json(obj: Mapping[str, Any]) -> Step:
     "arguments": {...}}]}`` a tool call, and ``{"fault": NAME, ...}`` one of ``rate_limit``
     (``retry_after``), ``server_error`` (``status``, ``message``), ``http_error`` (``status``,
     ``message``, ``code``), ``unauthorized``, ``not_found``, ``bad_request``, ``timeout``
-    (``seconds``), ``disconnect``, ``truncated`` / ``schema_violation`` / ``not_json``
-    (``content``).
+    (``seconds``), ``disconnect``, ``drip`` (``content``, ``interval``, ``chunk``,
+    ``headers_first``), ``huge`` (``size``, ``announce_length``, ``gzip``), ``truncated`` /
+    ``schema_violation`` / ``not_json`` (``content``).
 
     Raises:
         ValueError: an unknown fault or malformed step.
@@ -320,6 +384,17 @@ def step_from_json(obj: Mapping[str, Any]) -> Step:
         "bad_request": bad_request,
         "timeout": lambda: timeout(float(obj.get("seconds", 5.0))),
         "disconnect": disconnect,
+        "drip": lambda: drip(
+            obj.get("content"),
+            interval=float(obj.get("interval", 1.0)),
+            chunk=int(obj.get("chunk", 1)),
+            headers_first=bool(obj.get("headers_first", False)),
+        ),
+        "huge": lambda: huge(
+            int(obj.get("size", 50 * 1024 * 1024)),
+            announce_length=bool(obj.get("announce_length", True)),
+            gzip=bool(obj.get("gzip", False)),
+        ),
         "truncated": lambda: truncated(obj.get("content")),
         "schema_violation": lambda: schema_violation(obj.get("content")),
         "not_json": lambda: not_json(str(obj.get("content", "Sure! Here you go."))),
@@ -375,6 +450,8 @@ class LLMTestServer:
         self._queues: dict[str, deque[Step]] = {"chat": deque(steps), "embeddings": deque()}
         self._requests: list[RecordedRequest] = []
         self._unexpected = 0
+        self._streamed = 0
+        self._streams_ended = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
@@ -490,6 +567,27 @@ class LLMTestServer:
         with self._lock:
             return self._unexpected
 
+    @property
+    def streamed_bytes(self) -> int:
+        """Bytes of :func:`drip` and :func:`huge` answers written so far (all of them)."""
+        with self._lock:
+            return self._streamed
+
+    @property
+    def streams_ended(self) -> int:
+        """:func:`drip` and :func:`huge` answers over: sent in full, or the client hung up."""
+        with self._lock:
+            return self._streams_ended
+
+    def wait_streams_ended(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """Wait until ``count`` drip/huge answers are over; False on ``timeout``."""
+        until = time.monotonic() + timeout
+        while self.streams_ended < count:
+            if time.monotonic() > until:
+                return False
+            time.sleep(0.02)
+        return True
+
     # ------------------------------------------------------------------ used by the handler
 
     def _record(self, request: RecordedRequest) -> None:
@@ -523,6 +621,14 @@ class LLMTestServer:
         """Sleep up to ``seconds``; False when the server is stopping."""
         return not self._stopping.wait(max(seconds, 0.0))
 
+    def _streamed_some(self, count: int) -> None:
+        with self._lock:
+            self._streamed += count
+
+    def _stream_ended(self) -> None:
+        with self._lock:
+            self._streams_ended += 1
+
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
@@ -541,7 +647,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
-        path = self.path.split("?", 1)[0]
+        path = _path(self.path)
         owner._record(RecordedRequest("GET", path, _headers(self), None))
         if not self._authorised():
             return
@@ -565,7 +671,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         owner = self.server.owner
-        path = self.path.split("?", 1)[0]
+        path = _path(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
@@ -640,22 +746,83 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(step, Answer):
             if step.delay and not owner._wait(step.delay):
                 return
-            self._send_json(200, _completion(step, body, owner.model))
+            self._send_json(200, _completion(step, body, owner.model), gzip=step.gzip)
         elif step.kind == "http":
             self._send_json(step.status, dict(step.body or {}), headers=step.headers)
         elif step.kind == "timeout":
             if owner._wait(step.seconds) and step.then is not None:
                 self._send_json(200, _completion(step.then, body, owner.model))
+        elif step.kind in ("drip", "huge"):
+            self.close_connection = True
+            try:
+                if step.kind == "drip":
+                    self._drip(step, body)
+                else:
+                    self._huge(step)
+            except OSError:  # the client hung up: the point of these faults
+                pass
+            finally:
+                owner._stream_ended()
         else:  # disconnect: no status line at all
             self.close_connection = True
 
+    def _raw(self, data: bytes) -> None:
+        self.wfile.write(data)
+        self.wfile.flush()
+        self.server.owner._streamed_some(len(data))
+
+    def _drip(self, step: Fault, body: dict[str, Any]) -> None:
+        owner = self.server.owner
+        assert step.then is not None
+        payload = json.dumps(_completion(step.then, body, owner.model)).encode("utf-8")
+        head = _head(
+            200, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]
+        )
+        data = payload if step.headers_first else head + payload
+        if step.headers_first:
+            self._raw(head)
+        for start in range(0, len(data), step.chunk):
+            if start and not owner._wait(step.seconds):
+                return
+            self._raw(data[start : start + step.chunk])
+
+    def _huge(self, step: Fault) -> None:
+        block = b" " * 65536
+        blocks, rest = divmod(step.size, len(block))
+        headers = [("Content-Type", "application/json")]
+        if step.gzip:  # compressed up front: about a thousandth of the size
+            packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            parts = [packer.compress(block) for _ in range(blocks)]
+            data = b"".join([*parts, packer.compress(block[:rest]), packer.flush()])
+            headers += [("Content-Encoding", "gzip"), ("Content-Length", str(len(data)))]
+            self._raw(_head(200, headers) + data)
+            return
+        if step.announce_length:
+            headers.append(("Content-Length", str(step.size)))
+        self._raw(_head(200, headers))
+        for _ in range(blocks):
+            if self.server.owner._stopping.is_set():
+                return
+            self._raw(block)
+        self._raw(block[:rest])
+
     def _send_json(
-        self, status: int, payload: Mapping[str, Any], headers: Iterable[tuple[str, str]] = ()
+        self,
+        status: int,
+        payload: Mapping[str, Any],
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        gzip: bool = False,
     ) -> None:
         data = json.dumps(payload).encode("utf-8")
+        if gzip:
+            packer = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            data = packer.compress(data) + packer.flush()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if gzip:
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("Content-Length", str(len(data)))
             for name, value in headers:
                 self.send_header(name, value)
@@ -667,6 +834,20 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _route(path: str) -> str:
     return path.removeprefix("/v1") or "/"
+
+
+def _path(target: str) -> str:
+    """The path of a request target, in origin form or in absolute form (via a proxy)."""
+    if target.startswith(("http://", "https://")):
+        return urlsplit(target).path or "/"
+    return target.split("?", 1)[0]
+
+
+def _head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
+    """A raw HTTP/1.1 status line and headers (the connection closes after the answer)."""
+    lines = [f"HTTP/1.1 {status} OK", *(f"{name}: {value}" for name, value in headers)]
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
 def _headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:

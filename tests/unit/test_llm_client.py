@@ -203,12 +203,6 @@ def test_rate_limit_honours_retry_after_then_succeeds(
     [
         pytest.param({"retry_after": None, "retry_after_ms": 1500}, 1.5, id="retry-after-ms"),
         pytest.param(
-            {"retry_after": format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)},
-            30.0,
-            id="http-date-capped",
-        ),
-        pytest.param({"retry_after": 3600}, 30.0, id="seconds-capped"),
-        pytest.param(
             {"retry_after": format_datetime(datetime(2000, 1, 1, tzinfo=UTC), usegmt=True)},
             0.0,
             id="http-date-past",
@@ -225,6 +219,43 @@ def test_retry_after_forms(
     llm_server.enqueue(rate_limit(**step_kwargs), answer(GOOD))
     ask(make())
     assert waits == [expected]
+
+
+def test_retry_after_http_date_within_the_deadline_is_honoured(
+    llm_server: LLMTestServer, make: MakeClient, waits: list[float]
+) -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=8), usegmt=True)
+    llm_server.enqueue(rate_limit(retry_after=when), answer(GOOD))
+    ask(make(deadline=30))
+    (wait,) = waits
+    assert 5.0 <= wait <= 8.0  # an HTTP date has a resolution of one second
+
+
+@pytest.mark.parametrize(
+    "step_kwargs",
+    [
+        pytest.param({"retry_after": 3600}, id="seconds"),
+        pytest.param({"retry_after": None, "retry_after_ms": 90_000}, id="retry-after-ms"),
+        pytest.param(
+            {"retry_after": format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)},
+            id="http-date",
+        ),
+    ],
+)
+def test_retry_after_beyond_the_deadline_falls_back_at_once(
+    llm_server: LLMTestServer, make: MakeClient, waits: list[float], step_kwargs: dict[str, Any]
+) -> None:
+    llm_server.enqueue(rate_limit(**step_kwargs), answer(GOOD))
+    outcome = make(deadline=30).try_complete("assess", "1", MESSAGES, Assessment)
+
+    assert isinstance(outcome, LLMFallback)
+    assert outcome.error == "LLMUnavailableError"
+    assert "HTTP 429" in outcome.reason
+    assert "retry after" in outcome.reason
+    assert "llm.deadline=30 s" in outcome.reason
+    assert waits == []  # never waited, never retried early against the server's wish
+    assert len(llm_server.chat_requests) == 1
+    assert llm_server.pending == 1
 
 
 def test_rate_limit_without_retry_after_backs_off_with_jitter(

@@ -1,9 +1,12 @@
 """Optional LLM assistance: structured answers from any OpenAI-compatible endpoint.
 
 :mod:`.client` holds :class:`LLMClient` (strict ``json_schema`` output validated with pydantic,
-one tenacity retry layer, a per-run budget, a response cache) plus :func:`make_client` and
-:func:`try_complete`; :mod:`.models` the records (:class:`LLMResult`, :class:`LLMFallback`,
-:class:`LLMUsage`); :mod:`.errors` the exception family.
+one tenacity retry layer, a total deadline per call, a per-run budget, a response cache) plus
+:func:`make_client` and :func:`try_complete`; :mod:`.transport` the bounded HTTP client the SDK
+is given (every connect/read/write within the call's ``llm.deadline``, bodies capped at
+``llm.max_response_bytes`` while they are read); :mod:`.models` the records
+(:class:`LLMResult`, :class:`LLMFallback`, :class:`LLMUsage`); :mod:`.errors` the exception
+family.
 
 No LLM configured is the default and a supported mode: :func:`make_client` returns ``None``,
 :func:`try_complete` then returns an :class:`LLMFallback`, and every agent runs its
@@ -29,6 +32,7 @@ from tools.llm.errors import (
     LLMUnavailableError,
 )
 from tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
+from tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
 
 __all__ = [
     "DEFAULT_MAX_WAIT",
@@ -42,7 +46,10 @@ __all__ = [
     "LLMResult",
     "LLMUnavailableError",
     "LLMUsage",
+    "ResponseRefused",
     "TokenUsage",
+    "deadline_scope",
     "make_client",
+    "make_http_client",
     "try_complete",
 ]

@@ -10,12 +10,23 @@ Ollama or a llama.cpp server) and adds what the agents need around one chat comp
   schema into the system message. The answer is always validated with
   ``schema.model_validate_json``; nothing the model returns is used unvalidated.
 * **One retry layer** (tenacity; the SDK's own retries are off): up to ``llm.max_retries``
-  retries on 429 (``Retry-After``/``retry-after-ms`` honoured, capped at ``max_wait``), 408, 409,
-  5xx, timeouts, connection failures, and unusable answers (not JSON, not the schema, truncated
-  with ``finish_reason == "length"``, no choice). Other statuses (400, 401, 403, 404, 422, a 429
-  ``insufficient_quota``) fail at once with an :class:`~tools.llm.errors.LLMRequestError` that
-  names the endpoint and the model. Waits: exponential backoff with jitter from ``backoff``
-  seconds for transient failures; an unusable answer is retried at once.
+  retries on 429, 408, 409, 5xx, timeouts, connection failures, and unusable answers (not JSON,
+  not the schema, truncated with ``finish_reason == "length"``, no choice). Other statuses (400,
+  401, 403, 404, 422, a 429 ``insufficient_quota``) fail at once with an
+  :class:`~tools.llm.errors.LLMRequestError` that names the endpoint and the model. Waits:
+  exponential backoff with jitter from ``backoff`` seconds (capped at ``max_wait``) for
+  transient failures; a server's ``Retry-After``/``retry-after-ms`` exactly; an unusable answer
+  is retried at once.
+* **A total deadline per call** (``llm.deadline`` seconds, default 30) covering the connection,
+  every read (a server dripping one byte a second included), every retry and every wait: no
+  wait starts that would end past it (a ``Retry-After`` longer than the time left ends the call
+  at once), and the network layer (:mod:`tools.llm.transport`) bounds each connect, read and
+  write by the time left. ``llm.timeout`` stays the limit of each single network operation.
+  Past the deadline the call fails with :class:`~tools.llm.errors.LLMUnavailableError` (so
+  :func:`try_complete` returns an :class:`~tools.llm.models.LLMFallback` saying so).
+* **A response size cap** (``llm.max_response_bytes``, default 1 MiB, after decompression),
+  enforced while the body is read (a larger ``Content-Length`` is refused before reading it):
+  :class:`~tools.llm.errors.LLMOutputError`, not retried.
 * **A per-run budget** of requests (``llm.max_calls_per_run``, every attempt counts) and tokens
   (``llm.max_tokens_per_run``, prompt + completion as reported by the endpoint), checked before
   each request: :class:`~tools.llm.errors.LLMBudgetExceeded`. Create one client per run and
@@ -71,7 +82,13 @@ from openai.lib._pydantic import to_strict_json_schema
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import BaseModel, ValidationError
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
 
 from patchpilot.models import utcnow
 from patchpilot.settings import LLMSettings
@@ -84,6 +101,7 @@ from tools.llm.errors import (
     LLMUnavailableError,
 )
 from tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
+from tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
 
 __all__ = ["DEFAULT_MAX_WAIT", "LLMClient", "make_client", "try_complete"]
 
@@ -93,7 +111,11 @@ T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 
 DEFAULT_MAX_WAIT: Final = 30.0
-"""Cap in seconds on any single wait between attempts, a server's ``Retry-After`` included."""
+"""Cap in seconds on any single backoff wait between attempts (a server's ``Retry-After`` is
+honoured exactly when it fits within the call's deadline, else the call ends at once)."""
+
+_DEADLINE_SLACK: Final = 0.05
+"""A network timeout this close to the deadline is the deadline's doing."""
 
 NO_KEY_PLACEHOLDER: Final = "not-needed"
 """Sent as the API key when its variable is unset (the SDK insists on one; local servers
@@ -126,8 +148,14 @@ class _Call:
     """Book-keeping for one ``complete``/``embed`` call across its attempts."""
 
     task: str
+    deadline: float
+    """When the call must be over (``time.monotonic()``), retries and waits included."""
     attempts: int = 0
     usage: TokenUsage = field(default_factory=TokenUsage)
+
+    def left(self) -> float:
+        """Seconds left before the deadline (negative once it has passed)."""
+        return self.deadline - time.monotonic()
 
 
 class LLMClient:
@@ -141,11 +169,12 @@ class LLMClient:
         run_id: Bound to every log event of this client.
         backoff: First exponential-backoff wait in seconds (doubled per attempt, jittered);
             small values make tests fast.
-        max_wait: Cap on any single wait, a server's ``Retry-After`` included.
+        max_wait: Cap on any single backoff wait (a ``Retry-After`` is honoured only when it
+            fits within ``llm.deadline``; else the call ends at once).
         sleep: The sleep function (tests inject one that records the waits).
 
     Raises:
-        LLMConfigError: ``settings.base_url`` is unset.
+        LLMConfigError: ``settings.base_url`` is unset or not an http(s) URL.
     """
 
     def __init__(
@@ -164,6 +193,10 @@ class LLMClient:
                 "agents run their deterministic core",
                 model=settings.model,
             )
+        if urlsplit(settings.base_url).scheme.lower() not in ("http", "https"):
+            raise LLMConfigError(  # LLMSettings refuses it too; never send anything elsewhere
+                "llm.base_url must be an http:// or https:// URL", model=settings.model
+            )
         self._settings = settings
         self._base_url = _redact(settings.base_url)
         self._cache_dir = cache_dir / "llm" if cache_dir is not None and settings.cache else None
@@ -179,6 +212,10 @@ class LLMClient:
             api_key=os.environ.get(settings.api_key_env) or NO_KEY_PLACEHOLDER,
             timeout=settings.timeout,
             max_retries=0,  # tenacity below is the one retry layer
+            # bounds every connect/read/write by the call's deadline and caps the body size
+            http_client=make_http_client(
+                max_response_bytes=settings.max_response_bytes, timeout=settings.timeout
+            ),
         )
         self._log = _log.bind(run_id=run_id, model=settings.model, base_url=self._base_url)
 
@@ -245,11 +282,13 @@ class LLMClient:
         Raises:
             LLMBudgetExceeded: The run's call or token budget is spent (nothing was sent).
             LLMRequestError: The endpoint refused the request (400, 401, 403, 404...).
-            LLMUnavailableError: 429/5xx/timeouts/connection failures outlasted the retries.
-            LLMOutputError: Every answer was unusable (not JSON, not the schema, truncated).
+            LLMUnavailableError: 429/5xx/timeouts/connection failures outlasted the retries,
+                or ``llm.deadline`` passed (a ``Retry-After`` beyond it included).
+            LLMOutputError: Every answer was unusable (not JSON, not the schema, truncated),
+                or one was larger than ``llm.max_response_bytes``.
             LLMConfigError: ``messages`` is malformed.
         """
-        call = _Call(task)
+        call = self._new_call(task)
         try:
             chat = _check_messages(messages, self._error_context(task))
             strict = to_strict_json_schema(schema)
@@ -356,7 +395,7 @@ class LLMClient:
             raise LLMConfigError("embed() takes a sequence of texts, not one string")
         if not texts:
             return []
-        call = _Call("embeddings")
+        call = self._new_call("embeddings")
         try:
             vectors = self._with_retries(
                 call, functools.partial(self._embed_once, call, model, list(texts))
@@ -383,12 +422,13 @@ class LLMClient:
     ) -> tuple[T, str, str]:
         response = self._send(
             call,
-            lambda: self._openai.chat.completions.create(
+            lambda timeout: self._openai.chat.completions.create(
                 model=self._settings.model,
                 messages=cast("list[ChatCompletionMessageParam]", messages),
                 response_format=response_format,
                 temperature=temperature,
                 max_tokens=max_tokens,
+                timeout=timeout,
             ),
         )
         if not isinstance(response, ChatCompletion):
@@ -437,8 +477,8 @@ class LLMClient:
     def _embed_once(self, call: _Call, model: str, texts: list[str]) -> list[list[float]]:
         response = self._send(
             call,
-            lambda: self._openai.embeddings.create(
-                model=model, input=texts, encoding_format="float"
+            lambda timeout: self._openai.embeddings.create(
+                model=model, input=texts, encoding_format="float", timeout=timeout
             ),
         )
         if response.usage is not None:
@@ -451,17 +491,36 @@ class LLMClient:
             )
         return [[float(x) for x in item.embedding] for item in data]
 
-    def _send(self, call: _Call, request: Callable[[], R]) -> R:
-        """Check the budget, count the request, send it, and classify what went wrong."""
+    def _send(self, call: _Call, request: Callable[[float], R]) -> R:
+        """Check the deadline and the budget, count the request, send it within the time left,
+        and classify what went wrong.
+
+        ``request`` gets the per-operation timeout to use; every network operation it makes is
+        also bounded by the call's deadline (:func:`~tools.llm.transport.deadline_scope`).
+        """
+        left = call.left()
+        if left <= 0:
+            raise self._deadline_error(call)
         self._reserve(call)
         try:
-            return request()
+            with deadline_scope(call.deadline):
+                return request(min(self._settings.timeout, left))
         except openai.APITimeoutError as exc:
+            if call.left() <= _DEADLINE_SLACK:
+                raise self._deadline_error(call) from exc
             raise _Retryable(
                 f"no answer within llm.timeout={self._settings.timeout:g} s", kind="unavailable"
             ) from exc
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
+            if isinstance(cause, ResponseRefused):  # the same request would get the same
+                raise LLMOutputError(
+                    f"answer refused: {cause}; the limit is llm.max_response_bytes="
+                    f"{self._settings.max_response_bytes}",
+                    **self._error_context(call.task, call.attempts),
+                ) from exc
+            if call.left() <= _DEADLINE_SLACK:
+                raise self._deadline_error(call) from exc
             raise _Retryable(
                 f"cannot reach the endpoint: {_clip(str(cause) or type(cause).__name__)}",
                 kind="unavailable",
@@ -473,6 +532,14 @@ class LLMClient:
                 f"{type(exc).__name__}: {_clip(str(exc))}",
                 **self._error_context(call.task, call.attempts),
             ) from exc
+
+    def _deadline_error(self, call: _Call) -> LLMUnavailableError:
+        attempts = f"{call.attempts} attempt{'s' if call.attempts != 1 else ''}"
+        return LLMUnavailableError(
+            f"no complete answer within llm.deadline={self._settings.deadline:g} s "
+            f"({attempts}); the endpoint is too slow or stalled",
+            **self._error_context(call.task, call.attempts),
+        )
 
     def _status_error(self, call: _Call, exc: openai.APIStatusError) -> Exception:
         status = exc.status_code
@@ -519,8 +586,10 @@ class LLMClient:
     # ------------------------------------------------------------------ retries
 
     def _with_retries(self, call: _Call, attempt: Callable[[], R]) -> R:
+        max_attempts = self._settings.max_retries + 1
         retrying = Retrying(
-            stop=stop_after_attempt(self._settings.max_retries + 1),
+            # the wait is computed first: no wait starts that would end past the deadline
+            stop=stop_after_attempt(max_attempts) | stop_before_delay(max(call.left(), 0.0)),
             wait=self._wait,
             retry=retry_if_exception_type(_Retryable),
             sleep=self._sleep,
@@ -531,18 +600,29 @@ class LLMClient:
             return retrying(attempt)
         except _Retryable as exc:
             error = LLMOutputError if exc.kind == "output" else LLMUnavailableError
+            attempts = f"{call.attempts} attempt{'s' if call.attempts != 1 else ''}"
+            deadline = f"llm.deadline={self._settings.deadline:g} s"
+            left = max(call.left(), 0.0)
+            if call.attempts >= max_attempts:
+                why = f"gave up after {attempts}; llm.max_retries={self._settings.max_retries}"
+            elif exc.retry_after is not None and exc.retry_after >= left:
+                why = (
+                    f"the endpoint asks to retry after {_seconds(exc.retry_after)} s, beyond "
+                    f"the {_seconds(left)} s left of {deadline}; gave up after {attempts}"
+                )
+            else:
+                why = (
+                    f"no time left within {deadline} for another attempt; gave up after {attempts}"
+                )
             raise error(
-                f"{exc.reason} (gave up after {call.attempts} attempt"
-                f"{'s' if call.attempts != 1 else ''}; llm.max_retries="
-                f"{self._settings.max_retries})",
-                **self._error_context(call.task, call.attempts),
+                f"{exc.reason} ({why})", **self._error_context(call.task, call.attempts)
             ) from exc
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retryable):
             if exc.retry_after is not None:
-                return min(exc.retry_after, self._max_wait)
+                return exc.retry_after  # honoured exactly, or not at all (see the stop rule)
             if exc.kind == "output":
                 return 0.0  # the endpoint is fine; ask again at once
         ceiling = min(self._backoff * 2.0 ** (state.attempt_number - 1), self._max_wait)
@@ -597,6 +677,9 @@ class LLMClient:
             self._usage = usage.model_copy(
                 update={name: getattr(usage, name) + n for name, n in increments.items()}
             )
+
+    def _new_call(self, task: str) -> _Call:
+        return _Call(task, deadline=time.monotonic() + self._settings.deadline)
 
     def _error_context(self, task: str, attempts: int = 0) -> dict[str, Any]:
         return {
@@ -846,6 +929,11 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _seconds(value: float) -> str:
+    """``3600``, ``29.9``, ``0.5``: seconds for a message."""
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def _redact(url: str) -> str:

@@ -226,6 +226,8 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 30.0,
         max_retries: int = 3,
+        deadline: float = 30.0,
+        max_response_bytes: int = 1024 * 1024,
     ) -> None:
         """Create the function.
 
@@ -235,7 +237,11 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
             api_key_env: Environment variable holding the key.
             timeout: Seconds per request.
             max_retries: The openai client's retries on 429/5xx/timeouts.
+            deadline: Seconds per call in total (every read and retry), as ``llm.deadline``.
+            max_response_bytes: Largest answer accepted, as ``llm.max_response_bytes``.
         """
+        self.deadline = deadline
+        self.max_response_bytes = max_response_bytes
         self.base_url = base_url
         self.model = model
         self.api_key_env = api_key_env
@@ -250,7 +256,11 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
             VectorMemoryUnavailable: The endpoint could not be reached.
             VectorMemoryError: The endpoint answered with an error.
         """
+        import time
+
         import openai
+
+        from tools.llm.transport import deadline_scope, make_http_client
 
         if not input:
             return []
@@ -260,9 +270,13 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
                 api_key=os.environ.get(self.api_key_env) or "local",
                 timeout=self.timeout,
                 max_retries=self.max_retries,
+                http_client=make_http_client(
+                    max_response_bytes=self.max_response_bytes, timeout=self.timeout
+                ),
             )
         try:
-            response = self._client.embeddings.create(model=self.model, input=list(input))
+            with deadline_scope(time.monotonic() + self.deadline):
+                response = self._client.embeddings.create(model=self.model, input=list(input))
         except openai.APIConnectionError as exc:
             raise VectorMemoryUnavailable(
                 self.base_url, f"embeddings endpoint unreachable: {exc}; is the server up?"
@@ -287,6 +301,8 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
             "api_key_env": self.api_key_env,
             "timeout": self.timeout,
             "max_retries": self.max_retries,
+            "deadline": self.deadline,
+            "max_response_bytes": self.max_response_bytes,
         }
 
     @staticmethod
@@ -298,6 +314,8 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
             model=str(config["model"]),
             api_key_env=str(config.get("api_key_env", "OPENAI_API_KEY")),
             timeout=float(config.get("timeout", 30.0)),
+            deadline=float(config.get("deadline", 30.0)),
+            max_response_bytes=int(config.get("max_response_bytes", 1024 * 1024)),
             max_retries=int(config.get("max_retries", 3)),
         )
 
@@ -351,4 +369,6 @@ def embedding_function(settings: Settings) -> EmbeddingFunction[Documents]:
         api_key_env=llm.api_key_env,
         timeout=llm.timeout,
         max_retries=llm.max_retries,
+        deadline=llm.deadline,
+        max_response_bytes=llm.max_response_bytes,
     )
