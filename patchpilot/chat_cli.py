@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from agents.intake import MAX_TEXT_LENGTH
@@ -27,11 +26,11 @@ from patchpilot.cli import (
     app,
     err,
     out,
+    safe,
 )
 from patchpilot.policy import Policy, load_policy
 from patchpilot.run_cli import RUN_EXIT
 from patchpilot.store import Store
-from patchpilot.text import inert
 
 if TYPE_CHECKING:  # chromadb, openai and the orchestrator load only for these commands
     from agents.orchestrator import ChatAnswer, Orchestrator
@@ -75,13 +74,13 @@ def _session(
 
 def _print_answer(answer: ChatAnswer) -> None:
     """The core's answer always; a model's phrasing only after it, marked as model-written."""
-    out.print(escape(inert(answer.text)))
+    out.print(safe(answer.text))
     if answer.llm_text:
         out.print("[dim]--- model-written summary (may be wrong; the facts are above) ---[/]")
-        out.print(escape(inert(answer.llm_text)))
+        out.print(safe(answer.llm_text))
     how = f"understood by {answer.understood_by}, answered by {answer.answered_by}"
     notes = "; ".join(answer.llm_notes)
-    err.print(f"[dim]({how}{'; ' + escape(inert(notes)) if notes else ''})[/]")
+    err.print(f"[dim]({how}{'; ' + safe(notes) if notes else ''})[/]")
 
 
 def _answer_json(answer: ChatAnswer) -> dict[str, Any]:
@@ -148,10 +147,10 @@ def chat_cmd(
                 break
             if text == "history":
                 for number, turn in enumerate(session.history, start=1):
-                    out.print(f"{number}. {escape(turn.request.describe())}")
+                    out.print(f"{number}. {safe(turn.request.describe())}")
                 continue
             if not interactive:
-                out.print(f"> {escape(inert(text))}")
+                out.print(f"> {safe(text)}")
             _print_answer(session.handle(text))
 
 
@@ -178,11 +177,9 @@ def memory_search_cmd(
             {"schema": "patchpilot.memory/v1", "items": [i.model_dump(mode="json") for i in items]}
         )
         return
-    table = Table(title=f"{len(items)} item(s) for {query!r}", title_justify="left")
+    table = Table(title=f"{len(items)} item(s) for {safe(repr(query))}", title_justify="left")
     for col in ("id", "kind", "distance", "text"):
         table.add_column(col, overflow="fold")
     for item in items:
-        table.add_row(
-            escape(inert(item.id)), item.kind, f"{item.distance:.3f}", escape(inert(item.text))
-        )
+        table.add_row(safe(item.id), item.kind, f"{item.distance:.3f}", safe(item.text))
     out.print(table)

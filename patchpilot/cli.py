@@ -12,11 +12,17 @@ Exit codes (stable; scripts may rely on them):
 5     findings at or above the --fail-on / --fail-on-score threshold (CI gating)
 130   interrupted (Ctrl-C)
 ====  ==========================================================================
+
+Everything printed that comes from outside patchpilot (inventory values, host output, feed
+records, run targets, error messages quoting any of them) goes through :func:`safe`: control
+characters become visible escapes (:func:`patchpilot.text.inert`) and rich markup is escaped,
+so neither a terminal escape sequence nor a ``[...]`` in the text can change what is shown.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +41,13 @@ from agents.discovery import HostOutcome, discover
 from agents.sourcing import DEFAULT_UPDATE_KINDS, NO_FEEDS_HINT, import_feed, update_feeds
 from graphs.scan import ScanContext, resume_scan, start_scan
 from patchpilot import __version__
-from patchpilot.errors import ConfigError, PatchpilotError, UnknownTargetError
+from patchpilot.errors import (
+    ConfigError,
+    InvalidInputError,
+    NotAuthorizedError,
+    PatchpilotError,
+    UnknownTargetError,
+)
 from patchpilot.inventory import Inventory, load_inventory, select_hosts
 from patchpilot.lab.cli import lab_app
 from patchpilot.logging import configure_logging
@@ -44,11 +56,25 @@ from patchpilot.policy import load_policy
 from patchpilot.report import render_csv, render_markdown, report_document
 from patchpilot.settings import Settings, load_settings
 from patchpilot.store import FindingRecord, ImportStats, Store
-from tools.changelog import ChangelogFetcher
+from patchpilot.text import inert
 from tools.feeds import FeedFetcher
 from tools.feeds.types import FeedKind
 
-__all__ = ["ExitCode", "app", "main"]
+__all__ = ["ExitCode", "app", "main", "safe"]
+
+MAX_CONCURRENCY = 512
+"""Largest ``--concurrency`` accepted (the ``concurrency`` setting's bound)."""
+MAX_RUNS_LISTED = 10_000
+"""Largest ``runs --limit`` accepted."""
+
+
+def safe(value: object) -> str:
+    """``value`` as text that is inert on a terminal and literal in rich markup.
+
+    Control characters (escape sequences, bidirectional overrides) become visible ``\\xNN``
+    escapes and ``[`` is escaped, so the text prints exactly as it is, whoever wrote it.
+    """
+    return escape(inert(str(value)))
 
 
 class ExitCode(IntEnum):
@@ -80,8 +106,9 @@ class ReportFormat(StrEnum):
 
 
 # Pipes and CI logs get a wide fixed width instead of rich's 80 columns, so nothing is cut.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# No emoji codes: ":name:" in outside text must print as it is.
+out = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 app = typer.Typer(
     name="patchpilot",
@@ -90,6 +117,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class LogLevel(StrEnum):
+    """``--log-level`` values."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogFormat(StrEnum):
+    """``--log-format`` values."""
+
+    CONSOLE = "console"
+    JSON = "json"
+
+
+_OPTION_NAMES = {"home": "--home", "log_level": "--log-level", "log_format": "--log-format"}
+"""The global option that sets each settings override (named in errors)."""
 
 
 class _Context:
@@ -103,7 +150,9 @@ class _Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.config, **self.overrides)
+            self._settings = load_settings(
+                self.config, option_names=_OPTION_NAMES, **self.overrides
+            )
             configure_logging(self._settings.log_level, self._settings.log_format)
         return self._settings
 
@@ -125,13 +174,13 @@ def _main(
         ),
     ] = None,
     home: Annotated[
-        Path | None, typer.Option("--home", help="Data directory (overrides PATCHPILOT_HOME).")
+        str | None, typer.Option("--home", help="Data directory (overrides PATCHPILOT_HOME).")
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option("--log-level", help="debug | info | warning | error")
+        LogLevel | None, typer.Option("--log-level", help="Log level (logs go to stderr).")
     ] = None,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="console | json (logs go to stderr)")
+        LogFormat | None, typer.Option("--log-format", help="Log format (logs go to stderr).")
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
@@ -139,11 +188,11 @@ def _main(
 ) -> None:
     overrides: dict[str, Any] = {}
     if home is not None:
-        overrides["home"] = home
+        overrides["home"] = home  # a str: an empty one is refused, never read as "."
     if log_level is not None:
-        overrides["log_level"] = log_level
+        overrides["log_level"] = log_level.value
     if log_format is not None:
-        overrides["log_format"] = log_format
+        overrides["log_format"] = log_format.value
     ctx.obj = _Context(config, overrides)
     if not ctx.resilient_parsing:
         _ = ctx.obj.settings  # fail fast on bad settings and configure logging first
@@ -175,6 +224,15 @@ LimitOpt = Annotated[
     typer.Option("--limit", "-l", help="Ansible-style host pattern, e.g. 'web*:&prod:!web-3'."),
 ]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        min=1,
+        max=MAX_CONCURRENCY,
+        help=f"Hosts at once, 1-{MAX_CONCURRENCY} (default: settings).",
+    ),
+]
 
 
 @app.command("inventory")
@@ -201,14 +259,14 @@ def inventory_cmd(
         table.add_column(col, overflow="fold")
     for h in hosts:
         table.add_row(
-            h.name,
-            f"{h.address}:{h.port}" if h.transport == "ssh" else h.address,
-            h.user or "-",
-            h.transport,
-            ",".join(sorted(h.tags)) or "-",
+            safe(h.name),
+            safe(f"{h.address}:{h.port}" if h.transport == "ssh" else h.address),
+            safe(h.user or "-"),
+            safe(h.transport),
+            safe(",".join(sorted(h.tags)) or "-"),
             str(h.criticality),
-            h.exposure.value,
-            h.owner or "-",
+            safe(h.exposure.value),
+            safe(h.owner or "-"),
         )
     out.print(table)
 
@@ -232,9 +290,7 @@ def facts_cmd(
     packages: Annotated[
         bool, typer.Option("--packages", help="Also list installed packages (JSON: per host).")
     ] = False,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", min=1, help="Hosts at once (default: settings).")
-    ] = None,
+    concurrency: ConcurrencyOpt = None,
 ) -> None:
     """Collect OS, kernel, reboot-required and package facts (read-only) from hosts."""
     c: _Context = ctx.obj
@@ -289,12 +345,12 @@ def _print_facts_table(outcomes: list[HostOutcome], with_packages: bool) -> None
         f = o.facts
         reboot = "[red]required[/]" if f.reboot_required else "no"
         if f.reboot_required and f.reboot_required_pkgs:
-            reboot += f" ({', '.join(f.reboot_required_pkgs[:3])})"
+            reboot += f" ({safe(', '.join(f.reboot_required_pkgs[:3]))})"
         table.add_row(
-            o.host,
-            f.os.pretty_name or f.os.id,
-            f.os.release or "-",
-            f.kernel,
+            safe(o.host),
+            safe(f.os.pretty_name or f.os.id),
+            safe(f.os.release or "-"),
+            safe(f.kernel),
             reboot,
             str(f.package_count),
             str(f.source_package_count),
@@ -305,15 +361,21 @@ def _print_facts_table(outcomes: list[HostOutcome], with_packages: bool) -> None
         for o in outcomes:
             if not o.packages:
                 continue
-            pt = Table(title=f"{o.host}: {len(o.packages)} packages", title_justify="left")
+            pt = Table(title=f"{safe(o.host)}: {len(o.packages)} packages", title_justify="left")
             for col in ("package", "version", "arch", "source", "source version"):
                 pt.add_column(col, overflow="fold")
             for p in o.packages:
-                pt.add_row(p.name, p.version, p.arch, p.source_name, p.source_version)
+                pt.add_row(
+                    safe(p.name),
+                    safe(p.version),
+                    safe(p.arch),
+                    safe(p.source_name),
+                    safe(p.source_version),
+                )
             out.print(pt)
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
-        err.print(f"[red]✗ {o.host}[/]: {o.error}")
+        err.print(f"[red]✗ {safe(o.host)}[/]: {safe(o.error)}")
     if failed:
         err.print(f"{len(failed)} of {len(outcomes)} host(s) failed.")
 
@@ -379,10 +441,10 @@ def feeds_update_cmd(
     for o in outcomes:
         if o.ok:
             what = "not modified" if o.not_modified or o.stats is None else _stats_text(o.stats)
-            out.print(f"[green]✓[/] {o.kind.value}: {what}")
+            out.print(f"[green]✓[/] {o.kind.value}: {safe(what)}")
         else:
             failed += 1
-            err.print(f"[red]✗ {o.kind.value}[/]: {o.error}")
+            err.print(f"[red]✗ {o.kind.value}[/]: {safe(o.error)}")
     if failed:
         raise typer.Exit(ExitCode.ALL_FAILED if failed == len(outcomes) else ExitCode.PARTIAL)
 
@@ -397,7 +459,7 @@ def feeds_import_cmd(
     c: _Context = ctx.obj
     with _store(c) as store:
         stats = import_feed(store, kind, path)
-    out.print(f"[green]✓[/] {kind.value}: {_stats_text(stats)}")
+    out.print(f"[green]✓[/] {kind.value}: {safe(_stats_text(stats))}")
 
 
 @feeds_app.command("status")
@@ -412,7 +474,7 @@ def feeds_status_cmd(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) ->
         )
         return
     if not status:
-        out.print(NO_FEEDS_HINT)
+        out.print(safe(NO_FEEDS_HINT))
         return
     table = Table(title="feeds", title_justify="left")
     for col in ("feed", "records", "fetched", "published", "stale", "source"):
@@ -424,13 +486,20 @@ def feeds_status_cmd(ctx: typer.Context, fmt: FormatOpt = OutputFormat.TABLE) ->
             s.fetched_at.strftime("%Y-%m-%d %H:%M"),
             s.published_at.strftime("%Y-%m-%d") if s.published_at else "-",
             "[red]stale[/]" if s.stale else "fresh",
-            s.source,
+            safe(s.source),
         )
     out.print(table)
 
 
 TOP_EXPLAINED = 5
 """How many findings the table report explains below the table."""
+
+
+def _finite(value: float | None) -> float | None:
+    """Refuse ``nan`` (click's range check lets it through: every comparison is false)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number between 0 and 100")
+    return value
 
 
 @app.command("scan")
@@ -459,7 +528,13 @@ def scan_cmd(
     ] = None,
     fail_on_score: Annotated[
         float | None,
-        typer.Option("--fail-on-score", min=0, max=100, help="Exit 5 if a risk score reaches it."),
+        typer.Option(
+            "--fail-on-score",
+            min=0,
+            max=100,
+            callback=_finite,
+            help="Exit 5 if a risk score reaches it (0-100).",
+        ),
     ] = None,
     refresh: Annotated[
         bool,
@@ -469,9 +544,7 @@ def scan_cmd(
             "package lists the hosts already have.",
         ),
     ] = False,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", min=1, help="Hosts at once (default: settings).")
-    ] = None,
+    concurrency: ConcurrencyOpt = None,
 ) -> None:
     """Scan hosts: discover, source advisories, assess, prioritize and report (one run)."""
     c: _Context = ctx.obj
@@ -484,20 +557,8 @@ def scan_cmd(
     policy = load_policy(settings.policy_path)
     with _store(c) as store:
         auto = settings.feeds.auto_update and not offline and not store.has_advisories()
-        from graphs.run import open_memory
-        from tools.llm import make_client
-
-        context = ScanContext(
-            settings=settings,
-            store=store,
-            policy=policy,
-            memory=open_memory(settings),
-            llm=make_client(settings.llm, cache_dir=settings.cache_dir),
-            fetcher=_fetcher(settings, retries=1) if auto else None,
-            changelogs=None
-            if settings.discovery.changelogs == "none"
-            else ChangelogFetcher(settings.cache_dir),
-        )
+        # The one factory of a scan's context: `resume` builds exactly the same one.
+        context = ScanContext.create(settings, store, policy)
         with _host_progress(len(hosts), ("discover", "assess")) as on_progress:
             context.on_progress = on_progress
             run_id, _summary = start_scan(
@@ -539,7 +600,7 @@ def _host_progress(
             task = tasks.get(stage)
             if task is not None:
                 progress.update(
-                    task, advance=1, description=f"{escape(host)} {'ok' if ok else 'FAILED'}"
+                    task, advance=1, description=f"{safe(host)} {'ok' if ok else 'FAILED'}"
                 )
 
         yield advance
@@ -592,9 +653,9 @@ def _print_run_report(store: Store, run_id: str, fmt: ReportFormat) -> int:
     if fmt is ReportFormat.TABLE:
         for h in hosts:
             for warning in h.warnings:
-                err.print(f"[yellow]! {escape(h.host)}[/]: {escape(warning)}")
+                err.print(f"[yellow]! {safe(h.host)}[/]: {safe(warning)}")
     for h in failed:
-        err.print(f"[red]✗ {h.host}[/]: {h.message}")
+        err.print(f"[red]✗ {safe(h.host)}[/]: {safe(h.message)}")
     if not hosts or not failed:
         return ExitCode.OK
     return ExitCode.ALL_FAILED if len(failed) == len(hosts) else ExitCode.PARTIAL
@@ -623,12 +684,12 @@ def _print_hosts_table(hosts: list[dict[str, Any]]) -> None:
         pending = h["pending_updates"]
         security = [u for u in pending if u["security"]]
         cves = {c for u in pending for c in u["cves"]}
-        status = h["status"] if h["status"] == "ok" else f"[red]{h['status']}[/]"
+        status = safe(h["status"]) if h["status"] == "ok" else f"[red]{safe(h['status'])}[/]"
         table.add_row(
-            escape(h["name"]),
+            safe(h["name"]),
             status,
-            escape(h["os"] or "-"),
-            escape(h["kernel"] or "-"),
+            safe(h["os"] or "-"),
+            safe(h["kernel"] or "-"),
             "-" if h["reboot_required"] is None else ("yes" if h["reboot_required"] else "no"),
             str(len(pending)) if h["ok"] else "-",
             str(len(security)) if h["ok"] else "-",
@@ -641,9 +702,9 @@ def _print_findings_table(document: dict[str, Any]) -> None:
     _print_hosts_table(document.get("hosts") or [])
     data = document["data"]
     if data.get("hint"):
-        err.print(f"[yellow]note:[/] {data['hint']}")
+        err.print(f"[yellow]note:[/] {safe(data['hint'])}")
     if data.get("stale_feeds"):
-        err.print(f"[yellow]stale feeds:[/] {', '.join(data['stale_feeds'])}")
+        err.print(f"[yellow]stale feeds:[/] {safe(', '.join(data['stale_feeds']))}")
     summary = document["summary"]
     table = Table(
         title=f"{summary['findings']} finding(s), {summary['actionable']} actionable, "
@@ -666,15 +727,15 @@ def _print_findings_table(document: dict[str, Any]) -> None:
         risk = f["risk"] or {}
         cves = " ".join(f["cves"][:3]) + (f" +{len(f['cves']) - 3}" if len(f["cves"]) > 3 else "")
         table.add_row(
-            f"{risk.get('score', '-')}",
-            risk.get("ssvc", "-"),
-            risk.get("due") or "-",
-            f["host"],
-            f["source_package"],
-            f["installed_version"],
-            f["fixed_version"] or f"[dim]{f['fix_state']}[/]",
-            escape(f["advisory"]),
-            cves or "-",
+            safe(risk.get("score", "-")),
+            safe(risk.get("ssvc", "-")),
+            safe(risk.get("due") or "-"),
+            safe(f["host"]),
+            safe(f["source_package"]),
+            safe(f["installed_version"]),
+            safe(f["fixed_version"]) if f["fixed_version"] else f"[dim]{safe(f['fix_state'])}[/]",
+            safe(f["advisory"]),
+            safe(cves or "-"),
         )
     out.print(table)
     top = [f for f in document["findings"] if f["risk"]][:TOP_EXPLAINED]
@@ -682,8 +743,8 @@ def _print_findings_table(document: dict[str, Any]) -> None:
         out.print(f"[bold]Why the top {len(top)}:[/]")
         for f in top:
             out.print(
-                f"  {f['risk']['score']:>5} {escape(f['host'])} {escape(f['source_package'])} "
-                f"({escape(f['advisory'])}): {escape(f['risk']['rationale'])}"
+                f"  {f['risk']['score']:>5} {safe(f['host'])} {safe(f['source_package'])} "
+                f"({safe(f['advisory'])}): {safe(f['risk']['rationale'])}"
             )
         out.print("[dim](every rationale: --format json, csv or markdown)[/]")
 
@@ -714,6 +775,8 @@ def findings_cmd(
     """List stored findings with filters (latest scan of each host by default)."""
     c: _Context = ctx.obj
     with _store(c) as store:
+        if run is not None and store.get_run(run) is None:
+            raise UnknownTargetError(f"no run {run!r}; see `patchpilot runs`", key="--run")
         records = store.findings(
             run_id=run,
             host=host,
@@ -776,7 +839,7 @@ def _print_patch_run_report(
     )
     for host in document["hosts"]:
         host["compliance"] = details["compliance"].get(host["name"], "not-applicable")
-    for key in ("status", "reason", "plan", "approval", "rings", "deployments"):
+    for key in ("status", "reason", "plan", "approval", "rings", "deployments", "unreachable"):
         document[key] = details[key]
     _emit_json(document)
 
@@ -784,7 +847,12 @@ def _print_patch_run_report(
 @app.command("runs")
 def runs_cmd(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", "-n", min=1, max=MAX_RUNS_LISTED, help=f"How many (1-{MAX_RUNS_LISTED})."
+        ),
+    ] = 20,
     fmt: FormatOpt = OutputFormat.TABLE,
 ) -> None:
     """List runs, newest first (an unfinished one can be resumed)."""
@@ -801,13 +869,13 @@ def runs_cmd(
         table.add_column(col, overflow="fold")
     for r in runs:
         table.add_row(
-            r.run_id,
-            r.kind,
-            r.target,
-            r.status,
+            safe(r.run_id),
+            safe(r.kind),
+            safe(r.target),
+            safe(r.status),
             r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             r.finished_at.strftime("%H:%M:%S") if r.finished_at else "-",
-            str((r.summary or {}).get("findings", "-")),
+            safe((r.summary or {}).get("findings", "-")),
         )
     out.print(table)
 
@@ -835,9 +903,8 @@ def resume_cmd(
         )
         return
     with _store(c) as store:
-        context = ScanContext(
-            settings=settings, store=store, policy=load_policy(settings.policy_path)
-        )
+        # The same factory as `scan`: changelogs, memory and LLM as the start had them.
+        context = ScanContext.create(settings, store, load_policy(settings.policy_path))
         try:
             resume_scan(run_id, context)
         except LookupError as exc:
@@ -851,10 +918,16 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err.print(f"[red]configuration error:[/] {exc}")
+        err.print(f"[red]configuration error:[/] {safe(exc)}")
         sys.exit(ExitCode.USAGE)
+    except InvalidInputError as exc:  # refused at the boundary: nothing was done
+        err.print(f"[red]invalid input:[/] {safe(exc)}")
+        sys.exit(ExitCode.USAGE)
+    except NotAuthorizedError as exc:
+        err.print(f"[red]not authorized:[/] {safe(exc)}")
+        sys.exit(ExitCode.ERROR)
     except PatchpilotError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {safe(exc)}")
         sys.exit(ExitCode.ERROR)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -862,7 +935,7 @@ def main() -> None:
     except Exception as exc:  # a bug: say so plainly, keep the traceback for --log-level debug
         structlog.get_logger(__name__).debug("internal_error", exc_info=True)
         err.print(
-            f"[red]internal error:[/] {type(exc).__name__}: {exc} "
+            f"[red]internal error:[/] {safe(type(exc).__name__)}: {safe(exc)} "
             "(re-run with --log-level debug for the traceback, and please report it)"
         )
         sys.exit(ExitCode.ERROR)

@@ -2,18 +2,27 @@
 
 The JSON document (``schema: patchpilot.report/v1``) is what ``scan --format json`` and
 ``report --format json`` print. Fields are only ever added within a schema version.
+
+Report values come from outside (host output, feeds, inventories), so every rendering makes
+them inert: JSON escapes control characters itself; CSV cells get control characters shown as
+visible escapes (:func:`patchpilot.text.inert`) and, against spreadsheet formula injection, a
+``'`` before a cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return
+(OWASP's advice; such a cell cannot be a formula when the file is opened in a spreadsheet);
+Markdown cells are inert and have Markdown and HTML syntax escaped.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from patchpilot.models import PendingUpdate
 from patchpilot.store import FindingRecord, HostResult, RunRecord
+from patchpilot.text import inert
 from tools.feeds.types import FeedStatus
 
 __all__ = [
@@ -192,6 +201,19 @@ CSV_COLUMNS = (
 )
 
 
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+"""Cell prefixes a spreadsheet may read as a formula (OWASP CSV injection)."""
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell: non-strings as they are; strings inert and never a spreadsheet formula."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(_FORMULA_START):
+        value = "'" + value
+    return inert(value)
+
+
 def _flat(record: FindingRecord) -> dict[str, Any]:
     data = finding_json(record)
     risk = data.pop("risk") or {}
@@ -202,11 +224,12 @@ def _flat(record: FindingRecord) -> dict[str, Any]:
         due=risk.get("due"),
         rationale=risk.get("rationale"),
     )
-    return {k: data.get(k) for k in CSV_COLUMNS}
+    return {k: csv_cell(data.get(k)) for k in CSV_COLUMNS}
 
 
 def render_csv(records: Sequence[FindingRecord]) -> str:
-    """Findings as CSV (one row per finding; CVEs space-separated)."""
+    """Findings as CSV (one row per finding; CVEs space-separated; cells made safe by
+    :func:`csv_cell`)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -215,9 +238,20 @@ def render_csv(records: Sequence[FindingRecord]) -> str:
     return buf.getvalue()
 
 
+_MD_SPECIAL: Final = re.compile(r"([\\`*_\[\]|~])")
+"""What can start code, emphasis, strikethrough, a link or image, or a new column in a cell."""
+
+
 def _md(text: object) -> str:
-    """Escape a value for a Markdown table cell (feed text is untrusted)."""
-    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+    """A value as literal text in a Markdown table cell (feed and host text is untrusted).
+
+    One line; control characters shown as escapes; Markdown syntax (links, emphasis, code,
+    ``|``) backslash-escaped and ``<``, ``>``, ``&`` as HTML entities, so no cell can become a
+    link, an image, HTML or a new column.
+    """
+    flat = inert(str(text if text is not None else "").replace("\r\n", " ").replace("\n", " "))
+    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", flat)
 
 
 def render_markdown(document: dict[str, Any]) -> str:
@@ -225,14 +259,14 @@ def render_markdown(document: dict[str, Any]) -> str:
     lines = ["# patchpilot report", ""]
     run = document.get("run")
     if run:
-        lines.append(f"Run `{run['run_id']}` ({run['status']}) on `{run['target']}`.")
+        lines.append(f"Run {_md(run['run_id'])} ({_md(run['status'])}) on {_md(run['target'])}.")
     data = document["data"]
     if data.get("mode") == "repository-metadata":
         lines.append("")
         lines.append(f"> **Note:** {_md(data.get('hint'))}")
     if data.get("stale_feeds"):
         lines.append("")
-        lines.append(f"> **Stale feeds:** {', '.join(data['stale_feeds'])}")
+        lines.append(f"> **Stale feeds:** {_md(', '.join(data['stale_feeds']))}")
     summary = document["summary"]
     lines += [
         "",

@@ -72,7 +72,7 @@ _VERSION_CHARS = re.compile(r"[A-Za-z0-9._+^:-][A-Za-z0-9._+~^:-]*")
 # --------------------------------------------------------------------------- hosts, users, paths
 
 _DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
-_IPV6_SCOPE = re.compile(r"[A-Za-z0-9_.]{1,15}")
+_IPV6_SCOPE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _PATH = re.compile(r"/[A-Za-z0-9._+@%=:,/-]*")
 _SERVICE = re.compile(r"[A-Za-z0-9@._][A-Za-z0-9@._-]*")
@@ -225,7 +225,9 @@ def validate_hostname(value: str) -> str:
     DNS names are dot-separated labels of ``[A-Za-z0-9_-]`` (1-63 characters, not starting or
     ending with ``-``; an all-numeric last label is refused so ``1.2.3.999`` is not a name), at
     most 253 characters, with an optional trailing dot. IPv6 addresses are written without
-    brackets; a zone index (``fe80::1%eth0``) must be ``[A-Za-z0-9_.]``.
+    brackets; a zone index (``fe80::1%eth0``, ``fe80::1%br-lan``, ``fe80::1%2``) must be 1-15
+    characters of ``[A-Za-z0-9_.-]`` (an interface name or number): anything else, escape
+    sequences and ``$(…)`` included, is refused.
 
     Args:
         value: the host name or address.
@@ -241,7 +243,12 @@ def validate_hostname(value: str) -> str:
     if ":" in value:
         address, _, scope = value.partition("%")
         if "%" in value and not _IPV6_SCOPE.fullmatch(scope):
-            raise UnsafeArgumentError(kind, value, "the IPv6 zone index must be [A-Za-z0-9_.]")
+            raise UnsafeArgumentError(
+                kind,
+                value,
+                "the IPv6 zone index (after '%') must be 1-15 characters of [A-Za-z0-9_.-] "
+                "(an interface name or number)",
+            )
         try:
             ipaddress.IPv6Address(address)
         except ValueError:

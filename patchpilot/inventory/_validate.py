@@ -14,6 +14,7 @@ import os
 import re
 
 from patchpilot.errors import UnsafeArgumentError
+from patchpilot.text import has_control
 
 __all__ = [
     "KEYS_ONLY_REASON",
@@ -36,7 +37,14 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _DOTTED_NUMBERS_RE = re.compile(r"^[0-9.]+$")
 #: POSIX portable user names (no ``$`` suffix: it is a shell metacharacter).
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+#: An IPv6 zone index (``fe80::1%eth0``): an interface name or number, nothing else. Python's
+#: :mod:`ipaddress` accepts *any* text after ``%`` (escape sequences, ``$(…)``), so the zone is
+#: checked here before the address is.
+_ZONE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_ZONE_REASON = (
+    "the IPv6 zone index (after '%') must be 1-15 characters of [A-Za-z0-9_.-] "
+    "(an interface name or number)"
+)
 _OWNER_MAX = 200
 _PATH_MAX = 4096
 
@@ -107,11 +115,20 @@ def _check_name(kind: str, value: object) -> str:
     return value
 
 
-def _is_ip(value: str) -> bool:
+def _is_ip(value: str, kind: str) -> bool:
+    """Whether ``value`` is an IPv4 or IPv6 address; an IPv6 zone index must be a plain name.
+
+    Raises:
+        UnsafeArgumentError: an IPv6 address whose zone index holds anything but
+            ``[A-Za-z0-9_.-]`` (control characters, escape sequences, shell characters).
+    """
     try:
         ipaddress.ip_address(value)
     except ValueError:
         return False
+    _, percent, zone = value.partition("%")
+    if percent and not _ZONE_RE.fullmatch(zone):
+        raise UnsafeArgumentError(kind, value, _ZONE_REASON)
     return True
 
 
@@ -119,7 +136,8 @@ def validate_host_name(value: object) -> str:
     """Validate an inventory host name.
 
     A host name is a label of ``[A-Za-z0-9._-]`` not starting with ``-`` or ``.``, or an IPv6
-    address (Ansible inventories may name hosts by address).
+    address (Ansible inventories may name hosts by address) whose zone index, if any, is
+    ``[A-Za-z0-9_.-]``.
 
     Args:
         value: the candidate name.
@@ -130,7 +148,7 @@ def validate_host_name(value: object) -> str:
     Raises:
         UnsafeArgumentError: when the name does not match.
     """
-    if isinstance(value, str) and ":" in value and _is_ip(value):
+    if isinstance(value, str) and ":" in value and _is_ip(value, "host name"):
         return value
     return _check_name("host name", value)
 
@@ -154,6 +172,8 @@ def validate_group_name(value: object, kind: str = "group name") -> str:
 def validate_address(value: object) -> str:
     """Validate a host address: an IPv4 or IPv6 address, or a DNS host name.
 
+    An IPv6 zone index (``fe80::1%eth0``) must be 1-15 characters of ``[A-Za-z0-9_.-]``.
+
     Args:
         value: the candidate address.
 
@@ -170,7 +190,7 @@ def validate_address(value: object) -> str:
         raise UnsafeArgumentError(
             "address", value, "Jinja-templated values are not supported; write the address itself"
         )
-    if _is_ip(value):
+    if _is_ip(value, "address"):
         return value
     _check_name("address", value)
     if ":" in value:
@@ -230,7 +250,7 @@ def validate_key_file(value: object) -> str:
         raise UnsafeArgumentError("key file", repr(value), "expected a string path")
     if not value.strip():
         raise UnsafeArgumentError("key file", value, "must not be empty")
-    if len(value) > _PATH_MAX or _CONTROL_RE.search(value):
+    if len(value) > _PATH_MAX or has_control(value, newlines=False):
         raise UnsafeArgumentError("key file", value[:60], "too long or holds control characters")
     if "{{" in value or "{%" in value:
         raise UnsafeArgumentError("key file", value, "Jinja-templated values are not supported")
@@ -254,8 +274,11 @@ def validate_owner(value: object) -> str:
     if not isinstance(value, str):
         raise UnsafeArgumentError("owner", repr(value), "expected a string")
     text = value.strip()
-    if not text or len(text) > _OWNER_MAX or _CONTROL_RE.search(text):
+    if not text or len(text) > _OWNER_MAX or has_control(text, newlines=False):
         raise UnsafeArgumentError(
-            "owner", value[:60], f"must be one non-empty line of at most {_OWNER_MAX} characters"
+            "owner",
+            value[:60],
+            f"must be one non-empty line of at most {_OWNER_MAX} characters, without control "
+            "characters (escape sequences, bidirectional overrides)",
         )
     return text

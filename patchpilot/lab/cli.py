@@ -1,12 +1,15 @@
 """``patchpilot lab up | down | status | reset``: the local Debian 12 lab fleet.
 
 The lab lives in ``$PATCHPILOT_HOME/lab`` (``ctx.obj.settings.home / "lab"``). Progress goes to
-stderr; tables and JSON to stdout. Errors are :class:`~patchpilot.errors.LabError`\\ s.
+stderr; tables and JSON to stdout. Errors are :class:`~patchpilot.errors.LabError`\\ s. Every
+value printed goes through :func:`_safe` (control characters shown as escapes, rich markup
+escaped): host names, paths and progress text come from files a user can edit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +22,9 @@ from rich.table import Table
 
 from patchpilot.lab.lab import DEFAULT_MAX_BASE_AGE_DAYS, Lab
 from patchpilot.lab.models import LabStatus
+from patchpilot.lab.profile import MAX_HOSTS
 from patchpilot.settings import Settings
+from patchpilot.text import inert
 
 __all__ = ["lab_app"]
 
@@ -44,12 +49,28 @@ class LabFormat(StrEnum):
     JSON = "json"
 
 
+MAX_BASE_AGE_DAYS = 3650.0
+"""Largest ``--max-base-age-days`` accepted (ten years: "never refresh" in practice)."""
+
+
+def _safe(value: object) -> str:
+    """``value`` inert on a terminal and literal in rich markup."""
+    return escape(inert(str(value)))
+
+
+def _finite_days(value: float) -> float:
+    """Refuse ``nan`` (click's range check lets it through)."""
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number of days")
+    return value
+
+
 def _out() -> Console:
-    return Console(width=None if sys.stdout.isatty() else 200)
+    return Console(width=None if sys.stdout.isatty() else 200, emoji=False)
 
 
 def _err() -> Console:
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
 
 
 def _spinner(console: Console, message: str) -> contextlib.AbstractContextManager[object]:
@@ -75,19 +96,19 @@ def _render(status: LabStatus, fmt: LabFormat) -> None:
     if fmt is LabFormat.JSON:
         out.print_json(status.model_dump_json())
         return
-    table = Table(title=f"lab {escape(str(status.lab_dir))}")
+    table = Table(title=f"lab {_safe(status.lab_dir)}")
     for column in ("host", "ssh", "pid", "running", "ssh ok", "acme-web", "upper", "memory"):
         table.add_column(column)
     for host in status.hosts:
         health = "-" if host.health is None else str(host.health)
         style = "green" if host.health == 200 else ("red" if host.running else "dim")
         table.add_row(
-            host.name,
-            f"{host.address}:{host.port}",
+            _safe(host.name),
+            _safe(f"{host.address}:{host.port}"),
             str(host.pid or "-"),
             "yes" if host.running else "no",
             "yes" if host.ssh_ok else "no",
-            f"[{style}]{health}[/] :{host.acme_port}",
+            f"[{style}]{_safe(health)}[/] :{host.acme_port}",
             _size(host.upper_bytes),
             "-" if host.memory_kib is None else f"{host.memory_kib / 1024:.1f} MiB",
         )
@@ -97,7 +118,7 @@ def _render(status: LabStatus, fmt: LabFormat) -> None:
 
 
 def _lab(ctx: typer.Context, console: Console) -> Lab:
-    return Lab(_lab_dir(ctx), progress=lambda msg: console.print(f"[dim]… {escape(msg)}[/]"))
+    return Lab(_lab_dir(ctx), progress=lambda msg: console.print(f"[dim]… {_safe(msg)}[/]"))
 
 
 @lab_app.command("up")
@@ -105,22 +126,41 @@ def up(
     ctx: typer.Context,
     hosts: Annotated[
         int | None,
-        typer.Option("--hosts", "-n", help="Number of hosts (default: as before, else 3)."),
+        typer.Option(
+            "--hosts",
+            "-n",
+            min=1,
+            max=MAX_HOSTS,
+            help=f"Number of hosts, 1-{MAX_HOSTS} (default: as before, else 3).",
+        ),
     ] = None,
     base_port: Annotated[
         int | None,
-        typer.Option("--base-port", help="sshd port of host 1 (default: as before, else 2201)."),
+        typer.Option(
+            "--base-port",
+            min=1024,
+            max=65535,
+            help="sshd port of host 1 (default: as before, else 2201).",
+        ),
     ] = None,
     acme_base_port: Annotated[
         int | None,
-        typer.Option("--acme-base-port", help="acme-web port of host 1 (default 8081)."),
+        typer.Option(
+            "--acme-base-port", min=1024, max=65535, help="acme-web port of host 1 (default 8081)."
+        ),
     ] = None,
     rebuild_base: Annotated[
         bool, typer.Option("--rebuild-base", help="debootstrap a fresh base (resets every host).")
     ] = False,
     max_base_age_days: Annotated[
         float,
-        typer.Option("--max-base-age-days", help="Refresh the base's apt indices when older."),
+        typer.Option(
+            "--max-base-age-days",
+            min=0,
+            max=MAX_BASE_AGE_DAYS,
+            callback=_finite_days,
+            help="Refresh the base's apt indices when older.",
+        ),
     ] = DEFAULT_MAX_BASE_AGE_DAYS,
     fmt: Annotated[LabFormat, typer.Option("--format", "-f", help="table | json")] = (
         LabFormat.TABLE
@@ -140,12 +180,12 @@ def up(
     _render(status, fmt)
     # With --format json, stdout carries the JSON only.
     tail = _out() if fmt is LabFormat.TABLE else err
-    tail.print(f"inventory: {escape(str(status.inventory_path))}")
+    tail.print(f"inventory: {_safe(status.inventory_path)}")
     tail.print(
-        f"policy: {escape(str(status.policy_path))} (default + acme-web health checks; "
+        f"policy: {_safe(status.policy_path)} (default + acme-web health checks; "
         "select it with PATCHPILOT_POLICY)"
     )
-    tail.print(f"next: patchpilot scan --inventory {escape(str(status.inventory_path))}")
+    tail.print(f"next: patchpilot scan --inventory {_safe(status.inventory_path)}")
 
 
 @lab_app.command("down")
@@ -177,5 +217,5 @@ def reset(ctx: typer.Context) -> None:
     with _spinner(err, "resetting the lab…"):
         result = lab.reset()
     _render(result, LabFormat.TABLE)
-    err.print(f"inventory: {escape(str(result.inventory_path))}")
-    err.print(f"policy: {escape(str(result.policy_path))}")
+    err.print(f"inventory: {_safe(result.inventory_path)}")
+    err.print(f"policy: {_safe(result.policy_path)}")

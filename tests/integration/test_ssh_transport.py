@@ -19,9 +19,11 @@ from patchpilot.errors import (
     HostKeyError,
     TransportError,
 )
+from patchpilot.inventory import load_inventory
 from patchpilot.settings import Settings
 from tests.integration.conftest import SSHServer, fingerprint_of, free_port, keygen
-from tools.transport import SSHTransport, open_transport
+from tests.integration.lab_fixtures import LabHandle
+from tools.transport import SSHTransport, Transport, open_transport
 from tools.transport.ssh import host_key_fingerprint
 
 pytestmark = pytest.mark.integration
@@ -148,6 +150,52 @@ def test_command_timeout_then_connection_still_usable(transport: SSHTransport) -
     assert "within 1s" in str(info.value)
     assert transport.run(["echo", "still here"], check=True).stdout == "still here\n"
     assert transport.connections_opened == 1
+
+
+def _lab_transport(lab: LabHandle, settings: Settings) -> Transport:
+    inventory = load_inventory(lab.inventory_path)
+    return open_transport(inventory.hosts["canary-1"], settings)
+
+
+def test_timeout_signals_the_whole_remote_command(lab: LabHandle, tmp_path: Path) -> None:
+    """Past its timeout a remote command and what it started are killed, not left running.
+
+    On the lab (user ``lab``, OpenSSH 9.2): sshd delivers the "signal" request with killpg.
+    """
+    settings = Settings(home=tmp_path / "home")
+    pid_file = f"/tmp/pp-signal-{uuid.uuid4().hex}"
+    script = f"echo $$ > {pid_file}; sleep 300 & echo $! >> {pid_file}; sleep 300"
+    with _lab_transport(lab, settings) as transport:
+        start = time.monotonic()
+        with pytest.raises(CommandTimeoutError, match="signalled") as info:
+            transport.run(["sh", "-c", script], timeout=1)
+        assert "TERM, then KILL" in str(info.value)
+        assert time.monotonic() - start < 10
+        pids = lab.exec("canary-1", ["cat", pid_file]).stdout.split()
+        assert len(pids) == 2
+
+        def alive() -> list[str]:
+            return [p for p in pids if lab.exec("canary-1", ["kill", "-0", p]).returncode == 0]
+
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.1)
+        assert not alive(), "a remote process survived the timeout"
+        assert transport.run(["echo", "still here"], check=True).stdout == "still here\n"
+    lab.exec("canary-1", ["rm", "-f", pid_file])
+
+
+def test_timeout_says_when_the_server_refuses_the_signal(
+    transport: SSHTransport, tmp_path: Path
+) -> None:
+    """OpenSSH refuses session signals for root logins: the error says so, without delay."""
+    if transport.user != "root":
+        pytest.skip("sshd accepts signals for non-root logins (see the lab test above)")
+    start = time.monotonic()
+    with pytest.raises(CommandTimeoutError, match="refused the signal request"):
+        transport.run(["sleep", "30"], timeout=1)
+    assert time.monotonic() - start < 4.5
+    assert transport.run(["true"]).ok
 
 
 def test_connection_is_reused(transport: SSHTransport, sshd_server: SSHServer) -> None:

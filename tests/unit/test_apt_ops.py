@@ -7,6 +7,10 @@ wrote these tools; the fact fixtures under tests/fixtures/facts hold the simulat
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,8 +31,10 @@ from tools.packages import (
     restart_service,
     wait_for_dpkg_lock,
 )
+from tools.transport.base import SudoRefusedError, sudo_refusal
 from tools.validate import validate_service_name
 
+REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts"
 
 HELD_ERROR = "E: Held packages were changed and -y was used without --allow-change-held-packages.\n"
@@ -366,3 +372,181 @@ def test_refresh_package_lists_is_a_privileged_apt_update_that_waits_for_the_loc
 
     with pytest.raises(CommandFailedError, match="no network"):
         refresh_package_lists(ScriptedTransport(fail), lock_timeout=30)
+
+
+# --------------------------------------------------------------------------- sudo refusals
+
+# What sudo 1.9.13 (Debian 12) prints when ``sudo -n`` will not run the command, recorded
+# here as user nobody (the real thing runs in test_sudo_refusal_on_this_machine below).
+SUDO_PASSWORD = "sudo: a password is required\n"
+SUDO_NOT_ALLOWED = (
+    "Sorry, user lab is not allowed to execute '/usr/bin/env LC_ALL=C dpkg --audit' as root "
+    "on canary-1.\n"
+)
+
+
+def _refusing(message: str, code: int = 1) -> Callable[[tuple[str, ...]], CommandResult]:
+    """A host where sudo refuses everything and unprivileged commands work."""
+    host = Host({"acme-web": "1.0.0"})
+
+    def respond(argv: tuple[str, ...]) -> CommandResult:
+        if argv[:2] == ("sudo", "-n"):
+            return _result(code, "", message)
+        return host(argv)
+
+    return respond
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (SUDO_PASSWORD, 1),
+        (SUDO_NOT_ALLOWED, 1),
+        ("sudo: a terminal is required to read the password; either use the -S option\n", 1),
+        ("sudo: account validation failure, is your account locked?\n", 1),
+        ("env: 'sudo': No such file or directory\n", 127),
+        ("sh: 1: sudo: not found\n", 127),
+    ],
+)
+def test_sudo_refusal_is_a_privilege_problem_not_a_broken_dpkg(message: str, code: int) -> None:
+    calls: list[Callable[[ScriptedTransport], object]] = [
+        audit_and_repair,
+        lambda t: install_exact(t, [("acme-web", "1.1.0")], allow_downgrades=False),
+        lambda t: wait_for_dpkg_lock(t, 1),
+        lambda t: restart_service(t, "acme-web"),
+        lambda t: refresh_package_lists(t, lock_timeout=1),
+    ]
+    for call in calls:
+        transport = ScriptedTransport(_refusing(message, code), name="canary-1", root=False)
+        with pytest.raises(SudoRefusedError) as info:
+            call(transport)
+        text = str(info.value)
+        assert text.startswith("canary-1: privilege problem: sudo refused")
+        assert message.strip() in text
+        assert "passwordless sudo" in text
+        assert "broken" not in text
+        assert "lock" not in text.split("(", maxsplit=1)[0]
+        assert isinstance(info.value, CommandFailedError)  # existing handlers still apply
+
+
+def test_a_failing_command_under_sudo_is_not_a_refusal() -> None:
+    # dpkg's own "exit 2" with text mentioning sudo, and apt's lock error, stay what they are.
+    lock = ScriptedTransport(lambda argv: _result(100, "", LOCK_ERROR), root=False)
+    assert not wait_for_dpkg_lock(lock, 1).acquired
+    odd = CommandResult(
+        host="h",
+        argv=("sudo", "-n", "--", "env", "x"),
+        exit_code=2,
+        stdout="",
+        stderr=SUDO_PASSWORD,
+    )
+    assert sudo_refusal(odd) is None
+    not_sudo = CommandResult(
+        host="h", argv=("dpkg", "--audit"), exit_code=1, stdout="", stderr=SUDO_PASSWORD
+    )
+    assert sudo_refusal(not_sudo) is None
+    refused = CommandResult(
+        host="h",
+        argv=("sudo", "-n", "--", "env", "x"),
+        exit_code=1,
+        stdout="",
+        stderr="x\n" + SUDO_PASSWORD,
+    )
+    assert sudo_refusal(refused) == "sudo: a password is required"
+
+
+def test_deployment_reports_sudo_refusal_as_a_privilege_problem(tmp_path: Path) -> None:
+    from agents.deployment import deploy_host
+    from patchpilot.audit import AuditLog
+    from patchpilot.models import Host as InventoryHost
+    from patchpilot.plan import PlanItem
+    from patchpilot.schedule import RebootPolicy
+    from patchpilot.settings import Settings
+
+    settings = Settings(home=tmp_path / "home")
+    item = PlanItem(
+        host="canary-1",
+        package="acme-web",
+        from_version="1.0.0",
+        to_version="1.1.0",
+        rule="t",
+        reason="t",
+    )
+    result = deploy_host(
+        InventoryHost(name="canary-1", address="127.0.0.1"),
+        [item],
+        settings,
+        [],
+        dry_run=False,
+        reboot_policy=RebootPolicy.NEVER,
+        audit=AuditLog.for_settings(settings, run_id="r1", actor="tester"),
+        transport_factory=lambda host, s: ScriptedTransport(
+            _refusing(SUDO_PASSWORD), name="canary-1", root=False
+        ),
+    )
+    (deployed,) = result.items
+    assert deployed.status == "failed"
+    assert deployed.reason is not None
+    assert "privilege problem" in deployed.reason
+    assert "sudo: a password is required" in deployed.reason
+    assert "dpkg is in a broken state" not in deployed.reason
+
+
+_REFUSAL_SCRIPT = """
+from tools.packages import audit_and_repair, install_exact, refresh_package_lists
+from tools.transport import LocalTransport
+from tools.transport.base import SudoRefusedError
+
+transport = LocalTransport("here")
+assert not transport.is_root
+for name, call in (
+    ("audit", audit_and_repair),
+    ("install", lambda t: install_exact(t, [("base-files", "12.4")], allow_downgrades=False)),
+    ("refresh", lambda t: refresh_package_lists(t, lock_timeout=1)),
+):
+    try:
+        call(transport)
+    except SudoRefusedError as exc:
+        print(name, "REFUSED", exc)
+    else:
+        print(name, "NO ERROR")
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("setpriv") and shutil.which("sudo")),
+    reason="needs root, setpriv and sudo to run as user nobody",
+)
+def test_sudo_refusal_on_this_machine(tmp_path: Path) -> None:
+    """The real sudo, as user nobody (who may not sudo): reported as a privilege problem."""
+    script = tmp_path / "refusal.py"
+    script.write_text(_REFUSAL_SCRIPT)
+    script.chmod(0o644)
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:
+        if parent == Path("/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o055)
+    res = subprocess.run(
+        [
+            *("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"),
+            *(sys.executable, "-B", str(script)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "HOME": "/nonexistent"},
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stdout.splitlines() if " REFUSED " in line or " NO " in line]
+    assert [line.split()[:2] for line in lines] == [
+        ["audit", "REFUSED"],
+        ["install", "REFUSED"],
+        ["refresh", "REFUSED"],
+    ], res.stdout
+    for line in lines:
+        assert "privilege problem: sudo refused" in line
+        assert "sudo: a password is required" in line
+        assert "broken" not in line

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -13,7 +15,7 @@ from patchpilot.errors import CommandFailedError, CommandTimeoutError, UnsafeArg
 from patchpilot.models import CommandResult
 from tools.transport import LocalTransport
 from tools.transport.base import OutputBuffer
-from tools.transport.local import SAFE_PATH
+from tools.transport.local import SAFE_PATH, guardian_pid
 
 
 @pytest.fixture
@@ -217,3 +219,53 @@ def test_output_buffer() -> None:
     buf.feed(b"gh")
     assert buf.truncated
     assert buf.text() == "abcd"
+
+
+_KILLED_PARENT = """
+import sys
+from tools.transport import LocalTransport
+
+pid_file = sys.argv[1]
+script = f"echo $$ > {pid_file}; sleep 300 & echo $! >> {pid_file}; wait"
+LocalTransport("here").run(["sh", "-c", script], timeout=600)
+"""
+
+
+def test_kill_9_of_patchpilot_kills_the_command_and_its_children(tmp_path: Path) -> None:
+    """kill -9 runs no Python code; the guardian still ends the command's process group."""
+    pid_file = tmp_path / "pids"
+    script = tmp_path / "parent.py"
+    script.write_text(_KILLED_PARENT)
+    repo = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(pid_file)],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if pid_file.exists() and len(pid_file.read_text().split()) == 2:
+                break
+            time.sleep(0.05)
+        pids = [int(p) for p in pid_file.read_text().split()]
+        assert len(pids) == 2
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        parent.kill()  # SIGKILL: no atexit, no finally, nothing of patchpilot runs
+        parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids), "a child outlived patchpilot's kill -9"
+
+
+def test_guardian_forgets_finished_commands(local: LocalTransport) -> None:
+    assert local.run(["true"]).ok
+    pid = guardian_pid()
+    assert pid is not None
+    assert _alive(pid)
+    assert local.run(["true"]).ok
+    assert guardian_pid() == pid  # one guardian per process

@@ -20,6 +20,11 @@ lock``. :func:`wait_for_dpkg_lock` exposes the same wait for callers that must r
 ``dpkg`` (which cannot wait): it runs ``apt-get check`` with the option, which takes and
 releases the same locks.
 
+sudo: when ``sudo -n`` itself refuses (a password is required, the user may not run the
+command, sudo is missing), every function here raises
+:class:`~tools.transport.base.SudoRefusedError`, a privilege problem naming sudo's message, and
+never reports it as a broken dpkg, a held lock or a failed install.
+
 Never used: ``--allow-remove-essential``, ``--force-yes``, shell strings. Removals are refused
 with ``--no-remove`` unless the caller explicitly allows them; held packages are only changed
 with an explicit ``allow_held``.
@@ -45,6 +50,7 @@ from patchpilot.errors import (
 from patchpilot.models import CommandResult, Ecosystem
 from tools import versions
 from tools.facts.apt_simulate import validate_items
+from tools.transport.base import SudoRefusedError
 from tools.validate import validate_package_name, validate_service_name
 
 if TYPE_CHECKING:
@@ -176,6 +182,17 @@ class ServiceResult(_Record):
 
 
 _PROGRESS_RE: Final = re.compile(r"^\(Reading database \.\.\.(?: \d+%)?\s*$")
+
+
+def _root(transport: Transport, argv: Sequence[str], *, timeout: float) -> CommandResult:
+    """Run ``argv`` as root with :data:`APT_ENV`.
+
+    Raises:
+        SudoRefusedError: ``sudo -n`` refused to run it (not the command's own failure).
+    """
+    result = transport.run(argv, sudo=True, env=dict(APT_ENV), timeout=timeout)
+    SudoRefusedError.check(result)
+    return result
 
 
 def _tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -332,6 +349,7 @@ def install_exact(
 
     Raises:
         UnsafeArgumentError: a name or version is refused.
+        SudoRefusedError: sudo refused to run apt-get as root.
         TransportError: the host could not be reached at all.
     """
     clean = validate_items(items)
@@ -357,7 +375,7 @@ def install_exact(
     failure: InstallFailure | None = None
     reason: str | None = None
     try:
-        result = transport.run(argv, sudo=True, env=dict(APT_ENV), timeout=timeout)
+        result = _root(transport, argv, timeout=timeout)
     except CommandTimeoutError as exc:
         failure, reason = "timeout", f"apt-get did not finish within {timeout:g}s: {exc}"
     duration = time.monotonic() - started
@@ -411,10 +429,13 @@ def wait_for_dpkg_lock(transport: Transport, timeout: int = DEFAULT_LOCK_TIMEOUT
     Returns:
         ``acquired`` False only when apt reported a lock error; other ``apt-get check`` errors
         (broken dependencies, an interrupted dpkg) still mean the lock was free.
+
+    Raises:
+        SudoRefusedError: sudo refused to run apt-get as root (not a held lock).
     """
     started = time.monotonic()
     argv = ["apt-get", "-q", *lock_timeout_options(timeout), "check"]
-    result = transport.run(argv, sudo=True, env=dict(APT_ENV), timeout=timeout + 60.0)
+    result = _root(transport, argv, timeout=timeout + 60.0)
     waited = round(time.monotonic() - started, 3)
     locked = _classify(result.stderr) == "lock" and not result.ok
     return LockWaitResult(
@@ -431,7 +452,7 @@ _JOURNAL_SCRIPT: Final = "ls -A /var/lib/dpkg/updates"
 
 def _audit(transport: Transport) -> tuple[str, tuple[str, ...], bool]:
     """``dpkg --audit`` output, the package names it lists, and whether the journal is pending."""
-    audit = transport.run(["dpkg", "--audit"], sudo=True, env=dict(APT_ENV), timeout=120)
+    audit = _root(transport, ["dpkg", "--audit"], timeout=120)
     if audit.exit_code not in (0, 1):
         raise CommandFailedError(audit.host, audit.argv, audit.exit_code, audit.stderr)
     text = audit.stdout.strip()
@@ -440,7 +461,7 @@ def _audit(transport: Transport) -> tuple[str, tuple[str, ...], bool]:
             m["name"] for line in audit.stdout.splitlines() if (m := _AUDIT_PACKAGE_RE.match(line))
         )
     )
-    journal = transport.run(["sh", "-c", _JOURNAL_SCRIPT], sudo=True, env=dict(APT_ENV), timeout=60)
+    journal = _root(transport, ["sh", "-c", _JOURNAL_SCRIPT], timeout=60)
     pending = journal.ok and bool(journal.stdout.strip())
     if audit.exit_code == 1 and not text:
         text = audit.stderr.strip()
@@ -469,6 +490,8 @@ def audit_and_repair(
         (nothing to do is ``needed=False, ok=True``).
 
     Raises:
+        SudoRefusedError: sudo refused to run dpkg as root (a privilege problem: nothing is
+            known about dpkg's state, and it is never reported as broken).
         TransportError: the host could not be reached, or dpkg --audit itself failed.
     """
     before, packages, pending = _audit(transport)
@@ -497,7 +520,7 @@ def audit_and_repair(
     for argv in commands:
         started = time.monotonic()
         try:
-            run = transport.run(argv, sudo=True, env=dict(APT_ENV), timeout=timeout)
+            run = _root(transport, argv, timeout=timeout)
         except CommandTimeoutError as exc:
             steps.append(RepairStep(argv=tuple(argv), exit_code=-1, output_tail=str(exc)))
             reason = f"{argv[0]} timed out after {timeout:g}s"
@@ -548,13 +571,12 @@ def restart_service(transport: Transport, name: str, *, timeout: float = 120.0) 
 
     Raises:
         UnsafeArgumentError: the name is refused.
+        SudoRefusedError: sudo refused to run the restart as root.
         CommandTimeoutError: the restart did not finish in time.
     """
     service = validate_service_name(name)
     started = time.monotonic()
-    result = transport.run(
-        ["service", service, "restart"], sudo=True, env=dict(APT_ENV), timeout=timeout
-    )
+    result = _root(transport, ["service", service, "restart"], timeout=timeout)
     outcome = ServiceResult(
         host=transport.name,
         service=service,
@@ -581,8 +603,9 @@ def refresh_package_lists(
         The command's result.
 
     Raises:
-        CommandFailedError: apt-get failed (no network, a broken source, no sudo rights);
-            its stderr is attached.
+        SudoRefusedError: sudo refused to run apt-get as root.
+        CommandFailedError: apt-get failed (no network, a broken source); its stderr is
+            attached.
     """
     return transport.run(
         ["apt-get", "-q", *lock_timeout_options(lock_timeout), "update"],

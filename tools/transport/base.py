@@ -3,23 +3,34 @@
 A transport never receives a shell string. Callers pass an argv list; the local transport hands it
 to ``subprocess`` without a shell, and the SSH transport quotes every element with
 :func:`shlex.quote` before it reaches the remote login shell. Privileged commands are prefixed with
-``sudo -n`` (never prompting) unless the session already runs as root.
+``sudo -n`` (never prompting) unless the session already runs as root. When sudo itself refuses
+(a password is required, the user may not run the command, sudo is missing),
+:func:`sudo_refusal` recognises sudo's own message and :class:`SudoRefusedError` reports it as
+the privilege problem it is, never as a failure of the command sudo was asked to run.
 """
 
 from __future__ import annotations
 
 import abc
+import re
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Final, Self
 
 import structlog
 
-from patchpilot.errors import CommandFailedError, UnsafeArgumentError
+from patchpilot.errors import CommandFailedError, TransportError, UnsafeArgumentError
 from patchpilot.models import CommandResult
 
-__all__ = ["DEFAULT_MAX_OUTPUT", "OutputBuffer", "Transport", "check_argv"]
+__all__ = [
+    "DEFAULT_MAX_OUTPUT",
+    "OutputBuffer",
+    "SudoRefusedError",
+    "Transport",
+    "check_argv",
+    "sudo_refusal",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -27,6 +38,68 @@ DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024
 """Default cap on captured stdout/stderr per stream, in bytes (larger output is truncated)."""
 
 _ENV_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+SUDO_PREFIX: Final = ("sudo", "-n", "--")
+"""How :meth:`Transport.run` prefixes a privileged command (see there)."""
+
+# sudo's own refusals (sudo 1.8/1.9, LC_ALL=C); sudo exits 1 after printing one of them.
+_SUDO_REFUSED_RE: Final = re.compile(
+    r"^(?:sudo: (?:a password is required|a terminal is required|no tty present"
+    r"|sorry, you must have a tty|account validation failure|you do not exist"
+    r"|effective uid is not 0|\S+ must be owned by uid 0|unable to (?:stat|open|read)"
+    r"|\S+ is not in the sudoers file|no valid sudoers sources)"
+    r"|\S+ is not in the sudoers file"
+    r"|Sorry, user \S+ (?:is not allowed to execute|may not run sudo))",
+    re.MULTILINE,
+)
+# sudo not installed: our own 127 (local), or env's / the shell's "not found" (SSH).
+_SUDO_MISSING_RE: Final = re.compile(
+    r"^(?:sudo: No such file or directory|env: .sudo.: No such file or directory"
+    r"|(?:\S+: )*sudo: (?:command )?not found)",
+    re.MULTILINE,
+)
+
+
+def sudo_refusal(result: CommandResult) -> str | None:
+    """sudo's own refusal message when ``sudo -n`` did not run the command, else None.
+
+    Only a result of a command that :meth:`Transport.run` prefixed with ``sudo -n --`` can be
+    a refusal; the wrapped command's own errors never are.
+    """
+    if tuple(result.argv[:3]) != SUDO_PREFIX or result.exit_code not in (1, 127):
+        return None
+    pattern = _SUDO_MISSING_RE if result.exit_code == 127 else _SUDO_REFUSED_RE
+    found = pattern.search(result.stderr)
+    if found is None:
+        return None
+    end = result.stderr.find("\n", found.start())
+    return result.stderr[found.start() : None if end < 0 else end].strip()
+
+
+class SudoRefusedError(CommandFailedError):
+    """sudo refused to run a privileged command (a privilege problem on the host)."""
+
+    def __init__(self, host: str, argv: Sequence[str], exit_code: int, message: str) -> None:
+        self.argv = list(argv)
+        self.exit_code = exit_code
+        self.stderr = message
+        self.sudo_message = message
+        command = next((a for a in self.argv[3:] if a != "env" and "=" not in a), self.argv[0])
+        TransportError.__init__(
+            self,
+            host,
+            f"privilege problem: sudo refused to run {command!r} as root ({message}). "
+            "patchpilot runs privileged commands with `sudo -n`, never prompting: give the "
+            "login user passwordless sudo on this host (a NOPASSWD sudoers rule) or log in "
+            "as root",
+        )
+
+    @classmethod
+    def check(cls, result: CommandResult) -> None:
+        """Raise when ``result`` is sudo's refusal (see :func:`sudo_refusal`)."""
+        message = sudo_refusal(result)
+        if message is not None:
+            raise cls(result.host, result.argv, result.exit_code, message)
 
 
 def check_argv(argv: Sequence[str]) -> tuple[str, ...]:
@@ -131,7 +204,8 @@ class Transport(abc.ABC):
         Args:
             argv: command and arguments; never a shell string.
             sudo: run privileged (``sudo -n`` unless already root).
-            check: raise :class:`CommandFailedError` on a non-zero exit.
+            check: raise :class:`CommandFailedError` on a non-zero exit
+                (:class:`SudoRefusedError` when sudo itself refused).
             env: extra environment variables (names validated, values quoted).
             timeout: seconds before :class:`CommandTimeoutError`; ``None`` = transport default.
             stdin: text fed to the command's standard input.
@@ -146,10 +220,11 @@ class Transport(abc.ABC):
             # env_reset does not drop it.
             # LC_ALL=C is repeated inside sudo: its env_reset may drop the caller's locale.
             assignments = ("LC_ALL=C", *(f"{k}={v}" for k, v in clean_env.items()))
-            args = ("sudo", "-n", "--", "env", *assignments, *args)
+            args = (*SUDO_PREFIX, "env", *assignments, *args)
             clean_env = {}
         result = self._execute(args, env=clean_env, timeout=timeout, stdin=stdin)
         if check and not result.ok:
+            SudoRefusedError.check(result)
             raise CommandFailedError(self.name, args, result.exit_code, result.stderr)
         return result
 

@@ -3,15 +3,30 @@
 The child gets a minimal environment (``PATH``, ``LC_ALL=C``, ``LANG=C``) plus the caller's
 variables, runs in its own session (so a timeout can kill the whole process group), reads no
 terminal (stdin is ``/dev/null`` unless text is given) and has each output stream capped.
+
+**No orphans when patchpilot dies.** A child in its own session gets no signal when patchpilot
+is killed (``kill -9`` runs no Python code at all), so every command's process group is
+registered with a *guardian*: one tiny ``/bin/sh`` per patchpilot process (started on the first
+command, in its own session) that reads ``+PGID`` / ``-PGID`` lines on a pipe from patchpilot.
+When patchpilot exits, however it exits, the kernel closes that pipe; the guardian reads EOF
+and kills every group still registered (``SIGTERM``, one second, ``SIGKILL``): the command and
+everything it started (``sh -c`` batches, ``sudo``, apt's helpers). A process group, not
+``PR_SET_PDEATHSIG``: the death signal reaches only the direct child (not what it forks), is
+cleared when a set-user-ID program such as ``sudo`` starts, fires when the *thread* that
+started the child exits, and needs a ``preexec_fn``, which is unsafe with threads. A group is
+unregistered once its leader has exited and been reaped (process-group ids are not reused
+while any member lives).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import selectors
 import signal
 import subprocess
+import threading
 import time
 from typing import Final
 
@@ -21,7 +36,7 @@ from patchpilot.errors import CommandTimeoutError
 from patchpilot.models import CommandResult
 from tools.transport.base import DEFAULT_MAX_OUTPUT, OutputBuffer, Transport
 
-__all__ = ["DEFAULT_COMMAND_TIMEOUT", "SAFE_PATH", "LocalTransport", "safe_env"]
+__all__ = ["DEFAULT_COMMAND_TIMEOUT", "SAFE_PATH", "LocalTransport", "guardian_pid", "safe_env"]
 
 SAFE_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """The ``PATH`` commands run with unless the caller overrides it."""
@@ -34,6 +49,109 @@ _READ_CHUNK: Final = 65536
 _WRITE_CHUNK: Final = 65536
 
 _log = structlog.get_logger(__name__)
+
+# The guardian (see the module docstring). Its text is fixed; only decimal process-group ids,
+# written by this module, ever reach it. Signals from a terminal or a hang-up are ignored so
+# it outlives patchpilot long enough to clean up.
+_GUARDIAN_SCRIPT: Final = r"""
+trap '' INT HUP TERM QUIT PIPE
+groups=' '
+while IFS= read -r line; do
+  case $line in
+    +[0-9]*) groups="$groups${line#+} " ;;
+    -[0-9]*) g=${line#-}
+      case $groups in *" $g "*) groups="${groups%%" $g "*} ${groups#*" $g "}" ;; esac ;;
+  esac
+done
+set -- $groups
+[ $# -eq 0 ] && exit 0
+for g do kill -TERM -"$g" 2>/dev/null; done
+sleep 1
+for g do kill -KILL -"$g" 2>/dev/null; done
+"""
+
+
+class _Guardian:
+    """The per-process guardian: kills registered process groups once patchpilot is gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._owner = 0  # the pid that started it (a forked child starts its own)
+        self._broken = False
+
+    def _start(self) -> subprocess.Popen[bytes] | None:
+        if self._proc is not None and self._owner == os.getpid():
+            return self._proc
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", _GUARDIAN_SCRIPT],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=safe_env(),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            _log.warning("guardian_unavailable", error=str(exc))
+            self._broken, self._owner = True, os.getpid()
+            return None
+        self._proc, self._owner = proc, os.getpid()
+        return proc
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            if self._broken and self._owner == os.getpid():
+                return
+            proc = self._start()
+            if proc is None or proc.stdin is None:
+                return
+            try:
+                proc.stdin.write(line.encode("ascii"))
+                proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError) as exc:
+                # The guardian died (someone killed it): commands still run and time out as
+                # before, only the clean-up after a crash of patchpilot is lost.
+                _log.warning("guardian_lost", error=str(exc))
+                self._broken = True
+
+    def register(self, pgid: int) -> None:
+        """Kill process group ``pgid`` if patchpilot exits before :meth:`unregister`."""
+        self._send(f"+{int(pgid)}\n")
+
+    def unregister(self, pgid: int) -> None:
+        """Forget ``pgid`` (its leader has exited and been reaped)."""
+        self._send(f"-{int(pgid)}\n")
+
+    @property
+    def pid(self) -> int | None:
+        """The guardian's pid in this process, if started."""
+        proc = self._proc
+        return proc.pid if proc is not None and self._owner == os.getpid() else None
+
+    def close(self) -> None:
+        """At a normal exit: close the pipe (the guardian then kills what is left and exits)."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None or self._owner != os.getpid():
+            return
+        with contextlib.suppress(OSError, ValueError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)
+        if proc.returncode is None:  # still killing leftovers; it is in its own session
+            proc.returncode = 0  # nothing to reap later: init adopts it when we exit
+
+
+_GUARDIAN = _Guardian()
+atexit.register(_GUARDIAN.close)
+
+
+def guardian_pid() -> int | None:
+    """The pid of this process's guardian (see the module docstring), once a command ran."""
+    return _GUARDIAN.pid
 
 
 def safe_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -110,6 +228,7 @@ class LocalTransport(Transport):
                 stderr=f"{argv[0]}: {exc.strerror}\n",
                 duration_s=time.monotonic() - start,
             )
+        _GUARDIAN.register(proc.pid)  # its own session: the process group id is its pid
         out = OutputBuffer(self.max_output_bytes)
         err = OutputBuffer(self.max_output_bytes)
         try:
@@ -126,6 +245,8 @@ class LocalTransport(Transport):
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
+            if proc.returncode is not None:  # reaped; else (Ctrl-C) the guardian still owns it
+                _GUARDIAN.unregister(proc.pid)
         return self._finish(argv, exit_code, out, err, start)
 
     @staticmethod

@@ -16,6 +16,20 @@
 * **Commands.** The remote command line is ``env LC_ALL=C [NAME=value...] argv...`` with every
   word quoted by :func:`shlex.quote`, so the remote login shell (which must be POSIX ``sh``
   compatible) sees each argument as one literal word.
+* **Ending remote commands.** A command past its timeout (or interrupted with Ctrl-C) is
+  signalled through the channel before it is closed: the RFC 4254 "signal" request, ``TERM``
+  then ``KILL`` after a grace period, which OpenSSH's sshd delivers with ``killpg`` to the
+  command's whole process group (as the login user; ``sudo`` relays ``TERM`` to what it runs).
+  OpenSSH refuses session signals for **root** logins (no privilege separation after
+  authentication); the timeout error then says the remote process may still be running.
+  Deliberately **no pty** (``get_pty``): with one, sshd would hang up the command when the
+  connection drops, but a pty merges stderr into stdout, turns ``\n`` into ``\r\n``, echoes
+  stdin, makes apt, dpkg and debconf interactive and changes sudo's behaviour, and every parser
+  here relies on exact, separate streams. So when patchpilot itself is killed (``kill -9``),
+  a remote command keeps running until it ends or next writes to its closed output (which
+  kills it with ``SIGPIPE``): read-only discovery commands are bounded, and an install is
+  better finished than cut in the middle of dpkg (``patchpilot resume`` checks the host with
+  ``dpkg --audit`` either way).
 """
 
 from __future__ import annotations
@@ -71,6 +85,8 @@ KEEPALIVE_INTERVAL_S: Final = 30
 """Seconds between SSH keepalive packets on an idle connection."""
 
 _CHUNK: Final = 32768
+_SIGNAL_GRACE_S: Final = 2.0
+"""Seconds between the ``TERM`` and the ``KILL`` signal to a remote command past its timeout."""
 _SHORT_KEY_NAMES: Final = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ssh-dss": "dsa"}
 
 _log = structlog.get_logger(__name__)
@@ -331,13 +347,24 @@ class SSHTransport(Transport):
             raise HostConnectError(
                 self.name, f"could not start a command on {self._endpoint}: {exc or 'closed'}"
             ) from exc
-        if not self._pump(channel, stdin, out, err, deadline=start + limit):
+        try:
+            finished = self._pump(channel, stdin, out, err, deadline=start + limit)
+        except KeyboardInterrupt:
+            _send_signal(channel, "TERM")  # best effort; do not keep the person waiting
+            raise
+        if not finished:
+            killed = _terminate_remote(channel, self.settings.connect_timeout)
             channel.close()
-            self.log.debug("command_timeout", command=argv[0], timeout_s=limit)
+            self.log.debug("command_timeout", command=argv[0], timeout_s=limit, killed=killed)
+            what = (
+                "it was signalled (TERM, then KILL) and its SSH channel closed"
+                if killed
+                else "its SSH channel was closed (the server refused the signal request, as "
+                "OpenSSH does for root logins: the remote process may keep running until it "
+                "next writes output)"
+            )
             raise CommandTimeoutError(
-                self.name,
-                f"command {argv[0]!r} did not finish within {limit:g}s; its SSH channel was "
-                "closed (the remote process may keep running until it next writes output)",
+                self.name, f"command {argv[0]!r} did not finish within {limit:g}s; {what}"
             )
         # paramiko keeps exit_status at -1 until an exit-status arrives (the wire value is
         # unsigned); exit_status_ready() is also true once the channel merely closed.
@@ -679,6 +706,78 @@ class SSHTransport(Transport):
                 raise HostKeyError(
                     self.name, f"cannot read known_hosts file {path}: {exc}"
                 ) from None
+
+
+def _send_signal(channel: paramiko.Channel, name: str, *, reply_within: float = 0.0) -> bool:
+    """Send the RFC 4254 section 6.9 "signal" request (``TERM``, ``KILL``) on ``channel``.
+
+    paramiko has no public call for it, so the message is built the way paramiko's own
+    ``exec_command`` builds its request. OpenSSH's sshd answers it with ``killpg`` on the
+    command's session, as the login user; it refuses it for root logins (no privilege
+    separation after authentication) and older servers ignore it.
+
+    Args:
+        channel: the command's channel.
+        name: the signal, without ``SIG``.
+        reply_within: seconds to wait for the server's answer; 0 sends and does not ask.
+
+    Returns:
+        True when sent (and, with ``reply_within``, accepted by the server).
+    """
+    if channel.closed:
+        return False
+    send = getattr(channel.transport, "_send_user_message", None)  # private, see above
+    if send is None:
+        return False
+    message = paramiko.Message()
+    message.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    message.add_int(channel.remote_chanid)
+    message.add_string("signal")
+    message.add_boolean(reply_within > 0)
+    message.add_string(name)
+    if reply_within > 0:  # what paramiko's _event_pending() does before a request
+        channel.event.clear()
+        channel.event_ready = False
+    try:
+        send(message)
+    except (paramiko.SSHException, EOFError, OSError):
+        return False
+    if reply_within <= 0:
+        return True
+    # A refusal makes paramiko close the channel, which also sets the event (not ready).
+    channel.event.wait(reply_within)
+    return channel.event_ready
+
+
+def _terminate_remote(channel: paramiko.Channel, reply_within: float) -> bool:
+    """End a remote command past its timeout: ``TERM``, a grace period, then ``KILL``.
+
+    Returns:
+        True when the server accepted the signal and the command ended (its channel closed
+        or it reported an exit status); False when the server refused or ignored the signal.
+    """
+
+    def ended(wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while not (channel.closed or channel.exit_status_ready()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            channel.status_event.wait(min(remaining, 0.05))
+            while channel.recv_ready():  # keep the window open so the close can arrive
+                channel.recv(_CHUNK)
+            while channel.recv_stderr_ready():
+                channel.recv_stderr(_CHUNK)
+        return True
+
+    if ended(0):
+        return True
+    if not _send_signal(channel, "TERM", reply_within=reply_within):
+        return False
+    if ended(_SIGNAL_GRACE_S):
+        return True
+    _send_signal(channel, "KILL")
+    return ended(_SIGNAL_GRACE_S)
 
 
 def _current_user() -> str:
