@@ -9,7 +9,10 @@ Deterministic core only (no LLM, no graph, no CLI). Two entry points:
                       packages, removals, requested packages that are not installed), record the
                       pre-state of every package the transaction touches, health checks before
                       (an unhealthy host is not patched)
-      dry run         stops here: items are ``pending``, nothing changed
+      dry run         stops after the simulation and the pre-state, before any health check:
+                      items are ``pending`` and their reason says what would be installed and
+                      which health checks would run (none runs: a check may be a command);
+                      nothing changed
       install         install_exact(NAME=VER..., allow_held=False, allow_removals=False,
                       allow_downgrades only when a plan item is itself a downgrade)
       verify          dpkg post-state == targets, restart the services the changed packages
@@ -39,6 +42,7 @@ place (removals are never allowed here) and named in the reason; conffiles kept 
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -69,7 +73,14 @@ from patchpilot.settings import Settings
 from tools import versions
 from tools.facts import RebootRequired, gather, simulate_install
 from tools.facts.apt_simulate import SimulationResult
-from tools.health import CheckResult, CommandCheck, HttpCheck, ProcessCheck, run_checks
+from tools.health import (
+    CheckResult,
+    CommandCheck,
+    HttpCheck,
+    ProcessCheck,
+    render_url,
+    run_checks,
+)
 from tools.packages import (
     InstallResult,
     RepairResult,
@@ -91,6 +102,7 @@ __all__ = [
     "TransportFactory",
     "deploy_host",
     "deploy_ring",
+    "describe_check",
     "rejected_after_failure",
 ]
 
@@ -225,6 +237,21 @@ def _failed_checks(results: Iterable[CheckResult]) -> str | None:
 
 def _check_dump(results: Iterable[CheckResult]) -> list[dict[str, object]]:
     return [{"kind": r.kind, "target": r.target, "ok": r.ok, "detail": r.detail} for r in results]
+
+
+def describe_check(check: AnyCheck, host: Host) -> str:
+    """What ``check`` would verify on ``host``, in words (for a dry run, which runs none)."""
+    if isinstance(check, HttpCheck):
+        try:
+            url = render_url(check, host)
+        except PatchpilotError:
+            url = check.url_overrides.get(host.name, check.url)
+        body = f" containing {check.body_contains!r}" if check.body_contains else ""
+        return f"HTTP {url} answers {check.expect_status}{body}"
+    if isinstance(check, CommandCheck):
+        root = " (as root)" if check.sudo else ""
+        return f"command `{shlex.join(check.argv)}`{root} exits {check.expect_exit}"
+    return f"process {check.name} runs"
 
 
 def _pins(pairs: Iterable[tuple[str, str]]) -> list[str]:
@@ -439,6 +466,9 @@ class _HostRun:
         self.fields["pre_versions"] = pre
         self.event("deploy.prestate", versions=pre)
 
+        if self.dry_run:
+            return self.dry_run_result(todo, pairs, pre)
+
         before = self.health(transport, "before")
         self.fields["health_before"] = before
         unhealthy = _failed_checks(before)
@@ -448,21 +478,34 @@ class _HostRun:
             self.fields["post_versions"] = pre
             return self.result(reason=reason)
 
-        if self.dry_run:
-            for item in todo:
-                reason = (
-                    f"dry run: would install {item.to_version} "
-                    f"(installed: {self.current[item.package] or 'none'})"
-                )
-                self.set_item(
-                    item, "pending", reason=reason, cause="dry-run",
-                    installed=self.current[item.package],
-                )  # fmt: skip
-            self.event("deploy.pending", requested=_pins(pairs), dry_run=True)
-            self.fields["post_versions"] = pre
-            return self.result()
-
         return self.install(transport, todo, pairs, sim, touched, pre, downgrade, only_upgrade)
+
+    def dry_run_result(
+        self,
+        todo: Sequence[PlanItem],
+        pairs: Sequence[tuple[str, str]],
+        pre: Mapping[str, str | None],
+    ) -> HostDeployment:
+        """A dry run ends here: no health check runs (one may be a command); say what would."""
+        would = [describe_check(check, self.host) for check in self.checks]
+        checks = (
+            "; health checks not run (dry run), would check: " + ", ".join(would)
+            if would
+            else "; no health checks configured"
+        )
+        for item in todo:
+            reason = (
+                f"dry run: would install {item.to_version} "
+                f"(installed: {self.current[item.package] or 'none'}){checks}"
+            )
+            self.set_item(
+                item, "pending", reason=reason, cause="dry-run",
+                installed=self.current[item.package],
+            )  # fmt: skip
+        self.event("health.not_run", dry_run=True, would_check=would)
+        self.event("deploy.pending", requested=_pins(pairs), dry_run=True)
+        self.fields["post_versions"] = dict(pre)
+        return self.result()
 
     def blocked(self, sim: SimulationResult, todo: Sequence[PlanItem]) -> str | None:
         problems: list[str] = []

@@ -28,14 +28,21 @@
   that was in flight (dpkg audit/repair, then verify or roll back).
 * Everything is checkpointed in SQLite (``durability="sync"``, ``thread_id = run_id``); a
   per-run lock file keeps two processes from driving the same run at once.
+* Hosts that could not be reached (unreachable, a changed host key, refused authentication: at
+  discovery or during the compatibility test) are failures of the run, never "nothing to do":
+  none reached ends the run ``failed``; some reached lets the others proceed and a run that
+  would have ``completed`` ends ``partial``. Their compliance is ``unknown``
+  (:func:`unreached_hosts`).
+* An unexpected error in any step (after a deployment, while recording a decision, an outcome
+  or the report) ends the run ``failed`` with the reason, in the store and in the document;
+  the checkpoint still says which step failed, so ``patchpilot resume RUN_ID`` runs it again and
+  finishes the run (finished hosts are never patched twice). Recording into the vector memory is
+  advisory and can never fail a run; text written there is clipped to the memory's limits.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -52,6 +59,7 @@ from agents.scheduling import assign_rings, can_start, next_window
 from agents.testing import judge_compatibility, recall_similar, test_plan
 from graphs.scan import (
     HostTask,
+    RunBusyError,
     ScanContext,
     ScanState,
     _checkpointer,
@@ -61,11 +69,14 @@ from graphs.scan import (
     fan_out_assessment,
     fan_out_discovery,
     new_run_id,
+    open_memory,
     prioritize_node,
+    run_lock,
     source,
 )
 from patchpilot.audit import AuditLog, current_actor
 from patchpilot.errors import PatchpilotError
+from patchpilot.failpoints import failpoint
 from patchpilot.models import Host, PendingUpdate, utcnow
 from patchpilot.plan import ExcludedItem, ExclusionReason, PatchPlan, PlanItem
 from patchpilot.policy import Policy
@@ -73,10 +84,8 @@ from patchpilot.schedule import WindowSlot
 from patchpilot.settings import Settings
 from patchpilot.store import HostSnapshot, Store
 from patchpilot.testing_models import ItemStatus, TestReport
-from tools.changelog import ChangelogFetcher
 from tools.facts import gather
 from tools.facts.apt_sources import AptCandidatePolicy
-from tools.feeds import FeedFetcher
 from tools.transport import open_transport
 
 __all__ = [
@@ -96,20 +105,22 @@ __all__ = [
     "result_of",
     "run_lock",
     "start_run",
+    "unreached_hosts",
 ]
 
-if TYPE_CHECKING:  # chromadb and openai load only when a run uses them
-    from tools.llm import LLMClient
+if TYPE_CHECKING:  # chromadb loads only when a run uses it
     from tools.memory import VectorMemory
 
 log = structlog.get_logger(__name__)
 
-RunStatus = Literal["completed", "awaiting_approval", "halted", "failed", "rejected"]
-"""The run's status as the CLI reports it (stable contract)."""
+RunStatus = Literal["completed", "partial", "awaiting_approval", "halted", "failed", "rejected"]
+"""The run's status as the CLI reports it (stable contract). ``partial``: the run finished on
+the hosts it reached, but some targeted hosts could not be reached."""
 
-
-class RunBusyError(PatchpilotError):
-    """Another process is driving this run right now."""
+_MEMORY_TEXT = 8_000
+"""The vector memory's longest text field (``tools.memory.records``): clip to it, never fail."""
+_REASON_TEXT = 2_000
+"""Longest outside text (a comment, an error message) quoted in a run's reason."""
 
 
 class _Frozen(BaseModel):
@@ -178,52 +189,20 @@ class RunState(ScanState):
     judgments: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="host|package -> the LLM's compatibility judgment"
     )
-    assistance: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="per LLM task: by core or llm, model, prompt version, tokens, or why not",
-    )
 
 
 @dataclass
 class RunContext(ScanContext):
-    """Run-time dependencies of a patch run (not checkpointed; rebuilt on resume)."""
+    """Run-time dependencies of a patch run (not checkpointed; rebuilt on resume).
+
+    Build it with :meth:`ScanContext.create` (``RunContext.create(settings, store, policy)``),
+    the one factory of a run's start and every resume; the audit log is the one under HOME
+    unless :attr:`audit` is given.
+    """
 
     audit: AuditLog | None = None
     transport_factory: TransportFactory = open_transport
     clock: Callable[[], datetime] = field(default=utcnow)
-
-    @classmethod
-    def create(
-        cls,
-        settings: Settings,
-        store: Store,
-        policy: Policy,
-        *,
-        fetcher: FeedFetcher | None = None,
-        memory: VectorMemory | None = None,
-        llm: LLMClient | None = None,
-    ) -> RunContext:
-        """The usual context: changelogs per settings, the audit log under HOME, the vector
-        memory (opened here unless given; a memory that cannot open is a warning) and the LLM
-        client when one is configured."""
-        if memory is None:
-            memory = open_memory(settings)
-        if llm is None:
-            from tools.llm import make_client
-
-            llm = make_client(settings.llm, cache_dir=settings.cache_dir)
-        return cls(
-            settings=settings,
-            store=store,
-            policy=policy,
-            fetcher=fetcher,
-            changelogs=None
-            if settings.discovery.changelogs == "none"
-            else ChangelogFetcher(settings.cache_dir),
-            audit=AuditLog.for_settings(settings),
-            memory=memory,
-            llm=llm,
-        )
 
     def audit_log(self, run_id: str) -> AuditLog:
         """The audit log bound to ``run_id``."""
@@ -234,15 +213,40 @@ class RunContext(ScanContext):
 # --------------------------------------------------------------------------- helpers
 
 
-def open_memory(settings: Settings) -> VectorMemory | None:
-    """The vector memory, or None (with a warning) when it cannot be opened."""
-    from tools.memory import VectorMemory
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters (an ellipsis says it was cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
-    try:
-        return VectorMemory.open(settings)
-    except PatchpilotError as exc:
-        log.warning("run.memory_unavailable", error=str(exc))
-        return None
+
+def unreached_hosts(state: RunState) -> dict[str, str]:
+    """Targeted hosts the run could not reach, with the reason, in inventory order.
+
+    A host is not reached when its discovery failed (unreachable, host key refused or changed,
+    authentication refused...) or when the compatibility test could not reach it. Such a host
+    is a failure of the run and its compliance is ``unknown``.
+    """
+    reached = {s.host for s in state.statuses if s.stage != "failed"}
+    errors = {s.host: s.error or "discovery failed" for s in state.statuses if s.stage == "failed"}
+    found = {h: e for h, e in errors.items() if h not in reached}
+    if state.testing is not None:
+        for host in state.testing.hosts:
+            if host.status == "unreachable" and host.host not in found:
+                found[host.host] = f"compatibility test: {host.error or 'unreachable'}"
+    return {h.name: found[h.name] for h in state.hosts if h.name in found}
+
+
+def _not_reached_text(unreached: Mapping[str, str], total: int) -> str:
+    """``none of the 3 targeted host(s) could be reached: web-1: …`` or ``1 of 3 host(s) …``."""
+    shown = "; ".join(
+        e if e.startswith(f"{h}: ") else f"{h}: {e}" for h, e in list(unreached.items())[:3]
+    )
+    more = f" (+{len(unreached) - 3} more)" if len(unreached) > 3 else ""
+    head = (
+        f"none of the {total} targeted host(s) could be reached"
+        if len(unreached) == total
+        else f"{len(unreached)} of {total} targeted host(s) could not be reached"
+    )
+    return _clip(f"{head}: {shown}{more}", _REASON_TEXT)
 
 
 def deployable_items(
@@ -323,8 +327,16 @@ def begin(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Freeze the plan: baseline + cleared-not-yet rejections + ``--only`` (no side effects)."""
+    """Freeze the plan: baseline + cleared-not-yet rejections + ``--only`` (no side effects).
+
+    No host reached: nothing can be planned, the run fails (never "nothing to deploy").
+    """
     ctx = runtime.context
+    unreached = unreached_hosts(state)
+    if state.hosts and len(unreached) == len(state.hosts):
+        reason = _not_reached_text(unreached, len(state.hosts))
+        log.warning("run.no_host_reached", run_id=state.run_id, hosts=sorted(unreached))
+        return {"outcome": RunOutcome(status="failed", reason=reason)}
     store = ctx.store
     snapshots = {
         host.name: snapshot
@@ -558,7 +570,7 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             f"{plan.content_hash[:12]}",
         )
     elif decision.status == "rejected":
-        note = f": {decision.comment}" if decision.comment else ""
+        note = f": {_clip(decision.comment, _REASON_TEXT)}" if decision.comment else ""
         update["outcome"] = RunOutcome(status="rejected", reason=f"rejected by {decision.by}{note}")
     elif decision.status == "expired":
         update["outcome"] = RunOutcome(
@@ -631,6 +643,7 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
     def finished(deployment: HostDeployment) -> None:
         if deployment.host in done:
             return
+        # The host's end first: whatever fails after it, a resume never deploys it again.
         store.deployment_finished(
             state.run_id, deployment.host, ring.name, deployment.model_dump(mode="json")
         )
@@ -661,6 +674,7 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
         resumed=resumed,
         done=done,
     )
+    failpoint("run.after_ring")
     rejected = [] if state.dry_run else _reject(store, audit, state.run_id, result)
     summary = RingSummary(
         ring=ring.name,
@@ -720,6 +734,7 @@ def _remember_deployment(
         "rolled_back": "rollback",
         "failed": "failure",
     }
+    profile = _profile(host)
     try:
         for item in deployment.items:
             status = statuses.get(item.status)
@@ -729,12 +744,14 @@ def _remember_deployment(
                 OutcomeMemory(
                     run_id=run_id,
                     host=item.host,
-                    host_profile=_profile(host),
+                    host_profile=_clip(profile, _MEMORY_TEXT) if profile else None,
                     package=item.package,
                     from_version=item.from_version,
                     to_version=item.to_version,
                     status=status,
-                    error=item.reason if status != "success" else None,
+                    error=(_clip(item.reason, _MEMORY_TEXT) if item.reason else None)
+                    if status != "success"
+                    else None,
                 )
             )
             if status != "success":
@@ -744,12 +761,15 @@ def _remember_deployment(
                         host=item.host,
                         package=item.package,
                         version=item.to_version,
-                        summary=f"{item.package} {item.to_version} on {item.host} "
-                        f"({item.cause or 'error'}): {item.reason}",
+                        summary=_clip(
+                            f"{item.package} {item.to_version} on {item.host} "
+                            f"({item.cause or 'error'}): {item.reason}",
+                            _MEMORY_TEXT,
+                        ),
                     )
                 )
-    except PatchpilotError as exc:  # memory is advisory: never fail a deployment for it
-        log.warning("run.memory_write_failed", run_id=run_id, error=str(exc))
+    except Exception as exc:  # memory is advisory: never fail a deployment for it
+        log.warning("run.memory_write_failed", run_id=run_id, error=_clip(str(exc), 500))
 
 
 def _remember_run(memory: VectorMemory | None, state: RunState, outcome: RunOutcome) -> None:
@@ -772,14 +792,17 @@ def _remember_run(memory: VectorMemory | None, state: RunState, outcome: RunOutc
                 run_id=state.run_id,
                 kind="plan",
                 subject=", ".join(sorted({i.package for i in state.plan.items}))[:200],
-                text=f"run {state.run_id} planned {', '.join(packages)} on "
-                f"{', '.join(state.plan.hosts)}: {outcome.status}"
-                + (f" ({outcome.reason})" if outcome.reason else ""),
-                rationale="; ".join(why) or None,
+                text=_clip(
+                    f"run {state.run_id} planned {', '.join(packages)} on "
+                    f"{', '.join(state.plan.hosts)}: {outcome.status}"
+                    + (f" ({outcome.reason})" if outcome.reason else ""),
+                    _MEMORY_TEXT,
+                ),
+                rationale=_clip("; ".join(why), _MEMORY_TEXT) or None,
             )
         )
-    except PatchpilotError as exc:
-        log.warning("run.memory_write_failed", run_id=state.run_id, error=str(exc))
+    except Exception as exc:  # memory is advisory: never fail a run for it
+        log.warning("run.memory_write_failed", run_id=state.run_id, error=_clip(str(exc), 500))
 
 
 def _reject(store: Store, audit: AuditLog, run_id: str, result: RingResult) -> list[str]:
@@ -808,19 +831,23 @@ def after_ring(state: RunState) -> str:
     return "deploy_ring"
 
 
+def _final_outcome(state: RunState, unreached: Mapping[str, str]) -> RunOutcome:
+    """The run's outcome, with the hosts it could not reach counted as failures."""
+    outcome = state.outcome or RunOutcome(status="completed")
+    if outcome.status != "completed" or not unreached:
+        return outcome
+    text = _not_reached_text(unreached, len(state.hosts))
+    if len(unreached) == len(state.hosts):
+        return RunOutcome(status="failed", reason=text)
+    reason = f"{outcome.reason}; {text}" if outcome.reason else text
+    return RunOutcome(status="partial", reason=reason)
+
+
 def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Close the run: status and a summary in the store, an audit event."""
     ctx = runtime.context
-    outcome = state.outcome
-    failed_hosts = sorted(
-        {s.host for s in state.statuses if s.stage == "failed"}
-        - {s.host for s in state.statuses if s.stage != "failed"}
-    )
-    if outcome is None:
-        if state.hosts and len(failed_hosts) == len(state.hosts):
-            outcome = RunOutcome(status="failed", reason="no host could be inventoried")
-        else:
-            outcome = RunOutcome(status="completed")
+    unreached = unreached_hosts(state)
+    outcome = _final_outcome(state, unreached)
     statuses: dict[str, int] = {}
     for record in ctx.store.deployments(state.run_id):
         for item in (record.result or {}).get("items", []):
@@ -834,17 +861,19 @@ def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         "items": len(state.plan.items) if state.plan else 0,
         "deployments": statuses,
         "hosts": len(state.hosts),
-        "hosts_failed": failed_hosts,
+        "hosts_failed": list(unreached),
+        "unreachable": dict(unreached),
         "rings": [r.model_dump(mode="json") for r in state.ring_results],
     }
     if not state.dry_run:
         _remember_run(ctx.memory, state, outcome)
     text, how = _summarize(state, outcome, ctx)
-    assistance = [*ctx.assistance, *state.assistance, {"task": "run_summary", **how}]
+    assistance = [*state.assistance, {"task": "run_summary", **how}]
     summary["summary_text"] = text
     summary["assistance"] = assistance
     if ctx.llm is not None:
         summary["llm_usage"] = ctx.llm.usage.model_dump(mode="json")
+    failpoint("run.finish")
     ctx.store.finish_run(state.run_id, status=outcome.status, summary=summary)
     ctx.audit_log(state.run_id).record(
         "run.finished", details={"status": outcome.status, "reason": outcome.reason}
@@ -854,7 +883,8 @@ def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 def _summarize(state: RunState, outcome: RunOutcome, ctx: RunContext) -> tuple[str, dict[str, Any]]:
-    from agents.reporting import summarize_run
+    """The run's human summary (LLM-written when possible; never fails the run)."""
+    from agents.reporting import summarize_run, summary_text
     from patchpilot.run_report import run_document
 
     snapshot = RunSnapshot(state=state, next=(), interrupts=())
@@ -862,7 +892,11 @@ def _summarize(state: RunState, outcome: RunOutcome, ctx: RunContext) -> tuple[s
     document = run_document(
         result, snapshot, ctx.store.deployments(state.run_id), ctx.store.approval(state.run_id)
     )
-    return summarize_run(document, ctx.llm)
+    try:
+        return summarize_run(document, ctx.llm)
+    except Exception as exc:  # the summary is advisory: the deterministic one always works
+        log.warning("run.summary_failed", run_id=state.run_id, error=_clip(str(exc), 500))
+        return summary_text(document), {"by": "core", "reason": f"summary failed: {exc}"[:500]}
 
 
 # --------------------------------------------------------------------------- wiring
@@ -909,33 +943,6 @@ class RunResult(_Frozen):
     interrupt: dict[str, Any] | None = None
 
 
-@contextmanager
-def run_lock(settings: Settings, run_id: str) -> Iterator[None]:
-    """Hold the run's lock file (``HOME/locks/RUN_ID.lock``) or fail at once.
-
-    Raises:
-        RunBusyError: another process holds it (it is driving this run right now).
-    """
-    folder = settings.home / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_id}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise RunBusyError(
-                f"run {run_id} is being driven by another patchpilot process (pid {holder}); "
-                "wait for it to finish or stop it first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
 def _result(
     run_id: str, values: dict[str, Any], interrupts: tuple[dict[str, Any], ...]
 ) -> RunResult:
@@ -968,11 +975,41 @@ def _drive(run_id: str, context: RunContext, payload: RunState | Command[Any] | 
     config = _config(run_id, context.settings)
     with run_lock(context.settings, run_id), _checkpointer(context.settings) as saver:
         graph = build_run_graph().compile(checkpointer=saver)
-        graph.invoke(payload, config, context=context, durability="sync")
+        try:
+            graph.invoke(payload, config, context=context, durability="sync")
+        except Exception as exc:  # any step, after any side effect: end in a status, resumable
+            snapshot = graph.get_state(config)
+            return _record_failure(run_id, context, exc, tuple(snapshot.next))
         snapshot = graph.get_state(config)
         return _result(
             run_id, dict(snapshot.values), tuple(dict(i.value) for i in snapshot.interrupts)
         )
+
+
+def _record_failure(
+    run_id: str, context: RunContext, exc: Exception, pending: tuple[str, ...]
+) -> RunResult:
+    """End a run whose step raised: ``failed`` with the reason (store, audit log, result).
+
+    The checkpoint is left as it is (the failed step is still the next one), so ``patchpilot
+    resume RUN_ID`` runs that step again once the cause is fixed. Recording the failure must not
+    fail in turn: a store or audit error here is logged and the failed result still returned.
+    """
+    where = ", ".join(pending) or "the run"
+    reason = _clip(f"{where} failed: {type(exc).__name__}: {exc}", _REASON_TEXT)
+    log.error("run.step_failed", run_id=run_id, step=where, error=reason)
+    log.debug("run.step_failed_traceback", run_id=run_id, exc_info=exc)
+    summary = {"status": "failed", "reason": reason, "failed_step": list(pending)}
+    try:
+        if context.store.get_run(run_id) is not None:
+            context.store.finish_run(run_id, status="failed", summary=summary)
+    except Exception as store_exc:
+        log.error("run.failure_not_recorded", run_id=run_id, error=str(store_exc))
+    try:
+        context.audit_log(run_id).record("run.failed", details=summary)
+    except Exception as audit_exc:
+        log.error("run.failure_not_audited", run_id=run_id, error=str(audit_exc))
+    return RunResult(run_id=run_id, status="failed", reason=reason)
 
 
 def start_run(
@@ -1038,16 +1075,22 @@ def load_run_state(run_id: str, settings: Settings) -> RunSnapshot | None:
     )
 
 
-def result_of(run_id: str, snapshot: RunSnapshot) -> RunResult:
-    """Where a run stands from its checkpoint alone (no side effects)."""
+def result_of(run_id: str, snapshot: RunSnapshot, *, failure: str | None = None) -> RunResult:
+    """Where a run stands from its checkpoint alone (no side effects).
+
+    ``failure``: the reason recorded when a step raised (the store's summary), shown instead of
+    the generic "stopped before" for a run that stopped on an error.
+    """
     if snapshot.interrupts:
         return _result(run_id, {}, snapshot.interrupts)
     if snapshot.next:
         return RunResult(
             run_id=run_id,
             status="failed",
-            reason=f"the run stopped before {', '.join(snapshot.next)} (interrupted or crashed); "
-            "`patchpilot resume` continues it",
+            reason=(failure + "; " if failure else "")
+            + f"the run stopped before {', '.join(snapshot.next)}"
+            + ("" if failure else " (interrupted or crashed)")
+            + "; `patchpilot resume` continues it",
         )
     return _result(run_id, {"outcome": snapshot.state.outcome}, ())
 

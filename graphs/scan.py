@@ -14,24 +14,34 @@
 * Every step is checkpointed with ``durability="sync"`` under ``thread_id = run_id``: a run
   killed with ``kill -9`` resumes from its last completed step with :func:`resume_scan`, and
   per-host writes are idempotent (replace by run and host), so a re-run step changes nothing.
+* Start and resume build their run-time dependencies with one factory,
+  :meth:`ScanContext.create` (changelog fetcher, vector memory, LLM client, feed fetcher), so a
+  resumed scan finds exactly what an uninterrupted one does; and both hold the run's lock file
+  (:func:`run_lock`), so a scan is never driven by two processes at once.
 """
 
 from __future__ import annotations
 
+import enum
+import fcntl
 import operator
+import os
 import sqlite3
+import types
+import typing
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +50,7 @@ from agents.assessment import VerdictCache, assess_host, findings_from_pending
 from agents.discovery import discover_host
 from agents.prioritization import assist_priorities, prioritize
 from agents.sourcing import SourcingReport, ensure_feeds
+from patchpilot.errors import PatchpilotError
 from patchpilot.failpoints import failpoint
 from patchpilot.models import Host
 from patchpilot.policy import Policy
@@ -50,10 +61,15 @@ from tools.feeds import FeedFetcher
 
 __all__ = [
     "HostStatus",
+    "RunBusyError",
     "ScanContext",
     "ScanState",
     "build_scan_graph",
+    "checkpoint_types",
+    "feed_fetcher",
+    "open_memory",
     "resume_scan",
+    "run_lock",
     "start_scan",
 ]
 
@@ -62,6 +78,10 @@ if TYPE_CHECKING:  # chromadb and openai load only when a run uses them
     from tools.memory import VectorMemory
 
 log = structlog.get_logger(__name__)
+
+
+class RunBusyError(PatchpilotError):
+    """Another process is driving this run (scan or patch run) right now."""
 
 
 class HostStatus(BaseModel):
@@ -88,6 +108,10 @@ class ScanState(BaseModel):
     statuses: Annotated[list[HostStatus], operator.add] = Field(default_factory=list)
     sourcing: SourcingReport | None = None
     summary: dict[str, Any] | None = None
+    assistance: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="per LLM task: by core or llm, model, prompt version, tokens, or why not",
+    )
 
 
 class HostTask(BaseModel):
@@ -113,8 +137,6 @@ class ScanContext:
     """The vector memory: past incidents are cited in the top findings' rationales."""
     llm: LLMClient | None = None
     """An LLM client (rationales, bounded raises); None: deterministic cores only."""
-    assistance: list[dict[str, Any]] = field(default_factory=list)
-    """What each LLM-assisted step did (by core or llm, model, prompt, tokens), for the run."""
     on_progress: Callable[[str, str, bool], None] | None = None
     """Called as ``(stage, host, ok)`` when a host finishes ``discover`` or ``assess`` (from
     worker threads), e.g. to advance a progress bar."""
@@ -123,6 +145,64 @@ class ScanContext:
         """Report one host's step to :attr:`on_progress`, if set."""
         if self.on_progress is not None:
             self.on_progress(stage, host, ok)
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        store: Store,
+        policy: Policy,
+        *,
+        fetcher: FeedFetcher | None = None,
+        memory: VectorMemory | None = None,
+        llm: LLMClient | None = None,
+    ) -> Self:
+        """The context of a scan or a patch run, the same for its start and every resume.
+
+        The one factory behind ``scan``, ``run``, ``approve``, ``reject``, ``resume`` and the
+        chat: the changelog fetcher per ``discovery.changelogs``, the vector memory (opened here
+        unless given; one that cannot open is a warning, as at the start), the LLM client when
+        one is configured. The feed fetcher is made on demand by the ``source`` step when the
+        run may fetch (:func:`feed_fetcher`); ``fetcher`` replaces it (tests).
+        """
+        if memory is None:
+            memory = open_memory(settings)
+        if llm is None:
+            from tools.llm import make_client
+
+            llm = make_client(settings.llm, cache_dir=settings.cache_dir)
+        return cls(
+            settings=settings,
+            store=store,
+            policy=policy,
+            fetcher=fetcher,
+            changelogs=None
+            if settings.discovery.changelogs == "none"
+            else ChangelogFetcher(settings.cache_dir),
+            memory=memory,
+            llm=llm,
+        )
+
+
+def open_memory(settings: Settings) -> VectorMemory | None:
+    """The vector memory, or None (with a warning) when it cannot be opened."""
+    from tools.memory import VectorMemory
+
+    try:
+        return VectorMemory.open(settings)
+    except PatchpilotError as exc:
+        log.warning("run.memory_unavailable", error=str(exc))
+        return None
+
+
+def feed_fetcher(settings: Settings) -> FeedFetcher:
+    """The feed fetcher a run uses when it fetches missing feeds itself (one attempt each)."""
+    return FeedFetcher(
+        settings.cache_dir,
+        max_bytes=settings.feeds.max_download_bytes,
+        timeout=settings.feeds.timeout,
+        max_attempts=1,
+    )
 
 
 # --------------------------------------------------------------------------- nodes
@@ -172,14 +252,26 @@ def discover_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[s
         outcome.pending or (),
         warnings=outcome.warnings,
     )
+    failpoint("scan.discovered")
     return {"statuses": [HostStatus(host=state.host.name, stage="discovered")]}
 
 
 def source(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
-    """Make sure advisory data is there (or fall back to repository metadata)."""
+    """Make sure advisory data is there (or fall back to repository metadata).
+
+    A run that may fetch (not ``offline``: the store had no advisories and ``feeds.auto_update``
+    is on when it started) fetches the default feeds, on its start and on a resume alike.
+    """
     ctx = runtime.context
-    report = ensure_feeds(ctx.store, None if state.offline else ctx.fetcher)
+    if state.offline:
+        report = ensure_feeds(ctx.store, None)
+    elif ctx.fetcher is not None:
+        report = ensure_feeds(ctx.store, ctx.fetcher)
+    else:
+        with feed_fetcher(ctx.settings) as fetcher:
+            report = ensure_feeds(ctx.store, fetcher)
     log.info("scan.sourced", run_id=state.run_id, mode=report.mode, stale=list(report.stale))
+    failpoint("scan.sourced")
     return {"sourcing": report}
 
 
@@ -235,6 +327,7 @@ def assess_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[str
             state.host.name, snapshot.packages, snapshot.pending, first_seen=first_seen
         )
     ctx.store.replace_findings(state.run_id, state.host.name, findings)
+    failpoint("scan.assessed")
     ctx.progress("assess", state.host.name, True)
     return {
         "statuses": [HostStatus(host=state.host.name, stage="assessed", findings=len(findings))]
@@ -265,9 +358,10 @@ def prioritize_node(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str
     assessments, how = assist_priorities(
         assessments, packages, ctx.policy, memory=ctx.memory, client=ctx.llm
     )
-    ctx.assistance.append({"task": "prioritization", **how})
     ctx.store.save_risk(state.run_id, assessments)
-    return {}
+    failpoint("scan.prioritized")
+    # In the state, not the context: a scan resumed after this step still reports it.
+    return {"assistance": [*state.assistance, {"task": "prioritization", **how}]}
 
 
 def report(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
@@ -293,7 +387,7 @@ def report(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
         "by_severity": by_severity,
         "mode": state.sourcing.mode if state.sourcing else None,
         "stale_feeds": list(state.sourcing.stale) if state.sourcing else [],
-        "assistance": list(ctx.assistance),
+        "assistance": list(state.assistance),
     }
     status = (
         "completed" if not failed else ("failed" if len(failed) == len(state.hosts) else "partial")
@@ -343,22 +437,38 @@ def checkpoint_types() -> list[type]:
     """Every pydantic model and enum our checkpoints may hold (the deserialization allowlist).
 
     Checkpoints are deserialized with an explicit allowlist (LangGraph's strict msgpack mode):
-    a checkpoint file can only revive our own state types, never arbitrary classes.
+    a checkpoint file can only revive our own state types, never arbitrary classes. The list is
+    the models and enums of :data:`_CHECKPOINT_MODULES` plus every model and enum their fields
+    reach (e.g. ``tools.feeds.types.FeedStatus`` inside a ``SourcingReport``), so a type added
+    to the state can never be missing from it (LangGraph would warn and refuse to revive it).
     """
     import importlib
-    from enum import Enum
 
-    found: list[type] = []
+    found: dict[type, None] = {}
     for name in _CHECKPOINT_MODULES:
         module = importlib.import_module(name)
         for value in vars(module).values():
             if (
                 isinstance(value, type)
                 and value.__module__ == name
-                and issubclass(value, BaseModel | Enum)
+                and issubclass(value, BaseModel | enum.Enum)
             ):
-                found.append(value)
-    return found
+                _reach(value, found)
+    return list(found)
+
+
+def _reach(annotation: object, found: dict[type, None]) -> None:
+    """Add ``annotation``'s models and enums (recursively through fields and type arguments)."""
+    if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias):
+        if annotation in found or not issubclass(annotation, BaseModel | enum.Enum):
+            return
+        found[annotation] = None
+        if issubclass(annotation, BaseModel):
+            for info in annotation.model_fields.values():
+                _reach(info.annotation, found)
+        return
+    for argument in typing.get_args(annotation):
+        _reach(argument, found)
 
 
 @contextmanager
@@ -383,6 +493,37 @@ def _config(run_id: str, settings: Settings) -> RunnableConfig:
     return {"configurable": {"thread_id": run_id}, "max_concurrency": settings.concurrency}
 
 
+@contextmanager
+def run_lock(settings: Settings, run_id: str) -> Iterator[None]:
+    """Hold the run's lock file (``HOME/locks/RUN_ID.lock``) or fail at once.
+
+    Every process that drives a run (scan or patch run: start, resume, approve, reject) holds
+    it for as long as it drives the graph; the kernel releases it when the process dies, even
+    by ``kill -9``.
+
+    Raises:
+        RunBusyError: another process holds it (it is driving this run right now).
+    """
+    folder = settings.home / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunBusyError(
+                f"run {run_id} is being driven by another patchpilot process (pid {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def start_scan(
     hosts: list[Host],
     context: ScanContext,
@@ -404,28 +545,52 @@ def start_scan(
     """
     run_id = run_id or new_run_id()
     state = ScanState(run_id=run_id, target=target, hosts=hosts, offline=offline, refresh=refresh)
-    with _checkpointer(context.settings) as saver:
+    with run_lock(context.settings, run_id), _checkpointer(context.settings) as saver:
         graph = build_scan_graph().compile(checkpointer=saver)
-        out = graph.invoke(
-            state, _config(run_id, context.settings), context=context, durability="sync"
-        )
+        out = _invoke(graph, state, run_id, context)
     return run_id, dict(out.get("summary") or {})
 
 
 def resume_scan(run_id: str, context: ScanContext) -> dict[str, Any]:
     """Continue an interrupted scan from its last checkpoint; returns the summary.
 
+    ``context`` must come from the same factory as the start's (:meth:`ScanContext.create`).
+
     Raises:
         LookupError: no checkpoint exists for ``run_id``.
+        RunBusyError: another process is driving the scan right now.
     """
-    with _checkpointer(context.settings) as saver:
+    with run_lock(context.settings, run_id), _checkpointer(context.settings) as saver:
         graph = build_scan_graph().compile(checkpointer=saver)
         config = _config(run_id, context.settings)
         snapshot = graph.get_state(config)
         if not snapshot.values:
             raise LookupError(f"no checkpoint for run {run_id}")
-        if snapshot.next:
-            out = graph.invoke(None, config, context=context, durability="sync")
-        else:
-            out = snapshot.values
+        out = _invoke(graph, None, run_id, context) if snapshot.next else dict(snapshot.values)
     return dict(out.get("summary") or {})
+
+
+def _invoke(
+    graph: CompiledStateGraph[ScanState, ScanContext, ScanState, ScanState],
+    payload: ScanState | None,
+    run_id: str,
+    context: ScanContext,
+) -> dict[str, Any]:
+    """Drive the scan; a step that raises leaves the run ``failed`` (with the reason), never
+    ``running``, and re-raises. The checkpoint still names the step, so a resume runs it again.
+    """
+    config = _config(run_id, context.settings)
+    try:
+        return dict(graph.invoke(payload, config, context=context, durability="sync"))
+    except Exception as exc:
+        pending = ", ".join(graph.get_state(config).next) or "the scan"
+        reason = f"{pending} failed: {type(exc).__name__}: {exc}"[:2000]
+        log.error("scan.step_failed", run_id=run_id, error=reason)
+        try:
+            if context.store.get_run(run_id) is not None:
+                context.store.finish_run(
+                    run_id, status="failed", summary={"status": "failed", "reason": reason}
+                )
+        except Exception as store_exc:  # the original error matters more
+            log.error("scan.failure_not_recorded", run_id=run_id, error=str(store_exc))
+        raise

@@ -216,6 +216,9 @@ class ComplianceState(StrEnum):
     """Approved; the install was attempted in the last run and failed. Non-compliant."""
     NOT_APPLICABLE = "not-applicable"
     """The package is not present on the host. Compliant."""
+    UNKNOWN = "unknown"
+    """The host could not be reached (unreachable, host key refused, login refused): nothing is
+    known about it. Non-compliant; never ``not-applicable``."""
 
     @property
     def compliant(self) -> bool:

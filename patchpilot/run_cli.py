@@ -8,12 +8,20 @@ Exit codes of a patch run (added to those in :mod:`patchpilot.cli`):
 
 ====  ==========================================================================
 0     completed, every deployed item installed (or nothing to do)
-3     completed, but some items failed or were rolled back
+3     completed, but some items failed or were rolled back; or ``partial``: the
+      hosts reached completed, some targeted hosts could not be reached
+4     failed: no targeted host could be reached
 6     awaiting approval (``patchpilot approve RUN_ID``)
 7     halted (health-check failure, error threshold, maintenance window)
 8     rejected (by a person, or the approval expired)
-1     failed
+1     failed (any other reason: ``patchpilot resume RUN_ID`` continues it)
+2     a bad flag or input, refused before anything happened (e.g. a ``--comment``
+      over 2,000 characters or with control characters)
 ====  ==========================================================================
+
+A host that could not be reached (unreachable, changed or unknown host key, refused login) is a
+failure of the run, never "nothing to deploy": its compliance is ``unknown`` and the document
+lists it under ``unreachable``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from graphs.run import (
@@ -38,40 +45,36 @@ from graphs.run import (
 from patchpilot.approvals import DecisionSource, continue_waiting_run, decide, decision_of, expire
 from patchpilot.audit import AuditLog, current_actor
 from patchpilot.cli import (
-    ExitCode,
     InventoryOpt,
     LimitOpt,
     OutputFormat,
     _Context,
     _emit_json,
-    _fetcher,
     _host_progress,
     _inventory_for,
     _store,
     app,
     err,
     out,
+    safe,
 )
-from patchpilot.errors import ConfigError, PatchpilotError, UnknownTargetError
+from patchpilot.errors import (
+    ConfigError,
+    InvalidInputError,
+    PatchpilotError,
+    UnknownTargetError,
+)
 from patchpilot.inventory import select_hosts
 from patchpilot.models import Ecosystem, utcnow
 from patchpilot.policy import Policy, load_policy
-from patchpilot.run_report import run_document
+from patchpilot.run_report import RUN_EXIT, run_document, run_exit_code
 from patchpilot.settings import Settings
 from patchpilot.store import Store
-from patchpilot.text import inert
+from patchpilot.text import MAX_COMMENT_LENGTH, bounded
 from tools.validate import split_pin, validate_package_name
 
-__all__ = ["RUN_EXIT", "baseline_app", "print_run", "resume_patch_run"]
+__all__ = ["RUN_EXIT", "baseline_app", "print_run", "resume_patch_run", "run_exit_code"]
 
-RUN_EXIT: dict[str, int] = {
-    "completed": ExitCode.OK,
-    "awaiting_approval": 6,
-    "halted": 7,
-    "rejected": 8,
-    "failed": ExitCode.ERROR,
-}
-"""Exit code per run status (see the module docstring)."""
 
 OnlyOpt = Annotated[
     list[str] | None,
@@ -82,7 +85,14 @@ OnlyOpt = Annotated[
     ),
 ]
 RunFormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
-CommentOpt = Annotated[str | None, typer.Option("--comment", "-m", help="Why (audit-logged).")]
+CommentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--comment",
+        "-m",
+        help=f"Why (audit-logged; at most {MAX_COMMENT_LENGTH} characters, no control characters).",
+    ),
+]
 
 
 def _parse_only(specs: list[str] | None) -> list[tuple[str, str | None]]:
@@ -99,9 +109,23 @@ def _parse_only(specs: list[str] | None) -> list[tuple[str, str | None]]:
     return parsed
 
 
-def _context(settings: Settings, store: Store, policy: Policy, *, fetch: bool) -> RunContext:
-    fetcher = _fetcher(settings, retries=1) if fetch else None
-    return RunContext.create(settings, store, policy, fetcher=fetcher)
+def _context(settings: Settings, store: Store, policy: Policy) -> RunContext:
+    """The run's context: the one factory of its start and of every resume, approve, reject."""
+    return RunContext.create(settings, store, policy)
+
+
+def _comment(comment: str | None) -> str | None:
+    """``--comment`` as given, or refused (exit 2) before anything is looked up or decided.
+
+    The same bound as every decision path (:func:`patchpilot.text.bounded`): at most
+    :data:`~patchpilot.text.MAX_COMMENT_LENGTH` characters, no control characters.
+    """
+    if comment is None:
+        return None
+    try:
+        return bounded(comment, what="--comment")
+    except InvalidInputError as exc:
+        raise typer.BadParameter(exc.reason, param_hint="'--comment'") from exc
 
 
 def print_run(store: Store, settings: Settings, result: RunResult, fmt: OutputFormat) -> int:
@@ -113,12 +137,7 @@ def print_run(store: Store, settings: Settings, result: RunResult, fmt: OutputFo
         _emit_json(document)
     else:
         _print_run_table(document)
-    code = RUN_EXIT[result.status]
-    if result.status == "completed" and any(
-        d["status"] in ("failed", "rolled_back") for d in document["deployments"]
-    ):
-        code = ExitCode.PARTIAL
-    return code
+    return run_exit_code(document)
 
 
 def _print_run_table(doc: dict[str, Any]) -> None:
@@ -138,47 +157,53 @@ def _print_run_table(doc: dict[str, Any]) -> None:
             status = row.get("status", "-")
             style = {"installed": "green", "failed": "red", "rolled_back": "yellow"}.get(status)
             table.add_row(
-                escape(row.get("ring") or "-"),
-                escape(item["host"]),
-                escape(item["package"]),
-                escape(item["from"] or "-"),
-                escape(item["to"]),
+                safe(row.get("ring") or "-"),
+                safe(item["host"]),
+                safe(item["package"]),
+                safe(item["from"] or "-"),
+                safe(item["to"]),
                 test.get("status", "-"),
                 test.get("risk", "-"),
                 f"[{style}]{status}[/]" if style else status,
-                escape(row.get("reason") or ""),
+                safe(row.get("reason") or ""),
             )
         out.print(table)
         if plan["unmatched_only"]:
-            err.print(f"[yellow]--only matched nothing:[/] {', '.join(plan['unmatched_only'])}")
+            err.print(
+                f"[yellow]--only matched nothing:[/] {safe(', '.join(plan['unmatched_only']))}"
+            )
     for ring in doc["rings"]:
         note = f": {ring['reason']}" if ring["reason"] else ""
         out.print(
-            f"ring {escape(ring['name'])} ({escape(', '.join(ring['hosts']) or 'no hosts')}): "
-            f"{ring['status']}{escape(note)}"
+            f"ring {safe(ring['name'])} ({safe(', '.join(ring['hosts']) or 'no hosts')}): "
+            f"{ring['status']}{safe(note)}"
         )
+    for entry in doc.get("unreachable", []):
+        host, error = entry["host"], entry["error"]
+        why = error.removeprefix(f"{host}: ")
+        err.print(f"[red]✗ {safe(host)} not reached[/]: {safe(why)}")
     if doc["compliance"]:
         out.print(
             "compliance: "
-            + ", ".join(f"{escape(h)} {state}" for h, state in doc["compliance"].items())
+            + ", ".join(f"{safe(h)} {state}" for h, state in doc["compliance"].items())
         )
     approval = doc["approval"]
     if approval.get("reasons"):
         out.print("approval needed because:")
         for reason in approval["reasons"]:
-            out.print(f"  - {escape(reason)}")
+            out.print(f"  - {safe(reason)}")
     if approval.get("decided_by"):
         out.print(
-            f"approval {approval['status']} by {escape(approval['decided_by'])}"
-            + (f": {escape(approval['comment'])}" if approval.get("comment") else "")
+            f"approval {approval['status']} by {safe(approval['decided_by'])}"
+            + (f": {safe(approval['comment'])}" if approval.get("comment") else "")
         )
-    color = {"completed": "green", "awaiting_approval": "yellow", "halted": "red"}.get(
+    color = {"completed": "green", "awaiting_approval": "yellow", "partial": "yellow"}.get(
         doc["status"], "red"
     )
-    reason = f" ({escape(doc['reason'])})" if doc["reason"] else ""
-    out.print(f"run {doc['run_id']}: [{color}]{doc['status']}[/]{reason}")
+    reason = f" ({safe(doc['reason'])})" if doc["reason"] else ""
+    out.print(f"run {safe(doc['run_id'])}: [{color}]{safe(doc['status'])}[/]{reason}")
     if doc["hint"]:
-        out.print(f"[dim]{escape(doc['hint'])}[/]")
+        out.print(f"[dim]{safe(doc['hint'])}[/]")
 
 
 @app.command("run")
@@ -209,12 +234,14 @@ def run_cmd(
     c: _Context = ctx.obj
     settings = c.settings
     specs = _parse_only(only)
-    inv = _inventory_for(c, inventory, required=True)
+    # `-t local` is this machine: no inventory needed (never the default: patching this
+    # machine is asked for by name).
+    inv = _inventory_for(c, inventory, required=target != "local")
     hosts = select_hosts(inv, None if target in (None, "all") else target, limit)
     policy = load_policy(policy_file or settings.policy_path)
     with _store(c) as store:
         fetch = settings.feeds.auto_update and not offline and not store.has_advisories()
-        context = _context(settings, store, policy, fetch=fetch)
+        context = _context(settings, store, policy)
         with _host_progress(len(hosts), ("discover", "assess")) as on_progress:
             context.on_progress = on_progress
             result = start_run(
@@ -233,7 +260,7 @@ def run_cmd(
 
 
 def _make_context(c: _Context, store: Store) -> Callable[[Policy], RunContext]:
-    return lambda policy: _context(c.settings, store, policy, fetch=False)
+    return lambda policy: _context(c.settings, store, policy)
 
 
 def _decide(
@@ -243,7 +270,7 @@ def _decide(
     with _store(c) as store:
         record = store.approval(run_id)
         if record is not None and record.status == "pending" and record.expired_at(utcnow()):
-            err.print(f"[red]the approval of run {run_id} expired at {record.expires_at}[/]")
+            err.print(f"[red]the approval of run {safe(run_id)} expired at {record.expires_at}[/]")
         return decide(
             c.settings,
             store,
@@ -273,6 +300,7 @@ def approve_cmd(
     fmt: RunFormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Approve a run's frozen plan and continue the run in the foreground."""
+    comment = _comment(comment)
     try:
         result = _decide(ctx, run_id, "approved", comment)
     except RunBusyError as exc:
@@ -288,6 +316,7 @@ def reject_cmd(
     fmt: RunFormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Reject a run's plan: nothing is deployed and the run ends ``rejected``."""
+    comment = _comment(comment)
     result = _decide(ctx, run_id, "rejected", comment)
     _finish(ctx, result, fmt)
 
@@ -333,13 +362,13 @@ def approvals_cmd(
     for r in records:
         items = r.payload.get("items", [])
         table.add_row(
-            r.run_id,
+            safe(r.run_id),
             r.status,
             str(len(items)),
-            ", ".join(sorted({i["host"] for i in items})),
+            safe(", ".join(sorted({i["host"] for i in items}))),
             r.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
-            escape("; ".join(r.reasons)),
-            escape(inert(f"{r.decided_by} via {r.decided_via or '?'}: {r.comment or ''}"))
+            safe("; ".join(r.reasons)),
+            safe(f"{r.decided_by} via {r.decided_via or '?'}: {r.comment or ''}")
             if r.decided_by
             else "-",
         )
@@ -375,11 +404,18 @@ def resume_patch_run(ctx: typer.Context, run_id: str, fmt: OutputFormat) -> None
 
 
 def report_patch_run(store: Store, settings: Settings, run_id: str) -> dict[str, Any] | None:
-    """The run document of a patch run from its checkpoint (``None``: no checkpoint)."""
+    """The run document of a patch run from its checkpoint (``None``: no checkpoint).
+
+    A run whose step raised says why (the reason recorded in the store when it failed).
+    """
     snapshot = load_run_state(run_id, settings)
     if snapshot is None:
         return None
-    result = result_of(run_id, snapshot)
+    run = store.get_run(run_id)
+    failure = None
+    if run is not None and run.status == "failed" and run.summary:
+        failure = run.summary.get("reason")
+    result = result_of(run_id, snapshot, failure=failure)
     return run_document(result, snapshot, store.deployments(run_id), store.approval(run_id))
 
 
@@ -409,11 +445,11 @@ def rejections_cmd(ctx: typer.Context, fmt: RunFormatOpt = OutputFormat.TABLE) -
         table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
-            r.package,
-            r.version,
+            safe(r.package),
+            safe(r.version),
             r.rejected_at.strftime("%Y-%m-%d %H:%M"),
-            r.run_id,
-            escape(r.reason),
+            safe(r.run_id),
+            safe(r.reason),
         )
     out.print(table)
 
@@ -437,4 +473,4 @@ def clear_cmd(
         package=name,
         details={"version": version, "comment": comment, "rejected_by_run": record.run_id},
     )
-    out.print(f"{escape(record.spec)} may be planned again")
+    out.print(f"{safe(record.spec)} may be planned again")

@@ -2,16 +2,20 @@
 
 ``schema: patchpilot.run/v1``; fields are only ever added within a schema version::
 
-    {"schema": "patchpilot.run/v1", "run_id": ..., "status": "completed" | "awaiting_approval"
-     | "halted" | "failed" | "rejected", "reason": ..., "waiting": "approval" | "window" | null,
-     "hint": ..., "dry_run": ..., "plan": {...}, "approval": {...}, "rings": [...],
+    {"schema": "patchpilot.run/v1", "run_id": ..., "status": "completed" | "partial"
+     | "awaiting_approval" | "halted" | "failed" | "rejected", "reason": ...,
+     "waiting": "approval" | "window" | null, "hint": ..., "dry_run": ..., "plan": {...},
+     "approval": {...}, "rings": [...],
      "deployments": [{"host", "package", "from", "to", "status", "reason", "ring",
                       "compliance"}],
+     "unreachable": [{"host": ..., "error": ...}],
      "compliance": {"HOST": "installed" | ...}}
 
 ``deployments[].status`` is ``installed``, ``failed``, ``rolled_back``, ``skipped`` or
 ``pending``; every plan item has exactly one row. A host's ``compliance`` is the worst SSM state
-of its items (``not-applicable`` for a host with no plan item).
+of its items (``not-applicable`` for a reached host with no plan item); a host the run could not
+reach (``unreachable``: at discovery or during the compatibility test) is ``unknown``, never
+``not-applicable``.
 """
 
 from __future__ import annotations
@@ -19,17 +23,37 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from graphs.run import RunResult, RunSnapshot, deployable_items
+from graphs.run import RunResult, RunSnapshot, deployable_items, unreached_hosts
 from patchpilot.errors import InvalidVersionError
 from patchpilot.plan import ComplianceState, PatchPlan, compliance_state
 from patchpilot.store import ApprovalRecord, DeploymentRecord
 
-__all__ = ["SCHEMA", "deployment_rows", "host_compliance", "run_document"]
+__all__ = [
+    "RUN_EXIT",
+    "SCHEMA",
+    "deployment_rows",
+    "host_compliance",
+    "run_document",
+    "run_exit_code",
+]
 
 SCHEMA = "patchpilot.run/v1"
 
+RUN_EXIT: dict[str, int] = {
+    "completed": 0,
+    "partial": 3,
+    "awaiting_approval": 6,
+    "halted": 7,
+    "rejected": 8,
+    "failed": 1,
+}
+"""Exit code per run status (:mod:`patchpilot.run_cli` documents them)."""
+_SOME_FAILED = 3
+_NONE_REACHED = 4
+
 _WORST_FIRST: tuple[ComplianceState, ...] = (
     ComplianceState.FAILED,
+    ComplianceState.UNKNOWN,
     ComplianceState.INSTALLED_REJECTED,
     ComplianceState.MISSING,
     ComplianceState.INSTALLED_PENDING_REBOOT,
@@ -100,6 +124,7 @@ def deployment_rows(
     approved = bool(state and state.approval and state.approval.status == "approved")
     _deploy, skipped = deployable_items(plan, state.testing if state else None, approved)
     ring_of = {h: r.name for r in (state.rings if state else []) for h in r.hosts}
+    unreached = unreached_hosts(state) if state else {}
     out: list[dict[str, Any]] = []
     for item in plan.items:
         row = rows.get(item.key)
@@ -113,25 +138,36 @@ def deployment_rows(
                 "status": "skipped" if why else "pending",
                 "reason": why or _pending_reason(status, waiting, reason),
                 "ring": ring_of.get(item.host),
-                "compliance": _compliance(item.from_version, item.to_version),
+                "compliance": ComplianceState.UNKNOWN.value
+                if item.host in unreached
+                else _compliance(item.from_version, item.to_version),
             }
         out.append(row)
     return out
 
 
-def host_compliance(hosts: Iterable[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """The worst compliance state of each host's items (``not-applicable`` without items)."""
+def host_compliance(
+    hosts: Iterable[str], rows: Sequence[Mapping[str, Any]], unknown: Iterable[str] = ()
+) -> dict[str, str]:
+    """The worst compliance state of each host's items (``not-applicable`` without items).
+
+    Hosts in ``unknown`` (not reached) are ``unknown`` whatever their rows say.
+    """
     states: dict[str, set[str]] = {h: set() for h in hosts}
     for row in rows:
         states.setdefault(row["host"], set()).add(row["compliance"])
+    not_reached = set(unknown)
     result: dict[str, str] = {}
     for host, found in states.items():
+        if host in not_reached:
+            result[host] = ComplianceState.UNKNOWN.value
+            continue
         worst = next((s.value for s in _WORST_FIRST if s.value in found), None)
         result[host] = worst or ComplianceState.NOT_APPLICABLE.value
     return result
 
 
-def _hint(result: RunResult) -> str | None:
+def _hint(result: RunResult, snapshot: RunSnapshot | None, unreached: Sequence[str]) -> str | None:
     if result.waiting == "approval":
         return (
             f"approve with `patchpilot approve {result.run_id} --comment '...'` or reject with "
@@ -139,8 +175,14 @@ def _hint(result: RunResult) -> str | None:
         )
     if result.waiting == "window":
         return f"continue with `patchpilot resume {result.run_id}` once the window is open"
-    if result.status == "failed":
+    finished = snapshot is not None and not snapshot.next and not snapshot.interrupts
+    if result.status == "failed" and not finished:
         return f"after fixing the cause, `patchpilot resume {result.run_id}` continues the run"
+    if unreached and result.status in ("failed", "partial"):
+        return (
+            f"{', '.join(unreached)} could not be reached (network, sshd, host key or login): "
+            "fix that, then start a new run for them"
+        )
     return None
 
 
@@ -229,6 +271,7 @@ def run_document(
         plan, snapshot, records, status=result.status, waiting=result.waiting, reason=result.reason
     )
     hosts = [h.name for h in state.hosts] if state else []
+    unreached = unreached_hosts(state) if state else {}
     rings = []
     if state is not None:
         done = {r.ring: r for r in state.ring_results}
@@ -253,7 +296,7 @@ def run_document(
         "status": result.status,
         "reason": result.reason,
         "waiting": result.waiting,
-        "hint": _hint(result),
+        "hint": _hint(result, snapshot, list(unreached)),
         "dry_run": state.dry_run if state else None,
         "target": state.target if state else None,
         "hosts": hosts,
@@ -262,6 +305,25 @@ def run_document(
         "window": state.window.model_dump(mode="json") if state and state.window else None,
         "rings": rings,
         "deployments": rows,
-        "compliance": host_compliance(hosts, rows),
+        "unreachable": [{"host": h, "error": e} for h, e in unreached.items()],
+        "compliance": host_compliance(hosts, rows, unreached),
         "assistance": list(state.assistance) if state else [],
     }
+
+
+def run_exit_code(document: Mapping[str, Any]) -> int:
+    """The exit code of a run document: :data:`RUN_EXIT` of its status, except
+
+    * ``failed`` because no targeted host could be reached: 4 (as ``scan``);
+    * ``completed`` with items that failed or were rolled back: 3.
+    """
+    status = document["status"]
+    code = RUN_EXIT[status]
+    unreachable = {u["host"] for u in document.get("unreachable", [])}
+    if status == "failed" and document["hosts"] and unreachable >= set(document["hosts"]):
+        code = _NONE_REACHED
+    if status == "completed" and any(
+        d["status"] in ("failed", "rolled_back") for d in document["deployments"]
+    ):
+        code = _SOME_FAILED
+    return code

@@ -436,10 +436,19 @@ def test_dry_run_changes_nothing_and_needs_no_approval(lab: LabHandle, tmp_path:
     assert doc["status"] == "completed"
     assert doc["dry_run"] is True
     assert doc["approval"]["reasons"]  # would be needed (web-1 is prod), not asked in a dry run
-    expected = ("pending", "dry run: would install 1.1.0 (installed: 1.0.0)")
-    assert {d["host"]: (d["status"], d["reason"]) for d in doc["deployments"]} == dict.fromkeys(
-        ("canary-1", "web-1"), expected
-    )
+    # No health check runs in a dry run (a check may be a command): it says what it would check.
+    assert {d["host"]: (d["status"], d["reason"]) for d in doc["deployments"]} == {
+        host: (
+            "pending",
+            "dry run: would install 1.1.0 (installed: 1.0.0); health checks not run (dry run), "
+            f"would check: HTTP http://127.0.0.1:{lab.host(host).acme_port}/health answers 200 "
+            "containing 'OK'",
+        )
+        for host in ("canary-1", "web-1")
+    }
+    actions = [e.action for e in read_events(home / "audit.log", run_id=doc["run_id"])]
+    assert actions.count("health.not_run") == 2
+    assert not {"health.passed", "health.failed"} & set(actions)
     for host in ("canary-1", "web-1", "db-1"):
         assert _version(lab, host).startswith("1.0.0 ")
     assert run_json(home, "approvals", expect=0)["approvals"] == []

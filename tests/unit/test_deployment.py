@@ -69,6 +69,7 @@ class FakeDebian:
         self.depends = depends or {}
         self.installs: list[tuple[str, ...]] = []
         self.restarts: list[str] = []
+        self.health_checks = 0
         self.lock = threading.Lock()
 
     def __call__(self, argv: tuple[str, ...]) -> CommandResult:
@@ -103,6 +104,7 @@ class FakeDebian:
             self.restarts.append(argv[1])
             return _result(0)
         if argv == CHECK.argv:
+            self.health_checks += 1
             bad = self.unhealthy or self.versions.get("acme-web") in self.broken
             return _result(1, "", "HTTP 503") if bad else _result(0, "OK")
         if argv[0] == "sh":
@@ -368,6 +370,24 @@ def test_dry_run_only_simulates(settings: Settings, audit: AuditLog) -> None:
     assert fake.installs == []
     assert fake.restarts == []
     assert fake.versions == {"acme-web": "1.0.0"}
+    # A dry run runs no health check (a check may be a command): it says what it would check.
+    assert fake.health_checks == 0
+    assert result.health_before == ()
+    assert item.reason == (
+        "dry run: would install 1.2.0 (installed: 1.0.0); health checks not run (dry run), "
+        "would check: command `acme-health` exits 0"
+    )
+    actions = [e.action for e in audit.read_events("r1")]
+    assert "health.not_run" in actions
+    assert not {"health.passed", "health.failed"} & set(actions)
+
+
+def test_dry_run_on_an_unhealthy_host_runs_no_check_either(
+    settings: Settings, audit: AuditLog
+) -> None:
+    fake = FakeDebian({"acme-web": "1.0.0"}, unhealthy=True)
+    result = _deploy(fake, [_item("h1", "1.1.0")], settings, audit, dry_run=True)
+    assert (_only(result).status, fake.health_checks) == ("pending", 0)
 
 
 def test_dry_run_does_not_repair_dpkg(settings: Settings, audit: AuditLog) -> None:

@@ -206,13 +206,15 @@ def test_waiting_runs_carry_a_hint() -> None:
 @pytest.mark.parametrize(
     ("spec", "hits", "expected"),
     [
-        ("deploy.after_install", 1, [True]),
-        ("other,deploy.after_install", 1, [True]),
-        ("deploy.after_install#2", 3, [False, True, False]),
-        ("deploy", 1, [False]),
+        ("deploy.after_install", 1, ["kill"]),
+        ("other,deploy.after_install", 1, ["kill"]),
+        ("deploy.after_install#2", 3, [None, "kill", None]),
+        ("deploy", 1, [None]),
+        ("deploy.after_install:raise", 1, ["raise"]),
+        ("deploy.after_install#2:sleep=0.5", 2, [None, "sleep=0.5"]),
     ],
 )
-def test_failpoint_specs(spec: str, hits: int, expected: list[bool]) -> None:
+def test_failpoint_specs(spec: str, hits: int, expected: list[str | None]) -> None:
     from patchpilot import failpoints
 
     failpoints._hits.clear()
@@ -230,3 +232,12 @@ def test_an_armed_failpoint_kills_the_process_like_kill_9() -> None:
     )
     assert done.returncode == -9
     assert done.stdout == ""
+
+
+def test_a_failpoint_armed_to_raise_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    from patchpilot.failpoints import FailpointError, failpoint
+
+    monkeypatch.setenv("PATCHPILOT_FAILPOINTS", "run.finish:raise")
+    failpoint("run.after_ring")  # not armed: nothing happens
+    with pytest.raises(FailpointError, match=r"run\.finish"):
+        failpoint("run.finish")
