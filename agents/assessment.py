@@ -11,7 +11,7 @@ Rules (see ``design/research/vulnerability-scanners.md`` sections 1.2, 1.3 and (
   version: a binNMU ``bash 5.2.15-2+b8`` is source ``5.2.15-2``, and ``libldb2
   2:2.6.2+samba4.17.12+dfsg-0+deb12u1`` is source ``samba 2:4.17.12+dfsg-0+deb12u1``.
 * **Fix states.** ``fixed(v)``: affected iff installed source version < ``v``
-  (:func:`tools.versions.compare` in the host's ecosystem). ``no-fix-yet``, ``deferred``,
+  (:func:`patchpilot.core.versions.compare` in the host's ecosystem). ``no-fix-yet``, ``deferred``,
   ``will-not-fix`` and ``end-of-life``: a visible, non-actionable finding. ``not-affected``
   and ``unimportant``: no finding, counted.
 * **Kernel.** Only the running kernel counts (Vuls' rule). A kernel source package
@@ -24,7 +24,8 @@ Rules (see ``design/research/vulnerability-scanners.md`` sections 1.2, 1.3 and (
 * **Unknown is not safe.** A version that does not parse never means "not vulnerable": the
   (source package, reason) pair goes to :attr:`AssessmentResult.errors`.
 * **Fix reachability** (:func:`fix_reachable`): whether the host's own repositories already
-  offer the fix, from ``apt-get -s dist-upgrade`` (:class:`tools.facts.AptPendingUpdates`).
+  offer the fix, from ``apt-get -s dist-upgrade``
+  (:class:`patchpilot.tools.facts.AptPendingUpdates`).
 
 Verdicts are cached per (ecosystem, release, source package, installed source version) in a
 :class:`VerdictCache`, so a fleet sharing versions compares each pair once.
@@ -47,9 +48,10 @@ from typing import Any, Final, TypeAlias
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.errors import InvalidVersionError, PatchpilotError
-from patchpilot.logging import debug_enabled
-from patchpilot.models import (
+from patchpilot.core import versions
+from patchpilot.core.errors import InvalidVersionError, PatchpilotError
+from patchpilot.core.logging import debug_enabled
+from patchpilot.core.models import (
     Advisory,
     Ecosystem,
     Finding,
@@ -62,8 +64,7 @@ from patchpilot.models import (
     Severity,
     utcnow,
 )
-from tools import versions
-from tools.facts.apt import is_security_origin
+from patchpilot.tools.facts.apt import is_security_origin
 
 __all__ = [
     "AdvisorySource",
@@ -231,7 +232,7 @@ class VerdictCache:
         return len(self._compare) + sources
 
     def compare(self, ecosystem: Ecosystem, a: str, b: str) -> int:
-        """Cached :func:`tools.versions.compare`.
+        """Cached :func:`patchpilot.core.versions.compare`.
 
         Raises:
             InvalidVersionError: either version is invalid (the failure is cached too).

@@ -26,10 +26,11 @@ Deterministic core only (no LLM, no graph, no CLI). Two entry points:
                       that patchpilot does not reboot hosts yet (not implemented: the lab hosts
                       cannot reboot)
 
-  Every step writes an audit event (:mod:`patchpilot.audit`).
+  Every step writes an audit event (:mod:`patchpilot.core.audit`).
 
 * :func:`deploy_ring` patches one ring: Ansible-style waves (``policy.schedule.waves``) as
-  barriers, SSM rate control across the ring (:class:`agents.scheduling.RateController`: ramp 1,
+  barriers, SSM rate control across the ring (:class:`patchpilot.agents.scheduling.RateController`:
+  ramp 1,
   2, 4 ... up to ``max_concurrency``; once errors exceed ``max_errors`` nothing new starts,
   in-flight hosts finish). A host with a failed or rolled-back item is an error. Hosts never
   started are reported ``pending``. :func:`rejected_after_failure` lists the versions to reject
@@ -54,9 +55,10 @@ import httpx
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from agents.scheduling import RateController, waves
-from patchpilot.audit import AuditLog
-from patchpilot.errors import (
+from patchpilot.agents.scheduling import RateController, waves
+from patchpilot.core import versions
+from patchpilot.core.audit import AuditLog
+from patchpilot.core.errors import (
     CommandFailedError,
     ConfigError,
     FactParseError,
@@ -64,16 +66,15 @@ from patchpilot.errors import (
     PatchpilotError,
     TransportError,
 )
-from patchpilot.failpoints import failpoint
-from patchpilot.models import Ecosystem, Host
-from patchpilot.plan import ComplianceState, PlanItem, compliance_state
-from patchpilot.policy import Policy
-from patchpilot.schedule import RebootPolicy
-from patchpilot.settings import Settings
-from tools import versions
-from tools.facts import RebootRequired, gather, simulate_install
-from tools.facts.apt_simulate import SimulationResult
-from tools.health import (
+from patchpilot.core.failpoints import failpoint
+from patchpilot.core.models import Ecosystem, Host
+from patchpilot.core.plan import ComplianceState, PlanItem, compliance_state
+from patchpilot.core.policy import Policy
+from patchpilot.core.schedule import RebootPolicy
+from patchpilot.core.settings import Settings
+from patchpilot.tools.facts import RebootRequired, gather, simulate_install
+from patchpilot.tools.facts.apt_simulate import SimulationResult
+from patchpilot.tools.health import (
     CheckResult,
     CommandCheck,
     HttpCheck,
@@ -81,7 +82,7 @@ from tools.health import (
     render_url,
     run_checks,
 )
-from tools.packages import (
+from patchpilot.tools.packages import (
     InstallResult,
     RepairResult,
     ServiceResult,
@@ -90,7 +91,7 @@ from tools.packages import (
     installed_versions,
     restart_service,
 )
-from tools.transport import Transport, open_transport
+from patchpilot.tools.transport import Transport, open_transport
 
 __all__ = [
     "AnyCheck",
@@ -109,10 +110,12 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 AnyCheck = HttpCheck | CommandCheck | ProcessCheck
-"""A health check (:data:`tools.health.HealthCheck` without the discriminator annotation)."""
+"""A health check (:data:`patchpilot.tools.health.HealthCheck` without the discriminator
+annotation)."""
 
 TransportFactory = Callable[[Host, Settings], Transport]
-"""Opens the transport of a host (:func:`tools.transport.open_transport`; tests pass fakes)."""
+"""Opens the transport of a host (:func:`patchpilot.tools.transport.open_transport`; tests pass
+fakes)."""
 
 ItemStatus = Literal["installed", "failed", "rolled_back", "skipped", "pending"]
 """What happened to one plan item on one host."""
@@ -865,8 +868,9 @@ def deploy_ring(
 ) -> RingResult:
     """Deploy one ring: waves as barriers, SSM rate control across the ring.
 
-    The ring is split with :func:`agents.scheduling.waves` (``policy.schedule.waves``); one
-    :class:`~agents.scheduling.RateController` (``len(ring_hosts)``,
+    The ring is split with :func:`patchpilot.agents.scheduling.waves` (``policy.schedule.waves``);
+    one
+    :class:`~patchpilot.agents.scheduling.RateController` (``len(ring_hosts)``,
     ``policy.schedule.rate.max_concurrency``, ``policy.schedule.rate.max_errors``) spans every
     wave, so its ramp (1, 2, 4 ... up to the cap) and its error count carry over. A wave starts
     only when the previous one has finished. A host is an error when an item ``failed`` or was

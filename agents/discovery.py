@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.errors import PatchpilotError
-from patchpilot.models import (
+from patchpilot.core.errors import PatchpilotError
+from patchpilot.core.models import (
     Host,
     HostFacts,
     InstalledPackage,
@@ -24,8 +24,8 @@ from patchpilot.models import (
     OSInfo,
     PendingUpdate,
 )
-from patchpilot.settings import DiscoverySettings, Settings
-from tools.facts import (
+from patchpilot.core.settings import DiscoverySettings, Settings
+from patchpilot.tools.facts import (
     AptCandidatePolicy,
     AptHolds,
     AptPendingUpdates,
@@ -42,11 +42,11 @@ from tools.facts import (
     gather_many,
     restart_status,
 )
-from tools.packages import refresh_package_lists
-from tools.transport import Transport, open_transport
+from patchpilot.tools.packages import refresh_package_lists
+from patchpilot.tools.transport import Transport, open_transport
 
 if TYPE_CHECKING:
-    from tools.changelog import ChangelogFetcher
+    from patchpilot.tools.changelog import ChangelogFetcher
 
 __all__ = ["HostOutcome", "discover", "discover_host"]
 

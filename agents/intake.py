@@ -1,9 +1,11 @@
 """Intake: the deterministic chat-request parser of the orchestrator (no LLM).
 
-:func:`parse_request` turns one operator message into a :class:`~patchpilot.intents.ChatRequest`.
+:func:`parse_request` turns one operator message into a
+:class:`~patchpilot.core.intents.ChatRequest`.
 The text is untrusted data: it is capped at :data:`MAX_TEXT_LENGTH` characters and
 :data:`MAX_TOKENS` words, scanned with linear regular expressions only, never evaluated, and every
-package name or version that could reach apt passes :mod:`tools.validate` (an invalid one is never
+package name or version that could reach apt passes :mod:`patchpilot.core.validate` (an invalid one
+is never
 accepted, never passed through). When in doubt the parser keeps the intent but sets
 ``needs_clarification``, so the orchestrator asks instead of acting; when it understands nothing
 the intent is ``unknown`` and the orchestrator answers with :func:`help_text`.
@@ -98,8 +100,8 @@ from typing import Final
 
 import structlog
 
-from patchpilot.errors import UnsafeArgumentError
-from patchpilot.intents import (
+from patchpilot.core.errors import UnsafeArgumentError
+from patchpilot.core.intents import (
     ACTION_INTENTS,
     DECISION_INTENTS,
     MAX_COMMENT_LENGTH,
@@ -111,8 +113,8 @@ from patchpilot.intents import (
     TagMatch,
     When,
 )
-from patchpilot.models import Ecosystem, Severity
-from tools.validate import validate_hostname, validate_package_name, validate_version
+from patchpilot.core.models import Ecosystem, Severity
+from patchpilot.core.validate import validate_hostname, validate_package_name, validate_version
 
 __all__ = [
     "DEFAULT_TAGS",

@@ -18,18 +18,18 @@ from typing import Any
 
 import structlog
 
-from patchpilot.errors import ConfigError
-from patchpilot.models import Host, PendingUpdate, Severity, SSVCOutcome, UpdateOrigin
-from patchpilot.plan import (
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.models import Host, PendingUpdate, Severity, SSVCOutcome, UpdateOrigin
+from patchpilot.core.plan import (
     ExcludedItem,
     ExclusionReason,
     PatchPlan,
     PlanItem,
     PredictedEffects,
 )
-from patchpilot.policy import ApprovalRule, Baseline, Policy, RejectedAction
-from patchpilot.store.records import FindingRecord
-from tools.versions import compare
+from patchpilot.core.policy import ApprovalRule, Baseline, Policy, RejectedAction
+from patchpilot.core.store.records import FindingRecord
+from patchpilot.core.versions import compare
 
 __all__ = [
     "APPROVED_PACKAGES_RULE",

@@ -1,7 +1,7 @@
 """Prioritisation: a 0-100 risk score, an SSVC outcome and a due date for each finding.
 
 Deterministic and pure: the same finding, enrichment, host and policy always give the same
-:class:`~patchpilot.models.RiskAssessment` (``today`` only adds an "overdue" note).
+:class:`~patchpilot.core.models.RiskAssessment` (``today`` only adds an "overdue" note).
 
 **Score.** Five factors, each a value in [0, 1] (``policy.risk.weights`` gives their weights):
 
@@ -66,8 +66,8 @@ from typing import Any, Final, TypeAlias
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.logging import debug_enabled
-from patchpilot.models import (
+from patchpilot.core.logging import debug_enabled
+from patchpilot.core.models import (
     CVSS,
     Enrichment,
     Exposure,
@@ -81,7 +81,7 @@ from patchpilot.models import (
     Severity,
     SSVCOutcome,
 )
-from patchpilot.policy import Policy
+from patchpilot.core.policy import Policy
 
 __all__ = [
     "SEVERITY_VALUES",
@@ -887,7 +887,7 @@ def assist_priorities(
         assessments: the core's assessments.
         packages: finding key -> source package (for memory recall).
         policy: ``risk.llm_max_raise`` bounds a raise.
-        memory: a :class:`tools.memory.VectorMemory` (None: no recall).
+        memory: a :class:`patchpilot.tools.memory.VectorMemory` (None: no recall).
         client: an LLM client (None: no LLM).
         top: how many of the highest-scored findings are considered.
 
@@ -925,8 +925,8 @@ def assist_priorities(
     if client is None:
         how["reason"] = "no LLM configured"
     else:
-        from prompts import as_json, fence, load_prompt
-        from tools.llm import LLMFallback, try_complete
+        from patchpilot.prompts import as_json, fence, load_prompt
+        from patchpilot.tools.llm import LLMFallback, try_complete
 
         prompt = load_prompt("prioritization")
         findings = [

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prompts import as_json, fence, load_prompt
-from tools.llm import LLMClient, LLMFallback, try_complete
+from patchpilot.prompts import as_json, fence, load_prompt
+from patchpilot.tools.llm import LLMClient, LLMFallback, try_complete
 
 __all__ = ["RunSummary", "summarize_run", "summary_text"]
 

@@ -30,9 +30,9 @@ from zoneinfo import ZoneInfo
 import structlog
 from croniter import CroniterError, croniter  # type: ignore[import-untyped]
 
-from patchpilot.errors import PatchpilotError
-from patchpilot.models import Host
-from patchpilot.schedule import (
+from patchpilot.core.errors import PatchpilotError
+from patchpilot.core.models import Host
+from patchpilot.core.schedule import (
     BlackoutPeriod,
     MaintenanceWindow,
     Ring,
@@ -170,7 +170,7 @@ def next_window(schedule: SchedulePolicy, now: datetime) -> WindowSlot | None:
     Returns:
         The slot, or ``None`` when no window opens within :data:`HORIZON`.
 
-    >>> from patchpilot.schedule import MaintenanceWindow
+    >>> from patchpilot.core.schedule import MaintenanceWindow
     >>> s = SchedulePolicy(windows=(MaintenanceWindow(name="w", cron="0 15 * * *",
     ...     duration="PT3H", cutoff="PT1H", timezone="UTC"),))
     >>> slot = next_window(s, datetime(2025, 6, 2, 12, 0, tzinfo=UTC))

@@ -15,10 +15,10 @@ from typing import Literal
 import structlog
 from pydantic import BaseModel, ConfigDict
 
-from patchpilot.errors import PatchpilotError
-from patchpilot.store import ImportStats, Store
-from tools.feeds import FEED_URLS, FeedFetcher, parse_feed, parse_fetched
-from tools.feeds.types import FeedKind, FeedStatus
+from patchpilot.core.errors import PatchpilotError
+from patchpilot.core.feeds import FeedKind, FeedStatus
+from patchpilot.core.store import ImportStats, Store
+from patchpilot.tools.feeds import FEED_URLS, FeedFetcher, parse_feed, parse_fetched
 
 __all__ = [
     "DEFAULT_UPDATE_KINDS",

@@ -1,7 +1,8 @@
 """Compatibility testing: predict what a frozen plan will do on every host before anything changes.
 
 Deterministic core (no LLM): for every host of the plan, one transport and one read-only
-simulation (:func:`tools.facts.apt_simulate.simulate_install`: ``apt-get -s`` plus the services
+simulation (:func:`patchpilot.tools.facts.apt_simulate.simulate_install`: ``apt-get -s`` plus the
+services
 and modified conffiles of the changed packages) of exactly that host's items, then a pure
 classification (:func:`classify_host`) and a risk per item. Best effort per host: an unreachable
 host or a simulation apt refuses marks that host's items and never stops the others; bounded
@@ -29,7 +30,7 @@ Decisions (documented contract):
   (health checks verify it): it is classified (``services-restart``) and explained, but does not
   raise the risk by itself.
 * **History.** :class:`OutcomeHistory` is queried once per distinct ``(package, to_version)``
-  (:class:`patchpilot.store.Store` implements it); a failing query is a warning, not an error.
+  (:class:`patchpilot.core.store.Store` implements it); a failing query is a warning, not an error.
 """
 
 from __future__ import annotations
@@ -41,17 +42,17 @@ from typing import Any, Literal, Protocol
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.errors import (
+from patchpilot.core.errors import (
     CommandFailedError,
     InvalidVersionError,
     PatchpilotError,
     TransportError,
 )
-from patchpilot.models import Ecosystem, Host, utcnow
-from patchpilot.plan import PatchPlan, PlanItem
-from patchpilot.policy import Policy
-from patchpilot.settings import Settings
-from patchpilot.testing_models import (
+from patchpilot.core.models import Ecosystem, Host, utcnow
+from patchpilot.core.plan import PatchPlan, PlanItem
+from patchpilot.core.policy import Policy
+from patchpilot.core.settings import Settings
+from patchpilot.core.testing_models import (
     Classification,
     ExtraChange,
     HostPrediction,
@@ -62,9 +63,9 @@ from patchpilot.testing_models import (
     RiskLevel,
     TestReport,
 )
-from tools.facts.apt_simulate import PackageChange, SimulationResult, simulate_install
-from tools.transport import open_transport
-from tools.versions import compare
+from patchpilot.core.versions import compare
+from patchpilot.tools.facts.apt_simulate import PackageChange, SimulationResult, simulate_install
+from patchpilot.tools.transport import open_transport
 
 __all__ = [
     "CompatibilityJudgment",
@@ -691,8 +692,8 @@ def judge_compatibility(
     (the model may raise a risk, never lower it), and only with citations among the ids
     recalled for that item. Returns ``({"host|package": judgment}, how)``.
     """
-    from prompts import as_json, fence, load_prompt
-    from tools.llm import LLMFallback, try_complete
+    from patchpilot.prompts import as_json, fence, load_prompt
+    from patchpilot.tools.llm import LLMFallback, try_complete
 
     if client is None:
         return {}, {"by": "core", "reason": "no LLM configured"}

@@ -24,10 +24,11 @@ from datetime import UTC, datetime
 from functools import cmp_to_key
 from pathlib import Path
 
-from agents.assessment import VerdictCache, assess_host
-from agents.prioritization import prioritize
-from patchpilot.logging import configure_logging
-from patchpilot.models import (
+from patchpilot.agents.assessment import VerdictCache, assess_host
+from patchpilot.agents.prioritization import prioritize
+from patchpilot.core.feeds import FeedKind
+from patchpilot.core.logging import configure_logging
+from patchpilot.core.models import (
     Ecosystem,
     Enrichment,
     Exposure,
@@ -40,11 +41,10 @@ from patchpilot.models import (
     OSInfo,
     RiskAssessment,
 )
-from patchpilot.policy import Policy, load_policy
-from patchpilot.store import Store
-from tools.feeds import parse_feed
-from tools.feeds.types import FeedKind
-from tools.versions import compare
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.store import Store
+from patchpilot.core.versions import compare
+from patchpilot.tools.feeds import parse_feed
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASE = "bookworm"

@@ -1,4 +1,4 @@
-"""Throughput of patchpilot.store: feed import, advisory lookups, findings writes and reads.
+"""Throughput of patchpilot.core.store: feed import, advisory lookups, findings writes and reads.
 
 Usage::
 
@@ -30,8 +30,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from patchpilot.logging import configure_logging
-from patchpilot.models import (
+from patchpilot.core.feeds import FeedBatch, FeedKind
+from patchpilot.core.logging import configure_logging
+from patchpilot.core.models import (
     Advisory,
     Ecosystem,
     Finding,
@@ -43,8 +44,7 @@ from patchpilot.models import (
     Severity,
     SSVCOutcome,
 )
-from patchpilot.store import Store, finding_key
-from tools.feeds.types import FeedBatch, FeedKind
+from patchpilot.core.store import Store, finding_key
 
 T0 = datetime(2024, 7, 1, tzinfo=UTC)
 PER_PACKAGE = 10

@@ -1,4 +1,4 @@
-"""Throughput of tools.versions: comparisons (and sort keys) per second, per ecosystem.
+"""Throughput of patchpilot.core.versions: comparisons (and sort keys) per second, per ecosystem.
 
 Usage::
 
@@ -17,7 +17,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from tools.versions import compare, sort_key
+from patchpilot.core.versions import compare, sort_key
 
 PAIRS: dict[str, list[tuple[str, str]]] = {
     "debian": [
@@ -82,7 +82,7 @@ def _rate(fn: Callable[[], object], ops_per_call: int, seconds: float) -> float:
 
 def main() -> None:
     """Measure and print comparisons/second and sort keys/second per ecosystem."""
-    parser = argparse.ArgumentParser(description="tools.versions throughput")
+    parser = argparse.ArgumentParser(description="patchpilot.core.versions throughput")
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     args = parser.parse_args()
 

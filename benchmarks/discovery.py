@@ -17,7 +17,8 @@ or disagrees with the others about what it found).
 
   - ``bare``: the floor. A thread pool of ``--concurrency`` threads; per entry one paramiko
     connection (strict host keys, the lab key), one ``dpkg-query``, read everything, close.
-  - ``patchpilot``: ``agents.discovery.discover`` with default settings (OS, kernel, packages,
+  - ``patchpilot``: ``patchpilot.agents.discovery.discover`` with default settings (OS, kernel,
+    packages,
     reboot state, plus the extended facts: held packages, apt sources, listening sockets,
     processes using deleted libraries).
   - ``patchpilot-core``: the same with ``discovery.services``, ``.restarts`` and
@@ -120,10 +121,10 @@ def _child_bare(
 
 
 def _child_patchpilot(inventory: Path, concurrency: int, *, extended: bool) -> dict[str, Any]:
-    from agents.discovery import discover
-    from patchpilot.inventory import load_inventory, select_hosts
-    from patchpilot.logging import configure_logging
-    from patchpilot.settings import load_settings
+    from patchpilot.agents.discovery import discover
+    from patchpilot.core.inventory import load_inventory, select_hosts
+    from patchpilot.core.logging import configure_logging
+    from patchpilot.core.settings import load_settings
 
     configure_logging("warning")  # as the CLI does; the default structlog config prints info
     overrides: dict[str, Any] = {"home": inventory.parent / "pp-home", "concurrency": concurrency}

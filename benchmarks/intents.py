@@ -1,7 +1,7 @@
 """Chat-intake benchmark: how often the request parser gets every field right, and whether its
 misses are safe.
 
-Each case is an operator message with the expected :class:`~patchpilot.intents.ChatRequest`
+Each case is an operator message with the expected :class:`~patchpilot.core.intents.ChatRequest`
 fields (intent; scope hosts, tags, tag match, groups, all hosts; packages with versions; CVEs;
 severity floor; KEV only; newest; when; dry run; run id; whether a clarification is expected).
 A case is correct only if every one of those fields matches.
@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from patchpilot.intents import ChatRequest, Intent, TagMatch, When
-from patchpilot.logging import configure_logging
-from patchpilot.models import Severity
+from patchpilot.core.intents import ChatRequest, Intent, TagMatch, When
+from patchpilot.core.logging import configure_logging
+from patchpilot.core.models import Severity
 
 HOSTS = ("canary-1", "web-1", "web-2", "db-1", "db-2", "staging-1")
 TAGS = ("web", "db", "prod", "staging", "canary")
@@ -419,18 +419,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--llm",
         action="store_true",
-        help="also evaluate the LLM intake (agents.orchestrator.parse_with_llm; llm.base_url)",
+        help="also evaluate the LLM intake (patchpilot.app.chat.parse_with_llm; llm.base_url)",
     )
     ap.add_argument("--verbose", action="store_true", help="print every case's parse")
     args = ap.parse_args(argv)
     configure_logging("warning")
-    intake = importlib.import_module("agents.intake")
+    intake = importlib.import_module("patchpilot.agents.intake")
     accuracy, unsafe = _report("deterministic parser", intake.parse_request, verbose=args.verbose)
     status = 0 if accuracy >= ACCURACY_TARGET and unsafe == 0 else 1
     if args.llm:
-        from patchpilot.settings import load_settings
+        from patchpilot.core.settings import load_settings
 
-        llm = importlib.import_module("agents.orchestrator").parse_with_llm
+        llm = importlib.import_module("patchpilot.app.chat").parse_with_llm
         if not load_settings().llm.configured:
             print("== LLM parser: no endpoint configured (PATCHPILOT_LLM__BASE_URL); skipped")
         else:

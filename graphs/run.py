@@ -8,10 +8,11 @@
                               ▲                 │
                               └──(next ring)────┘
 
-* ``begin`` … ``prioritize`` are the scan graph's nodes (:mod:`graphs.scan`): the run starts
+* ``begin`` … ``prioritize`` are the scan graph's nodes (:mod:`patchpilot.graphs.scan`): the run
+  starts
   from a fresh inventory of its hosts (dynamic scope: the targets are resolved when the run
   starts and logged).
-* ``plan_patch`` freezes a :class:`~patchpilot.plan.PatchPlan` (id + content hash) with the
+* ``plan_patch`` freezes a :class:`~patchpilot.core.plan.PatchPlan` (id + content hash) with the
   policy baseline, the baseline rejections a person has not cleared yet, and ``--only``.
   ``test`` simulates it on every host (read-only); ``schedule`` resolves the rings and the
   maintenance window. These nodes have no side effects on hosts: they may run again.
@@ -20,7 +21,8 @@
   the pending approval is also written to the store (idempotently) so ``patchpilot approvals``
   lists it and another process decides it (``patchpilot approve RUN_ID``), which resumes the
   graph with ``Command(resume=decision)``. The decision is bound to the plan's content hash.
-* ``deploy_ring`` deploys one ring per step (:func:`agents.deployment.deploy_ring`: waves, SSM
+* ``deploy_ring`` deploys one ring per step (:func:`patchpilot.agents.deployment.deploy_ring`:
+  waves, SSM
   rate control, health checks, automatic rollback) and loops to the next ring unless the ring
   halted. Outside the maintenance window it interrupts until ``patchpilot resume RUN_ID`` finds
   the window open. Every host's start and end are written to the store as they happen, so after
@@ -53,11 +55,21 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from agents.deployment import HostDeployment, RingResult, TransportFactory, deploy_ring
-from agents.planning import approval_required, build_plan, build_rollback_plan
-from agents.scheduling import assign_rings, can_start, next_window
-from agents.testing import judge_compatibility, recall_similar, test_plan
-from graphs.scan import (
+from patchpilot.agents.deployment import HostDeployment, RingResult, TransportFactory, deploy_ring
+from patchpilot.agents.planning import approval_required, build_plan, build_rollback_plan
+from patchpilot.agents.scheduling import assign_rings, can_start, next_window
+from patchpilot.agents.testing import judge_compatibility, recall_similar, test_plan
+from patchpilot.core.audit import AuditLog, current_actor
+from patchpilot.core.errors import PatchpilotError
+from patchpilot.core.failpoints import failpoint
+from patchpilot.core.models import Host, PendingUpdate, utcnow
+from patchpilot.core.plan import ExcludedItem, ExclusionReason, PatchPlan, PlanItem
+from patchpilot.core.policy import Policy
+from patchpilot.core.schedule import WindowSlot
+from patchpilot.core.settings import Settings
+from patchpilot.core.store import HostSnapshot, Store
+from patchpilot.core.testing_models import ItemStatus, TestReport
+from patchpilot.graphs.scan import (
     HostTask,
     RunBusyError,
     ScanContext,
@@ -74,19 +86,9 @@ from graphs.scan import (
     run_lock,
     source,
 )
-from patchpilot.audit import AuditLog, current_actor
-from patchpilot.errors import PatchpilotError
-from patchpilot.failpoints import failpoint
-from patchpilot.models import Host, PendingUpdate, utcnow
-from patchpilot.plan import ExcludedItem, ExclusionReason, PatchPlan, PlanItem
-from patchpilot.policy import Policy
-from patchpilot.schedule import WindowSlot
-from patchpilot.settings import Settings
-from patchpilot.store import HostSnapshot, Store
-from patchpilot.testing_models import ItemStatus, TestReport
-from tools.facts import gather
-from tools.facts.apt_sources import AptCandidatePolicy
-from tools.transport import open_transport
+from patchpilot.tools.facts import gather
+from patchpilot.tools.facts.apt_sources import AptCandidatePolicy
+from patchpilot.tools.transport import open_transport
 
 __all__ = [
     "ApprovalDecision",
@@ -109,7 +111,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # chromadb loads only when a run uses it
-    from tools.memory import VectorMemory
+    from patchpilot.tools.memory import VectorMemory
 
 log = structlog.get_logger(__name__)
 
@@ -118,7 +120,8 @@ RunStatus = Literal["completed", "partial", "awaiting_approval", "halted", "fail
 the hosts it reached, but some targeted hosts could not be reached."""
 
 _MEMORY_TEXT = 8_000
-"""The vector memory's longest text field (``tools.memory.records``): clip to it, never fail."""
+"""The vector memory's longest text field (``patchpilot.tools.memory.records``): clip to it, never
+fail."""
 _REASON_TEXT = 2_000
 """Longest outside text (a comment, an error message) quoted in a run's reason."""
 
@@ -727,7 +730,7 @@ def _remember_deployment(
     """Write the host's outcomes (and an incident for a failure) to the vector memory."""
     if memory is None:
         return
-    from tools.memory import IncidentMemory, OutcomeMemory
+    from patchpilot.tools.memory import IncidentMemory, OutcomeMemory
 
     statuses: dict[str, Literal["success", "failure", "rollback"]] = {
         "installed": "success",
@@ -776,7 +779,7 @@ def _remember_run(memory: VectorMemory | None, state: RunState, outcome: RunOutc
     """The run's decision (plan, approval, result) as one memory item."""
     if memory is None or state.plan is None or not state.plan.items:
         return
-    from tools.memory import DecisionMemory
+    from patchpilot.tools.memory import DecisionMemory
 
     packages = sorted({f"{i.package} {i.to_version}" for i in state.plan.items})
     approval = state.approval
@@ -884,8 +887,8 @@ def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 def _summarize(state: RunState, outcome: RunOutcome, ctx: RunContext) -> tuple[str, dict[str, Any]]:
     """The run's human summary (LLM-written when possible; never fails the run)."""
-    from agents.reporting import summarize_run, summary_text
-    from patchpilot.run_report import run_document
+    from patchpilot.agents.reporting import summarize_run, summary_text
+    from patchpilot.graphs.run_document import run_document
 
     snapshot = RunSnapshot(state=state, next=(), interrupts=())
     result = RunResult(run_id=state.run_id, status=outcome.status, reason=outcome.reason)

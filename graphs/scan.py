@@ -46,18 +46,18 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.assessment import VerdictCache, assess_host, findings_from_pending
-from agents.discovery import discover_host
-from agents.prioritization import assist_priorities, prioritize
-from agents.sourcing import SourcingReport, ensure_feeds
-from patchpilot.errors import PatchpilotError
-from patchpilot.failpoints import failpoint
-from patchpilot.models import Host
-from patchpilot.policy import Policy
-from patchpilot.settings import Settings
-from patchpilot.store import Store, finding_key
-from tools.changelog import ChangelogFetcher
-from tools.feeds import FeedFetcher
+from patchpilot.agents.assessment import VerdictCache, assess_host, findings_from_pending
+from patchpilot.agents.discovery import discover_host
+from patchpilot.agents.prioritization import assist_priorities, prioritize
+from patchpilot.agents.sourcing import SourcingReport, ensure_feeds
+from patchpilot.core.errors import PatchpilotError
+from patchpilot.core.failpoints import failpoint
+from patchpilot.core.models import Host
+from patchpilot.core.policy import Policy
+from patchpilot.core.settings import Settings
+from patchpilot.core.store import Store, finding_key
+from patchpilot.tools.changelog import ChangelogFetcher
+from patchpilot.tools.feeds import FeedFetcher
 
 __all__ = [
     "HostStatus",
@@ -74,8 +74,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # chromadb and openai load only when a run uses them
-    from tools.llm import LLMClient
-    from tools.memory import VectorMemory
+    from patchpilot.tools.llm import LLMClient
+    from patchpilot.tools.memory import VectorMemory
 
 log = structlog.get_logger(__name__)
 
@@ -168,7 +168,7 @@ class ScanContext:
         if memory is None:
             memory = open_memory(settings)
         if llm is None:
-            from tools.llm import make_client
+            from patchpilot.tools.llm import make_client
 
             llm = make_client(settings.llm, cache_dir=settings.cache_dir)
         return cls(
@@ -186,7 +186,7 @@ class ScanContext:
 
 def open_memory(settings: Settings) -> VectorMemory | None:
     """The vector memory, or None (with a warning) when it cannot be opened."""
-    from tools.memory import VectorMemory
+    from patchpilot.tools.memory import VectorMemory
 
     try:
         return VectorMemory.open(settings)
@@ -420,16 +420,16 @@ def build_scan_graph() -> StateGraph[ScanState, ScanContext, ScanState, ScanStat
 
 
 _CHECKPOINT_MODULES = (
-    "agents.sourcing",
-    "graphs.run",
-    "graphs.scan",
-    "patchpilot.models",
-    "patchpilot.plan",
-    "patchpilot.policy",
-    "patchpilot.schedule",
-    "patchpilot.testing_models",
-    "patchpilot.store.records",
-    "tools.health",
+    "patchpilot.agents.sourcing",
+    "patchpilot.graphs.run",
+    "patchpilot.graphs.scan",
+    "patchpilot.core.models",
+    "patchpilot.core.plan",
+    "patchpilot.core.policy",
+    "patchpilot.core.schedule",
+    "patchpilot.core.testing_models",
+    "patchpilot.core.store.records",
+    "patchpilot.core.checks",
 )
 
 
@@ -439,7 +439,7 @@ def checkpoint_types() -> list[type]:
     Checkpoints are deserialized with an explicit allowlist (LangGraph's strict msgpack mode):
     a checkpoint file can only revive our own state types, never arbitrary classes. The list is
     the models and enums of :data:`_CHECKPOINT_MODULES` plus every model and enum their fields
-    reach (e.g. ``tools.feeds.types.FeedStatus`` inside a ``SourcingReport``), so a type added
+    reach (e.g. ``patchpilot.core.feeds.FeedStatus`` inside a ``SourcingReport``), so a type added
     to the state can never be missing from it (LangGraph would warn and refuse to revive it).
     """
     import importlib

@@ -1,5 +1,5 @@
 """``python -m patchpilot`` runs the CLI."""
 
-from patchpilot.cli import main
+from patchpilot.cli.main import main
 
 main()

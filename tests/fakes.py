@@ -1,4 +1,4 @@
-"""A scripted :class:`~tools.transport.base.Transport` for hermetic unit tests.
+"""A scripted :class:`~patchpilot.tools.transport.base.Transport` for hermetic unit tests.
 
 The real transports are tested against a real sshd and this machine (tests/integration); unit
 tests of code that *uses* a transport replay recorded command results through this one.
@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from patchpilot.models import CommandResult
-from tools.transport.base import Transport
+from patchpilot.core.models import CommandResult
+from patchpilot.tools.transport.base import Transport
 
 __all__ = ["ScriptedTransport", "batch_commands", "replay"]
 
@@ -24,7 +24,8 @@ _STEP_RE = re.compile(
 
 
 def batch_commands(argv: tuple[str, ...]) -> list[tuple[str, ...]] | None:
-    """The fact commands inside a :func:`~tools.facts.base.gather_many` batch, else None."""
+    """The fact commands inside a :func:`~patchpilot.tools.facts.base.gather_many` batch, else
+    None."""
     if len(argv) != 5 or argv[:2] != ("sh", "-c") or not argv[4].startswith("pp-"):
         return None
     return [tuple(shlex.split(m["command"])) for m in _STEP_RE.finditer(argv[2])]

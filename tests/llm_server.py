@@ -1,6 +1,7 @@
 """A scripted OpenAI-compatible server on loopback, speaking the real wire format over real HTTP.
 
-Tests point :class:`~tools.llm.client.LLMClient` (or anything using the ``openai`` SDK) at
+Tests point :class:`~patchpilot.tools.llm.client.LLMClient` (or anything using the ``openai`` SDK)
+at
 :attr:`LLMTestServer.base_url` and script what the "model" answers, faults included::
 
     from tests.llm_server import LLMTestServer, answer, rate_limit, truncated
@@ -70,7 +71,7 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import BaseModel
 
-from patchpilot.settings import LLMSettings
+from patchpilot.core.settings import LLMSettings
 
 __all__ = [
     "Answer",

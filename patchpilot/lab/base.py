@@ -23,7 +23,7 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
-from patchpilot.errors import LabError
+from patchpilot.core.errors import LabError
 from patchpilot.lab.models import BASE_FORMAT_VERSION, BaseMeta
 from patchpilot.lab.system import ensure_tools, mounts, run
 

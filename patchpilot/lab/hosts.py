@@ -26,7 +26,7 @@ from pathlib import Path
 
 import structlog
 
-from patchpilot.errors import LabError
+from patchpilot.core.errors import LabError
 from patchpilot.lab.base import LAB_USER, copy_resolv_conf
 from patchpilot.lab.models import LabHost
 from patchpilot.lab.system import (

@@ -45,7 +45,7 @@ from typing import IO
 import structlog
 from pydantic import ValidationError
 
-from patchpilot.errors import LabError
+from patchpilot.core.errors import LabError
 from patchpilot.lab import base as base_mod
 from patchpilot.lab.hosts import (
     HostPaths,

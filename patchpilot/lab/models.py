@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.models import Exposure
+from patchpilot.core.models import Exposure
 
 __all__ = [
     "BASE_FORMAT_VERSION",

@@ -2,7 +2,8 @@
 
 ``patchpilot lab up`` writes it to ``$LAB/policy.yaml`` (rewritten on every up/reset: acme-web
 ports can change). It is the bundled ``configs/policy.yaml`` (found the way the settings find
-the default policy, :attr:`patchpilot.settings.Settings.policy_path` with no ``policy`` set) with
+the default policy, :attr:`patchpilot.core.settings.Settings.policy_path` with no ``policy`` set)
+with
 one more ``health.checks`` rule, :data:`LAB_HEALTH_RULE`, for every change on every host: an
 HTTP check of acme-web's ``/health`` (200 and a body containing ``OK``), each host on its own
 port through ``url_overrides``. Everything else (the always-open window, ``approvals.tags:
@@ -19,13 +20,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from patchpilot.configfile import read_yaml_mapping
-from patchpilot.errors import ConfigError
+from patchpilot.core.configfile import read_yaml_mapping
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.policy import Policy
+from patchpilot.core.settings import Settings, format_validation_error
 from patchpilot.lab.inventory import _write_atomic
 from patchpilot.lab.models import LabHost
 from patchpilot.lab.profile import DEFAULT_ACME_BASE_PORT
-from patchpilot.policy import Policy
-from patchpilot.settings import Settings, format_validation_error
 
 __all__ = [
     "LAB_HEALTH_RULE",
@@ -77,7 +78,7 @@ def lab_health_rule(hosts: Sequence[LabHost]) -> dict[str, Any]:
 def lab_policy_document(
     hosts: Sequence[LabHost], base: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The lab's policy as a mapping, validated with :class:`~patchpilot.policy.Policy`.
+    """The lab's policy as a mapping, validated with :class:`~patchpilot.core.policy.Policy`.
 
     Pure apart from reading the bundled default policy when ``base`` is omitted.
 

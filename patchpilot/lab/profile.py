@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from patchpilot.core.models import Exposure
 from patchpilot.lab.models import LabHost
-from patchpilot.models import Exposure
 
 __all__ = ["DEFAULT_ACME_BASE_PORT", "DEFAULT_BASE_PORT", "MAX_HOSTS", "fleet_profile", "lab_host"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from patchpilot.errors import LabError
+from patchpilot.core.errors import LabError
 
 __all__ = [
     "NOT_ROOT_MESSAGE",

@@ -25,8 +25,8 @@ from typing import Any
 
 import pytest
 
-from patchpilot.models import Host
-from patchpilot.settings import SSHSettings
+from patchpilot.core.models import Host
+from patchpilot.core.settings import SSHSettings
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 START_TIMEOUT_S = 15.0

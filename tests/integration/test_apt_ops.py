@@ -16,19 +16,19 @@ from typing import TYPE_CHECKING
 import pytest
 import structlog
 
-from patchpilot.errors import CommandFailedError
-from patchpilot.inventory import load_inventory
-from patchpilot.models import Host
-from patchpilot.settings import load_settings
-from tools.facts.apt_simulate import simulate_install
-from tools.health import CommandCheck, HttpCheck, ProcessCheck, run_check
-from tools.packages import (
+from patchpilot.core.errors import CommandFailedError
+from patchpilot.core.inventory import load_inventory
+from patchpilot.core.models import Host
+from patchpilot.core.settings import load_settings
+from patchpilot.tools.facts.apt_simulate import simulate_install
+from patchpilot.tools.health import CommandCheck, HttpCheck, ProcessCheck, run_check
+from patchpilot.tools.packages import (
     audit_and_repair,
     install_exact,
     installed_versions,
     restart_service,
 )
-from tools.transport import Transport, open_transport
+from patchpilot.tools.transport import Transport, open_transport
 
 if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here first breaks rewriting
     from tests.integration.lab_fixtures import LabHandle

@@ -20,8 +20,13 @@ from typing import Any
 import pytest
 import structlog
 
-from agents.assessment import AssessmentResult, VerdictCache, assess_host, is_kernel_source
-from patchpilot.models import (
+from patchpilot.agents.assessment import (
+    AssessmentResult,
+    VerdictCache,
+    assess_host,
+    is_kernel_source,
+)
+from patchpilot.core.models import (
     Advisory,
     Ecosystem,
     FixState,
@@ -32,8 +37,8 @@ from patchpilot.models import (
     OSInfo,
     Provenance,
 )
+from patchpilot.core.versions import sort_key
 from tests.conftest import SHARED
-from tools.versions import sort_key
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +86,7 @@ def _local_parse(path: Path, release: str) -> list[Advisory]:
 
 def _bookworm_advisories(release: str) -> dict[str, list[Advisory]]:
     try:  # the project's feed parser, when present
-        from tools.feeds.debian import parse_dsa
+        from patchpilot.tools.feeds.debian import parse_dsa
 
         batch = parse_dsa(DSA_LIST.read_bytes(), source=str(DSA_LIST), fetched_at=NOW)
         advisories = [a for a in batch.advisories if a.release == release]
@@ -133,8 +138,8 @@ def _check_against_oracle(
 
 
 def test_this_machine_against_dpkg() -> None:
-    from tools.facts import collect_host_facts
-    from tools.transport.local import LocalTransport
+    from patchpilot.tools.facts import collect_host_facts
+    from patchpilot.tools.transport.local import LocalTransport
 
     with LocalTransport("localhost") as transport:
         facts, packages = collect_host_facts(transport)

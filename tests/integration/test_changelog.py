@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.changelog import (
+from patchpilot.tools.changelog import (
     ChangelogFetcher,
     ChangelogFetchError,
     ChangelogNotShipped,
@@ -25,8 +25,8 @@ from tools.changelog import (
     DebianChangelogFact,
     parse_changelog,
 )
-from tools.facts.base import FACT_ENV
-from tools.transport.local import LocalTransport, safe_env
+from patchpilot.tools.facts.base import FACT_ENV
+from patchpilot.tools.transport.local import LocalTransport, safe_env
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""agents.deployment on the lab: install, verify, health-check, roll back, rate-control halt.
+"""patchpilot.agents.deployment on the lab: install, verify, health-check, roll back, rate-control
+halt.
 
 Needs root (the shared ``lab`` fixture). Every test leaves the lab as it found it: the
 ``restore_lab`` finalizer puts acme-web 1.0.0 back on every host and re-holds it on db-1, since
@@ -13,15 +14,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agents.deployment import AnyCheck, deploy_host, deploy_ring, rejected_after_failure
-from patchpilot.audit import AuditLog
-from patchpilot.inventory import load_inventory
-from patchpilot.models import Host
-from patchpilot.plan import ComplianceState, PlanItem
-from patchpilot.policy import Policy, load_policy
-from patchpilot.schedule import RatePolicy, RebootPolicy
-from patchpilot.settings import Settings, load_settings
-from tools.health import HttpCheck
+from patchpilot.agents.deployment import AnyCheck, deploy_host, deploy_ring, rejected_after_failure
+from patchpilot.core.audit import AuditLog
+from patchpilot.core.inventory import load_inventory
+from patchpilot.core.models import Host
+from patchpilot.core.plan import ComplianceState, PlanItem
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.schedule import RatePolicy, RebootPolicy
+from patchpilot.core.settings import Settings, load_settings
+from patchpilot.tools.health import HttpCheck
 
 if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here first breaks rewriting
     from tests.integration.lab_fixtures import LabHandle

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.settings import load_settings
+from patchpilot.core.settings import load_settings
+from patchpilot.tools.facts import collect_host_facts
+from patchpilot.tools.transport import LocalTransport, SSHTransport
 from tests.integration.conftest import SSHServer
-from tools.facts import collect_host_facts
-from tools.transport import LocalTransport, SSHTransport
 
 pytestmark = pytest.mark.integration
 

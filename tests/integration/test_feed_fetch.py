@@ -23,8 +23,8 @@ import httpx
 import pytest
 import structlog
 
-from tools.feeds import FeedError, FeedFetcher, FeedFetchError, FeedKind, parse_fetched
-from tools.feeds.fetch import _redact, _retry_after
+from patchpilot.tools.feeds import FeedError, FeedFetcher, FeedFetchError, FeedKind, parse_fetched
+from patchpilot.tools.feeds.fetch import _redact, _retry_after
 
 pytestmark = pytest.mark.integration
 

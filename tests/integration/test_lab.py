@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from patchpilot.inventory import load_inventory
+from patchpilot.core.inventory import load_inventory
+from patchpilot.core.settings import load_settings
 from patchpilot.lab.system import http_status, mounts, process_alive, tcp_accepting
-from patchpilot.settings import load_settings
-from tools.transport import open_transport
+from patchpilot.tools.transport import open_transport
 
 if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here first breaks rewriting
     from tests.integration.lab_fixtures import LabHandle

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from patchpilot.settings import LLMSettings
-from tools.llm import LLMClient
+from patchpilot.core.settings import LLMSettings
+from patchpilot.tools.llm import LLMClient
 
 pytestmark = pytest.mark.integration
 

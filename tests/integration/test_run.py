@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from patchpilot.audit import read_events
+from patchpilot.core.audit import read_events
 
 if TYPE_CHECKING:
     from tests.integration.lab_fixtures import LabHandle
@@ -372,12 +372,12 @@ def test_a_run_outside_its_window_waits_and_resumes_when_it_opens(
     # 22:00-00:00 UTC with a 30-minute cutoff (no new host after 23:30).
     from datetime import UTC, datetime
 
-    from graphs.run import RunContext, continue_run, start_run
-    from patchpilot.audit import AuditLog
-    from patchpilot.inventory import load_inventory
-    from patchpilot.policy import load_policy
-    from patchpilot.settings import load_settings
-    from patchpilot.store import Store
+    from patchpilot.core.audit import AuditLog
+    from patchpilot.core.inventory import load_inventory
+    from patchpilot.core.policy import load_policy
+    from patchpilot.core.settings import load_settings
+    from patchpilot.core.store import Store
+    from patchpilot.graphs.run import RunContext, continue_run, start_run
 
     now = [datetime(2026, 11, 27, 21, 0, tzinfo=UTC)]
     window = {"name": "nightly", "cron": "0 22 * * *", "duration": "PT2H", "cutoff": "PT30M"}

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pytest
 import yaml
 
-from patchpilot.audit import read_events
+from patchpilot.core.audit import read_events
 from tests.integration.conftest import SSHServer, keygen
 
 if TYPE_CHECKING:
@@ -325,8 +325,8 @@ def test_a_decision_recorded_past_the_boundary_still_lets_the_run_finish(
 ) -> None:
     # An older client (or any tool writing the store) recorded a decision whose comment is
     # over every limit: the run must finish, never stay awaiting_approval or running.
-    from patchpilot.settings import load_settings
-    from patchpilot.store import Store
+    from patchpilot.core.settings import load_settings
+    from patchpilot.core.store import Store
 
     home = tmp_path / "home"
     run_id = _waiting_run(lab, tmp_path, home)

@@ -3,7 +3,7 @@
 The resumed scan is built by the same context factory as the start (changelog fetcher, vector
 memory, LLM client), so it finds what an uninterrupted scan finds, field by field: the lab
 fleet's findings with the CVEs read from each update's Debian changelog, killed after a host's
-discovery, after sourcing and after a host's assessment (``patchpilot.failpoints``). A scan
+discovery, after sourcing and after a host's assessment (``patchpilot.core.failpoints``). A scan
 being driven by one process cannot be resumed by another (the per-run lock of patch runs), and
 an LLM configured at the start assists the resumed scan too.
 """

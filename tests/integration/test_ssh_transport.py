@@ -11,7 +11,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from patchpilot.errors import (
+from patchpilot.core.errors import (
     AuthenticationError,
     CommandFailedError,
     CommandTimeoutError,
@@ -19,12 +19,12 @@ from patchpilot.errors import (
     HostKeyError,
     TransportError,
 )
-from patchpilot.inventory import load_inventory
-from patchpilot.settings import Settings
+from patchpilot.core.inventory import load_inventory
+from patchpilot.core.settings import Settings
+from patchpilot.tools.transport import SSHTransport, Transport, open_transport
+from patchpilot.tools.transport.ssh import host_key_fingerprint
 from tests.integration.conftest import SSHServer, fingerprint_of, free_port, keygen
 from tests.integration.lab_fixtures import LabHandle
-from tools.transport import SSHTransport, Transport, open_transport
-from tools.transport.ssh import host_key_fingerprint
 
 pytestmark = pytest.mark.integration
 

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from agents import testing
-from agents.planning import approval_required
-from patchpilot.inventory import load_inventory
-from patchpilot.models import Host
-from patchpilot.plan import PatchPlan, PlanItem, PredictedEffects
-from patchpilot.policy import Policy, load_policy
-from patchpilot.settings import load_settings
-from patchpilot.store import Store
-from patchpilot.testing_models import Classification, ItemStatus, RiskLevel, TestReport
+from patchpilot.agents import testing
+from patchpilot.agents.planning import approval_required
+from patchpilot.core.inventory import load_inventory
+from patchpilot.core.models import Host
+from patchpilot.core.plan import PatchPlan, PlanItem, PredictedEffects
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.settings import load_settings
+from patchpilot.core.store import Store
+from patchpilot.core.testing_models import Classification, ItemStatus, RiskLevel, TestReport
 
 if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here first breaks rewriting
     from tests.integration.lab_fixtures import LabHandle

@@ -1,4 +1,5 @@
-"""tools.packages.apt_ops and tools.facts.apt_simulate.simulate_install, on a scripted transport.
+"""patchpilot.tools.packages.apt_ops and patchpilot.tools.facts.apt_simulate.simulate_install, on a
+scripted transport.
 
 Outputs are the ones recorded on the lab (Debian 12, apt 2.6, dpkg 1.21) by the session that
 wrote these tools; the fact fixtures under tests/fixtures/facts hold the simulation outputs.
@@ -16,11 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import CommandFailedError, CommandTimeoutError, UnsafeArgumentError
-from patchpilot.models import CommandResult
-from tests.fakes import ScriptedTransport
-from tools.facts.apt_simulate import reboot_hint_packages, simulate_install, validate_items
-from tools.packages import (
+from patchpilot.core.errors import CommandFailedError, CommandTimeoutError, UnsafeArgumentError
+from patchpilot.core.models import CommandResult
+from patchpilot.core.validate import validate_service_name
+from patchpilot.tools.facts.apt_simulate import (
+    reboot_hint_packages,
+    simulate_install,
+    validate_items,
+)
+from patchpilot.tools.packages import (
     APT_ENV,
     audit_and_repair,
     install_argv,
@@ -31,8 +36,8 @@ from tools.packages import (
     restart_service,
     wait_for_dpkg_lock,
 )
-from tools.transport.base import SudoRefusedError, sudo_refusal
-from tools.validate import validate_service_name
+from patchpilot.tools.transport.base import SudoRefusedError, sudo_refusal
+from tests.fakes import ScriptedTransport
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts"
@@ -456,12 +461,12 @@ def test_a_failing_command_under_sudo_is_not_a_refusal() -> None:
 
 
 def test_deployment_reports_sudo_refusal_as_a_privilege_problem(tmp_path: Path) -> None:
-    from agents.deployment import deploy_host
-    from patchpilot.audit import AuditLog
-    from patchpilot.models import Host as InventoryHost
-    from patchpilot.plan import PlanItem
-    from patchpilot.schedule import RebootPolicy
-    from patchpilot.settings import Settings
+    from patchpilot.agents.deployment import deploy_host
+    from patchpilot.core.audit import AuditLog
+    from patchpilot.core.models import Host as InventoryHost
+    from patchpilot.core.plan import PlanItem
+    from patchpilot.core.schedule import RebootPolicy
+    from patchpilot.core.settings import Settings
 
     settings = Settings(home=tmp_path / "home")
     item = PlanItem(
@@ -493,9 +498,9 @@ def test_deployment_reports_sudo_refusal_as_a_privilege_problem(tmp_path: Path) 
 
 
 _REFUSAL_SCRIPT = """
-from tools.packages import audit_and_repair, install_exact, refresh_package_lists
-from tools.transport import LocalTransport
-from tools.transport.base import SudoRefusedError
+from patchpilot.tools.packages import audit_and_repair, install_exact, refresh_package_lists
+from patchpilot.tools.transport import LocalTransport
+from patchpilot.tools.transport.base import SudoRefusedError
 
 transport = LocalTransport("here")
 assert not transport.is_root

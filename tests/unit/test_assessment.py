@@ -1,7 +1,8 @@
 """Assessment against real DSA entries (read from ../shared) on synthetic hosts.
 
 The advisories are built from the real ``DSA_list_2025-02-13.txt`` lines by a small parser
-local to these tests (independent of tools.feeds); the hosts are synthetic, with versions chosen
+local to these tests (independent of patchpilot.tools.feeds); the hosts are synthetic, with
+versions chosen
 below or at the real fixes so that the real advisories match.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from agents.assessment import (
+from patchpilot.agents.assessment import (
     AssessmentResult,
     VerdictCache,
     assess_host,
@@ -31,7 +32,8 @@ from agents.assessment import (
     pending_advisory_id,
     running_kernel_binaries,
 )
-from patchpilot.models import (
+from patchpilot.core import versions
+from patchpilot.core.models import (
     Advisory,
     CommandResult,
     Ecosystem,
@@ -46,9 +48,8 @@ from patchpilot.models import (
     Provenance,
     Severity,
 )
+from patchpilot.tools.facts import AptPendingUpdates, DpkgPackages
 from tests.conftest import FIXTURES, SHARED
-from tools import versions
-from tools.facts import AptPendingUpdates, DpkgPackages
 
 DSA_LIST = SHARED / "feeds" / "debian" / "DSA_list_2025-02-13.txt"
 NOW = datetime(2025, 2, 14, 12, 0, tzinfo=UTC)
@@ -777,7 +778,7 @@ def _fleet_index() -> dict[str, tuple[Advisory, ...]]:
 
 def _fleet_hosts() -> list[tuple[Any, HostFacts, list[InstalledPackage], Any, Any]]:
     """(Host, facts, packages, pending or None, first_seen or None) of 36 synthetic hosts."""
-    from patchpilot.models import Exposure, Host
+    from patchpilot.core.models import Exposure, Host
 
     rng = random.Random(11)
     openssl = ("3.0.9-1", "3.0.11-1~deb12u2", "3.0.15-1~deb12u1", "3.0.16-1~deb12u1")
@@ -833,7 +834,7 @@ def _fleet_hosts() -> list[tuple[Any, HostFacts, list[InstalledPackage], Any, An
 
 
 def _fleet_enrichment() -> dict[str, Any]:
-    from patchpilot.models import CVSS, EPSS, Enrichment, KEVEntry
+    from patchpilot.core.models import CVSS, EPSS, Enrichment, KEVEntry
 
     network = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
     local = "CVSS:3.1/AV:L/AC:L/PR:L/UI:N/S:U/C:H/I:N/A:N"
@@ -864,9 +865,9 @@ def _fleet_run(store_path: Path) -> tuple[list[str], list[str]]:
     """Assess, prioritise and store the fleet; (result and risk JSON lines, store rows)."""
     import sqlite3
 
-    from agents.prioritization import prioritize
-    from patchpilot.policy import load_policy
-    from patchpilot.store import Store
+    from patchpilot.agents.prioritization import prioritize
+    from patchpilot.core.policy import load_policy
+    from patchpilot.core.store import Store
 
     policy = load_policy(Path(__file__).resolve().parents[2] / "configs" / "policy.yaml")
     index = _fleet_index()
@@ -967,8 +968,8 @@ def test_fleet_findings_match_uncached_assessment(tmp_path: Path) -> None:
 
 
 def test_fleet_risk_matches_unmemoised_prioritisation() -> None:
-    from agents import prioritization
-    from patchpilot.policy import load_policy
+    from patchpilot.agents import prioritization
+    from patchpilot.core.policy import load_policy
 
     policy = load_policy(Path(__file__).resolve().parents[2] / "configs" / "policy.yaml")
     index = _fleet_index()

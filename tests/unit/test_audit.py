@@ -1,4 +1,5 @@
-"""patchpilot.audit: append-only JSON lines, whole under concurrency, from threads and processes."""
+"""patchpilot.core.audit: append-only JSON lines, whole under concurrency, from threads and
+processes."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from patchpilot.audit import AUDIT_FILE, AuditError, AuditEvent, AuditLog, read_events
-from patchpilot.settings import Settings
+from patchpilot.core.audit import AUDIT_FILE, AuditError, AuditEvent, AuditLog, read_events
+from patchpilot.core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 BIG = "x" * 20_000  # lines far above PIPE_BUF (4096): whole only thanks to the lock
@@ -139,7 +140,7 @@ def test_concurrent_appends_from_two_processes_keep_every_line_whole(tmp_path: P
         """
         import sys
         from pathlib import Path
-        from patchpilot.audit import AuditLog
+        from patchpilot.core.audit import AuditLog
         audit = AuditLog(Path(sys.argv[1]), run_id=sys.argv[2], actor="proc")
         for i in range(int(sys.argv[3])):
             audit.record("health.failed", details={"i": i, "pad": "y" * 20000})

@@ -1,4 +1,5 @@
-"""tools.changelog.fetch: the remote command, error mapping, cache, locking, cves_for_many.
+"""patchpilot.tools.changelog.fetch: the remote command, error mapping, cache, locking,
+cves_for_many.
 
 Remote results come from ``tests/fixtures/changelog/results/*.json``: the real outcome of the
 fetch command on a Debian 12 machine (success, a symlinked doc directory, a superseded version,
@@ -22,15 +23,14 @@ from typing import Any
 
 import pytest
 
-from patchpilot.errors import (
+from patchpilot.core.errors import (
     CommandTimeoutError,
     HostConnectError,
     InvalidVersionError,
     UnsafeArgumentError,
 )
-from patchpilot.models import CommandResult, Ecosystem, InstalledPackage, PendingUpdate
-from tests.fakes import ScriptedTransport
-from tools.changelog import (
+from patchpilot.core.models import CommandResult, Ecosystem, InstalledPackage, PendingUpdate
+from patchpilot.tools.changelog import (
     ChangelogError,
     ChangelogFetcher,
     ChangelogFetchError,
@@ -41,9 +41,10 @@ from tools.changelog import (
     classify_failure,
     parse_changelog,
 )
-from tools.changelog import fetch as fetch_module
-from tools.changelog.fetch import FETCH_SCRIPT
-from tools.transport.local import SAFE_PATH, LocalTransport
+from patchpilot.tools.changelog import fetch as fetch_module
+from patchpilot.tools.changelog.fetch import FETCH_SCRIPT
+from patchpilot.tools.transport.local import SAFE_PATH, LocalTransport
+from tests.fakes import ScriptedTransport
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "changelog"
 RESULTS = FIXTURES / "results"

@@ -1,4 +1,5 @@
-"""tools.changelog.parse against real changelogs copied from a Debian 12 machine, plus properties.
+"""patchpilot.tools.changelog.parse against real changelogs copied from a Debian 12 machine, plus
+properties.
 
 Fixtures (``tests/fixtures/changelog/*.gz``, byte for byte as shipped):
 
@@ -23,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchpilot.errors import InvalidVersionError
-from tools import versions
-from tools.changelog import (
+from patchpilot.core import versions
+from patchpilot.core.errors import InvalidVersionError
+from patchpilot.tools.changelog import (
     ChangelogEntry,
     ChangelogParseError,
     cves_between,
@@ -33,7 +34,7 @@ from tools.changelog import (
     parse_changelog,
     parse_changelog_with_source,
 )
-from tools.changelog.parse import count_between
+from patchpilot.tools.changelog.parse import count_between
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "changelog"
 

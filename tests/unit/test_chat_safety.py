@@ -4,7 +4,7 @@ A hostile stand-in model answers every request with a decision (or a change); wh
 person wrote, a decision is recorded only when the deterministic grammar alone reads an explicit
 approve/reject of a named run in the person's own words, with that parser and those words.
 Real SQLite store with a real pending approval; the decision itself is recorded by a stand-in
-``decider`` so that any attempt is seen (the real :func:`patchpilot.approvals.decide` is
+``decider`` so that any attempt is seen (the real :func:`patchpilot.app.approvals.decide` is
 exercised end to end in tests/integration/test_chat.py).
 """
 
@@ -19,25 +19,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.intake import parse_request
-from agents.orchestrator import (
+from patchpilot.agents.intake import parse_request
+from patchpilot.app.approvals import DecisionSource, check_allowed
+from patchpilot.app.chat import (
     ChatReply,
     Orchestrator,
     is_question,
     llm_hooks,
     model_text_problem,
 )
-from patchpilot.approvals import DecisionSource, check_allowed
-from patchpilot.errors import InvalidInputError, NotAuthorizedError
-from patchpilot.intents import ChatRequest, Intent, Scope
-from patchpilot.inventory import Inventory
-from patchpilot.models import Host, utcnow
-from patchpilot.policy import Policy, load_policy
-from patchpilot.settings import Settings, load_settings
-from patchpilot.store import Store
-from patchpilot.text import bounded, inert
+from patchpilot.core.errors import InvalidInputError, NotAuthorizedError
+from patchpilot.core.intents import ChatRequest, Intent, Scope
+from patchpilot.core.inventory import Inventory
+from patchpilot.core.models import Host, utcnow
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.settings import Settings, load_settings
+from patchpilot.core.store import Store
+from patchpilot.core.text import bounded, inert
+from patchpilot.tools.llm import LLMClient
 from tests.llm_server import LLMTestServer, answer
-from tools.llm import LLMClient
 
 RUN = "20261206T101010Z-abc123"
 OTHER = "20261206T111111Z-def456"
@@ -50,7 +50,7 @@ KNOWN = {"known_hosts": [h.name for h in HOSTS], "known_tags": ["staging", "cana
 
 
 class Decisions:
-    """Records every decision attempt (the stand-in for patchpilot.approvals.decide)."""
+    """Records every decision attempt (the stand-in for patchpilot.app.approvals.decide)."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
@@ -377,7 +377,7 @@ def test_comments_and_identities_are_checked_before_anything(home: Path) -> None
 
 
 def test_decide_refuses_a_bad_comment_before_touching_the_store(store: Store, home: Path) -> None:
-    from patchpilot.approvals import decide
+    from patchpilot.app.approvals import decide
 
     settings = load_settings(home=home / "home")
     for comment in ("x" * 100_000, "looks fine\x1b]0;owned\x07"):

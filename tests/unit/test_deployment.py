@@ -1,4 +1,5 @@
-"""agents.deployment on scripted hosts: statuses, rollback decisions, rate-control halting.
+"""patchpilot.agents.deployment on scripted hosts: statuses, rollback decisions, rate-control
+halting.
 
 :class:`FakeDebian` answers the commands deployment runs (dpkg-query, apt-get -s, apt-get
 install, dpkg --audit, service restart, the reboot flag) from a small in-memory dpkg database;
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.deployment import (
+from patchpilot.agents.deployment import (
     AnyCheck,
     HostDeployment,
     ItemDeployment,
@@ -23,16 +24,16 @@ from agents.deployment import (
     deploy_ring,
     rejected_after_failure,
 )
-from patchpilot.audit import AuditLog
-from patchpilot.errors import ConfigError, HostConnectError
-from patchpilot.models import CommandResult, Host
-from patchpilot.plan import ComplianceState, PlanItem
-from patchpilot.policy import Policy
-from patchpilot.schedule import RatePolicy, RebootPolicy, SchedulePolicy
-from patchpilot.settings import Settings
+from patchpilot.core.audit import AuditLog
+from patchpilot.core.errors import ConfigError, HostConnectError
+from patchpilot.core.models import CommandResult, Host
+from patchpilot.core.plan import ComplianceState, PlanItem
+from patchpilot.core.policy import Policy
+from patchpilot.core.schedule import RatePolicy, RebootPolicy, SchedulePolicy
+from patchpilot.core.settings import Settings
+from patchpilot.tools.health import CommandCheck
+from patchpilot.tools.transport import Transport
 from tests.fakes import ScriptedTransport
-from tools.health import CommandCheck
-from tools.transport import Transport
 
 AVAILABLE = {"acme-web": ("1.0.0", "1.1.0", "1.2.0"), "libfoo": ("1.0", "2.0")}
 CHECK = CommandCheck(argv=("acme-health",))
@@ -530,7 +531,7 @@ def test_max_errors_zero_stops_dispatching_after_the_first_failure(
     fakes = {name: FakeDebian({"acme-web": "1.0.0"}) for name in ("a", "b", "c")}
     timeline = Timeline()
     result, done = _ring(fakes, "1.2.0", _policy((3,), 3, 0), settings, audit, timeline=timeline)
-    from agents.deployment import RingResult
+    from patchpilot.agents.deployment import RingResult
 
     assert isinstance(result, RingResult)
     assert result.halted
@@ -560,7 +561,7 @@ def test_in_flight_hosts_finish_after_a_halt(settings: Settings, audit: AuditLog
     result, _ = _ring(
         fakes, "1.1.0", _policy((4,), 4, 1), settings, audit, timeline=timeline, delay=0.01
     )
-    from agents.deployment import RingResult
+    from patchpilot.agents.deployment import RingResult
 
     assert isinstance(result, RingResult)
     assert result.halted
@@ -577,7 +578,7 @@ def test_a_health_failure_halts_the_ring_whatever_max_errors_allows(
     fakes = {name: FakeDebian({"acme-web": "1.0.0"}) for name in ("a", "b", "c")}
     timeline = Timeline()
     result, _ = _ring(fakes, "1.2.0", _policy((3,), 3, 2), settings, audit, timeline=timeline)
-    from agents.deployment import RingResult
+    from patchpilot.agents.deployment import RingResult
 
     assert isinstance(result, RingResult)
     assert result.halted

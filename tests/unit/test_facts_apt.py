@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import CommandFailedError, FactParseError
-from patchpilot.models import CommandResult
-from tools.facts import AptPendingUpdates, gather, is_security_origin, parse_inst_line
+from patchpilot.core.errors import CommandFailedError, FactParseError
+from patchpilot.core.models import CommandResult
+from patchpilot.tools.facts import AptPendingUpdates, gather, is_security_origin, parse_inst_line
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts" / "AptPendingUpdates"
 REAL = FIXTURES / "debian12_bookworm_oldstable.json"
@@ -154,7 +154,7 @@ def test_truncated_output_is_refused() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="needs apt-get")
 def test_this_machine() -> None:
-    from tools.transport.local import LocalTransport
+    from patchpilot.tools.transport.local import LocalTransport
 
     with LocalTransport("localhost") as transport:
         updates = gather(transport, AptPendingUpdates())

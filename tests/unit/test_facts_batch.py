@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patchpilot.errors import CommandFailedError, FactParseError
-from patchpilot.models import CommandResult
-from tools.facts import (
+from patchpilot.core.errors import CommandFailedError, FactParseError
+from patchpilot.core.models import CommandResult
+from patchpilot.tools.facts import (
     AptHolds,
     DpkgPackages,
     Fact,
@@ -20,7 +20,7 @@ from tools.facts import (
     gather,
     gather_many,
 )
-from tools.transport.local import LocalTransport
+from patchpilot.tools.transport.local import LocalTransport
 
 
 class Echo(Fact[tuple[str, int]]):

@@ -3,7 +3,7 @@
 A fixture holds the fact's argv (``command``), the recorded ``exit_code``/``stdout``/``stderr``,
 a ``source`` saying where the output comes from (recorded here, upstream testdata, synthetic)
 and either ``expected`` (the parsed value as JSON) or ``raises`` (an error class name from
-:mod:`patchpilot.errors`). Optional ``fact_args`` are passed to the fact's constructor.
+:mod:`patchpilot.core.errors`). Optional ``fact_args`` are passed to the fact's constructor.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from patchpilot import errors
-from patchpilot.models import CommandResult
-from tools.facts import (
+from patchpilot.core import errors
+from patchpilot.core.models import CommandResult
+from patchpilot.tools.facts import (
     ApkPackages,
     AptCandidatePolicy,
     AptHolds,

@@ -8,13 +8,19 @@ import subprocess
 
 import pytest
 
-from patchpilot.models import Ecosystem, OSFamily
-from tools.facts import DpkgPackages, KernelRelease, OsRelease, collect_host_facts, gather
+from patchpilot.core.models import Ecosystem, OSFamily
+from patchpilot.tools.facts import (
+    DpkgPackages,
+    KernelRelease,
+    OsRelease,
+    collect_host_facts,
+    gather,
+)
 
 try:
-    from tools.transport.local import LocalTransport
+    from patchpilot.tools.transport.local import LocalTransport
 except ImportError:  # pragma: no cover - written concurrently by another engineer
-    pytest.skip("tools.transport.local is not available", allow_module_level=True)
+    pytest.skip("patchpilot.tools.transport.local is not available", allow_module_level=True)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("dpkg-query") is None, reason="needs a Debian-family machine (dpkg-query)"

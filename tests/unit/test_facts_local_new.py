@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from patchpilot.models import UpdateOrigin
-from tools.facts import (
+from patchpilot.core.models import UpdateOrigin
+from patchpilot.tools.facts import (
     AptCandidatePolicy,
     AptHolds,
     AptPendingUpdates,
@@ -26,7 +26,7 @@ from tools.facts import (
     gather,
     restart_facts,
 )
-from tools.transport.local import LocalTransport
+from patchpilot.tools.transport.local import LocalTransport
 
 pytestmark = pytest.mark.skipif(
     shutil.which("apt-cache") is None or shutil.which("dpkg-query") is None,

@@ -10,16 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patchpilot.errors import CommandFailedError, FactParseError, UnsupportedPlatformError
-from patchpilot.models import (
+from patchpilot.core.errors import CommandFailedError, FactParseError, UnsupportedPlatformError
+from patchpilot.core.models import (
     CommandResult,
     Ecosystem,
     InstalledPackage,
     OSFamily,
     OSInfo,
 )
-from tests.fakes import ScriptedTransport, replay
-from tools.facts import (
+from patchpilot.tools.facts import (
     ApkPackages,
     DpkgPackages,
     KernelRelease,
@@ -39,7 +38,8 @@ from tools.facts import (
     rpm_evr,
     split_epoch,
 )
-from tools.facts.base import Fact
+from patchpilot.tools.facts.base import Fact
+from tests.fakes import ScriptedTransport, replay
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts"
 

@@ -9,17 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patchpilot.errors import CommandFailedError, FactParseError
-from patchpilot.models import CommandResult, DeletedLibraryUse
-from tests.fakes import ScriptedTransport
-from tools.facts import (
+from patchpilot.core.errors import CommandFailedError, FactParseError
+from patchpilot.core.models import CommandResult, DeletedLibraryUse
+from patchpilot.tools.facts import (
     DeletedLibraries,
     NeedrestartAvailable,
     NeedrestartBatch,
     RestartStatus,
     restart_facts,
 )
-from tools.facts.restart import DELETED_LIBRARIES_SCRIPT, LIBRARY_PREFIXES
+from patchpilot.tools.facts.restart import DELETED_LIBRARIES_SCRIPT, LIBRARY_PREFIXES
+from tests.fakes import ScriptedTransport
 
 
 def _result(argv: list[str], stdout: str, exit_code: int = 0, stderr: str = "") -> CommandResult:

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patchpilot.errors import FactParseError
-from patchpilot.models import CommandResult
-from tools.facts import ListeningSockets, decode_proc_net_address
-from tools.facts.services import LISTEN_SCRIPT
+from patchpilot.core.errors import FactParseError
+from patchpilot.core.models import CommandResult
+from patchpilot.tools.facts import ListeningSockets, decode_proc_net_address
+from patchpilot.tools.facts.services import LISTEN_SCRIPT
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts" / "ListeningSockets"
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patchpilot.errors import CommandFailedError, FactParseError, UnsafeArgumentError
-from patchpilot.models import AptSource, CommandResult, PendingUpdate, UpdateOrigin
-from tools.facts import (
+from patchpilot.core.errors import CommandFailedError, FactParseError, UnsafeArgumentError
+from patchpilot.core.models import AptSource, CommandResult, PendingUpdate, UpdateOrigin
+from patchpilot.tools.facts import (
     AptCandidatePolicy,
     AptHolds,
     AptPolicy,
@@ -25,7 +25,7 @@ from tools.facts import (
     classify_updates,
     parse_inst_line,
 )
-from tools.facts.apt_sources import parse_index_description, parse_release_line
+from patchpilot.tools.facts.apt_sources import parse_index_description, parse_release_line
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "facts"
 

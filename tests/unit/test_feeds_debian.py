@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.models import Advisory, FixStatus, Severity
-from tools.feeds import FeedBatch, FeedError, FeedKind, parse_feed
-from tools.feeds.debian import KNOWN_ERRATA, parse_dla, parse_dsa, parse_list, parse_tracker_json
+from patchpilot.core.models import Advisory, FixStatus, Severity
+from patchpilot.tools.feeds import FeedBatch, FeedError, FeedKind, parse_feed
+from patchpilot.tools.feeds.debian import (
+    KNOWN_ERRATA,
+    parse_dla,
+    parse_dsa,
+    parse_list,
+    parse_tracker_json,
+)
 
 NOW = datetime(2025, 2, 14, 12, 0, tzinfo=UTC)
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tools.feeds import FeedError, FeedKind, parse_feed
-from tools.feeds import epss as epss_feed
-from tools.feeds import kev as kev_feed
-from tools.feeds import nvd as nvd_feed
+from patchpilot.tools.feeds import FeedError, FeedKind, parse_feed
+from patchpilot.tools.feeds import epss as epss_feed
+from patchpilot.tools.feeds import kev as kev_feed
+from patchpilot.tools.feeds import nvd as nvd_feed
 
 NOW = datetime(2025, 9, 1, tzinfo=UTC)
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from patchpilot.models import Ecosystem, FixStatus, Severity
-from tools.feeds import FeedBatch, FeedError, FeedKind, parse_feed
-from tools.feeds.osv import OSVStats, map_ecosystem, parse, parse_documents
+from patchpilot.core.models import Ecosystem, FixStatus, Severity
+from patchpilot.tools.feeds import FeedBatch, FeedError, FeedKind, parse_feed
+from patchpilot.tools.feeds.osv import OSVStats, map_ecosystem, parse, parse_documents
 
 NOW = datetime(2025, 2, 14, tzinfo=UTC)
 NO_AFFECTED = "RHSA-2022_0216.json"  # a real Red Hat record without 'affected' (optional)
@@ -160,8 +160,8 @@ def test_directory_with_several_invalid_files_names_each(records: Path, tmp_path
 
 
 def test_refused_directory_leaves_the_store_unchanged(records: Path, tmp_path: Path) -> None:
-    from agents.sourcing import import_feed
-    from patchpilot.store import Store
+    from patchpilot.agents.sourcing import import_feed
+    from patchpilot.core.store import Store
 
     good = _directory_with(tmp_path, records, {})
     bad = tmp_path / "bad"

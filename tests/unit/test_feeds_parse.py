@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import PatchpilotError
-from tools.feeds import (
+from patchpilot.core.errors import PatchpilotError
+from patchpilot.tools.feeds import (
     FEED_URLS,
     FeedError,
     FeedFetchError,
@@ -19,7 +19,7 @@ from tools.feeds import (
     parse_feed,
     parse_fetched,
 )
-from tools.feeds._common import clean_text, sha256_hex
+from patchpilot.tools.feeds._common import clean_text, sha256_hex
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/feeds"
 NOW = datetime(2025, 2, 14, tzinfo=UTC)

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patchpilot.models import FixStatus
-from tools.feeds import FeedKind
-from tools.feeds._common import clean_text
-from tools.feeds.debian import parse_list
-from tools.versions import is_valid
+from patchpilot.core.models import FixStatus
+from patchpilot.core.versions import is_valid
+from patchpilot.tools.feeds import FeedKind
+from patchpilot.tools.feeds._common import clean_text
+from patchpilot.tools.feeds.debian import parse_list
 
 NOW = datetime(2025, 2, 14, tzinfo=UTC)
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

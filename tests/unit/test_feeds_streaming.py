@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-import tools.feeds._stream as stream_module
-from agents.sourcing import import_feed
-from patchpilot.models import Advisory, Ecosystem
-from patchpilot.store import Store
-from tools.feeds import FeedError, FeedKind, debian, parse_bytes, parse_feed
-from tools.feeds._stream import Document
-from tools.feeds.types import FeedBatch, RecordStream
+import patchpilot.tools.feeds._stream as stream_module
+from patchpilot.agents.sourcing import import_feed
+from patchpilot.core.feeds import FeedBatch, RecordStream
+from patchpilot.core.models import Advisory, Ecosystem
+from patchpilot.core.store import Store
+from patchpilot.tools.feeds import FeedError, FeedKind, debian, parse_bytes, parse_feed
+from patchpilot.tools.feeds._stream import Document
 
 NOW = datetime(2025, 2, 14, tzinfo=UTC)
 MiB = 1024 * 1024
@@ -306,14 +306,17 @@ def test_big_json_syntax_error_without_a_precise_reparse(
 
 _IMPORT_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     from pathlib import Path
-    from agents.sourcing import import_feed
-    from patchpilot.store import Store
+    from patchpilot.agents.sourcing import import_feed
+    from patchpilot.core.store import Store
     kind, path, db = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     with Store(db) as store:
         stats = import_feed(store, kind, path)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child of a large pytest
+    # process would report the parent's high-water mark; VmHWM belongs to this address space.
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status")
+                if line.startswith("VmHWM:"))  # KiB
     print(json.dumps({"advisories": stats.advisories, "created": stats.created,
                       "peak_kib": peak}))
     """

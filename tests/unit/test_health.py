@@ -1,4 +1,4 @@
-"""tools.health: models, URL templates, polling, and each kind against fakes."""
+"""patchpilot.tools.health: models, URL templates, polling, and each kind against fakes."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from patchpilot.errors import ConfigError
-from patchpilot.models import CommandResult, Host
-from tests.fakes import ScriptedTransport
-from tools.health import (
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.models import CommandResult, Host
+from patchpilot.tools.health import (
     CHECK_ADAPTER,
     CommandCheck,
     HttpCheck,
@@ -18,6 +17,7 @@ from tools.health import (
     run_check,
     run_checks,
 )
+from tests.fakes import ScriptedTransport
 
 HOST = Host(name="canary-1", address="127.0.0.1", port=23611)
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import ConfigError
-from patchpilot.policy import load_policy
-from patchpilot.settings import (
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.policy import load_policy
+from patchpilot.core.settings import (
     OTHER_ENV_VARS,
     check_environment,
     load_settings,
     settings_env_names,
 )
-from patchpilot.store import Store
+from patchpilot.core.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 

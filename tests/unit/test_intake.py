@@ -1,4 +1,4 @@
-"""The deterministic chat-request parser (agents.intake) and the ChatRequest model."""
+"""The deterministic chat-request parser (patchpilot.agents.intake) and the ChatRequest model."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agents.intake import MAX_TEXT_LENGTH, help_text, parse_request
-from patchpilot.intents import (
+from patchpilot.agents.intake import MAX_TEXT_LENGTH, help_text, parse_request
+from patchpilot.core.intents import (
     ChatRequest,
     Intent,
     PackageSpec,
@@ -22,8 +22,8 @@ from patchpilot.intents import (
     TagMatch,
     When,
 )
-from patchpilot.models import Ecosystem, Severity
-from tools.validate import validate_package_name, validate_version
+from patchpilot.core.models import Ecosystem, Severity
+from patchpilot.core.validate import validate_package_name, validate_version
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,7 +129,7 @@ def test_benchmark_llm_path_through_a_local_endpoint(
     # to end, so its accuracy can only match the grammar's, and it must stay free of unsafe misses.
     import re
 
-    from agents import orchestrator
+    from patchpilot.app import chat as orchestrator
     from tests.llm_server import LLMTestServer, answer
 
     def responder(body: dict[str, object]) -> object:

@@ -26,15 +26,15 @@ import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patchpilot.errors import ConfigError, UnknownTargetError, UnsafeArgumentError
-from patchpilot.inventory import (
+from patchpilot.core.errors import ConfigError, UnknownTargetError, UnsafeArgumentError
+from patchpilot.core.inventory import (
     Inventory,
     expand_host_range,
     load_inventory,
     parse_inventory,
     select_hosts,
 )
-from patchpilot.models import Exposure
+from patchpilot.core.models import Exposure
 
 ANSIBLE = Path(__file__).resolve().parents[1] / "fixtures" / "ansible"
 SAMPLES = {

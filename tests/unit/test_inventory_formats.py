@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import ConfigError
-from patchpilot.inventory import (
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.inventory import (
     InventoryFormat,
     _load,
     detect_format,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import ConfigError, UnsafeArgumentError
-from patchpilot.inventory import Inventory, load_inventory
-from patchpilot.models import Exposure
+from patchpilot.core.errors import ConfigError, UnsafeArgumentError
+from patchpilot.core.inventory import Inventory, load_inventory
+from patchpilot.core.models import Exposure
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "inventory"
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patchpilot.errors import ConfigError, UnknownTargetError
-from patchpilot.inventory import (
+from patchpilot.core.errors import ConfigError, UnknownTargetError
+from patchpilot.core.inventory import (
     LOCAL_HOST,
     Inventory,
     load_inventory,
@@ -17,7 +17,7 @@ from patchpilot.inventory import (
     select_hosts,
     split_patterns,
 )
-from patchpilot.models import Host
+from patchpilot.core.models import Host
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

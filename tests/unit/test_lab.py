@@ -11,11 +11,13 @@ import paramiko
 import pytest
 from typer.testing import CliRunner
 
-from patchpilot.errors import LabError, PatchpilotError
-from patchpilot.inventory import load_inventory
+from patchpilot.cli.lab import lab_app
+from patchpilot.core.errors import LabError, PatchpilotError
+from patchpilot.core.inventory import load_inventory
+from patchpilot.core.models import Exposure
+from patchpilot.core.settings import load_settings
 from patchpilot.lab import Lab, LabState, fleet_profile, lab_host
 from patchpilot.lab.base import base_age_days, cache_dir, read_meta, write_meta
-from patchpilot.lab.cli import lab_app
 from patchpilot.lab.hosts import host_key_lines, nsenter_argv
 from patchpilot.lab.inventory import ensure_client_key, write_inventory, write_known_hosts
 from patchpilot.lab.lab import _check_layout
@@ -26,8 +28,6 @@ from patchpilot.lab.system import (
     process_alive,
     process_state,
 )
-from patchpilot.models import Exposure
-from patchpilot.settings import load_settings
 
 
 def test_profile_first_hosts() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import ConfigError, UnknownTargetError
-from patchpilot.inventory import Inventory, parse_inventory, select_hosts, split_patterns
-from patchpilot.inventory._select import MAX_LIMIT_LENGTH, MAX_REGEX_LENGTH
-from patchpilot.models import Host
+from patchpilot.core.errors import ConfigError, UnknownTargetError
+from patchpilot.core.inventory import Inventory, parse_inventory, select_hosts, split_patterns
+from patchpilot.core.inventory._select import MAX_LIMIT_LENGTH, MAX_REGEX_LENGTH
+from patchpilot.core.models import Host
 
 # Names that make Python's backtracking engine explode on ``(a+)+$`` (2**38 paths each).
 EVIL_NAMES = ["a" * 38 + ".x", "a" * 30 + "-b", "web-1"]
@@ -48,9 +48,9 @@ def test_catastrophic_pattern_in_a_subprocess_finishes(tmp_path: Path) -> None:
     """End to end in a fresh interpreter; a hang would hit the (generous) timeout."""
     script = textwrap.dedent(
         f"""
-        from patchpilot.errors import UnknownTargetError
-        from patchpilot.inventory import Inventory, select_hosts
-        from patchpilot.models import Host
+        from patchpilot.core.errors import UnknownTargetError
+        from patchpilot.core.inventory import Inventory, select_hosts
+        from patchpilot.core.models import Host
         inv = Inventory([Host(name=n, address="10.0.0.1") for n in {EVIL_NAMES!r}])
         try:
             select_hosts(inv, None, "~(a+)+$")

@@ -19,8 +19,22 @@ import pytest
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel
 
-from patchpilot.errors import PatchpilotError
-from patchpilot.settings import LLMSettings
+from patchpilot.core.errors import PatchpilotError
+from patchpilot.core.settings import LLMSettings
+from patchpilot.tools.llm import (
+    LLMBudgetExceeded,
+    LLMClient,
+    LLMConfigError,
+    LLMError,
+    LLMFallback,
+    LLMOutputError,
+    LLMRequestError,
+    LLMResult,
+    LLMUnavailableError,
+    LLMUsage,
+    make_client,
+    try_complete,
+)
 from tests.llm_server import (
     Answer,
     LLMTestServer,
@@ -38,20 +52,6 @@ from tests.llm_server import (
     tool_calls,
     truncated,
     unauthorized,
-)
-from tools.llm import (
-    LLMBudgetExceeded,
-    LLMClient,
-    LLMConfigError,
-    LLMError,
-    LLMFallback,
-    LLMOutputError,
-    LLMRequestError,
-    LLMResult,
-    LLMUnavailableError,
-    LLMUsage,
-    make_client,
-    try_complete,
 )
 
 

@@ -18,8 +18,16 @@ import httpx2
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from patchpilot.errors import ConfigError
-from patchpilot.settings import LLMSettings, load_settings
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.settings import LLMSettings, load_settings
+from patchpilot.tools.llm import (
+    LLMClient,
+    LLMConfigError,
+    LLMFallback,
+    LLMResult,
+    LLMUnavailableError,
+)
+from patchpilot.tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
 from tests.llm_server import (
     LLMTestServer,
     answer,
@@ -30,8 +38,6 @@ from tests.llm_server import (
     step_from_json,
     timeout,
 )
-from tools.llm import LLMClient, LLMConfigError, LLMFallback, LLMResult, LLMUnavailableError
-from tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
 
 
 class Assessment(BaseModel):

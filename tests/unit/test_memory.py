@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from patchpilot.errors import ConfigError, PatchpilotError
-from patchpilot.settings import LLMSettings, MemorySettings, Settings
-from tools.memory import (
+from patchpilot.core.errors import ConfigError, PatchpilotError
+from patchpilot.core.settings import LLMSettings, MemorySettings, Settings
+from patchpilot.tools.memory import (
     DecisionMemory,
     EmbeddingMismatchError,
     HashingEmbeddingFunction,
@@ -37,7 +37,7 @@ from tools.memory import (
     VectorMemoryUnavailable,
     embedding_function,
 )
-from tools.memory.embeddings import HASHING_NAME, OPENAI_NAME, features
+from patchpilot.tools.memory.embeddings import HASHING_NAME, OPENAI_NAME, features
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -126,7 +126,9 @@ def _run_python(code: str) -> Any:
     """Run ``code`` in a fresh interpreter (no registry, no Chroma cache) and parse its JSON."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONSTARTUP"}
     env["PYTHONPATH"] = str(REPO)
-    prelude = "from patchpilot.logging import configure_logging; configure_logging('warning')\n"
+    prelude = (
+        "from patchpilot.core.logging import configure_logging; configure_logging('warning')\n"
+    )
     proc = subprocess.run(
         [sys.executable, "-c", prelude + code],
         cwd=REPO,
@@ -364,7 +366,7 @@ def test_outcome_written_here_is_recalled_in_another_process(tmp_path: Path) -> 
     # Reopen through our API, with no embedding function passed: the default one matches.
     recalled = _run_python(
         "import json\n"
-        "from tools.memory import VectorMemory\n"
+        "from patchpilot.tools.memory import VectorMemory\n"
         f"with VectorMemory({str(path)!r}) as m:\n"
         "    items = m.recall('acme-web rollback', kinds=('outcomes',), k=1)\n"
         "    print(json.dumps([i.model_dump() for i in items] + [m.count()]))\n"
@@ -381,13 +383,13 @@ def test_outcome_written_here_is_recalled_in_another_process(tmp_path: Path) -> 
     raw = _run_python(
         "import json, chromadb\n"
         "from chromadb.config import Settings\n"
-        "import tools.memory.embeddings\n"
+        "from patchpilot.tools.memory import embeddings\n"
         f"c = chromadb.PersistentClient(path={str(path)!r}, "
         "settings=Settings(anonymized_telemetry=False))\n"
         "col = c.get_collection('outcomes')\n"
         "r = col.query(query_texts=['acme-web 503'], n_results=1)\n"
         "ef = col.configuration_json['embedding_function']\n"
-        "[v] = tools.memory.embeddings.HashingEmbeddingFunction()(['acme-web 1.2.0: HTTP 503'])\n"
+        "[v] = embeddings.HashingEmbeddingFunction()(['acme-web 1.2.0: HTTP 503'])\n"
         "print(json.dumps([r['ids'][0][0], ef['name'], ef['config'], [float(x) for x in v]]))\n"
     )
     assert raw[:3] == [written, HASHING_NAME, {"dim": 512, "version": 1}]
@@ -400,7 +402,7 @@ def test_another_process_writes_and_this_one_reads(tmp_path: Path) -> None:
     path = tmp_path / "memory"
     written = _run_python(
         "import json\n"
-        "from tools.memory import IncidentMemory, VectorMemory\n"
+        "from patchpilot.tools.memory import IncidentMemory, VectorMemory\n"
         f"with VectorMemory({str(path)!r}) as m:\n"
         "    i = IncidentMemory(run_id='r9', host='web-2', package='nginx', version='1.24.0',\n"
         "                       summary='worker processes crashed after reload')\n"

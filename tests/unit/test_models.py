@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 from pydantic import ValidationError
 
-from patchpilot.models import (
+from patchpilot.core.models import (
     CVSS,
     Advisory,
     Ecosystem,

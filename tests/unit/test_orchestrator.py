@@ -12,26 +12,26 @@ from typing import Any
 
 import pytest
 
-from agents.intake import parse_request
-from agents.orchestrator import LLMIntake, Orchestrator, validate_intake
-from agents.reporting import summarize_run, summary_text
-from agents.testing import judge_compatibility
-from patchpilot.intents import Intent
-from patchpilot.inventory import Inventory
-from patchpilot.models import Host
-from patchpilot.policy import load_policy
-from patchpilot.settings import Settings, load_settings
-from patchpilot.store import Store
-from patchpilot.testing_models import (
+from patchpilot.agents.intake import parse_request
+from patchpilot.agents.reporting import summarize_run, summary_text
+from patchpilot.agents.testing import judge_compatibility
+from patchpilot.app.chat import LLMIntake, Orchestrator, validate_intake
+from patchpilot.core.intents import Intent
+from patchpilot.core.inventory import Inventory
+from patchpilot.core.models import Host
+from patchpilot.core.policy import load_policy
+from patchpilot.core.settings import Settings, load_settings
+from patchpilot.core.store import Store
+from patchpilot.core.testing_models import (
     HostPrediction,
     ItemPrediction,
     ItemStatus,
     RiskLevel,
     TestReport,
 )
-from prompts import fence, load_prompt, prompt_names
+from patchpilot.prompts import fence, load_prompt, prompt_names
+from patchpilot.tools.llm import LLMClient
 from tests.llm_server import LLMTestServer, answer
-from tools.llm import LLMClient
 
 HOSTS = [
     Host(name="canary-1", address="127.0.0.1", tags=frozenset({"staging", "canary", "web"})),
@@ -286,7 +286,7 @@ def test_an_llm_summary_naming_unknown_hosts_is_not_used(server: LLMTestServer) 
 
 
 def _assessment(key: str, score: float) -> Any:
-    from patchpilot.models import RiskAssessment, SSVCOutcome
+    from patchpilot.core.models import RiskAssessment, SSVCOutcome
 
     return RiskAssessment(
         finding_key=key,
@@ -301,8 +301,8 @@ def _assessment(key: str, score: float) -> Any:
 def test_priorities_cite_past_incidents_and_llm_raises_are_bounded(
     tmp_path: Path, server: LLMTestServer
 ) -> None:
-    from agents.prioritization import assist_priorities
-    from tools.memory import IncidentMemory, VectorMemory
+    from patchpilot.agents.prioritization import assist_priorities
+    from patchpilot.tools.memory import IncidentMemory, VectorMemory
 
     policy = load_policy(load_settings().policy_path)
     assessments = [_assessment("k-acme", 40.0), _assessment("k-ssl", 60.0)]

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from patchpilot.errors import UnsafeArgumentError
-from patchpilot.inventory import validate_address, validate_host_name
-from patchpilot.models import Finding, FixState, RiskAssessment, Severity, SSVCOutcome
-from patchpilot.report import csv_cell, render_markdown
-from patchpilot.store import Store, finding_key
-from tools.validate import validate_hostname
+from patchpilot.app.report import csv_cell, render_markdown
+from patchpilot.core.errors import UnsafeArgumentError
+from patchpilot.core.inventory import validate_address, validate_host_name
+from patchpilot.core.models import Finding, FixState, RiskAssessment, Severity, SSVCOutcome
+from patchpilot.core.store import Store, finding_key
+from patchpilot.core.validate import validate_hostname
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "inventory.example.yaml"

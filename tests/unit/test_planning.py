@@ -9,17 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.planning import approval_required, build_plan
-from patchpilot.models import Finding, FixState, Host, PendingUpdate, Severity, UpdateOrigin
-from patchpilot.plan import (
+from patchpilot.agents.planning import approval_required, build_plan
+from patchpilot.core.models import Finding, FixState, Host, PendingUpdate, Severity, UpdateOrigin
+from patchpilot.core.plan import (
     ComplianceState,
     ExclusionReason,
     PatchPlan,
     PredictedEffects,
     compliance_state,
 )
-from patchpilot.policy import Policy, load_policy
-from patchpilot.store.records import FindingRecord
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.store.records import FindingRecord
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
@@ -289,7 +289,7 @@ def test_compliance_states(
 def test_rollback_plan_downgrades_only_where_an_older_offered_version_exists() -> None:
     from datetime import UTC, datetime
 
-    from agents.planning import ROLLBACK_RULE, build_rollback_plan
+    from patchpilot.agents.planning import ROLLBACK_RULE, build_rollback_plan
 
     plan = build_rollback_plan(
         "run-rb",

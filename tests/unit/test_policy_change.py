@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import ConfigError
-from patchpilot.policy import RejectedAction, load_policy
-from patchpilot.schedule import RebootPolicy
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.policy import RejectedAction, load_policy
+from patchpilot.core.schedule import RebootPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = REPO / "configs" / "policy.yaml"

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from patchpilot.errors import ConfigError
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.models import Host
+from patchpilot.core.policy import HealthPolicy, HealthRule, Policy, load_policy
 from patchpilot.lab.models import LabHost
 from patchpilot.lab.policy import (
     LAB_HEALTH_RULE,
@@ -17,9 +19,7 @@ from patchpilot.lab.policy import (
     write_lab_policy,
 )
 from patchpilot.lab.profile import fleet_profile
-from patchpilot.models import Host
-from patchpilot.policy import HealthPolicy, HealthRule, Policy, load_policy
-from tools.health import CommandCheck, HttpCheck, ProcessCheck, render_url
+from patchpilot.tools.health import CommandCheck, HttpCheck, ProcessCheck, render_url
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "configs" / "policy.yaml"
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.prioritization import (
+from patchpilot.agents.prioritization import (
     DEPLOYER_TO_OUTCOME,
     SSVC_DEPLOYER_TABLE,
     Automatable,
@@ -26,7 +26,7 @@ from agents.prioritization import (
     ssvc_deployer,
     ssvc_inputs,
 )
-from patchpilot.models import (
+from patchpilot.core.models import (
     CVSS,
     EPSS,
     Enrichment,
@@ -40,7 +40,7 @@ from patchpilot.models import (
     Severity,
     SSVCOutcome,
 )
-from patchpilot.policy import Policy, load_policy
+from patchpilot.core.policy import Policy, load_policy
 
 POLICY = load_policy(Path(__file__).resolve().parents[2] / "configs" / "policy.yaml")
 CVE = "CVE-2024-6387"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from patchpilot.models import (
+from patchpilot.app.report import host_json, report_document
+from patchpilot.core.models import (
     AptSource,
     DeletedLibraryUse,
     HostFacts,
@@ -12,8 +13,7 @@ from patchpilot.models import (
     PendingUpdate,
     UpdateOrigin,
 )
-from patchpilot.report import host_json, report_document
-from patchpilot.store import HostResult
+from patchpilot.core.store import HostResult
 
 FACTS = HostFacts(
     host="web-1",

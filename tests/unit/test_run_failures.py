@@ -13,9 +13,22 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.serde.event_hooks import SerdeEvent, register_serde_event_listener
 
-from agents.deployment import HostDeployment, ItemDeployment
-from agents.sourcing import SourcingReport
-from graphs.run import (
+from patchpilot.agents.deployment import HostDeployment, ItemDeployment
+from patchpilot.agents.sourcing import SourcingReport
+from patchpilot.core.feeds import FeedKind, FeedStatus
+from patchpilot.core.models import Host
+from patchpilot.core.plan import ComplianceState, PatchPlan, PlanItem
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.settings import Settings, load_settings
+from patchpilot.core.store import Store
+from patchpilot.core.testing_models import (
+    HostPrediction,
+    ItemPrediction,
+    ItemStatus,
+    RiskLevel,
+    TestReport,
+)
+from patchpilot.graphs.run import (
     ApprovalDecision,
     RunOutcome,
     RunResult,
@@ -26,7 +39,8 @@ from graphs.run import (
     _remember_run,
     unreached_hosts,
 )
-from graphs.scan import (
+from patchpilot.graphs.run_document import host_compliance, run_document, run_exit_code
+from patchpilot.graphs.scan import (
     HostStatus,
     RunBusyError,
     ScanContext,
@@ -36,21 +50,7 @@ from graphs.scan import (
     run_lock,
     start_scan,
 )
-from patchpilot.models import Host
-from patchpilot.plan import ComplianceState, PatchPlan, PlanItem
-from patchpilot.policy import Policy, load_policy
-from patchpilot.run_report import host_compliance, run_document, run_exit_code
-from patchpilot.settings import Settings, load_settings
-from patchpilot.store import Store
-from patchpilot.testing_models import (
-    HostPrediction,
-    ItemPrediction,
-    ItemStatus,
-    RiskLevel,
-    TestReport,
-)
-from tools.feeds.types import FeedKind, FeedStatus
-from tools.memory import VectorMemory
+from patchpilot.tools.memory import VectorMemory
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 HOSTS = ("a", "b", "c")

@@ -9,21 +9,21 @@ from datetime import UTC, datetime
 
 import pytest
 
-from graphs.run import RunResult, RunSnapshot, RunState, deployable_items
-from patchpilot.failpoints import _armed
-from patchpilot.models import Host
-from patchpilot.plan import PatchPlan, PlanItem
-from patchpilot.policy import Policy, load_policy
-from patchpilot.run_report import deployment_rows, host_compliance, run_document
-from patchpilot.settings import load_settings
-from patchpilot.store import DeploymentRecord
-from patchpilot.testing_models import (
+from patchpilot.core.failpoints import _armed
+from patchpilot.core.models import Host
+from patchpilot.core.plan import PatchPlan, PlanItem
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.settings import load_settings
+from patchpilot.core.store import DeploymentRecord
+from patchpilot.core.testing_models import (
     HostPrediction,
     ItemPrediction,
     ItemStatus,
     RiskLevel,
     TestReport,
 )
+from patchpilot.graphs.run import RunResult, RunSnapshot, RunState, deployable_items
+from patchpilot.graphs.run_document import deployment_rows, host_compliance, run_document
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -215,7 +215,7 @@ def test_waiting_runs_carry_a_hint() -> None:
     ],
 )
 def test_failpoint_specs(spec: str, hits: int, expected: list[str | None]) -> None:
-    from patchpilot import failpoints
+    from patchpilot.core import failpoints
 
     failpoints._hits.clear()
     assert [_armed("deploy.after_install", spec) for _ in range(hits)] == expected
@@ -223,7 +223,7 @@ def test_failpoint_specs(spec: str, hits: int, expected: list[str | None]) -> No
 
 def test_an_armed_failpoint_kills_the_process_like_kill_9() -> None:
     code = (
-        "from patchpilot.failpoints import failpoint\n"
+        "from patchpilot.core.failpoints import failpoint\n"
         "failpoint('x')\nfailpoint('x')\nprint('alive')"
     )
     env = {**os.environ, "PATCHPILOT_FAILPOINTS": "x#2"}
@@ -235,7 +235,7 @@ def test_an_armed_failpoint_kills_the_process_like_kill_9() -> None:
 
 
 def test_a_failpoint_armed_to_raise_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    from patchpilot.failpoints import FailpointError, failpoint
+    from patchpilot.core.failpoints import FailpointError, failpoint
 
     monkeypatch.setenv("PATCHPILOT_FAILPOINTS", "run.finish:raise")
     failpoint("run.after_ring")  # not armed: nothing happens

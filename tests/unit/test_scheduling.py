@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.scheduling import (
+from patchpilot.agents.scheduling import (
     RateControlError,
     RateController,
     assign_rings,
@@ -18,8 +18,8 @@ from agents.scheduling import (
     next_window,
     waves,
 )
-from patchpilot.models import Host
-from patchpilot.schedule import BlackoutPeriod, MaintenanceWindow, RingSpec, SchedulePolicy
+from patchpilot.core.models import Host
+from patchpilot.core.schedule import BlackoutPeriod, MaintenanceWindow, RingSpec, SchedulePolicy
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import ConfigError
-from patchpilot.models import Severity, SSVCOutcome
-from patchpilot.policy import load_policy
-from patchpilot.settings import load_settings
+from patchpilot.core.errors import ConfigError
+from patchpilot.core.models import Severity, SSVCOutcome
+from patchpilot.core.policy import load_policy
+from patchpilot.core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

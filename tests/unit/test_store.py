@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.models import (
+from patchpilot.core.feeds import FeedBatch, FeedKind
+from patchpilot.core.models import (
     CVSS,
     EPSS,
     Advisory,
@@ -35,15 +36,14 @@ from patchpilot.models import (
     Severity,
     SSVCOutcome,
 )
-from patchpilot.store import (
+from patchpilot.core.store import (
     SCHEMA_VERSION,
     HostResult,
     Store,
     StoreError,
     finding_key,
 )
-from patchpilot.store import schema as store_schema
-from tools.feeds.types import FeedBatch, FeedKind
+from patchpilot.core.store import schema as store_schema
 
 T0 = datetime(2024, 7, 1, 12, 0, tzinfo=UTC)
 _SHA = itertools.count()

@@ -18,12 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patchpilot.models import Advisory, Ecosystem, FixState, FixStatus, Severity
-from patchpilot.store import SourceRecord, Store, StoreError, merge_records
-from patchpilot.store.importer import BatchImporter
+from patchpilot.core.feeds import FeedKind
+from patchpilot.core.models import Advisory, Ecosystem, FixState, FixStatus, Severity
+from patchpilot.core.store import SourceRecord, Store, StoreError, merge_records
+from patchpilot.core.store.importer import BatchImporter
+from patchpilot.core.versions import compare, sort_key
 from tests.unit.test_store import T0, adv, batch
-from tools.feeds.types import FeedKind
-from tools.versions import compare, sort_key
 
 DSA_SOURCE = "https://security-tracker.debian.org/tracker/data/DSA/list"
 

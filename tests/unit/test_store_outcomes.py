@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.store import Store, StoreError
-from patchpilot.store import schema as store_schema
-from patchpilot.store.records import Outcome, OutcomeStatus
+from patchpilot.core.store import Store, StoreError
+from patchpilot.core.store import schema as store_schema
+from patchpilot.core.store.records import Outcome, OutcomeStatus
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from patchpilot.store import (
+from patchpilot.core.store import (
     ApprovalRecord,
     DeploymentRecord,
     RejectionRecord,
     Store,
     StoreError,
 )
-from patchpilot.store import schema as store_schema
+from patchpilot.core.store import schema as store_schema
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -1,4 +1,5 @@
-"""Compatibility testing (agents.testing): classification, risk, policy blocks and history.
+"""Compatibility testing (patchpilot.agents.testing): classification, risk, policy blocks and
+history.
 
 Hermetic: simulations are the recorded apt outputs of ``tests/fixtures/facts/AptSimulateInstall``
 parsed by the real fact, and ``test_plan`` runs over a scripted transport.
@@ -16,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from agents import testing
-from agents.planning import approval_required
-from patchpilot.errors import HostConnectError
-from patchpilot.models import CommandResult, Host
-from patchpilot.plan import PatchPlan, PlanItem, PredictedEffects
-from patchpilot.policy import Policy, load_policy
-from patchpilot.settings import Settings
-from patchpilot.store import Store
-from patchpilot.testing_models import (
+from patchpilot.agents import testing
+from patchpilot.agents.planning import approval_required
+from patchpilot.core.errors import HostConnectError
+from patchpilot.core.models import CommandResult, Host
+from patchpilot.core.plan import PatchPlan, PlanItem, PredictedEffects
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.settings import Settings
+from patchpilot.core.store import Store
+from patchpilot.core.testing_models import (
     Classification,
     ItemStatus,
     Outcome,
@@ -32,9 +33,9 @@ from patchpilot.testing_models import (
     RiskLevel,
     TestReport,
 )
+from patchpilot.tools.facts.apt_simulate import AptSimulateInstall, ConffileStatus, SimulationResult
+from patchpilot.tools.transport.base import Transport
 from tests.fakes import ScriptedTransport
-from tools.facts.apt_simulate import AptSimulateInstall, ConffileStatus, SimulationResult
-from tools.transport.base import Transport
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "facts" / "AptSimulateInstall"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.errors import CommandFailedError, CommandTimeoutError, UnsafeArgumentError
-from patchpilot.models import CommandResult
-from tools.transport import LocalTransport
-from tools.transport.base import OutputBuffer
-from tools.transport.local import SAFE_PATH, guardian_pid
+from patchpilot.core.errors import CommandFailedError, CommandTimeoutError, UnsafeArgumentError
+from patchpilot.core.models import CommandResult
+from patchpilot.tools.transport import LocalTransport
+from patchpilot.tools.transport.base import OutputBuffer
+from patchpilot.tools.transport.local import SAFE_PATH, guardian_pid
 
 
 @pytest.fixture
@@ -223,7 +223,7 @@ def test_output_buffer() -> None:
 
 _KILLED_PARENT = """
 import sys
-from tools.transport import LocalTransport
+from patchpilot.tools.transport import LocalTransport
 
 pid_file = sys.argv[1]
 script = f"echo $$ > {pid_file}; sleep 300 & echo $! >> {pid_file}; wait"

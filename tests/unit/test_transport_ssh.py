@@ -16,16 +16,21 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from patchpilot.errors import (
+from patchpilot.core.errors import (
     AuthenticationError,
     HostConnectError,
     HostKeyError,
     UnsafeArgumentError,
 )
-from patchpilot.models import Host
-from patchpilot.settings import Settings, SSHSettings
-from tools.transport import LocalTransport, SSHTransport, build_remote_command, open_transport
-from tools.transport.ssh import host_key_fingerprint, known_hosts_name, record_host_key
+from patchpilot.core.models import Host
+from patchpilot.core.settings import Settings, SSHSettings
+from patchpilot.tools.transport import (
+    LocalTransport,
+    SSHTransport,
+    build_remote_command,
+    open_transport,
+)
+from patchpilot.tools.transport.ssh import host_key_fingerprint, known_hosts_name, record_host_key
 
 
 def _public_key(seed: int = 0) -> paramiko.PKey:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from patchpilot.errors import UnsafeArgumentError
-from patchpilot.models import Ecosystem
-from tools.validate import (
+from patchpilot.core.errors import UnsafeArgumentError
+from patchpilot.core.models import Ecosystem
+from patchpilot.core.validate import (
     MAX_NAME_LENGTH,
     split_pin,
     validate_hostname,

@@ -1,4 +1,5 @@
-"""tools.versions: the shared vector files (read in place), API contract, PEP 440 edge cases.
+"""patchpilot.core.versions: the shared vector files (read in place), API contract, PEP 440 edge
+cases.
 
 Every vector line is its own test id (``<file>:<line>``) and is checked in both directions.
 The vector files live in ``../shared/vectors`` (see the ``shared_dir`` fixture); the cases are
@@ -17,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from patchpilot.errors import InvalidVersionError
-from patchpilot.models import Ecosystem
-from tests.conftest import SHARED
-from tools.versions import (
+from patchpilot.core.errors import InvalidVersionError
+from patchpilot.core.models import Ecosystem
+from patchpilot.core.versions import (
     UnknownEcosystemError,
     VersionKey,
     apk,
@@ -33,6 +33,7 @@ from tools.versions import (
     sort_key,
     validate,
 )
+from tests.conftest import SHARED
 
 VECTORS_SUBDIR = "vectors"
 DPKG_FILE = "dpkg-compare-versions.txt"

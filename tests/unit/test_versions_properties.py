@@ -1,4 +1,5 @@
-"""Property tests for tools.versions: each ordering is a total preorder and sort_key matches it.
+"""Property tests for patchpilot.core.versions: each ordering is a total preorder and sort_key
+matches it.
 
 Versions are generated from each ecosystem's grammar, out of a small alphabet of segments so
 that equal prefixes, ``~``/``^`` markers, leading zeros and equal-but-differently-spelled
@@ -18,8 +19,8 @@ from debian.debian_support import NativeVersion
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patchpilot.errors import InvalidVersionError
-from tools.versions import apk, compare, is_valid, sort_key, validate
+from patchpilot.core.errors import InvalidVersionError
+from patchpilot.core.versions import apk, compare, is_valid, sort_key, validate
 
 DPKG = shutil.which("dpkg")
 FAST = settings(max_examples=200, deadline=None)

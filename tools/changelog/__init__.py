@@ -5,7 +5,7 @@ candidate binary version) the host downloads the candidate ``.deb`` from its own
 sends back its ``changelog.Debian.gz``, and the CVE ids mentioned by the entries with
 ``installed < version <= candidate`` are the CVEs the update is taken to fix::
 
-    from tools.changelog import ChangelogFetcher
+    from patchpilot.tools.changelog import ChangelogFetcher
 
     fetcher = ChangelogFetcher(home / "cache")
     result = fetcher.cves_for(
@@ -26,21 +26,21 @@ sends back its ``changelog.Debian.gz``, and the CVE ids mentioned by the entries
 
 from __future__ import annotations
 
-from tools.changelog.errors import (
+from patchpilot.tools.changelog.errors import (
     ChangelogError,
     ChangelogFetchError,
     ChangelogNotShipped,
     ChangelogParseError,
     ChangelogUnavailable,
 )
-from tools.changelog.fetch import (
+from patchpilot.tools.changelog.fetch import (
     ChangelogFetcher,
     ChangelogResult,
     DebianChangelogFact,
     FetchedChangelog,
     classify_failure,
 )
-from tools.changelog.parse import (
+from patchpilot.tools.changelog.parse import (
     CVE_PATTERN,
     ChangelogEntry,
     cves_between,

@@ -1,6 +1,6 @@
 """Changelog errors.
 
-All derive from :class:`patchpilot.errors.PatchpilotError` and from the builtin that tells a
+All derive from :class:`patchpilot.core.errors.PatchpilotError` and from the builtin that tells a
 caller (LangGraph's default retry policy, our own CLI) whether retrying can help::
 
     PatchpilotError
@@ -17,7 +17,7 @@ Every message names the package, the version and, when known, the host, and says
 
 from __future__ import annotations
 
-from patchpilot.errors import PatchpilotError
+from patchpilot.core.errors import PatchpilotError
 
 __all__ = [
     "ChangelogError",

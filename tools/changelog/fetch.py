@@ -9,7 +9,7 @@ update fixes; unlike ``apt-get changelog`` it needs no access to ``metadata.ftp-
 
 The command is a *constant* ``sh -c`` script; the package spec reaches it only as the positional
 parameter ``$1`` (never interpolated into the script text) after both halves were validated by
-:mod:`tools.validate`. The script's exit codes:
+:mod:`patchpilot.core.validate`. The script's exit codes:
 
 * 0: stdout is the archive member's path on the first line, then the base64 of its bytes;
 * 3: the ``.deb`` ships no changelog (its doc directory is a symlink to a sibling's);
@@ -44,31 +44,31 @@ from typing import ClassVar, Final, Literal
 import structlog
 from pydantic import Field, ValidationError
 
-from patchpilot.errors import (
+from patchpilot.core import versions
+from patchpilot.core.errors import (
     AuthenticationError,
     CommandTimeoutError,
     HostConnectError,
     HostKeyError,
     InvalidVersionError,
 )
-from patchpilot.models import CommandResult, Ecosystem, InstalledPackage, PendingUpdate, Record
-from tools import versions
-from tools.changelog.errors import (
+from patchpilot.core.models import CommandResult, Ecosystem, InstalledPackage, PendingUpdate, Record
+from patchpilot.core.validate import validate_package_name, validate_version
+from patchpilot.tools.changelog.errors import (
     ChangelogError,
     ChangelogFetchError,
     ChangelogNotShipped,
     ChangelogParseError,
     ChangelogUnavailable,
 )
-from tools.changelog.parse import (
+from patchpilot.tools.changelog.parse import (
     ChangelogEntry,
     count_between,
     cves_between,
     parse_changelog_with_source,
 )
-from tools.facts.base import FACT_ENV, Fact, stderr_tail
-from tools.transport.base import Transport
-from tools.validate import validate_package_name, validate_version
+from patchpilot.tools.facts.base import FACT_ENV, Fact, stderr_tail
+from patchpilot.tools.transport.base import Transport
 
 __all__ = [
     "FETCH_SCRIPT",
@@ -292,7 +292,7 @@ class DebianChangelogFact(Fact[FetchedChangelog]):
         version: the exact version to download (the candidate binary version).
 
     Raises:
-        UnsafeArgumentError: the name or the version is refused by :mod:`tools.validate`.
+        UnsafeArgumentError: the name or the version is refused by :mod:`patchpilot.core.validate`.
     """
 
     name: ClassVar[str] = "DebianChangelog"

@@ -29,10 +29,10 @@ import structlog
 from debian.changelog import Changelog
 from pydantic import Field
 
-from patchpilot.errors import InvalidVersionError
-from patchpilot.models import Ecosystem, Record
-from tools import versions
-from tools.changelog.errors import ChangelogParseError
+from patchpilot.core import versions
+from patchpilot.core.errors import InvalidVersionError
+from patchpilot.core.models import Ecosystem, Record
+from patchpilot.tools.changelog.errors import ChangelogParseError
 
 __all__ = [
     "CVE_PATTERN",

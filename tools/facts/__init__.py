@@ -1,13 +1,13 @@
 """Host facts: each is a fixed command plus a pure parser, gathered through a transport.
 
->>> from tools.facts import collect_host_facts
+>>> from patchpilot.tools.facts import collect_host_facts
 >>> facts, packages = collect_host_facts(transport)  # doctest: +SKIP
 """
 
-from tools.facts.apk import ApkPackages
-from tools.facts.apt import AptPendingUpdates, is_security_origin, parse_inst_line
-from tools.facts.apt_holds import AptHolds
-from tools.facts.apt_simulate import (
+from patchpilot.tools.facts.apk import ApkPackages
+from patchpilot.tools.facts.apt import AptPendingUpdates, is_security_origin, parse_inst_line
+from patchpilot.tools.facts.apt_holds import AptHolds
+from patchpilot.tools.facts.apt_simulate import (
     AptSimulateInstall,
     ConffileStatus,
     ModifiedConffiles,
@@ -17,7 +17,7 @@ from tools.facts.apt_simulate import (
     SimulationResult,
     simulate_install,
 )
-from tools.facts.apt_sources import (
+from patchpilot.tools.facts.apt_sources import (
     AptCandidatePolicy,
     AptPolicy,
     PackagePolicy,
@@ -28,18 +28,22 @@ from tools.facts.apt_sources import (
     classify_update,
     classify_updates,
 )
-from tools.facts.base import FACT_ENV, Fact, gather, gather_many
-from tools.facts.dpkg import DpkgPackages, parse_dpkg_source_field, split_epoch
-from tools.facts.host import collect_host_facts, collect_host_facts_with, package_fact_for
-from tools.facts.kernel import KernelRelease
-from tools.facts.os_release import OsRelease, family_for, parse_os_release
-from tools.facts.reboot import (
+from patchpilot.tools.facts.base import FACT_ENV, Fact, gather, gather_many
+from patchpilot.tools.facts.dpkg import DpkgPackages, parse_dpkg_source_field, split_epoch
+from patchpilot.tools.facts.host import (
+    collect_host_facts,
+    collect_host_facts_with,
+    package_fact_for,
+)
+from patchpilot.tools.facts.kernel import KernelRelease
+from patchpilot.tools.facts.os_release import OsRelease, family_for, parse_os_release
+from patchpilot.tools.facts.reboot import (
     RebootRequired,
     RebootStatus,
     RpmKernelRebootRequired,
     apk_kernel_reboot_required,
 )
-from tools.facts.restart import (
+from patchpilot.tools.facts.restart import (
     DeletedLibraries,
     NeedrestartAvailable,
     NeedrestartBatch,
@@ -48,8 +52,8 @@ from tools.facts.restart import (
     restart_facts,
     restart_status,
 )
-from tools.facts.rpm import RpmPackages, parse_source_rpm, rpm_evr
-from tools.facts.services import ListeningSockets, decode_proc_net_address
+from patchpilot.tools.facts.rpm import RpmPackages, parse_source_rpm, rpm_evr
+from patchpilot.tools.facts.services import ListeningSockets, decode_proc_net_address
 
 __all__ = [
     "FACT_ENV",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Final
 
-from patchpilot.errors import FactParseError
-from patchpilot.models import CommandResult, Ecosystem, InstalledPackage
-from tools.facts.base import Fact, stderr_tail
+from patchpilot.core.errors import FactParseError
+from patchpilot.core.models import CommandResult, Ecosystem, InstalledPackage
+from patchpilot.tools.facts.base import Fact, stderr_tail
 
 __all__ = ["APK_DB_PATH", "ApkPackages"]
 

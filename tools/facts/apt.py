@@ -23,9 +23,9 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Final
 
-from patchpilot.errors import FactParseError
-from patchpilot.models import CommandResult, PendingUpdate
-from tools.facts.base import Fact, stderr_tail
+from patchpilot.core.errors import FactParseError
+from patchpilot.core.models import CommandResult, PendingUpdate
+from patchpilot.tools.facts.base import Fact, stderr_tail
 
 __all__ = ["APT_SUMMARY_RE", "AptPendingUpdates", "is_security_origin", "parse_inst_line"]
 

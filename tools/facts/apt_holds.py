@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from patchpilot.errors import FactParseError, UnsafeArgumentError
-from patchpilot.models import CommandResult, Ecosystem
-from tools.facts.base import Fact
-from tools.validate import validate_package_name
+from patchpilot.core.errors import FactParseError, UnsafeArgumentError
+from patchpilot.core.models import CommandResult, Ecosystem
+from patchpilot.core.validate import validate_package_name
+from patchpilot.tools.facts.base import Fact
 
 __all__ = ["AptHolds"]
 
@@ -31,7 +31,7 @@ class AptHolds(Fact[list[str]]):
 
     Raises:
         FactParseError: a line is not ``WANT<TAB>NAME``, or the name is not a Debian package
-            name (checked with :func:`tools.validate.validate_package_name`).
+            name (checked with :func:`patchpilot.core.validate.validate_package_name`).
         CommandFailedError: dpkg-query exited non-zero (e.g. a corrupt dpkg status file).
     """
 

@@ -32,7 +32,8 @@ A simulation never fails on holds (that needs ``-y``): the real install then fai
 
 Reboot hint: apt cannot tell whether a package will ask for a reboot. Debian's only signal is
 ``/var/run/reboot-required`` written by maintainer scripts *after* the install
-(:class:`~tools.facts.reboot.RebootRequired` reads it; Debian itself writes it rarely, Ubuntu's
+(:class:`~patchpilot.tools.facts.reboot.RebootRequired` reads it; Debian itself writes it rarely,
+Ubuntu's
 ``update-notifier-common`` often). The hint is therefore a name rule over every package the
 transaction touches: ``linux-image-*``, ``linux-headers-*`` (comes with a new kernel),
 ``libc6``, ``systemd``, ``dbus`` (and their ``:arch`` forms). After the install, the deployment
@@ -47,15 +48,15 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from patchpilot.errors import FactParseError, InvalidVersionError, UnsafeArgumentError
-from patchpilot.models import CommandResult, Ecosystem
-from tools import versions
-from tools.facts.apt import APT_SUMMARY_RE, parse_inst_line
-from tools.facts.base import Fact, gather, stderr_tail
-from tools.validate import validate_package_name, validate_version
+from patchpilot.core import versions
+from patchpilot.core.errors import FactParseError, InvalidVersionError, UnsafeArgumentError
+from patchpilot.core.models import CommandResult, Ecosystem
+from patchpilot.core.validate import validate_package_name, validate_version
+from patchpilot.tools.facts.apt import APT_SUMMARY_RE, parse_inst_line
+from patchpilot.tools.facts.base import Fact, gather, stderr_tail
 
 if TYPE_CHECKING:
-    from tools.transport.base import Transport
+    from patchpilot.tools.transport.base import Transport
 
 __all__ = [
     "REBOOT_NAMES",
@@ -288,7 +289,7 @@ class AptSimulateInstall(Fact[SimulationResult]):
     """Simulate installing exact versions: ``apt-get -s ... install -- PKG=VER ...``.
 
     Args:
-        items: ``(name, version)`` pairs, validated with :mod:`tools.validate`.
+        items: ``(name, version)`` pairs, validated with :mod:`patchpilot.core.validate`.
         allow_downgrades: add ``--allow-downgrades`` (a rollback simulation).
         only_upgrade: add ``--only-upgrade`` (default): requested packages that are not
             installed are skipped (listed in ``skipped_not_installed``), never installed.

@@ -7,8 +7,8 @@ Two facts read ``apt-cache policy`` (with ``LC_ALL=C``; no root, no ``apt-get up
 * :class:`AptCandidatePolicy` -- ``apt-cache policy -- PKG...``: per package, the installed and
   candidate versions and which indexes offer each version.
 
-:func:`classify_update` joins the two to tell where a :class:`~patchpilot.models.PendingUpdate`
-comes from (:class:`~patchpilot.models.UpdateOrigin`).
+:func:`classify_update` joins the two to tell where a :class:`~patchpilot.core.models.PendingUpdate`
+comes from (:class:`~patchpilot.core.models.UpdateOrigin`).
 
 ``apt-cache policy`` (``cmdline/apt-cache.cc``) prints each index as ``printf("%4i %s")`` of its
 priority and ``pkgIndexFile::Describe(true)``, then ``pkgCache::PkgFileIterator::RelStr()`` and
@@ -39,8 +39,8 @@ from typing import ClassVar, Final
 
 from pydantic import Field
 
-from patchpilot.errors import FactParseError, UnsafeArgumentError
-from patchpilot.models import (
+from patchpilot.core.errors import FactParseError, UnsafeArgumentError
+from patchpilot.core.models import (
     AptSource,
     CommandResult,
     Ecosystem,
@@ -48,9 +48,9 @@ from patchpilot.models import (
     Record,
     UpdateOrigin,
 )
-from tools.facts.apt import SECURITY_SUITE_SUFFIX, is_security_origin
-from tools.facts.base import Fact, stderr_tail
-from tools.validate import validate_package_name
+from patchpilot.core.validate import validate_package_name
+from patchpilot.tools.facts.apt import SECURITY_SUITE_SUFFIX, is_security_origin
+from patchpilot.tools.facts.base import Fact, stderr_tail
 
 __all__ = [
     "DISTRIBUTION_ORIGINS",
@@ -256,7 +256,8 @@ def classify_source(
 
     The rules, first match wins:
 
-    1. **SECURITY** -- the same rule as :func:`tools.facts.apt.is_security_origin` applied to
+    1. **SECURITY** -- the same rule as :func:`patchpilot.tools.facts.apt.is_security_origin`
+       applied to
        :func:`apt_release_string` (archive ending in ``-security`` or label
        ``Debian-Security``), or the dist itself ends in ``-security`` (an index without a
        ``Release`` archive). Checked before LOCAL on purpose: a ``file:`` mirror of a security
@@ -404,7 +405,8 @@ class AptCandidatePolicy(Fact[dict[str, PackagePolicy]]):
     """Installed and candidate versions of some packages, and which indexes offer each version.
 
     Runs ``apt-cache policy -- PKG...`` (``LC_ALL=C``; no root). Every name is validated with
-    :func:`tools.validate.validate_package_name` (Debian rules) before it reaches the argv, and
+    :func:`patchpilot.core.validate.validate_package_name` (Debian rules) before it reaches the
+    argv, and
     follows ``--`` so it can never be read as an option.
 
     apt prints one block per package found::
@@ -608,7 +610,8 @@ def classify_update(
        LOCAL for a local URI, else UNKNOWN.
     3. Otherwise from ``update.origins`` (``apt-get -s`` strings): each is compared with
        :func:`apt_release_string` of every source; unmatched strings count as SECURITY when
-       :func:`~tools.facts.apt.is_security_origin` says so, LOCAL for ``localhost`` (apt's name
+       :func:`~patchpilot.tools.facts.apt.is_security_origin` says so, LOCAL for ``localhost``
+       (apt's name
        for a flat repository without ``Release``), else UNKNOWN.
 
     When several indexes offer the candidate, the strongest kind wins: SECURITY over
@@ -616,7 +619,7 @@ def classify_update(
     security suite and the point release *is* a security update).
 
     Args:
-        update: the pending update (from :class:`~tools.facts.AptPendingUpdates`).
+        update: the pending update (from :class:`~patchpilot.tools.facts.AptPendingUpdates`).
         policy: the package's :class:`PackagePolicy`, or ``None`` when not gathered.
         sources: the host's indexes (from :class:`AptPolicy`), possibly empty.
 

@@ -2,13 +2,13 @@
 
 A :class:`Fact` never runs anything itself. :meth:`Fact.command` returns an argv list (never a
 shell string built from input; a few facts use ``sh -c`` with a *constant* script), and
-:meth:`Fact.parse` turns the :class:`~patchpilot.models.CommandResult` into typed data without
+:meth:`Fact.parse` turns the :class:`~patchpilot.core.models.CommandResult` into typed data without
 side effects, so every parser is tested against recorded real output
 (``tests/fixtures/facts/<FactName>/*.json``). :func:`gather` glues the two to a
-:class:`~tools.transport.base.Transport`.
+:class:`~patchpilot.tools.transport.base.Transport`.
 
-Parsers fail loudly: malformed output raises :class:`~patchpilot.errors.FactParseError`, an
-unexpected exit status raises :class:`~patchpilot.errors.CommandFailedError` (carrying stderr),
+Parsers fail loudly: malformed output raises :class:`~patchpilot.core.errors.FactParseError`, an
+unexpected exit status raises :class:`~patchpilot.core.errors.CommandFailedError` (carrying stderr),
 and truncated output is refused. A package fact never returns an empty inventory for garbage.
 """
 
@@ -22,11 +22,11 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
-from patchpilot.errors import CommandFailedError, FactParseError, PatchpilotError
-from patchpilot.models import CommandResult, InstalledPackage
+from patchpilot.core.errors import CommandFailedError, FactParseError, PatchpilotError
+from patchpilot.core.models import CommandResult, InstalledPackage
 
 if TYPE_CHECKING:
-    from tools.transport.base import Transport
+    from patchpilot.tools.transport.base import Transport
 
 __all__ = ["FACT_ENV", "Fact", "TabularPackageFact", "gather", "gather_many", "stderr_tail"]
 
@@ -148,7 +148,7 @@ def gather_many(
 
     Returns:
         One entry per fact, in order: the parsed value, or the
-        :class:`~patchpilot.errors.PatchpilotError` its parser raised (so callers can keep
+        :class:`~patchpilot.core.errors.PatchpilotError` its parser raised (so callers can keep
         best-effort facts apart from required ones). A transport failure raises for all.
 
     Raises:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Final
 
-from patchpilot.errors import FactParseError
-from patchpilot.models import Ecosystem, InstalledPackage
-from tools.facts.base import TabularPackageFact
+from patchpilot.core.errors import FactParseError
+from patchpilot.core.models import Ecosystem, InstalledPackage
+from patchpilot.tools.facts.base import TabularPackageFact
 
 __all__ = [
     "DPKG_KEPT_STATES",

@@ -5,23 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from patchpilot.errors import PatchpilotError, UnsupportedPlatformError
-from patchpilot.models import HostFacts, InstalledPackage, OSFamily, OSInfo
-from tools.facts.apk import ApkPackages
-from tools.facts.base import Fact, gather_many
-from tools.facts.dpkg import DpkgPackages
-from tools.facts.kernel import KernelRelease
-from tools.facts.os_release import OsRelease
-from tools.facts.reboot import (
+from patchpilot.core.errors import PatchpilotError, UnsupportedPlatformError
+from patchpilot.core.models import HostFacts, InstalledPackage, OSFamily, OSInfo
+from patchpilot.tools.facts.apk import ApkPackages
+from patchpilot.tools.facts.base import Fact, gather_many
+from patchpilot.tools.facts.dpkg import DpkgPackages
+from patchpilot.tools.facts.kernel import KernelRelease
+from patchpilot.tools.facts.os_release import OsRelease
+from patchpilot.tools.facts.reboot import (
     RebootRequired,
     RebootStatus,
     RpmKernelRebootRequired,
     apk_kernel_reboot_required,
 )
-from tools.facts.rpm import RpmPackages
+from patchpilot.tools.facts.rpm import RpmPackages
 
 if TYPE_CHECKING:
-    from tools.transport.base import Transport
+    from patchpilot.tools.transport.base import Transport
 
 __all__ = ["collect_host_facts", "collect_host_facts_with", "package_fact_for"]
 
@@ -97,7 +97,7 @@ def collect_host_facts_with(
 
     The first round trip gathers os-release and the kernel; the second the package inventory,
     the reboot state and the facts ``extra_for(os)`` names (they depend on the OS family), all
-    with :func:`~tools.facts.base.gather_many`.
+    with :func:`~patchpilot.tools.facts.base.gather_many`.
 
     Args:
         transport: an open transport to the host.
@@ -105,7 +105,7 @@ def collect_host_facts_with(
 
     Returns:
         ``(HostFacts, packages, extras)``: ``extras`` holds, per extra fact in order, its
-        parsed value or the :class:`~patchpilot.errors.PatchpilotError` it raised (optional
+        parsed value or the :class:`~patchpilot.core.errors.PatchpilotError` it raised (optional
         facts never fail the host).
 
     Raises:

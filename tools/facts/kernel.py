@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from patchpilot.errors import FactParseError
-from patchpilot.models import CommandResult
-from tools.facts.base import Fact
+from patchpilot.core.errors import FactParseError
+from patchpilot.core.models import CommandResult
+from patchpilot.tools.facts.base import Fact
 
 __all__ = ["KernelRelease"]
 

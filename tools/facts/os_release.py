@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Final
 
-from patchpilot.errors import FactParseError
-from patchpilot.models import CommandResult, OSFamily, OSInfo
-from tools.facts.base import Fact
+from patchpilot.core.errors import FactParseError
+from patchpilot.core.models import CommandResult, OSFamily, OSInfo
+from patchpilot.tools.facts.base import Fact
 
 __all__ = ["OsRelease", "family_for", "parse_os_release"]
 
@@ -185,7 +185,7 @@ class OsRelease(Fact[OSInfo]):
     """The host's operating system from ``/etc/os-release`` (``/usr/lib/os-release`` fallback).
 
     Returns:
-        :class:`~patchpilot.models.OSInfo` with ``id``, ``id_like`` (tuple, from the
+        :class:`~patchpilot.core.models.OSInfo` with ``id``, ``id_like`` (tuple, from the
         space-separated ``ID_LIKE``), ``name``, ``pretty_name``, ``version_id`` and
         ``version_codename`` (``None`` when absent or empty) and ``family`` derived by
         :func:`family_for`. Example:

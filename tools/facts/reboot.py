@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterable
 from typing import ClassVar, Final, NamedTuple
 
-from patchpilot.errors import CommandFailedError, FactParseError
-from patchpilot.models import CommandResult, InstalledPackage
-from tools.facts.base import Fact
+from patchpilot.core.errors import CommandFailedError, FactParseError
+from patchpilot.core.models import CommandResult, InstalledPackage
+from patchpilot.tools.facts.base import Fact
 
 __all__ = [
     "RebootRequired",
@@ -115,7 +115,8 @@ class RpmKernelRebootRequired(Fact[RebootStatus]):
     with no kernel package installed needs no reboot.
 
     Args:
-        running_kernel: ``uname -r`` of the host (from :class:`~tools.facts.KernelRelease`).
+        running_kernel: ``uname -r`` of the host (from
+        :class:`~patchpilot.tools.facts.KernelRelease`).
 
     Returns:
         :class:`RebootStatus`: ``RebootStatus(True, ("kernel",))`` when the newest installed

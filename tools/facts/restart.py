@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal
 import structlog
 from pydantic import Field
 
-from patchpilot.errors import CommandFailedError, FactParseError
-from patchpilot.models import CommandResult, DeletedLibraryUse, Record
-from tools.facts.base import Fact, gather, stderr_tail
+from patchpilot.core.errors import CommandFailedError, FactParseError
+from patchpilot.core.models import CommandResult, DeletedLibraryUse, Record
+from patchpilot.tools.facts.base import Fact, gather, stderr_tail
 
 if TYPE_CHECKING:
-    from tools.transport.base import Transport
+    from patchpilot.tools.transport.base import Transport
 
 __all__ = [
     "DELETED_LIBRARIES_SCRIPT",
@@ -377,7 +377,7 @@ def restart_facts(transport: Transport) -> RestartStatus:
 def restart_status(found: NeedrestartReport | Sequence[DeletedLibraryUse]) -> RestartStatus:
     """The :class:`RestartStatus` of a :class:`NeedrestartBatch` report or of the processes
     :class:`DeletedLibraries` found (for callers that gather the facts themselves, e.g. in one
-    batch with :func:`~tools.facts.base.gather_many`)."""
+    batch with :func:`~patchpilot.tools.facts.base.gather_many`)."""
     if isinstance(found, NeedrestartReport):
         _log.debug("restart_facts", source="needrestart", services=len(found.services))
         return RestartStatus(

@@ -26,9 +26,9 @@ import ipaddress
 import re
 from typing import ClassVar, Final, Literal
 
-from patchpilot.errors import FactParseError
-from patchpilot.models import CommandResult, ListeningSocket
-from tools.facts.base import Fact, stderr_tail
+from patchpilot.core.errors import FactParseError
+from patchpilot.core.models import CommandResult, ListeningSocket
+from patchpilot.tools.facts.base import Fact, stderr_tail
 
 __all__ = ["ListeningSockets", "decode_proc_net_address"]
 

@@ -3,7 +3,7 @@
 One pure parser per feed turns a document into a :class:`FeedBatch` (imported by the store in
 one transaction)::
 
-    from tools.feeds import FeedFetcher, parse_feed, parse_fetched
+    from patchpilot.tools.feeds import FeedFetcher, parse_feed, parse_fetched
 
     batch = parse_feed("debian-dsa", Path("DSA/list"))          # import a local file
     batch = parse_feed(FeedKind.OSV, Path("osv-records/"))       # a directory of records
@@ -12,18 +12,21 @@ one transaction)::
 
 Parsers by kind:
 
-* ``debian-dsa`` / ``debian-dla``: :func:`tools.feeds.debian.parse_dsa` /
-  :func:`~tools.feeds.debian.parse_dla` (``data/DSA/list``, ``data/DLA/list``);
-* ``debian-json``: :func:`tools.feeds.debian.parse_tracker_json` (the tracker's JSON export);
-* ``osv``: :func:`tools.feeds.osv.parse` (a record, a list, an ``all.zip``, or a directory);
-* ``kev``: :func:`tools.feeds.kev.parse` (the CISA KEV catalog);
-* ``epss``: :func:`tools.feeds.epss.parse` (FIRST EPSS CSV, gzip or plain);
-* ``nvd``: :func:`tools.feeds.nvd.parse` (NVD CVE API 2.0 pages, or a directory of them).
+* ``debian-dsa`` / ``debian-dla``: :func:`patchpilot.tools.feeds.debian.parse_dsa` /
+  :func:`~patchpilot.tools.feeds.debian.parse_dla` (``data/DSA/list``, ``data/DLA/list``);
+* ``debian-json``: :func:`patchpilot.tools.feeds.debian.parse_tracker_json` (the tracker's JSON
+  export);
+* ``osv``: :func:`patchpilot.tools.feeds.osv.parse` (a record, a list, an ``all.zip``, or a
+  directory);
+* ``kev``: :func:`patchpilot.tools.feeds.kev.parse` (the CISA KEV catalog);
+* ``epss``: :func:`patchpilot.tools.feeds.epss.parse` (FIRST EPSS CSV, gzip or plain);
+* ``nvd``: :func:`patchpilot.tools.feeds.nvd.parse` (NVD CVE API 2.0 pages, or a directory of them).
 
 Feed text (titles, descriptions) is untrusted data: parsers keep it as plain strings, with
 terminal escape sequences and control characters removed, and nothing ever interprets it.
 
-Files are streamed, never read whole (see :mod:`tools.feeds._stream`): line by line (DSA/DLA
+Files are streamed, never read whole (see :mod:`patchpilot.tools.feeds._stream`): line by line
+(DSA/DLA
 lists, EPSS CSV, decompressed on the fly), record by record (JSON, with ``ijson``). A document
 with many records is validated in a first pass and its records are parsed again one at a time
 while the store imports them, so the memory an import needs does not grow with the file.
@@ -35,13 +38,13 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from patchpilot.models import utcnow
-from tools.feeds import debian, epss, kev, nvd, osv
-from tools.feeds._common import DEFAULT_MAX_BYTES
-from tools.feeds._stream import Document
-from tools.feeds.errors import FeedError, FeedFetchError
-from tools.feeds.fetch import FEED_URLS, FeedFetcher, FetchResult
-from tools.feeds.types import FEED_MAX_AGE, FeedBatch, FeedKind, FeedStatus
+from patchpilot.core.errors import FeedError, FeedFetchError
+from patchpilot.core.feeds import FEED_MAX_AGE, FeedBatch, FeedKind, FeedStatus
+from patchpilot.core.models import utcnow
+from patchpilot.tools.feeds import debian, epss, kev, nvd, osv
+from patchpilot.tools.feeds._common import DEFAULT_MAX_BYTES
+from patchpilot.tools.feeds._stream import Document
+from patchpilot.tools.feeds.fetch import FEED_URLS, FeedFetcher, FetchResult
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

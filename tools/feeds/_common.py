@@ -8,7 +8,7 @@ import re
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from tools.feeds.errors import FeedError
+from patchpilot.core.errors import FeedError
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

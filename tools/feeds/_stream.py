@@ -10,7 +10,7 @@
   ``ijson`` (the C ``yajl2`` backend), so a large JSON document is never a Python object whole.
 * :func:`gather` runs a parser's pass over a document: small results are kept as a tuple; past
   :data:`KEEP_IN_MEMORY` records the result is a
-  :class:`~tools.feeds.types.RecordStream` that parses the document again, record by record,
+  :class:`~patchpilot.core.feeds.RecordStream` that parses the document again, record by record,
   when it is imported (and checks that the document did not change in between).
 
 A JSON syntax error found by ``ijson`` is reported precisely (line, column, "truncated?") by
@@ -34,9 +34,9 @@ from typing import IO, Any, Final, TypeVar
 
 import ijson  # type: ignore[import-untyped]  # no stubs; used through typed wrappers
 
-from tools.feeds._common import clean_text, load_json
-from tools.feeds.errors import FeedError
-from tools.feeds.types import RecordStream
+from patchpilot.core.errors import FeedError
+from patchpilot.core.feeds import RecordStream
+from patchpilot.tools.feeds._common import clean_text, load_json
 
 __all__ = [
     "KEEP_IN_MEMORY",

@@ -8,7 +8,7 @@
         [bullseye] - webkit2gtk <not-affected> (Vulnerable code not present)
         NOTE: fixed in testing at time of DSA
 
-give one :class:`~patchpilot.models.Advisory` per (advisory id, release, source package). The
+give one :class:`~patchpilot.core.models.Advisory` per (advisory id, release, source package). The
 version (or ``<tag>``) on a release line decides the fix state; the lists carry no urgency, so
 severity stays ``unknown``. A malformed version is a :class:`FeedError` naming the line, except
 for the few historic typos listed in :data:`KNOWN_ERRATA`, which become an explicit
@@ -23,9 +23,11 @@ gives one advisory per (CVE, release, source package).
 
 **Bounded memory.** Both are streamed, never read whole: the lists line by line, the export one
 source package at a time (``ijson``). A document with more than
-:data:`~tools.feeds._stream.KEEP_IN_MEMORY` advisories is validated in a first pass and its
+:data:`~patchpilot.tools.feeds._stream.KEEP_IN_MEMORY` advisories is validated in a first pass and
+its
 advisories are parsed again, one at a time, while the store imports them (see
-:func:`tools.feeds._stream.gather`). An empty list (no advisory header at all) is refused: it
+:func:`patchpilot.tools.feeds._stream.gather`). An empty list (no advisory header at all) is
+refused: it
 is a failed download, not a list without advisories.
 """
 
@@ -41,8 +43,10 @@ from typing import Any, Final
 
 import structlog
 
-from patchpilot.errors import InvalidVersionError
-from patchpilot.models import (
+from patchpilot.core import versions
+from patchpilot.core.errors import FeedError, InvalidVersionError
+from patchpilot.core.feeds import FeedBatch, FeedKind, RecordStream
+from patchpilot.core.models import (
     Advisory,
     Ecosystem,
     FixState,
@@ -50,9 +54,8 @@ from patchpilot.models import (
     Provenance,
     Severity,
 )
-from tools import versions
-from tools.feeds._common import DEFAULT_MAX_BYTES, clean_text
-from tools.feeds._stream import (
+from patchpilot.tools.feeds._common import DEFAULT_MAX_BYTES, clean_text
+from patchpilot.tools.feeds._stream import (
     Document,
     PassInfo,
     gather,
@@ -61,8 +64,6 @@ from tools.feeds._stream import (
     reading,
     wrong_json_start,
 )
-from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind, RecordStream
 
 __all__ = [
     "DLA_LIST_URL",

@@ -14,7 +14,7 @@ which is what FIRST's percentile means when the file holds every scored CVE.
 The file is streamed: decompressed on the fly (with a bound on the decompressed size) and read
 line by line; only the scores are collected when percentiles must be computed (8 bytes each).
 A file with very many rows is validated once and read again while it is imported (see
-:func:`tools.feeds._stream.gather`).
+:func:`patchpilot.tools.feeds._stream.gather`).
 """
 
 from __future__ import annotations
@@ -32,11 +32,18 @@ from typing import IO, Final
 import structlog
 from pydantic import ValidationError
 
-from patchpilot.models import CVE_RE, EPSS
-from tools.feeds._common import DEFAULT_MAX_BYTES
-from tools.feeds._stream import Document, PassInfo, gather, gzip_stream, iter_lines, reading
-from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind, RecordStream
+from patchpilot.core.errors import FeedError
+from patchpilot.core.feeds import FeedBatch, FeedKind, RecordStream
+from patchpilot.core.models import CVE_RE, EPSS
+from patchpilot.tools.feeds._common import DEFAULT_MAX_BYTES
+from patchpilot.tools.feeds._stream import (
+    Document,
+    PassInfo,
+    gather,
+    gzip_stream,
+    iter_lines,
+    reading,
+)
 
 __all__ = ["EPSS_URL", "parse"]
 

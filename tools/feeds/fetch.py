@@ -43,15 +43,15 @@ import httpx
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
-from patchpilot.models import utcnow
-from tools.feeds._common import DEFAULT_MAX_BYTES, load_json, sha256_hex
-from tools.feeds.debian import DLA_LIST_URL, DSA_LIST_URL, TRACKER_JSON_URL
-from tools.feeds.epss import EPSS_URL
-from tools.feeds.errors import FeedError, FeedFetchError
-from tools.feeds.kev import KEV_URL
-from tools.feeds.nvd import NVD_URL
-from tools.feeds.osv import OSV_DEBIAN_URL
-from tools.feeds.types import FeedKind
+from patchpilot.core.errors import FeedError, FeedFetchError
+from patchpilot.core.feeds import FeedKind
+from patchpilot.core.models import utcnow
+from patchpilot.tools.feeds._common import DEFAULT_MAX_BYTES, load_json, sha256_hex
+from patchpilot.tools.feeds.debian import DLA_LIST_URL, DSA_LIST_URL, TRACKER_JSON_URL
+from patchpilot.tools.feeds.epss import EPSS_URL
+from patchpilot.tools.feeds.kev import KEV_URL
+from patchpilot.tools.feeds.nvd import NVD_URL
+from patchpilot.tools.feeds.osv import OSV_DEBIAN_URL
 
 __all__ = ["FEED_URLS", "NVD_API_KEY_ENV", "FeedFetcher", "FetchResult"]
 

@@ -8,7 +8,7 @@ is ``True`` and "Unknown" is ``None`` (CISA lacks confirmation, which is not a "
 
 The catalog is streamed (``ijson``): one pass reads the catalog's own keys, another the
 entries one at a time; a catalog with very many entries is parsed again while it is imported
-(see :func:`tools.feeds._stream.gather`).
+(see :func:`patchpilot.tools.feeds._stream.gather`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,18 @@ from typing import Final
 import structlog
 from pydantic import ValidationError
 
-from patchpilot.models import CVE_RE, KEVEntry
-from tools.feeds._common import DEFAULT_MAX_BYTES, parse_date, parse_timestamp
-from tools.feeds._stream import Document, PassInfo, gather, json_items, json_scan, reading
-from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind, RecordStream
+from patchpilot.core.errors import FeedError
+from patchpilot.core.feeds import FeedBatch, FeedKind, RecordStream
+from patchpilot.core.models import CVE_RE, KEVEntry
+from patchpilot.tools.feeds._common import DEFAULT_MAX_BYTES, parse_date, parse_timestamp
+from patchpilot.tools.feeds._stream import (
+    Document,
+    PassInfo,
+    gather,
+    json_items,
+    json_scan,
+    reading,
+)
 
 __all__ = ["KEV_URL", "parse"]
 

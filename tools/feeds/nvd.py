@@ -27,11 +27,11 @@ from typing import Any, Final, Literal
 import structlog
 from pydantic import ValidationError
 
-from patchpilot.models import CVE_RE, CVSS
-from tools.feeds._common import DEFAULT_MAX_BYTES, clean_text, parse_timestamp
-from tools.feeds._stream import Document, json_items, json_scan, reading
-from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind
+from patchpilot.core.errors import FeedError
+from patchpilot.core.feeds import FeedBatch, FeedKind
+from patchpilot.core.models import CVE_RE, CVSS
+from patchpilot.tools.feeds._common import DEFAULT_MAX_BYTES, clean_text, parse_timestamp
+from patchpilot.tools.feeds._stream import Document, json_items, json_scan, reading
 
 __all__ = ["NVD_URL", "parse", "parse_files", "parse_pages"]
 

@@ -1,7 +1,7 @@
 """OSV records (https://ossf.github.io/osv-schema/): one record, a list, a directory or a zip.
 
 Each ``affected[]`` entry of a supported ecosystem becomes one
-:class:`~patchpilot.models.Advisory` per (record, ecosystem release, package):
+:class:`~patchpilot.core.models.Advisory` per (record, ecosystem release, package):
 
 * ``Debian:12`` (``Debian:<n>`` or a codename): debian, release ``bookworm`` (numbers are
   mapped to codenames, 7 wheezy … 14 forky);
@@ -31,7 +31,7 @@ no longer be the all-or-nothing transaction the store promises.
 
 Files and archive members are streamed (``ijson``), one document at a time; a large set of
 records is validated once and parsed again while it is imported (see
-:func:`tools.feeds._stream.gather`).
+:func:`patchpilot.tools.feeds._stream.gather`).
 """
 
 from __future__ import annotations
@@ -48,13 +48,19 @@ from typing import IO, Annotated, Final, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from patchpilot.errors import InvalidVersionError
-from patchpilot.models import Advisory, Ecosystem, FixState, FixStatus, Provenance, Severity
-from tools import versions
-from tools.feeds._common import DEFAULT_MAX_BYTES, clean_text, parse_timestamp
-from tools.feeds._stream import Document, PassInfo, file_sha256, gather, json_items, reading
-from tools.feeds.errors import FeedError
-from tools.feeds.types import FeedBatch, FeedKind, RecordStream
+from patchpilot.core import versions
+from patchpilot.core.errors import FeedError, InvalidVersionError
+from patchpilot.core.feeds import FeedBatch, FeedKind, RecordStream
+from patchpilot.core.models import Advisory, Ecosystem, FixState, FixStatus, Provenance, Severity
+from patchpilot.tools.feeds._common import DEFAULT_MAX_BYTES, clean_text, parse_timestamp
+from patchpilot.tools.feeds._stream import (
+    Document,
+    PassInfo,
+    file_sha256,
+    gather,
+    json_items,
+    reading,
+)
 
 __all__ = [
     "DEBIAN_CODENAMES",

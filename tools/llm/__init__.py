@@ -22,8 +22,8 @@ deterministic core::
 
 from __future__ import annotations
 
-from tools.llm.client import DEFAULT_MAX_WAIT, LLMClient, make_client, try_complete
-from tools.llm.errors import (
+from patchpilot.tools.llm.client import DEFAULT_MAX_WAIT, LLMClient, make_client, try_complete
+from patchpilot.tools.llm.errors import (
     LLMBudgetExceeded,
     LLMConfigError,
     LLMError,
@@ -31,8 +31,8 @@ from tools.llm.errors import (
     LLMRequestError,
     LLMUnavailableError,
 )
-from tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
-from tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
+from patchpilot.tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
+from patchpilot.tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
 
 __all__ = [
     "DEFAULT_MAX_WAIT",

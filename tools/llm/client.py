@@ -13,23 +13,27 @@ Ollama or a llama.cpp server) and adds what the agents need around one chat comp
   retries on 429, 408, 409, 5xx, timeouts, connection failures, and unusable answers (not JSON,
   not the schema, truncated with ``finish_reason == "length"``, no choice). Other statuses (400,
   401, 403, 404, 422, a 429 ``insufficient_quota``) fail at once with an
-  :class:`~tools.llm.errors.LLMRequestError` that names the endpoint and the model. Waits:
+  :class:`~patchpilot.tools.llm.errors.LLMRequestError` that names the endpoint and the model.
+  Waits:
   exponential backoff with jitter from ``backoff`` seconds (capped at ``max_wait``) for
   transient failures; a server's ``Retry-After``/``retry-after-ms`` exactly; an unusable answer
   is retried at once.
 * **A total deadline per call** (``llm.deadline`` seconds, default 30) covering the connection,
   every read (a server dripping one byte a second included), every retry and every wait: no
   wait starts that would end past it (a ``Retry-After`` longer than the time left ends the call
-  at once), and the network layer (:mod:`tools.llm.transport`) bounds each connect, read and
+  at once), and the network layer (:mod:`patchpilot.tools.llm.transport`) bounds each connect, read
+  and
   write by the time left. ``llm.timeout`` stays the limit of each single network operation.
-  Past the deadline the call fails with :class:`~tools.llm.errors.LLMUnavailableError` (so
-  :func:`try_complete` returns an :class:`~tools.llm.models.LLMFallback` saying so).
+  Past the deadline the call fails with :class:`~patchpilot.tools.llm.errors.LLMUnavailableError`
+  (so
+  :func:`try_complete` returns an :class:`~patchpilot.tools.llm.models.LLMFallback` saying so).
 * **A response size cap** (``llm.max_response_bytes``, default 1 MiB, after decompression),
   enforced while the body is read (a larger ``Content-Length`` is refused before reading it):
-  :class:`~tools.llm.errors.LLMOutputError`, not retried.
+  :class:`~patchpilot.tools.llm.errors.LLMOutputError`, not retried.
 * **A per-run budget** of requests (``llm.max_calls_per_run``, every attempt counts) and tokens
   (``llm.max_tokens_per_run``, prompt + completion as reported by the endpoint), checked before
-  each request: :class:`~tools.llm.errors.LLMBudgetExceeded`. Create one client per run and
+  each request: :class:`~patchpilot.tools.llm.errors.LLMBudgetExceeded`. Create one client per run
+  and
   share it (it is thread-safe); :attr:`LLMClient.usage` is the run's :class:`LLMUsage`.
 * **A response cache** (``llm.cache``): ``<cache_dir>/llm/<sha256>.json`` keyed by the model,
   task, prompt version, messages and the strict schema; written atomically, and re-validated
@@ -38,11 +42,12 @@ Ollama or a llama.cpp server) and adds what the agents need around one chat comp
 
 No LLM configured (``llm.base_url`` unset) means no client: :func:`make_client` returns ``None``
 and every agent runs its deterministic core. Agents call :func:`try_complete`, which never
-raises an :class:`~tools.llm.errors.LLMError` but returns an
-:class:`~tools.llm.models.LLMFallback` so the run report can say the LLM was not used and why::
+raises an :class:`~patchpilot.tools.llm.errors.LLMError` but returns an
+:class:`~patchpilot.tools.llm.models.LLMFallback` so the run report can say the LLM was not used
+and why::
 
-    from prompts import as_json, fence, load_prompt
-    from tools.llm import LLMFallback, make_client, try_complete
+    from patchpilot.prompts import as_json, fence, load_prompt
+    from patchpilot.tools.llm import LLMFallback, make_client, try_complete
 
     client = make_client(settings.llm, cache_dir=settings.cache_dir, run_id=run_id)
     prompt = load_prompt("intake")
@@ -90,9 +95,9 @@ from tenacity import (
     stop_before_delay,
 )
 
-from patchpilot.models import utcnow
-from patchpilot.settings import LLMSettings
-from tools.llm.errors import (
+from patchpilot.core.models import utcnow
+from patchpilot.core.settings import LLMSettings
+from patchpilot.tools.llm.errors import (
     LLMBudgetExceeded,
     LLMConfigError,
     LLMError,
@@ -100,8 +105,8 @@ from tools.llm.errors import (
     LLMRequestError,
     LLMUnavailableError,
 )
-from tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
-from tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
+from patchpilot.tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
+from patchpilot.tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
 
 __all__ = ["DEFAULT_MAX_WAIT", "LLMClient", "make_client", "try_complete"]
 
@@ -496,7 +501,8 @@ class LLMClient:
         and classify what went wrong.
 
         ``request`` gets the per-operation timeout to use; every network operation it makes is
-        also bounded by the call's deadline (:func:`~tools.llm.transport.deadline_scope`).
+        also bounded by the call's deadline
+        (:func:`~patchpilot.tools.llm.transport.deadline_scope`).
         """
         left = call.left()
         if left <= 0:

@@ -1,7 +1,8 @@
 """LLM errors.
 
-All derive from :class:`patchpilot.errors.PatchpilotError`. :class:`LLMError` also derives from
-``RuntimeError`` on purpose: :class:`~tools.llm.client.LLMClient` already retried whatever can
+All derive from :class:`patchpilot.core.errors.PatchpilotError`. :class:`LLMError` also derives from
+``RuntimeError`` on purpose: :class:`~patchpilot.tools.llm.client.LLMClient` already retried
+whatever can
 be retried (tenacity, the *only* retry layer), and LangGraph's default retry policy never retries
 a ``RuntimeError``, so a node that lets an LLM error escape is not retried a second time::
 
@@ -19,13 +20,15 @@ a ``RuntimeError``, so a node that lets an LLM error escape is not retried a sec
                                                   raised before sending
 
 Every message names the endpoint (``base_url``), the model and, when known, the task, and says
-what to do. Agents normally never see these: :func:`~tools.llm.client.try_complete` turns any of
-them into an :class:`~tools.llm.models.LLMFallback` and the agent runs its deterministic core.
+what to do. Agents normally never see these: :func:`~patchpilot.tools.llm.client.try_complete`
+turns any of
+them into an :class:`~patchpilot.tools.llm.models.LLMFallback` and the agent runs its deterministic
+core.
 """
 
 from __future__ import annotations
 
-from patchpilot.errors import PatchpilotError
+from patchpilot.core.errors import PatchpilotError
 
 __all__ = [
     "LLMBudgetExceeded",

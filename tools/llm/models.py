@@ -34,7 +34,8 @@ class TokenUsage(BaseModel):
 
 
 class LLMUsage(BaseModel):
-    """What one :class:`~tools.llm.client.LLMClient` has spent so far (one client per run).
+    """What one :class:`~patchpilot.tools.llm.client.LLMClient` has spent so far (one client per
+    run).
 
     Attributes:
         calls: requests sent to the endpoint, every attempt included (what the call budget
@@ -44,7 +45,7 @@ class LLMUsage(BaseModel):
         cache_hits: answers served from the response cache.
         retries: attempts that failed transiently and were retried.
         failures: calls (``complete``/``embed``) that ended in an :class:`LLMError`.
-        fallbacks: failures that :func:`~tools.llm.client.try_complete` turned into an
+        fallbacks: failures that :func:`~patchpilot.tools.llm.client.try_complete` turned into an
             :class:`LLMFallback`.
     """
 
@@ -98,7 +99,8 @@ class LLMFallback(BaseModel):
     Attributes:
         task: the task (prompt name) that was asked.
         reason: why, for the run report (e.g. ``"no LLM configured"`` or the error message).
-        error: the :class:`~tools.llm.errors.LLMError` class name, ``None`` when no LLM is
+        error: the :class:`~patchpilot.tools.llm.errors.LLMError` class name, ``None`` when no LLM
+        is
             configured.
     """
 

@@ -2,7 +2,7 @@
 
 A tool (it stores and recalls; it never decides and never calls an agent)::
 
-    from tools.memory import OutcomeMemory, VectorMemory
+    from patchpilot.tools.memory import OutcomeMemory, VectorMemory
 
     with VectorMemory.open(settings) as memory:
         memory.remember_outcome(OutcomeMemory(run_id="r1", host="canary-1", package="acme-web",
@@ -11,22 +11,27 @@ A tool (it stores and recalls; it never decides and never calls an agent)::
         memory.recall("acme-web health check failed", kinds=("outcomes", "incidents"))
         memory.outcomes_for("acme-web", "1.2.0")
 
-* :mod:`tools.memory.store`: :class:`VectorMemory` over Chroma (embedded or a server);
-* :mod:`tools.memory.records`: the frozen records and :class:`Recalled`;
-* :mod:`tools.memory.embeddings`: the registered, offline :class:`HashingEmbeddingFunction`
+* :mod:`patchpilot.tools.memory.store`: :class:`VectorMemory` over Chroma (embedded or a server);
+* :mod:`patchpilot.tools.memory.records`: the frozen records and :class:`Recalled`;
+* :mod:`patchpilot.tools.memory.embeddings`: the registered, offline
+  :class:`HashingEmbeddingFunction`
   and the OpenAI-compatible one;
-* :mod:`tools.memory.errors`: :class:`VectorMemoryError` and its subclasses.
+* :mod:`patchpilot.tools.memory.errors`: :class:`VectorMemoryError` and its subclasses.
 """
 
 from __future__ import annotations
 
-from tools.memory.embeddings import (
+from patchpilot.tools.memory.embeddings import (
     HashingEmbeddingFunction,
     OpenAICompatEmbeddingFunction,
     embedding_function,
 )
-from tools.memory.errors import EmbeddingMismatchError, VectorMemoryError, VectorMemoryUnavailable
-from tools.memory.records import (
+from patchpilot.tools.memory.errors import (
+    EmbeddingMismatchError,
+    VectorMemoryError,
+    VectorMemoryUnavailable,
+)
+from patchpilot.tools.memory.records import (
     KINDS,
     DecisionMemory,
     IncidentMemory,
@@ -36,7 +41,7 @@ from tools.memory.records import (
     OutcomeStatus,
     Recalled,
 )
-from tools.memory.store import VectorMemory
+from patchpilot.tools.memory.store import VectorMemory
 
 __all__ = [
     "KINDS",

@@ -4,7 +4,7 @@ Chroma persists the *name* and *config* of a collection's embedding function and
 from a registry when the collection is reopened, so every function here is decorated with
 ``@register_embedding_function`` and implements the full chromadb 1.x protocol (``__call__``,
 ``name()``, ``get_config()``, ``build_from_config()``). A process must import this module before
-it opens a persisted collection; :mod:`tools.memory.store` does.
+it opens a persisted collection; :mod:`patchpilot.tools.memory.store` does.
 
 * :class:`HashingEmbeddingFunction` (``patchpilot-hashing``): deterministic feature hashing, no
   model, no download, no network. The default, for tests and air-gapped controllers.
@@ -28,11 +28,11 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from patchpilot.errors import ConfigError
-from tools.memory.errors import VectorMemoryError, VectorMemoryUnavailable
+from patchpilot.core.errors import ConfigError
+from patchpilot.tools.memory.errors import VectorMemoryError, VectorMemoryUnavailable
 
 if TYPE_CHECKING:
-    from patchpilot.settings import Settings
+    from patchpilot.core.settings import Settings
 
 __all__ = [
     "HASHING_NAME",
@@ -260,7 +260,7 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
 
         import openai
 
-        from tools.llm.transport import deadline_scope, make_http_client
+        from patchpilot.tools.llm.transport import deadline_scope, make_http_client
 
         if not input:
             return []

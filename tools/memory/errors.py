@@ -1,6 +1,6 @@
 """Vector-memory errors.
 
-All derive from :class:`patchpilot.errors.PatchpilotError`; the builtin mixins decide whether a
+All derive from :class:`patchpilot.core.errors.PatchpilotError`; the builtin mixins decide whether a
 caller (LangGraph's default retry policy, our CLI) retries them:
 
     PatchpilotError
@@ -14,7 +14,7 @@ knows which store to look at.
 
 from __future__ import annotations
 
-from patchpilot.errors import PatchpilotError
+from patchpilot.core.errors import PatchpilotError
 
 __all__ = ["EmbeddingMismatchError", "VectorMemoryError", "VectorMemoryUnavailable"]
 

@@ -22,7 +22,7 @@ from typing import Annotated, ClassVar, Literal, TypeAlias
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from patchpilot.models import Record, utcnow
+from patchpilot.core.models import Record, utcnow
 
 __all__ = [
     "KINDS",

@@ -36,12 +36,16 @@ from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Documents, Embeddable, EmbeddingFunction
 from chromadb.config import Settings as ChromaSettings
 
-from patchpilot.errors import ConfigError
+from patchpilot.core.errors import ConfigError
 
 # Importing the module registers the embedding functions: keep it next to client creation.
-from tools.memory.embeddings import HashingEmbeddingFunction, embedding_function
-from tools.memory.errors import EmbeddingMismatchError, VectorMemoryError, VectorMemoryUnavailable
-from tools.memory.records import (
+from patchpilot.tools.memory.embeddings import HashingEmbeddingFunction, embedding_function
+from patchpilot.tools.memory.errors import (
+    EmbeddingMismatchError,
+    VectorMemoryError,
+    VectorMemoryUnavailable,
+)
+from patchpilot.tools.memory.records import (
     KINDS,
     DecisionMemory,
     IncidentMemory,
@@ -53,7 +57,7 @@ from tools.memory.records import (
 )
 
 if TYPE_CHECKING:
-    from patchpilot.settings import Settings
+    from patchpilot.core.settings import Settings
 
 __all__ = ["VectorMemory"]
 
@@ -75,7 +79,7 @@ class VectorMemory:
 
     Open one with :meth:`open` (from settings) or the constructor; close it with :meth:`close`
     or use it as a context manager. Writes are idempotent upserts keyed by the record's
-    :attr:`~tools.memory.records.MemoryRecord.memory_id`.
+    :attr:`~patchpilot.tools.memory.records.MemoryRecord.memory_id`.
 
     Attributes:
         location: The directory or server URL, for messages.

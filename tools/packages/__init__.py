@@ -1,11 +1,11 @@
 """Operations that change a host's packages: exact installs, rollbacks, crash repair, restarts.
 
-Unlike :mod:`tools.facts` (read-only), every function here changes the host; each takes a
-:class:`~tools.transport.base.Transport`, builds argv lists from validated input only and
+Unlike :mod:`patchpilot.tools.facts` (read-only), every function here changes the host; each takes a
+:class:`~patchpilot.tools.transport.base.Transport`, builds argv lists from validated input only and
 returns a typed result (callers decide what a failure means).
 """
 
-from tools.packages.apt_ops import (
+from patchpilot.tools.packages.apt_ops import (
     APT_ENV,
     DEFAULT_LOCK_TIMEOUT,
     InstallFailure,

@@ -1,6 +1,7 @@
 """apt/dpkg operations that change a Debian-family host, with typed results.
 
-Every command is an argv list built from validated input (:mod:`tools.validate`), runs as root
+Every command is an argv list built from validated input (:mod:`patchpilot.core.validate`), runs as
+root
 (``sudo -n`` unless already root) with :data:`APT_ENV`:
 
 * ``DEBIAN_FRONTEND=noninteractive``: debconf never asks;
@@ -22,7 +23,8 @@ releases the same locks.
 
 sudo: when ``sudo -n`` itself refuses (a password is required, the user may not run the
 command, sudo is missing), every function here raises
-:class:`~tools.transport.base.SudoRefusedError`, a privilege problem naming sudo's message, and
+:class:`~patchpilot.tools.transport.base.SudoRefusedError`, a privilege problem naming sudo's
+message, and
 never reports it as a broken dpkg, a held lock or a failed install.
 
 Never used: ``--allow-remove-essential``, ``--force-yes``, shell strings. Removals are refused
@@ -41,20 +43,20 @@ from typing import TYPE_CHECKING, Final, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.errors import (
+from patchpilot.core import versions
+from patchpilot.core.errors import (
     CommandFailedError,
     CommandTimeoutError,
     InvalidVersionError,
     UnsafeArgumentError,
 )
-from patchpilot.models import CommandResult, Ecosystem
-from tools import versions
-from tools.facts.apt_simulate import validate_items
-from tools.transport.base import SudoRefusedError
-from tools.validate import validate_package_name, validate_service_name
+from patchpilot.core.models import CommandResult, Ecosystem
+from patchpilot.core.validate import validate_package_name, validate_service_name
+from patchpilot.tools.facts.apt_simulate import validate_items
+from patchpilot.tools.transport.base import SudoRefusedError
 
 if TYPE_CHECKING:
-    from tools.transport.base import Transport
+    from patchpilot.tools.transport.base import Transport
 
 __all__ = [
     "APT_ENV",
@@ -563,7 +565,7 @@ def restart_service(transport: Transport, name: str, *, timeout: float = 120.0) 
 
     Args:
         transport: an open transport to the host.
-        name: the service, checked with :func:`tools.validate.validate_service_name`.
+        name: the service, checked with :func:`patchpilot.core.validate.validate_service_name`.
         timeout: seconds before the transport gives up.
 
     Returns:

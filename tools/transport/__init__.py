@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from patchpilot.models import Host
-from patchpilot.settings import Settings
-from tools.transport.base import DEFAULT_MAX_OUTPUT, Transport, check_argv
-from tools.transport.local import LocalTransport
-from tools.transport.ssh import SSHTransport, build_remote_command
+from patchpilot.core.models import Host
+from patchpilot.core.settings import Settings
+from patchpilot.tools.transport.base import DEFAULT_MAX_OUTPUT, Transport, check_argv
+from patchpilot.tools.transport.local import LocalTransport
+from patchpilot.tools.transport.ssh import SSHTransport, build_remote_command
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",

@@ -20,8 +20,8 @@ from typing import Final, Self
 
 import structlog
 
-from patchpilot.errors import CommandFailedError, TransportError, UnsafeArgumentError
-from patchpilot.models import CommandResult
+from patchpilot.core.errors import CommandFailedError, TransportError, UnsafeArgumentError
+from patchpilot.core.models import CommandResult
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",

@@ -32,9 +32,9 @@ from typing import Final
 
 import structlog
 
-from patchpilot.errors import CommandTimeoutError
-from patchpilot.models import CommandResult
-from tools.transport.base import DEFAULT_MAX_OUTPUT, OutputBuffer, Transport
+from patchpilot.core.errors import CommandTimeoutError
+from patchpilot.core.models import CommandResult
+from patchpilot.tools.transport.base import DEFAULT_MAX_OUTPUT, OutputBuffer, Transport
 
 __all__ = ["DEFAULT_COMMAND_TIMEOUT", "SAFE_PATH", "LocalTransport", "guardian_pid", "safe_env"]
 

@@ -59,7 +59,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from patchpilot.errors import (
+from patchpilot.core.errors import (
     AuthenticationError,
     CommandTimeoutError,
     HostConnectError,
@@ -67,10 +67,10 @@ from patchpilot.errors import (
     TransportError,
     UnsafeArgumentError,
 )
-from patchpilot.models import CommandResult, Host
-from patchpilot.settings import SSHSettings
-from tools.transport.base import OutputBuffer, Transport
-from tools.validate import validate_hostname, validate_user
+from patchpilot.core.models import CommandResult, Host
+from patchpilot.core.settings import SSHSettings
+from patchpilot.core.validate import validate_hostname, validate_user
+from patchpilot.tools.transport.base import OutputBuffer, Transport
 
 __all__ = [
     "KEEPALIVE_INTERVAL_S",

@@ -1,0 +1,483 @@
+"""CLI commands of patch runs: ``run``, ``approvals``, ``approve``, ``reject``, ``baseline``.
+
+Registered on :data:`patchpilot.cli.main.app` when :mod:`patchpilot.cli.main` is imported.
+``resume`` and
+``report`` (in :mod:`patchpilot.cli.main`) call :func:`resume_patch_run` and :func:`print_run` for
+runs of kind ``run``.
+
+Exit codes of a patch run (added to those in :mod:`patchpilot.cli.main`):
+
+====  ==========================================================================
+0     completed, every deployed item installed (or nothing to do)
+3     completed, but some items failed or were rolled back; or ``partial``: the
+      hosts reached completed, some targeted hosts could not be reached
+4     failed: no targeted host could be reached
+6     awaiting approval (``patchpilot approve RUN_ID``)
+7     halted (health-check failure, error threshold, maintenance window)
+8     rejected (by a person, or the approval expired)
+1     failed (any other reason: ``patchpilot resume RUN_ID`` continues it)
+2     a bad flag or input, refused before anything happened (e.g. a ``--comment``
+      over 2,000 characters or with control characters)
+====  ==========================================================================
+
+A host that could not be reached (unreachable, changed or unknown host key, refused login) is a
+failure of the run, never "nothing to deploy": its compliance is ``unknown`` and the document
+lists it under ``unreachable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.table import Table
+
+from patchpilot.app.approvals import (
+    DecisionSource,
+    continue_waiting_run,
+    decide,
+    decision_of,
+    expire,
+)
+from patchpilot.cli.main import (
+    InventoryOpt,
+    LimitOpt,
+    OutputFormat,
+    _Context,
+    _emit_json,
+    _host_progress,
+    _inventory_for,
+    _store,
+    app,
+    err,
+    out,
+    safe,
+)
+from patchpilot.core.audit import AuditLog, current_actor
+from patchpilot.core.errors import (
+    ConfigError,
+    InvalidInputError,
+    PatchpilotError,
+    UnknownTargetError,
+)
+from patchpilot.core.inventory import select_hosts
+from patchpilot.core.models import Ecosystem, utcnow
+from patchpilot.core.policy import Policy, load_policy
+from patchpilot.core.settings import Settings
+from patchpilot.core.store import Store
+from patchpilot.core.text import MAX_COMMENT_LENGTH, bounded
+from patchpilot.core.validate import split_pin, validate_package_name
+from patchpilot.graphs.run import (
+    RunBusyError,
+    RunContext,
+    RunResult,
+    load_run_state,
+    result_of,
+    start_run,
+)
+from patchpilot.graphs.run_document import RUN_EXIT, run_document, run_exit_code
+
+__all__ = ["RUN_EXIT", "baseline_app", "print_run", "resume_patch_run", "run_exit_code"]
+
+
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        help="Only this package (repeatable): NAME or NAME=VERSION (a version the host's "
+        "repositories offer).",
+    ),
+]
+RunFormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+CommentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--comment",
+        "-m",
+        help=f"Why (audit-logged; at most {MAX_COMMENT_LENGTH} characters, no control characters).",
+    ),
+]
+
+
+def _parse_only(specs: list[str] | None) -> list[tuple[str, str | None]]:
+    parsed: list[tuple[str, str | None]] = []
+    for spec in specs or []:
+        try:
+            if "=" in spec:
+                name, version = split_pin(spec, Ecosystem.DEBIAN)
+                parsed.append((name, version))
+            else:
+                parsed.append((validate_package_name(spec, Ecosystem.DEBIAN), None))
+        except PatchpilotError as exc:
+            raise ConfigError(f"{spec!r}: {exc}", key="--only") from exc
+    return parsed
+
+
+def _context(settings: Settings, store: Store, policy: Policy) -> RunContext:
+    """The run's context: the one factory of its start and of every resume, approve, reject."""
+    return RunContext.create(settings, store, policy)
+
+
+def _comment(comment: str | None) -> str | None:
+    """``--comment`` as given, or refused (exit 2) before anything is looked up or decided.
+
+    The same bound as every decision path (:func:`patchpilot.core.text.bounded`): at most
+    :data:`~patchpilot.core.text.MAX_COMMENT_LENGTH` characters, no control characters.
+    """
+    if comment is None:
+        return None
+    try:
+        return bounded(comment, what="--comment")
+    except InvalidInputError as exc:
+        raise typer.BadParameter(exc.reason, param_hint="'--comment'") from exc
+
+
+def print_run(store: Store, settings: Settings, result: RunResult, fmt: OutputFormat) -> int:
+    """Print the run document (table or JSON); return the run's exit code."""
+    snapshot = load_run_state(result.run_id, settings)
+    records = store.deployments(result.run_id)
+    document = run_document(result, snapshot, records, store.approval(result.run_id))
+    if fmt is OutputFormat.JSON:
+        _emit_json(document)
+    else:
+        _print_run_table(document)
+    return run_exit_code(document)
+
+
+def _print_run_table(doc: dict[str, Any]) -> None:
+    plan = doc["plan"]
+    if plan is not None:
+        rows = {(d["host"], d["package"]): d for d in doc["deployments"]}
+        table = Table(
+            title=f"plan {plan['plan_id']} ({len(plan['items'])} item(s), "
+            f"{len(plan['excluded'])} excluded) sha256 {plan['content_hash'][:12]}",
+            title_justify="left",
+        )
+        for col in ("ring", "host", "package", "from", "to", "test", "risk", "status", "reason"):
+            table.add_column(col, overflow="fold")
+        for item in plan["items"]:
+            row = rows.get((item["host"], item["package"]), {})
+            test = item.get("test") or {}
+            status = row.get("status", "-")
+            style = {"installed": "green", "failed": "red", "rolled_back": "yellow"}.get(status)
+            table.add_row(
+                safe(row.get("ring") or "-"),
+                safe(item["host"]),
+                safe(item["package"]),
+                safe(item["from"] or "-"),
+                safe(item["to"]),
+                test.get("status", "-"),
+                test.get("risk", "-"),
+                f"[{style}]{status}[/]" if style else status,
+                safe(row.get("reason") or ""),
+            )
+        out.print(table)
+        if plan["unmatched_only"]:
+            err.print(
+                f"[yellow]--only matched nothing:[/] {safe(', '.join(plan['unmatched_only']))}"
+            )
+    for ring in doc["rings"]:
+        note = f": {ring['reason']}" if ring["reason"] else ""
+        out.print(
+            f"ring {safe(ring['name'])} ({safe(', '.join(ring['hosts']) or 'no hosts')}): "
+            f"{ring['status']}{safe(note)}"
+        )
+    for entry in doc.get("unreachable", []):
+        host, error = entry["host"], entry["error"]
+        why = error.removeprefix(f"{host}: ")
+        err.print(f"[red]✗ {safe(host)} not reached[/]: {safe(why)}")
+    if doc["compliance"]:
+        out.print(
+            "compliance: "
+            + ", ".join(f"{safe(h)} {state}" for h, state in doc["compliance"].items())
+        )
+    approval = doc["approval"]
+    if approval.get("reasons"):
+        out.print("approval needed because:")
+        for reason in approval["reasons"]:
+            out.print(f"  - {safe(reason)}")
+    if approval.get("decided_by"):
+        out.print(
+            f"approval {approval['status']} by {safe(approval['decided_by'])}"
+            + (f": {safe(approval['comment'])}" if approval.get("comment") else "")
+        )
+    color = {"completed": "green", "awaiting_approval": "yellow", "partial": "yellow"}.get(
+        doc["status"], "red"
+    )
+    reason = f" ({safe(doc['reason'])})" if doc["reason"] else ""
+    out.print(f"run {safe(doc['run_id'])}: [{color}]{safe(doc['status'])}[/]{reason}")
+    if doc["hint"]:
+        out.print(f"[dim]{safe(doc['hint'])}[/]")
+
+
+@app.command("run")
+def run_cmd(
+    ctx: typer.Context,
+    inventory: InventoryOpt = None,
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="A host, group or tag (default: all).")
+    ] = None,
+    limit: LimitOpt = None,
+    only: OnlyOpt = None,
+    policy_file: Annotated[
+        Path | None, typer.Option("--policy", help="Policy YAML (default: the settings' policy).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Plan, test and pre-check only; change nothing on hosts."),
+    ] = False,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never fetch feeds; use the store as it is.")
+    ] = False,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Run 'apt-get update' on each host first.")
+    ] = False,
+    fmt: RunFormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Patch hosts: discover, assess, plan, test, schedule, approve, deploy in rings, report."""
+    c: _Context = ctx.obj
+    settings = c.settings
+    specs = _parse_only(only)
+    # `-t local` is this machine: no inventory needed (never the default: patching this
+    # machine is asked for by name).
+    inv = _inventory_for(c, inventory, required=target != "local")
+    hosts = select_hosts(inv, None if target in (None, "all") else target, limit)
+    policy = load_policy(policy_file or settings.policy_path)
+    with _store(c) as store:
+        fetch = settings.feeds.auto_update and not offline and not store.has_advisories()
+        context = _context(settings, store, policy)
+        with _host_progress(len(hosts), ("discover", "assess")) as on_progress:
+            context.on_progress = on_progress
+            result = start_run(
+                hosts,
+                context,
+                target=target or "all",
+                policy=policy,
+                only=specs,
+                dry_run=dry_run,
+                offline=not fetch,
+                refresh=refresh,
+                limit=limit,
+            )
+        code = print_run(store, settings, result, fmt)
+    raise typer.Exit(code)
+
+
+def _make_context(c: _Context, store: Store) -> Callable[[Policy], RunContext]:
+    return lambda policy: _context(c.settings, store, policy)
+
+
+def _decide(
+    ctx: typer.Context, run_id: str, status: Literal["approved", "rejected"], comment: str | None
+) -> RunResult:
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        record = store.approval(run_id)
+        if record is not None and record.status == "pending" and record.expired_at(utcnow()):
+            err.print(f"[red]the approval of run {safe(run_id)} expired at {record.expires_at}[/]")
+        return decide(
+            c.settings,
+            store,
+            run_id,
+            status,
+            comment=comment,
+            make_context=_make_context(c, store),
+            source=DecisionSource(
+                parser="cli",
+                words=f"patchpilot {'approve' if status == 'approved' else 'reject'} {run_id}",
+            ),
+        )
+
+
+def _finish(ctx: typer.Context, result: RunResult, fmt: OutputFormat) -> None:
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        code = print_run(store, c.settings, result, fmt)
+    raise typer.Exit(code)
+
+
+@app.command("approve")
+def approve_cmd(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run waiting for approval.")],
+    comment: CommentOpt = None,
+    fmt: RunFormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Approve a run's frozen plan and continue the run in the foreground."""
+    comment = _comment(comment)
+    try:
+        result = _decide(ctx, run_id, "approved", comment)
+    except RunBusyError as exc:
+        raise PatchpilotError(str(exc)) from exc
+    _finish(ctx, result, fmt)
+
+
+@app.command("reject")
+def reject_cmd(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run waiting for approval.")],
+    comment: CommentOpt = None,
+    fmt: RunFormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Reject a run's plan: nothing is deployed and the run ends ``rejected``."""
+    comment = _comment(comment)
+    result = _decide(ctx, run_id, "rejected", comment)
+    _finish(ctx, result, fmt)
+
+
+@app.command("approvals")
+def approvals_cmd(
+    ctx: typer.Context,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Decided and expired ones too, not only pending.")
+    ] = False,
+    fmt: RunFormatOpt = OutputFormat.TABLE,
+) -> None:
+    """List runs waiting for approval (expired ones are marked expired and their runs end)."""
+    c: _Context = ctx.obj
+    settings = c.settings
+    now = utcnow()
+    with _store(c) as store:
+        for record in store.approvals("pending"):
+            if record.expired_at(now):
+                expire(store, settings, record, now)
+                expired = store.approval(record.run_id)
+                assert expired is not None
+                with contextlib.suppress(RunBusyError):
+                    continue_waiting_run(
+                        settings,
+                        store,
+                        record.run_id,
+                        decision_of(expired),
+                        _make_context(c, store),
+                    )
+        records = store.approvals(None if show_all else "pending")
+    if fmt is OutputFormat.JSON:
+        _emit_json(
+            {
+                "schema": "patchpilot.approvals/v1",
+                "approvals": [r.model_dump(mode="json") for r in records],
+            }
+        )
+        return
+    table = Table(title=f"{len(records)} approval(s)", title_justify="left")
+    for col in ("run", "status", "items", "hosts", "expires", "reasons", "decided"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        items = r.payload.get("items", [])
+        table.add_row(
+            safe(r.run_id),
+            r.status,
+            str(len(items)),
+            safe(", ".join(sorted({i["host"] for i in items}))),
+            r.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+            safe("; ".join(r.reasons)),
+            safe(f"{r.decided_by} via {r.decided_via or '?'}: {r.comment or ''}")
+            if r.decided_by
+            else "-",
+        )
+    out.print(table)
+    if any(r.status == "pending" for r in records):
+        out.print("[dim]approve with `patchpilot approve RUN_ID --comment '...'`[/]")
+
+
+def resume_patch_run(ctx: typer.Context, run_id: str, fmt: OutputFormat) -> None:
+    """``patchpilot resume`` for a patch run: after a crash, an approval, or for the window."""
+    c: _Context = ctx.obj
+    settings = c.settings
+    with _store(c) as store:
+        record = store.approval(run_id)
+        snapshot = load_run_state(run_id, settings)
+        if snapshot is None:
+            raise UnknownTargetError(f"no checkpoint for run {run_id}", key="run_id")
+        decision = None
+        if record is not None and any(i.get("kind") == "approval" for i in snapshot.interrupts):
+            if record.status == "pending" and record.expired_at(utcnow()):
+                expire(store, settings, record, utcnow())
+                record = store.approval(run_id)
+            if record is not None and record.status != "pending":
+                decision = decision_of(record)
+        try:
+            result = continue_waiting_run(
+                settings, store, run_id, decision, _make_context(c, store)
+            )
+        except RunBusyError as exc:
+            raise PatchpilotError(str(exc)) from exc
+        code = print_run(store, settings, result, fmt)
+    raise typer.Exit(code)
+
+
+def report_patch_run(store: Store, settings: Settings, run_id: str) -> dict[str, Any] | None:
+    """The run document of a patch run from its checkpoint (``None``: no checkpoint).
+
+    A run whose step raised says why (the reason recorded in the store when it failed).
+    """
+    snapshot = load_run_state(run_id, settings)
+    if snapshot is None:
+        return None
+    run = store.get_run(run_id)
+    failure = None
+    if run is not None and run.status == "failed" and run.summary:
+        failure = run.summary.get("reason")
+    result = result_of(run_id, snapshot, failure=failure)
+    return run_document(result, snapshot, store.deployments(run_id), store.approval(run_id))
+
+
+baseline_app = typer.Typer(
+    help="Baseline rejections: versions rejected after a failed health check.",
+    no_args_is_help=True,
+)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("rejections")
+def rejections_cmd(ctx: typer.Context, fmt: RunFormatOpt = OutputFormat.TABLE) -> None:
+    """List versions rejected until a person clears them."""
+    c: _Context = ctx.obj
+    with _store(c) as store:
+        records = store.active_rejections()
+    if fmt is OutputFormat.JSON:
+        _emit_json(
+            {
+                "schema": "patchpilot.rejections/v1",
+                "rejections": [r.model_dump(mode="json") for r in records],
+            }
+        )
+        return
+    table = Table(title=f"{len(records)} rejected version(s)", title_justify="left")
+    for col in ("package", "version", "since", "run", "reason"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        table.add_row(
+            safe(r.package),
+            safe(r.version),
+            r.rejected_at.strftime("%Y-%m-%d %H:%M"),
+            safe(r.run_id),
+            safe(r.reason),
+        )
+    out.print(table)
+
+
+@baseline_app.command("clear")
+def clear_cmd(
+    ctx: typer.Context,
+    spec: Annotated[str, typer.Argument(help="PACKAGE=VERSION to allow again.")],
+    comment: CommentOpt = None,
+) -> None:
+    """Clear a rejection: the version may be planned again."""
+    c: _Context = ctx.obj
+    name, version = _parse_only([spec])[0]
+    if version is None:
+        raise ConfigError("give PACKAGE=VERSION", key="spec")
+    actor = current_actor()
+    with _store(c) as store:
+        record = store.clear_rejection(name, version, by=actor)
+    AuditLog.for_settings(c.settings, actor=actor).record(
+        "baseline.cleared",
+        package=name,
+        details={"version": version, "comment": comment, "rejected_by_run": record.run_id},
+    )
+    out.print(f"{safe(record.spec)} may be planned again")

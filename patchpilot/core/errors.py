@@ -1,0 +1,217 @@
+"""The patchpilot exception hierarchy.
+
+Every error raised on purpose by patchpilot derives from :class:`PatchpilotError` and carries
+an actionable message. Subclasses also inherit from the matching builtin on purpose: LangGraph's
+default retry policy retries ``ConnectionError`` and never retries ``ValueError``/``OSError``,
+so transient failures (connection set-up) are retried and deterministic ones (parse, validation,
+host-key mismatch) are not.
+
+    PatchpilotError
+    ├── ConfigError (ValueError)                 bad settings / policy / inventory file
+    │   └── UnknownTargetError (LookupError)     a target or --limit pattern matched no host
+    ├── UnsafeArgumentError (ValueError)         a value refused before it could reach a shell
+    ├── InvalidInputError (ValueError)           free text (comment, chat line, pattern) refused
+    ├── NotAuthorizedError (PermissionError)     an identity not allowed to do this (approve)
+    ├── InvalidVersionError (ValueError)         a version string the ecosystem does not accept
+    ├── FactParseError (ValueError)              command output that does not parse
+    ├── UnsupportedPlatformError                 no fact/operation for this OS family
+    ├── LabError                                 the lab fleet (`patchpilot lab`) failed
+    ├── FeedError (ValueError)                   bad, oversized, wrong-schema or non-UTF-8 feed
+    ├── FeedFetchError (ConnectionError)         feed download failed after our retries
+    └── TransportError                           running commands on a host
+        ├── HostConnectError (ConnectionError)   network / SSH handshake failed (retried)
+        ├── HostKeyError                         unknown or changed host key (never retried)
+        ├── AuthenticationError                  key / agent refused
+        ├── CommandTimeoutError (TimeoutError)   a command ran past its timeout
+        └── CommandFailedError                   non-zero exit where success was required
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AuthenticationError",
+    "CommandFailedError",
+    "CommandTimeoutError",
+    "ConfigError",
+    "FactParseError",
+    "FeedError",
+    "FeedFetchError",
+    "HostConnectError",
+    "HostKeyError",
+    "InvalidInputError",
+    "InvalidVersionError",
+    "LabError",
+    "NotAuthorizedError",
+    "PatchpilotError",
+    "TransportError",
+    "UnknownTargetError",
+    "UnsafeArgumentError",
+    "UnsupportedPlatformError",
+]
+
+
+class PatchpilotError(Exception):
+    """Base class for all patchpilot errors."""
+
+
+class ConfigError(PatchpilotError, ValueError):
+    """A configuration file or value is invalid; names the file, the key and the reason."""
+
+    def __init__(self, reason: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        where = ", ".join(
+            part for part in (f"file {file}" if file else "", f"key {key}" if key else "") if part
+        )
+        super().__init__(f"{where}: {reason}" if where else reason)
+
+
+class UnknownTargetError(ConfigError, LookupError):
+    """A target name, group or limit pattern matched no host of the inventory."""
+
+
+class UnsafeArgumentError(PatchpilotError, ValueError):
+    """A value (package name, version, host name…) was refused before reaching a shell."""
+
+    def __init__(self, kind: str, value: str, reason: str) -> None:
+        self.kind = kind
+        self.value = value
+        super().__init__(f"refusing unsafe {kind} {value!r}: {reason}")
+
+
+class InvalidInputError(PatchpilotError, ValueError):
+    """Free text from outside (a comment, a chat line, a pattern) refused before anything ran.
+
+    Raised at the boundary, before any side effect, so nothing is half-applied.
+    """
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")
+
+
+class NotAuthorizedError(PatchpilotError, PermissionError):
+    """The acting identity is not allowed to do this (e.g. decide an approval)."""
+
+
+class InvalidVersionError(PatchpilotError, ValueError):
+    """A version string is not valid in its ecosystem."""
+
+    def __init__(self, ecosystem: str, version: str, reason: str = "") -> None:
+        self.ecosystem = ecosystem
+        self.version = version
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"invalid {ecosystem} version {version!r}{detail}")
+
+
+class FactParseError(PatchpilotError, ValueError):
+    """Command output could not be parsed; never silently becomes an empty result."""
+
+    def __init__(self, fact: str, reason: str, *, line: str | None = None) -> None:
+        self.fact = fact
+        self.line = line
+        suffix = f" (line: {line!r})" if line is not None else ""
+        super().__init__(f"cannot parse output of {fact}: {reason}{suffix}")
+
+
+class UnsupportedPlatformError(PatchpilotError):
+    """The host's OS family is not supported by the requested fact or operation."""
+
+
+class TransportError(PatchpilotError):
+    """Base for failures while talking to a host."""
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        super().__init__(f"{host}: {message}")
+
+
+class HostConnectError(TransportError, ConnectionError):
+    """The host could not be reached or the SSH handshake failed (transient; retried)."""
+
+
+class HostKeyError(TransportError):
+    """The host key is unknown or does not match known_hosts (never retried)."""
+
+
+class AuthenticationError(TransportError):
+    """The host refused our key / agent identities."""
+
+
+class CommandTimeoutError(TransportError, TimeoutError):
+    """A command did not finish within its timeout."""
+
+
+class CommandFailedError(TransportError):
+    """A command exited non-zero where success was required."""
+
+    def __init__(self, host: str, argv: Sequence[str], exit_code: int, stderr: str = "") -> None:
+        self.argv = list(argv)
+        self.exit_code = exit_code
+        self.stderr = stderr
+        tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no stderr"
+        super().__init__(host, f"command {self.argv[0]!r} exited {exit_code}: {tail}")
+
+
+class LabError(PatchpilotError):
+    """The lab fleet (``patchpilot lab``) could not be built, started, stopped or reached."""
+
+
+class FeedError(PatchpilotError, ValueError):
+    """A feed document is malformed, oversized, not UTF-8 or not in the expected schema.
+
+    The message names the document and, when known, the line number or the record, so an
+    operator can find the offending bytes.
+
+    Attributes:
+        reason: What is wrong, without the location.
+        source: The URL or file path of the document, if known.
+        line: The 1-based line number of the offending line, if known.
+        record: The record (advisory id, file inside an archive…) at fault, if known.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        record: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.source = source
+        self.line = line
+        self.record = record
+        where: list[str] = []
+        if source:
+            where.append(source)
+        if line is not None:
+            where.append(f"line {line}")
+        if record:
+            where.append(f"record {record}")
+        super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
+
+
+class FeedFetchError(PatchpilotError, ConnectionError):
+    """Downloading a feed failed (network error or HTTP error status) after all retries.
+
+    Attributes:
+        url: The URL that failed (credentials never included).
+        reason: What went wrong.
+        status: The last HTTP status received, if any.
+        attempts: How many attempts were made.
+    """
+
+    def __init__(
+        self, url: str, reason: str, *, status: int | None = None, attempts: int | None = None
+    ) -> None:
+        self.url = url
+        self.reason = reason
+        self.status = status
+        self.attempts = attempts
+        after = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
+        super().__init__(f"fetching {url} failed{after}: {reason}")

@@ -1,0 +1,415 @@
+"""The store's SQLite schema and its forward migrations (``PRAGMA user_version``).
+
+``MIGRATIONS[i]`` takes a database from version ``i`` to ``i + 1``; a new database runs them
+all. Each migration is a tuple of single statements, run inside the caller's transaction
+(never ``executescript``, which would commit half-way). Never edit a released migration:
+append a new one.
+
+Conventions: timestamps are UTC ISO-8601 text with microseconds (``2024-05-01T12:00:00.000000
++00:00``), so text order is time order; ``release`` is ``''`` for advisories that are not
+scoped to a release; JSON documents (``doc`` columns) hold the full pydantic record, and the
+other columns copy the fields that queries filter, join or sort on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Final
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "current_version",
+    "from_db_time",
+    "migrate",
+    "to_db_time",
+]
+
+
+def to_db_time(moment: datetime) -> str:
+    """Normalise a datetime to the stored text form (naive datetimes are taken as UTC).
+
+    Args:
+        moment: Any datetime.
+
+    Returns:
+        UTC ISO-8601 text with microseconds; text order is time order.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def from_db_time(text: str) -> datetime:
+    """Parse a stored timestamp (an aware UTC datetime)."""
+    return datetime.fromisoformat(text)
+
+
+_V1: Final[tuple[str, ...]] = (
+    # ---------------------------------------------------------------- counters
+    # ``advisories_generation`` increases whenever merged advisories change (index caches).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO meta (key, value) VALUES ('advisories_generation', 0)",
+    # ---------------------------------------------------------------- feeds
+    """
+    CREATE TABLE feeds (
+        id            INTEGER PRIMARY KEY,
+        kind          TEXT NOT NULL,
+        source        TEXT NOT NULL,
+        fetched_at    TEXT NOT NULL,
+        published_at  TEXT,
+        sha256        TEXT NOT NULL,
+        etag          TEXT,
+        last_modified TEXT,
+        records       INTEGER NOT NULL CHECK (records >= 0),
+        imported_at   TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX feeds_by_source ON feeds (kind, source, fetched_at)",
+    "CREATE INDEX feeds_by_sha256 ON feeds (kind, sha256)",
+    # ---------------------------------------------------------------- advisories
+    # One row per key: the merged advisory (see patchpilot.core.store.merge).
+    """
+    CREATE TABLE advisories (
+        id             INTEGER PRIMARY KEY,
+        ecosystem      TEXT NOT NULL,
+        release        TEXT NOT NULL,
+        source_package TEXT NOT NULL,
+        advisory_id    TEXT NOT NULL,
+        fix_status     TEXT NOT NULL,
+        fix_version    TEXT,
+        severity       TEXT NOT NULL,
+        feed           TEXT NOT NULL,
+        winner         INTEGER NOT NULL,
+        doc            TEXT NOT NULL,
+        UNIQUE (ecosystem, release, source_package, advisory_id),
+        CHECK ((fix_status = 'fixed') = (fix_version IS NOT NULL))
+    )
+    """,
+    # ``winner`` is the advisory_records row whose state is the merged state (no FK: the two
+    # rows are written in one transaction, the advisory first).
+    # Provenance: every distinct record any feed stated for a key. A record stated again
+    # (same feed, source, record id and fix state) moves its row forward in time when the batch
+    # is newer; ``content`` hashes the record without provenance.fetched_at, so the row (and
+    # the provenance's fetched_at: when the statement was first seen) is rewritten only when
+    # the feed changed what it says.
+    """
+    CREATE TABLE advisory_records (
+        id          INTEGER PRIMARY KEY,
+        advisory    INTEGER NOT NULL REFERENCES advisories (id) ON DELETE CASCADE,
+        feed        TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        record_id   TEXT NOT NULL,
+        fix_status  TEXT NOT NULL,
+        fix_version TEXT NOT NULL,
+        seen_at     TEXT NOT NULL,
+        import_id   INTEGER NOT NULL REFERENCES feeds (id),
+        seq         INTEGER NOT NULL,
+        content     TEXT NOT NULL,
+        doc         TEXT NOT NULL,
+        UNIQUE (advisory, feed, source, record_id, fix_status, fix_version)
+    )
+    """,
+    """
+    CREATE TABLE advisory_cves (
+        advisory INTEGER NOT NULL REFERENCES advisories (id) ON DELETE CASCADE,
+        cve      TEXT NOT NULL,
+        PRIMARY KEY (advisory, cve)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX advisory_cves_by_cve ON advisory_cves (cve)",
+    # ---------------------------------------------------------------- enrichment
+    """
+    CREATE TABLE cvss (
+        cve        TEXT NOT NULL,
+        kind       TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        vector     TEXT NOT NULL,
+        base_score REAL NOT NULL,
+        fetched_at TEXT NOT NULL,
+        import_id  INTEGER NOT NULL REFERENCES feeds (id),
+        doc        TEXT NOT NULL,
+        PRIMARY KEY (cve, kind, version, source)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE epss (
+        cve         TEXT PRIMARY KEY,
+        probability REAL NOT NULL,
+        percentile  REAL NOT NULL,
+        score_date  TEXT NOT NULL,
+        import_id   INTEGER NOT NULL REFERENCES feeds (id)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE kev (
+        cve                  TEXT PRIMARY KEY,
+        date_added           TEXT NOT NULL,
+        due_date             TEXT NOT NULL,
+        known_ransomware_use INTEGER,
+        fetched_at           TEXT NOT NULL,
+        import_id            INTEGER NOT NULL REFERENCES feeds (id)
+    ) WITHOUT ROWID
+    """,
+    # ---------------------------------------------------------------- runs
+    """
+    CREATE TABLE runs (
+        seq         INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL UNIQUE,
+        kind        TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        params      TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        summary     TEXT
+    )
+    """,
+    "CREATE INDEX runs_by_start ON runs (started_at, seq)",
+    # ---------------------------------------------------------------- discovery snapshots
+    """
+    CREATE TABLE run_hosts (
+        run_id        TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        host          TEXT NOT NULL,
+        ok            INTEGER NOT NULL CHECK (ok IN (0, 1)),
+        error_type    TEXT,
+        message       TEXT,
+        package_count INTEGER,
+        facts         TEXT,
+        recorded_at   TEXT NOT NULL,
+        PRIMARY KEY (run_id, host)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE host_packages (
+        run_id         TEXT NOT NULL,
+        host           TEXT NOT NULL,
+        name           TEXT NOT NULL,
+        version        TEXT NOT NULL,
+        arch           TEXT NOT NULL,
+        source_name    TEXT NOT NULL,
+        source_version TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        ecosystem      TEXT NOT NULL,
+        epoch          INTEGER,
+        module         TEXT,
+        FOREIGN KEY (run_id, host) REFERENCES run_hosts (run_id, host) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX host_packages_by_host ON host_packages (run_id, host)",
+    """
+    CREATE TABLE host_pending (
+        run_id            TEXT NOT NULL,
+        host              TEXT NOT NULL,
+        doc               TEXT NOT NULL,
+        FOREIGN KEY (run_id, host) REFERENCES run_hosts (run_id, host) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX host_pending_by_host ON host_pending (run_id, host)",
+    # ---------------------------------------------------------------- findings and risk
+    # A finding set says "this run assessed this host" (even with zero findings).
+    """
+    CREATE TABLE finding_sets (
+        run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        host        TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, host)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX finding_sets_by_host ON finding_sets (host)",
+    """
+    CREATE TABLE findings (
+        run_id         TEXT NOT NULL,
+        host           TEXT NOT NULL,
+        source_package TEXT NOT NULL,
+        advisory_id    TEXT NOT NULL,
+        finding_key    TEXT NOT NULL,
+        severity_rank  INTEGER NOT NULL,
+        unknown_severity INTEGER NOT NULL CHECK (unknown_severity IN (0, 1)),
+        fix_status     TEXT NOT NULL,
+        fix_reachable  INTEGER CHECK (fix_reachable IN (0, 1)),
+        cves           TEXT NOT NULL,
+        doc            TEXT NOT NULL,
+        PRIMARY KEY (run_id, host, source_package, advisory_id),
+        FOREIGN KEY (run_id, host) REFERENCES finding_sets (run_id, host) ON DELETE CASCADE
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE finding_first_seen (
+        host           TEXT NOT NULL,
+        source_package TEXT NOT NULL,
+        advisory_id    TEXT NOT NULL,
+        first_seen     TEXT NOT NULL,
+        PRIMARY KEY (host, source_package, advisory_id)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE risk (
+        run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        finding_key TEXT NOT NULL,
+        score       REAL NOT NULL,
+        ssvc        TEXT NOT NULL,
+        due_date    TEXT,
+        doc         TEXT NOT NULL,
+        PRIMARY KEY (run_id, finding_key)
+    ) WITHOUT ROWID
+    """,
+)
+
+_V2: Final[tuple[str, ...]] = (
+    # ---------------------------------------------------------------- deployment outcomes
+    # What happened when a run installed ``package`` ``to_version`` on ``host`` (compatibility
+    # testing reads them back by package and version: a prior failure or rollback is a risk).
+    # One row per (run, host, package, target version): recording it again (a resumed run, or
+    # a failure that was then rolled back) replaces the status. No foreign key to ``runs``: the
+    # history outlives any clean-up of old runs.
+    """
+    CREATE TABLE deployment_outcomes (
+        id           INTEGER PRIMARY KEY,
+        run_id       TEXT NOT NULL,
+        host         TEXT NOT NULL,
+        package      TEXT NOT NULL,
+        from_version TEXT,
+        to_version   TEXT NOT NULL,
+        status       TEXT NOT NULL CHECK (status IN ('success', 'failure', 'rollback')),
+        error        TEXT,
+        recorded_at  TEXT NOT NULL,
+        UNIQUE (run_id, host, package, to_version)
+    )
+    """,
+    "CREATE INDEX deployment_outcomes_by_version"
+    " ON deployment_outcomes (package, to_version, recorded_at)",
+)
+
+_V3: Final[tuple[str, ...]] = (
+    # ---------------------------------------------------------------- rollout: per-host progress
+    # What a deploy run did on each host, so a resumed run skips the hosts already ``done``
+    # (a ``done`` row is never reopened). ``items`` is the JSON list of plan items the host
+    # was given, ``result`` the JSON document of how it ended (set when ``done``).
+    """
+    CREATE TABLE run_deployments (
+        run_id      TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        host        TEXT NOT NULL,
+        ring        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN ('running', 'done')),
+        items       TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        result      TEXT,
+        PRIMARY KEY (run_id, host),
+        CHECK ((state = 'done') = (finished_at IS NOT NULL)),
+        CHECK ((state = 'done') = (result IS NOT NULL))
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX run_deployments_by_start ON run_deployments (run_id, started_at, host)",
+    # ---------------------------------------------------------------- rollout: approvals
+    # A run waiting for a person to approve plan ``plan_id`` (``content_hash`` pins what was
+    # shown). Decided from another process: ``pending`` moves to a decision in one
+    # ``UPDATE ... WHERE status = 'pending'``, so two deciders cannot both win. At most one
+    # pending approval per run, so "the run's pending approval" is never ambiguous.
+    """
+    CREATE TABLE approvals (
+        run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+        plan_id      TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        status       TEXT NOT NULL
+                     CHECK (status IN ('pending', 'approved', 'rejected', 'expired')),
+        reasons      TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        expires_at   TEXT NOT NULL,
+        decided_at   TEXT,
+        decided_by   TEXT,
+        comment      TEXT,
+        PRIMARY KEY (run_id, plan_id),
+        CHECK ((status = 'pending') = (decided_at IS NULL)),
+        CHECK ((decided_at IS NULL) = (decided_by IS NULL))
+    )
+    """,
+    "CREATE UNIQUE INDEX approvals_one_pending ON approvals (run_id) WHERE status = 'pending'",
+    "CREATE INDEX approvals_by_status ON approvals (status, requested_at)",
+    "CREATE INDEX approvals_by_run ON approvals (run_id, requested_at)",
+    # ---------------------------------------------------------------- rollout: baseline rejections
+    # A version that failed its health check after a patch stays rejected until a person clears
+    # it; at most one active (uncleared) row per (package, version), cleared rows are history.
+    # No foreign key to ``runs``: a rejection must outlive any clean-up of old runs.
+    """
+    CREATE TABLE baseline_rejections (
+        id          INTEGER PRIMARY KEY,
+        package     TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        run_id      TEXT NOT NULL,
+        rejected_at TEXT NOT NULL,
+        cleared_at  TEXT,
+        cleared_by  TEXT,
+        CHECK ((cleared_at IS NULL) = (cleared_by IS NULL))
+    )
+    """,
+    "CREATE UNIQUE INDEX baseline_rejections_active"
+    " ON baseline_rejections (package, version) WHERE cleared_at IS NULL",
+    "CREATE INDEX baseline_rejections_by_time ON baseline_rejections (rejected_at, id)",
+)
+
+# Version 4: a decision records how it was made: ``decided_via`` is the parser that read the
+# person's words (``cli``: the approve/reject command; ``grammar``: chat words read by the
+# deterministic grammar; never an LLM) and ``decided_words`` those words, verbatim (bounded).
+_V4: Final[tuple[str, ...]] = (
+    "ALTER TABLE approvals ADD COLUMN decided_via TEXT",
+    "ALTER TABLE approvals ADD COLUMN decided_words TEXT",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+"""``MIGRATIONS[i]`` migrates a database from schema version ``i`` to ``i + 1``."""
+
+SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
+"""The schema version this code writes."""
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """Read ``PRAGMA user_version``.
+
+    Args:
+        conn: An open connection.
+
+    Returns:
+        The database's schema version (0 for a new, empty database).
+    """
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(
+    conn: sqlite3.Connection, migrations: tuple[tuple[str, ...], ...] | None = None
+) -> tuple[int, int]:
+    """Bring the schema up to date; the caller holds a write transaction.
+
+    Args:
+        conn: A connection inside ``BEGIN IMMEDIATE`` (so two processes cannot both migrate).
+        migrations: The migration steps (default :data:`MIGRATIONS`, read at call time).
+
+    Returns:
+        (version before, version after).
+
+    Raises:
+        ValueError: If the database is newer than ``migrations`` know (written by a newer
+            patchpilot); nothing is changed.
+        sqlite3.Error: If a statement fails (the caller rolls back).
+    """
+    steps = MIGRATIONS if migrations is None else migrations
+    before = current_version(conn)
+    target = len(steps)
+    if before > target:
+        raise ValueError(
+            f"schema version {before} is newer than this patchpilot understands ({target}); "
+            "upgrade patchpilot or use another store"
+        )
+    for version in range(before, target):
+        for statement in steps[version]:
+            conn.execute(statement)
+    if target != before:
+        # PRAGMA takes no parameters; ``target`` is an int computed here, never user input.
+        conn.execute(f"PRAGMA user_version = {int(target)}")
+    return before, target
