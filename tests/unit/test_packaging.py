@@ -125,7 +125,7 @@ def test_the_installed_wheel_runs_and_leaves_the_agents_name_free(
             capture_output=True,
             text=True,
             cwd=tmp_path,
-        env=CLEAN_ENV,
+            env=CLEAN_ENV,
             check=False,
         )
         assert found.returncode != 0, f"`import {name}` works: it must not be installed"
