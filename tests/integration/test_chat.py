@@ -259,7 +259,9 @@ def test_llm_faults_fall_back_to_the_grammar(lab: LabHandle, tmp_path: Path) -> 
             "PATCHPILOT_LLM__MAX_RETRIES": "1",
             "PATCHPILOT_LLM__CACHE": "false",
         }
-        doc = ask(home, lab, FREE_PHRASING, expect=6, **env)
+        # typos: the grammar reads the change but is not certain, so the LLM is asked; it
+        # fails, and the grammar's reading is used
+        doc = ask(home, lab, "upgrad acme-web to 1.1.0 on stagin now", expect=6, **env)
         assert len(server.chat_requests) >= 2
     assert doc["understood_by"] == "grammar"
     assert any("LLM intake unavailable" in n for n in doc["llm_notes"])
