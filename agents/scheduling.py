@@ -197,7 +197,7 @@ def next_window(schedule: SchedulePolicy, now: datetime) -> WindowSlot | None:
         if (slot := _slot_for(window, schedule.blackouts, now)) is not None
     ]
     if not slots:
-        log.warning("no maintenance window opens", horizon_days=HORIZON.days)
+        log.warning("schedule.no_window_opens", horizon_days=HORIZON.days)
         return None
     # The slot in which a host can start earliest; ties by window name.
     return min(
@@ -443,7 +443,7 @@ class RateController:
                         f"error threshold exceeded: {self._failed} failed, "
                         f"{self.errors_allowed} allowed"
                     )
-                    log.warning("rate control halted", reason=self._halt_reason)
+                    log.warning("schedule.rate_control_halted", reason=self._halt_reason)
             self._ramp = min(2 * self._ramp, self.concurrency_cap)
             self._cond.notify_all()
 
@@ -452,7 +452,7 @@ class RateController:
         with self._cond:
             if self._halt_reason is None:
                 self._halt_reason = reason
-                log.warning("rate control halted", reason=reason)
+                log.warning("schedule.rate_control_halted", reason=reason)
             self._cond.notify_all()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -231,7 +231,7 @@ def read_events(source: Path | Settings, *, run_id: str | None = None) -> list[A
         try:
             event = AuditEvent.model_validate_json(raw)
         except ValidationError as exc:
-            log.warning("audit_line_unreadable", path=str(path), line=number, error=str(exc))
+            log.warning("audit.line_unreadable", path=str(path), line=number, error=str(exc))
             continue
         if run_id is None or event.run_id == run_id:
             events.append(event)

@@ -153,7 +153,7 @@ def copy_resolv_conf(root: Path) -> None:
     try:
         text = Path("/etc/resolv.conf").read_text(encoding="utf-8")
     except OSError:
-        log.warning("no /etc/resolv.conf on this machine; hosts may not resolve names")
+        log.warning("lab.no_resolv_conf")
         return
     if target.is_symlink() or target.is_dir():
         target.unlink()
@@ -165,7 +165,7 @@ def debootstrap(target: Path, *, suite: str = SUITE, mirror: str = DEBIAN_MIRROR
     """``debootstrap --variant=minbase`` ``suite`` into ``target`` (which must not exist)."""
     ensure_tools({"debootstrap": "debootstrap"})
     started = time.monotonic()
-    log.info("debootstrap starts (about a minute)", suite=suite, target=str(target))
+    log.info("lab.debootstrap_started", suite=suite, target=str(target))
     run(
         [
             "debootstrap",
@@ -179,7 +179,7 @@ def debootstrap(target: Path, *, suite: str = SUITE, mirror: str = DEBIAN_MIRROR
         timeout=1800,
         what="debootstrap",
     )
-    log.info("debootstrap done", seconds=round(time.monotonic() - started, 1))
+    log.info("lab.debootstrap_done", seconds=round(time.monotonic() - started, 1))
 
 
 def _lab_init_text() -> str:
@@ -249,7 +249,7 @@ def refresh_base(root: Path) -> None:
         what="apt-get update in the base",
     )
     _chroot(root, "apt-get", "clean", what="apt-get clean in the base")
-    log.info("refreshed the base apt indices", seconds=round(time.monotonic() - started, 1))
+    log.info("lab.base_refreshed", seconds=round(time.monotonic() - started, 1))
 
 
 def make_tarball(root: Path, tarball: Path) -> int:
@@ -309,7 +309,7 @@ def extract_tarball(tarball: Path, target: Path) -> None:
         what="tar (extract the base)",
         timeout=1800,
     )
-    log.info("extracted the base", target=str(target), seconds=round(time.monotonic() - started, 1))
+    log.info("lab.base_extracted", target=str(target), seconds=round(time.monotonic() - started, 1))
 
 
 def remove_tree(path: Path) -> None:

@@ -299,7 +299,7 @@ def start_host(name: str, paths: HostPaths, repo: Path, *, timeout: float = 15.0
                 f"host {name} exited at start (exit {proc.returncode}): {_console_tail(paths)}"
             )
         if find_pid1(proc.pid, paths.root) is not None:
-            log.debug("host started", host=name, pid=proc.pid)
+            log.debug("lab.host_started", host=name, pid=proc.pid)
             return proc.pid
         time.sleep(0.02)
     stop_host(name, proc.pid, paths.root)

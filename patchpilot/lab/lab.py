@@ -261,7 +261,7 @@ class Lab:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                log.info("waiting for another patchpilot lab command on this lab")
+                log.info("lab.lock_wait")
                 fcntl.flock(handle, fcntl.LOCK_EX)
             self._lock_depth = 1
             yield
@@ -514,7 +514,7 @@ class Lab:
             if pending:
                 time.sleep(0.1)
         for host in pending:
-            log.warning("acme-web does not answer", host=host.name, port=host.acme_port)
+            log.warning("lab.acme_web_not_answering", host=host.name, port=host.acme_port)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -633,7 +633,7 @@ class Lab:
                 for hs in state.hosts:
                     hs.pid = None
                 self.save_state(state)
-        log.info("lab is down", seconds=round(time.monotonic() - started, 2))
+        log.info("lab.down", seconds=round(time.monotonic() - started, 2))
         return self.status()
 
     def reset(self) -> LabStatus:

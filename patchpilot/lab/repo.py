@@ -432,5 +432,5 @@ def build_repo(repo_dir: Path, *, force: bool = False) -> list[Path]:
         build_deb(spec, repo_dir)
     write_index(repo_dir, debs)
     _write_atomic(stamp, (fingerprint + "\n").encode("ascii"))
-    log.info("built the lab apt repository", repo=str(repo_dir), packages=len(debs))
+    log.info("lab.repo_built", repo=str(repo_dir), packages=len(debs))
     return debs

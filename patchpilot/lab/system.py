@@ -112,7 +112,7 @@ def ensure_tools(tools: Mapping[str, str]) -> None:
             f"missing host tools {', '.join(sorted(missing))} and no apt-get to install them: "
             f"install the packages {' '.join(packages)}"
         )
-    log.info("installing missing host tools with apt-get", packages=packages)
+    log.info("lab.tools_installing", packages=packages)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     proc = run(
         ["apt-get", "install", "-y", "--no-install-recommends", *packages],
@@ -136,7 +136,7 @@ def ensure_tools(tools: Mapping[str, str]) -> None:
             f"could not install {' '.join(packages)} with apt-get ({tail[0]}); "
             f"install them by hand (missing: {', '.join(still or sorted(missing))})"
         )
-    log.info("installed host tools", packages=packages)
+    log.info("lab.tools_installed", packages=packages)
 
 
 # -- mounts ------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def umount(path: Path) -> None:
             return
         proc = run(["umount", str(path)], check=False, timeout=60)
         if proc.returncode != 0 and "busy" in proc.stderr:
-            log.warning("mount busy, detaching lazily", path=str(path))
+            log.warning("lab.mount_busy_lazy_detach", path=str(path))
             run(["umount", "-l", str(path)], check=False, timeout=60)
     if is_mounted(path):
         raise LabError(f"cannot unmount {path}: still mounted")

@@ -503,7 +503,7 @@ class ChangelogFetcher:
                 continue
             installed = by_name_arch.get((update.name, update.arch)) or by_name.get(update.name)
             if installed is None:
-                _log.debug("changelog_no_package_record", host=transport.name, binary=update.name)
+                _log.debug("changelog.no_package_record", host=transport.name, binary=update.name)
                 continue
             groups.setdefault(installed.source_name, []).append((index, update, installed))
 
@@ -530,7 +530,7 @@ class ChangelogFetcher:
                 warnings.append(f"{source}: {exc}")
                 continue
             except Exception as exc:  # never raise out of this method
-                _log.debug("changelog_failed", host=transport.name, source=source, exc_info=True)
+                _log.debug("changelog.failed", host=transport.name, source=source, exc_info=True)
                 warnings.append(f"{source}: {exc}")
                 continue
             for index, update, pkg in members:
@@ -543,7 +543,7 @@ class ChangelogFetcher:
                     update={"source_name": source, "cves": cves, "cves_from": "changelog"}
                 )
         for line in warnings:
-            _log.warning("changelog_unavailable", host=transport.name, detail=line)
+            _log.warning("changelog.unavailable", host=transport.name, detail=line)
         return out, warnings
 
     # ---------------------------------------------------------------- internals
@@ -572,7 +572,7 @@ class ChangelogFetcher:
                     candidate_source_version=None,
                 )
             except (ChangelogNotShipped, ChangelogUnavailable) as exc:
-                _log.debug("changelog_try_next_binary", source=source, binary=update.name)
+                _log.debug("changelog.try_next_binary", source=source, binary=update.name)
                 last = exc
                 continue
             return entries, source_version
@@ -733,15 +733,15 @@ class ChangelogFetcher:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            _log.warning("changelog_cache_unreadable", path=str(path), error=str(exc))
+            _log.warning("changelog.cache_unreadable", path=str(path), error=str(exc))
             return None
         try:
             cached = _CachedChangelog.model_validate_json(raw)
         except ValidationError as exc:
-            _log.warning("changelog_cache_invalid", path=str(path), error=str(exc).splitlines()[0])
+            _log.warning("changelog.cache_invalid", path=str(path), error=str(exc).splitlines()[0])
             return None
         if cached.source != source or cached.source_version != source_version:
-            _log.warning("changelog_cache_mismatch", path=str(path))
+            _log.warning("changelog.cache_mismatch", path=str(path))
             return None
         return cached
 
@@ -752,7 +752,7 @@ class ChangelogFetcher:
         except FileNotFoundError:
             return _BinaryIndex()
         except (OSError, ValidationError, ValueError) as exc:
-            _log.warning("changelog_index_invalid", path=str(path), error=str(exc)[:200])
+            _log.warning("changelog.index_invalid", path=str(path), error=str(exc)[:200])
             return _BinaryIndex()
 
     def _store(self, cached: _CachedChangelog) -> None:

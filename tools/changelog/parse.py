@@ -249,7 +249,7 @@ def _entries_between(
     selected: list[ChangelogEntry] = []
     for entry in entries:
         if not _valid(entry.version):
-            _log.debug("changelog_entry_skipped", version=entry.version, reason="invalid version")
+            _log.debug("changelog.entry_skipped", version=entry.version, reason="invalid version")
             continue
         try:
             newer = versions.compare(Ecosystem.DEBIAN, entry.version, installed) > 0

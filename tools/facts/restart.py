@@ -379,7 +379,7 @@ def restart_status(found: NeedrestartReport | Sequence[DeletedLibraryUse]) -> Re
     :class:`DeletedLibraries` found (for callers that gather the facts themselves, e.g. in one
     batch with :func:`~patchpilot.tools.facts.base.gather_many`)."""
     if isinstance(found, NeedrestartReport):
-        _log.debug("restart_facts", source="needrestart", services=len(found.services))
+        _log.debug("facts.restart", source="needrestart", services=len(found.services))
         return RestartStatus(
             users=found.processes,
             services=found.services,
@@ -388,5 +388,5 @@ def restart_status(found: NeedrestartReport | Sequence[DeletedLibraryUse]) -> Re
             source="needrestart",
             kernel_status=found.kernel_status,
         )
-    _log.debug("restart_facts", source="proc-maps", processes=len(found))
+    _log.debug("facts.restart", source="proc-maps", processes=len(found))
     return RestartStatus(users=tuple(found), source="proc-maps")

@@ -239,7 +239,7 @@ def parse_list(
 
     advisories, info = gather(one_pass, source=source)
     _log.info(
-        "feed_parsed",
+        "feed.parsed",
         feed=kind.value,
         source=source,
         entries=info.counts["entries"],
@@ -510,7 +510,7 @@ def parse_tracker_json(
 
     advisories, info = gather(one_pass, source=source)
     _log.info(
-        "feed_parsed",
+        "feed.parsed",
         feed=FeedKind.DEBIAN_JSON.value,
         source=source,
         packages=info.counts["packages"],
@@ -596,7 +596,7 @@ def _urgency(value: object) -> tuple[Severity, bool]:
     key = value.strip().lower().rstrip("*").strip()
     severity = _URGENCY.get(key)
     if severity is None:
-        _log.debug("unknown_urgency", urgency=value[:40])
+        _log.debug("feed.unknown_urgency", urgency=value[:40])
         return Severity.UNKNOWN, False
     return severity, key == "end-of-life"
 

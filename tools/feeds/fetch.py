@@ -300,7 +300,7 @@ class FeedFetcher:
             if have_copy and meta is not None:
                 meta["checked_at"] = fetched_at.isoformat()
                 self._write(meta_path, _meta_bytes(meta))
-            _log.info("feed_not_modified", feed=kind.value, url=safe, cached=have_copy)
+            _log.info("feed.not_modified", feed=kind.value, url=safe, cached=have_copy)
             return FetchResult(
                 kind=kind,
                 url=safe,
@@ -330,7 +330,7 @@ class FeedFetcher:
                 }
             ),
         )
-        _log.info("feed_fetched", feed=kind.value, url=safe, bytes=len(body), sha256=digest)
+        _log.info("feed.fetched", feed=kind.value, url=safe, bytes=len(body), sha256=digest)
         return FetchResult(
             kind=kind,
             url=safe,
@@ -428,7 +428,7 @@ class FeedFetcher:
                 }
             ),
         )
-        _log.info("feed_fetched", feed="nvd", url=safe, pages=pages, cves=len(vulnerabilities))
+        _log.info("feed.fetched", feed="nvd", url=safe, pages=pages, cves=len(vulnerabilities))
         return FetchResult(
             kind=FeedKind.NVD,
             url=safe,
@@ -557,7 +557,7 @@ class FeedFetcher:
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            _log.warning("feed_cache_meta_unreadable", path=str(path))
+            _log.warning("feed.cache_meta_unreadable", path=str(path))
             return None
         return meta if isinstance(meta, dict) else None
 

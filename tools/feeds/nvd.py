@@ -163,7 +163,7 @@ def _parse(
             raise FeedError("the document changed while it was read; import it again", source=name)
         digests.append(digest)
     pairs = tuple((cve, score) for (cve, _), (_, score) in best.items())
-    _log.info("feed_parsed", feed=FeedKind.NVD.value, source=source, cves=cves, scores=len(pairs))
+    _log.info("feed.parsed", feed=FeedKind.NVD.value, source=source, cves=cves, scores=len(pairs))
     batch = FeedBatch(
         kind=FeedKind.NVD,
         source=source,

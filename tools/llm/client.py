@@ -326,7 +326,7 @@ class LLMClient:
             raise
         self._cache_put(key, model, task, prompt_version, content)
         self._log.info(
-            "llm_call",
+            "llm.call",
             task=task,
             prompt_version=prompt_version,
             attempts=call.attempts,
@@ -370,7 +370,7 @@ class LLMClient:
             )
         except LLMError as exc:
             self._count(fallbacks=1)
-            self._log.warning("llm_fallback", task=task, error=type(exc).__name__)
+            self._log.warning("llm.fallback", task=task, error=type(exc).__name__)
             return LLMFallback(task=task, reason=str(exc), error=type(exc).__name__)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -407,7 +407,7 @@ class LLMClient:
             )
         except LLMError as exc:
             self._count(failures=1)
-            self._log.warning("llm_embed_failed", attempts=call.attempts, error=type(exc).__name__)
+            self._log.warning("llm.embed_failed", attempts=call.attempts, error=type(exc).__name__)
             raise
         self._log.info(
             "llm_embed", texts=len(texts), attempts=call.attempts, tokens=call.usage.total_tokens
@@ -746,7 +746,7 @@ class LLMClient:
             path.unlink(missing_ok=True)
             return None
         self._count(cache_hits=1)
-        self._log.info("llm_call", task=task, prompt_version=prompt_version, cached=True)
+        self._log.info("llm.call", task=task, prompt_version=prompt_version, cached=True)
         return LLMResult(
             value=value,
             task=task,
@@ -778,7 +778,7 @@ class LLMClient:
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError as exc:  # a cache that cannot be written costs a request next time
-            self._log.warning("llm_cache_write_failed", path=str(path), reason=str(exc))
+            self._log.warning("llm.cache_write_failed", path=str(path), reason=str(exc))
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -803,7 +803,7 @@ def make_client(
     run_id=run_id)``.
     """
     if not settings.configured:
-        _log.info("llm_not_configured", run_id=run_id)
+        _log.info("llm.not_configured", run_id=run_id)
         return None
     return LLMClient(
         settings,

@@ -94,7 +94,7 @@ class _Guardian:
                 close_fds=True,
             )
         except OSError as exc:
-            _log.warning("guardian_unavailable", error=str(exc))
+            _log.warning("local.guardian_unavailable", error=str(exc))
             self._broken, self._owner = True, os.getpid()
             return None
         self._proc, self._owner = proc, os.getpid()
@@ -113,7 +113,7 @@ class _Guardian:
             except (BrokenPipeError, ValueError, OSError) as exc:
                 # The guardian died (someone killed it): commands still run and time out as
                 # before, only the clean-up after a crash of patchpilot is lost.
-                _log.warning("guardian_lost", error=str(exc))
+                _log.warning("local.guardian_lost", error=str(exc))
                 self._broken = True
 
     def register(self, pgid: int) -> None:
@@ -204,7 +204,7 @@ class LocalTransport(Transport):
         stdin: str | None,
     ) -> CommandResult:
         limit = self.command_timeout if timeout is None else timeout
-        self._log.debug("command_start", command=argv[0], timeout_s=limit)
+        self._log.debug("command.start", command=argv[0], timeout_s=limit)
         start = time.monotonic()
         try:
             proc = subprocess.Popen(
@@ -219,7 +219,7 @@ class LocalTransport(Transport):
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             # What a shell would report: 127 not found, 126 not executable.
             code = 127 if isinstance(exc, FileNotFoundError | NotADirectoryError) else 126
-            self._log.debug("command_end", command=argv[0], exit_code=code, duration_s=0.0)
+            self._log.debug("command.end", command=argv[0], exit_code=code, duration_s=0.0)
             return CommandResult(
                 host=self.name,
                 argv=argv,
@@ -236,7 +236,7 @@ class LocalTransport(Transport):
             exit_code = proc.wait(timeout=max(start + limit - time.monotonic(), 0.0))
         except (subprocess.TimeoutExpired, TimeoutError):
             self._kill(proc)
-            self._log.debug("command_timeout", command=argv[0], timeout_s=limit)
+            self._log.debug("command.timeout", command=argv[0], timeout_s=limit)
             raise CommandTimeoutError(
                 self.name,
                 f"command {argv[0]!r} did not finish within {limit:g}s (process group killed)",
@@ -317,7 +317,7 @@ class LocalTransport(Transport):
         try:
             proc.wait(timeout=_KILL_GRACE_S)
         except subprocess.TimeoutExpired:  # pragma: no cover - stuck in uninterruptible sleep
-            _log.warning("command_unkillable", pid=proc.pid)
+            _log.warning("command.unkillable", pid=proc.pid)
 
 
 def _has_exited(pid: int) -> bool:

@@ -305,7 +305,7 @@ class SSHTransport(Transport):
             if self._client is not None:
                 self._client.close()
                 self._client = None
-                self.log.debug("ssh_disconnected")
+                self.log.debug("ssh.disconnected")
 
     def _execute(
         self,
@@ -337,7 +337,7 @@ class SSHTransport(Transport):
         out = OutputBuffer(self.settings.max_output_bytes)
         err = OutputBuffer(self.settings.max_output_bytes)
         start = time.monotonic()
-        self.log.debug("command_start", command=argv[0], timeout_s=limit)
+        self.log.debug("command.start", command=argv[0], timeout_s=limit)
         channel.fileno()  # makes the channel select()-able (readable when stdout/stderr has data)
         channel.settimeout(self.settings.connect_timeout)  # bounds any single blocking call
         try:
@@ -355,7 +355,7 @@ class SSHTransport(Transport):
         if not finished:
             killed = _terminate_remote(channel, self.settings.connect_timeout)
             channel.close()
-            self.log.debug("command_timeout", command=argv[0], timeout_s=limit, killed=killed)
+            self.log.debug("command.timeout", command=argv[0], timeout_s=limit, killed=killed)
             what = (
                 "it was signalled (TERM, then KILL) and its SSH channel closed"
                 if killed
@@ -444,7 +444,7 @@ class SSHTransport(Transport):
             return self._new_channel(client)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             # Nothing has run yet, so a fresh connection is safe.
-            self.log.info("ssh_session_retry", reason=str(exc) or type(exc).__name__)
+            self.log.info("ssh.session_retry", reason=str(exc) or type(exc).__name__)
             self._drop_connection()
         client = self._ensure_connected()
         try:
@@ -467,7 +467,7 @@ class SSHTransport(Transport):
         if self._client is not None:
             if self.connected:
                 return self._client
-            self.log.info("ssh_reconnect", reason="connection no longer active")
+            self.log.info("ssh.reconnect", reason="connection no longer active")
             self._drop_connection()
         client = self._connect()
         self._client = client
@@ -511,7 +511,7 @@ class SSHTransport(Transport):
     def _connect_once(self, pkey: paramiko.PKey | None) -> paramiko.SSHClient:
         timeout = self.settings.connect_timeout
         where = self._endpoint
-        self.log.debug("ssh_connect", address=self.address, port=self.port, user=self.user)
+        self.log.debug("ssh.connect", address=self.address, port=self.port, user=self.user)
         client = paramiko.SSHClient()
         self._load_host_keys(client)  # a known_hosts problem is reported before any network I/O
         policy: paramiko.MissingHostKeyPolicy = (
@@ -568,7 +568,7 @@ class SSHTransport(Transport):
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(KEEPALIVE_INTERVAL_S)
-        self.log.debug("ssh_connected", duration_s=time.monotonic() - start)
+        self.log.debug("ssh.connected", duration_s=time.monotonic() - start)
         return client
 
     def _classify(self, exc: BaseException, start: float, *, got_banner: bool) -> BaseException:
