@@ -2,9 +2,11 @@
 
 Deterministic core only (no LLM, no graph, no CLI). Two entry points:
 
-* :func:`deploy_host` patches one host through one transport::
+* :func:`deploy_host` patches one host through one transport and the package manager of its
+  items' ecosystem (:class:`patchpilot.tools.packages.PackageManager`; on Debian apt/dpkg, whose
+  steps are named below)::
 
-      pre-checks      dpkg repair when dpkg is broken (audit_and_repair), items already at the
+      pre-checks      dpkg repair when dpkg is broken (PackageManager.repair), items already at the
                       target are skipped (idempotent), simulate the exact install (refuse held
                       packages, removals, requested packages that are not installed), record the
                       pre-state of every package the transaction touches, health checks before
@@ -18,7 +20,7 @@ Deterministic core only (no LLM, no graph, no CLI). Two entry points:
       verify          dpkg post-state == targets, restart the services the changed packages
                       ship (SimulationResult.restart_services), health checks after
       self-heal       on any failure after the install started: dpkg repair if needed, reinstall
-                      the recorded pre-state versions (--allow-downgrades), restart, re-check
+                      the recorded pre-state versions (PackageManager.rollback), restart, re-check
                       health; items are ``rolled_back`` (or ``failed`` with both reasons when the
                       rollback failed too, or when nothing had changed)
       reboot          RebootRequired after a good install: ``never`` -> the items' compliance is
@@ -65,6 +67,7 @@ from patchpilot.core.errors import (
     InvalidVersionError,
     PatchpilotError,
     TransportError,
+    UnsupportedPlatformError,
 )
 from patchpilot.core.failpoints import failpoint
 from patchpilot.core.models import Ecosystem, Host
@@ -72,8 +75,7 @@ from patchpilot.core.plan import ComplianceState, PlanItem, compliance_state
 from patchpilot.core.policy import Policy
 from patchpilot.core.schedule import RebootPolicy
 from patchpilot.core.settings import Settings
-from patchpilot.tools.facts import RebootRequired, gather, simulate_install
-from patchpilot.tools.facts.apt_simulate import SimulationResult
+from patchpilot.tools.facts import RebootRequired, gather
 from patchpilot.tools.health import (
     CheckResult,
     CommandCheck,
@@ -84,14 +86,14 @@ from patchpilot.tools.health import (
 )
 from patchpilot.tools.packages import (
     InstallResult,
+    PackageManager,
     RepairResult,
     ServiceResult,
-    audit_and_repair,
-    install_exact,
-    installed_versions,
+    SimulationResult,
+    manager_for_items,
     restart_service,
 )
-from patchpilot.tools.transport import Transport, open_transport
+from patchpilot.tools.transport import Transport, TransportFactory, open_transport
 
 __all__ = [
     "AnyCheck",
@@ -99,6 +101,7 @@ __all__ = [
     "HostDeployment",
     "ItemDeployment",
     "ItemStatus",
+    "RingHooks",
     "RingResult",
     "TransportFactory",
     "deploy_host",
@@ -113,9 +116,6 @@ AnyCheck = HttpCheck | CommandCheck | ProcessCheck
 """A health check (:data:`patchpilot.tools.health.HealthCheck` without the discriminator
 annotation)."""
 
-TransportFactory = Callable[[Host, Settings], Transport]
-"""Opens the transport of a host (:func:`patchpilot.tools.transport.open_transport`; tests pass
-fakes)."""
 
 ItemStatus = Literal["installed", "failed", "rolled_back", "skipped", "pending"]
 """What happened to one plan item on one host."""
@@ -210,27 +210,27 @@ class RingResult(_Frozen):
 # --------------------------------------------------------------------------- helpers
 
 
-def _same(a: str | None, b: str) -> bool:
+def _same(a: str | None, b: str, ecosystem: Ecosystem = Ecosystem.DEBIAN) -> bool:
     if a is None:
         return False
     try:
-        return versions.compare(Ecosystem.DEBIAN, a, b) == 0
+        return versions.compare(ecosystem, a, b) == 0
     except InvalidVersionError:
         return a == b
 
 
-def _newer(a: str | None, b: str) -> bool:
+def _newer(a: str | None, b: str, ecosystem: Ecosystem = Ecosystem.DEBIAN) -> bool:
     if a is None:
         return False
     try:
-        return versions.compare(Ecosystem.DEBIAN, a, b) > 0
+        return versions.compare(ecosystem, a, b) > 0
     except InvalidVersionError:
         return False
 
 
 def _is_downgrade(item: PlanItem) -> bool:
     """The plan itself asks for an older version (only then are downgrades allowed)."""
-    return _newer(item.from_version, item.to_version)
+    return _newer(item.from_version, item.to_version, item.ecosystem)
 
 
 def _failed_checks(results: Iterable[CheckResult]) -> str | None:
@@ -278,10 +278,12 @@ class _HostRun:
         reboot_policy: RebootPolicy,
         audit: AuditLog,
         http_client: httpx.Client | None,
+        manager: PackageManager,
         approved: bool = False,
         resumed: bool = False,
     ) -> None:
         self.host = host
+        self.pm = manager
         self.approved = approved
         self.resumed = resumed
         self.resumed_at_target: set[str] = set()
@@ -376,34 +378,41 @@ class _HostRun:
         )
         return results
 
+    def same(self, a: str | None, b: str) -> bool:
+        return _same(a, b, self.pm.ecosystem)
+
+    def newer(self, a: str | None, b: str) -> bool:
+        return _newer(a, b, self.pm.ecosystem)
+
     def repair_first(self, transport: Transport) -> str | None:
-        """Repair dpkg when it is in a broken state; the reason when that failed."""
-        repair = audit_and_repair(transport)
+        """Repair the package database when it is broken; the reason when that failed."""
+        repair = self.pm.repair(transport)
         if not repair.needed:
             return None
         self.fields["repair"] = repair
+        db = self.pm.database
         self.event(
-            "dpkg.repaired" if repair.ok else "dpkg.repair_failed",
+            f"{db}.repaired" if repair.ok else f"{db}.repair_failed",
             packages=list(repair.packages),
             journal_pending=repair.journal_pending,
             reason=repair.reason,
         )
         if repair.ok:
             return None
-        return f"dpkg is in a broken state and repair failed: {repair.reason}"
+        return f"{self.pm.database} is in a broken state and repair failed: {repair.reason}"
 
     def still_to_do(self, transport: Transport) -> list[PlanItem]:
         """Read the installed versions; skip items at (or above) their target (idempotence)."""
-        self.current = installed_versions(transport, [i.package for i in self.items])
+        self.current = self.pm.installed_versions(transport, [i.package for i in self.items])
         todo: list[PlanItem] = []
         cause: DeployCause
         for item in self.items:
             now = self.current[item.package]
             if (
                 self.resumed
-                and _same(now, item.to_version)
+                and self.same(now, item.to_version)
                 and item.from_version is not None
-                and not _same(item.from_version, item.to_version)
+                and not self.same(item.from_version, item.to_version)
             ):
                 # An interrupted attempt got this far: verify it like a fresh install (health
                 # checks, rollback to the plan's from_version on failure).
@@ -412,9 +421,9 @@ class _HostRun:
                 self.event("deploy.resumed_at_target", package=item.package, installed=now)
                 todo.append(item)
                 continue
-            if _same(now, item.to_version):
+            if self.same(now, item.to_version):
                 reason, cause = "already at the target", "at-target"
-            elif not _is_downgrade(item) and _newer(now, item.to_version):
+            elif not _is_downgrade(item) and self.newer(now, item.to_version):
                 reason, cause = f"already newer ({now}) than the target", "newer"
             else:
                 todo.append(item)
@@ -438,7 +447,7 @@ class _HostRun:
         only_upgrade = not downgrade and all(self.current[i.package] is not None for i in todo)
         pairs = [(i.package, i.to_version) for i in todo]
         try:
-            sim = simulate_install(
+            sim = self.pm.simulate(
                 transport, pairs, allow_downgrades=downgrade, only_upgrade=only_upgrade
             )
         except (CommandFailedError, FactParseError) as exc:
@@ -464,7 +473,7 @@ class _HostRun:
         touched = list(
             dict.fromkeys([*names, *(c.name for c in sim.changes), *(r.name for r in sim.removals)])
         )
-        pre = installed_versions(transport, touched)
+        pre = self.pm.installed_versions(transport, touched)
         pre.update({p: self.current[p] for p in self.resumed_at_target})
         self.fields["pre_versions"] = pre
         self.event("deploy.prestate", versions=pre)
@@ -535,7 +544,7 @@ class _HostRun:
         only_upgrade: bool,
     ) -> HostDeployment:
         self.event("deploy.installing", requested=_pins(pairs), downgrades=downgrade)
-        result = install_exact(
+        result = self.pm.install_exact(
             transport,
             pairs,
             allow_downgrades=downgrade,
@@ -548,12 +557,12 @@ class _HostRun:
         failure: tuple[DeployCause, str] | None = None
         if not result.ok:
             failure = ("install", f"install failed ({result.failure}): {result.reason}")
-        post = installed_versions(transport, touched)
+        post = self.pm.installed_versions(transport, touched)
         if failure is None:
             wrong = [
                 f"{i.package} is {post.get(i.package) or 'not installed'}, wanted {i.to_version}"
                 for i in todo
-                if not _same(post.get(i.package), i.to_version)
+                if not self.same(post.get(i.package), i.to_version)
             ]
             if wrong:
                 failure = ("post-state", "post-state mismatch: " + "; ".join(wrong))
@@ -643,22 +652,21 @@ class _HostRun:
     ) -> HostDeployment:
         cause, reason = failure
         self.event("rollback.started", reason=reason, to=dict(pre))
-        repair = audit_and_repair(transport)
+        repair = self.pm.repair(transport)
         if repair.needed:
             self.fields["repair"] = repair
+            db = self.pm.database
             self.event(
-                "dpkg.repaired" if repair.ok else "dpkg.repair_failed",
+                f"{db}.repaired" if repair.ok else f"{db}.repair_failed",
                 packages=list(repair.packages),
                 reason=repair.reason,
             )
-        now = installed_versions(transport, touched)
-        restore = [(p, v) for p, v in pre.items() if v is not None and not _same(now.get(p), v)]
+        now = self.pm.installed_versions(transport, touched)
+        restore = [(p, v) for p, v in pre.items() if v is not None and not self.same(now.get(p), v)]
         left = [p for p, v in pre.items() if v is None and now.get(p) is not None]
         rollback_error: str | None = None
         if restore:
-            rolled = install_exact(
-                transport, restore, allow_downgrades=True, allow_held=False, allow_removals=False
-            )
+            rolled = self.pm.rollback(transport, restore)
             self.fields["rollback"] = rolled
             if not rolled.ok:
                 rollback_error = f"rollback failed ({rolled.failure}): {rolled.reason}"
@@ -669,7 +677,7 @@ class _HostRun:
         unhealthy = _failed_checks(after)
         if rollback_error is None and unhealthy is not None:
             rollback_error = f"still unhealthy after rollback: {unhealthy}"
-        post = installed_versions(transport, touched)
+        post = self.pm.installed_versions(transport, touched)
         self.fields["post_versions"] = post
         leftover = f"; left installed (removals are not allowed): {', '.join(left)}" if left else ""
         status: ItemStatus
@@ -738,6 +746,15 @@ def deploy_host(
     strangers = sorted({i.host for i in items} - {host.name})
     if strangers:
         raise ConfigError(f"deploy_host({host.name!r}) got items of {strangers}")
+    try:
+        manager = manager_for_items(host.name, (i.ecosystem for i in items))
+    except UnsupportedPlatformError as exc:
+        reason = f"host error: {exc}"
+        audit.record("deploy.failed", host=host.name, details={"reason": reason})
+        return _every_item(
+            host, items, status="failed", cause="simulation", reason=reason,
+            dry_run=dry_run, failed=True,
+        )  # fmt: skip
     run = _HostRun(
         host,
         items,
@@ -746,6 +763,7 @@ def deploy_host(
         reboot_policy=reboot_policy,
         audit=audit,
         http_client=http_client,
+        manager=manager,
         approved=approved,
         resumed=resumed,
     )
@@ -848,12 +866,75 @@ def _crashed(host: Host, items: Sequence[PlanItem], exc: BaseException) -> HostD
     )
 
 
+class RingHooks:
+    """What the caller of :func:`deploy_ring` decides and records, as one object.
+
+    Subclass it and override what you need; the defaults run no health check, never refuse a
+    start, approve nothing and record nothing. :func:`deploy_ring` calls :meth:`checks_for`
+    and :meth:`approved` from worker threads, the others from its own (the caller's) thread.
+    """
+
+    def checks_for(self, host: Host) -> Sequence[AnyCheck]:
+        """The health checks of ``host`` (run before, after the install, after a rollback)."""
+        return ()
+
+    def may_start(self) -> str | None:
+        """Asked before every dispatch; a reason (e.g. the maintenance window's cutoff passed)
+        halts the ring: nothing new starts, in-flight hosts finish."""
+        return None
+
+    def approved(self, host: Host) -> bool:
+        """Whether a person approved the host's predicted removals / held-package changes."""
+        return False
+
+    def on_host_start(self, host: Host) -> None:
+        """Called just before ``host`` is dispatched (e.g. to record it is in progress)."""
+
+    def on_host_done(self, deployment: HostDeployment) -> None:
+        """Called as each host finishes (e.g. to checkpoint it)."""
+
+
+class _CallbackHooks(RingHooks):
+    """:class:`RingHooks` from :func:`deploy_ring`'s older keyword arguments."""
+
+    def __init__(
+        self,
+        checks_for: Callable[[Host], Sequence[AnyCheck]] | None,
+        on_host_done: Callable[[HostDeployment], None] | None,
+        on_host_start: Callable[[Host], None] | None,
+        may_start: Callable[[], str | None] | None,
+        approved: Callable[[Host], bool] | None,
+    ) -> None:
+        self._checks_for = checks_for
+        self._on_host_done = on_host_done
+        self._on_host_start = on_host_start
+        self._may_start = may_start
+        self._approved = approved
+
+    def checks_for(self, host: Host) -> Sequence[AnyCheck]:
+        return self._checks_for(host) if self._checks_for is not None else ()
+
+    def may_start(self) -> str | None:
+        return self._may_start() if self._may_start is not None else None
+
+    def approved(self, host: Host) -> bool:
+        return self._approved(host) if self._approved is not None else False
+
+    def on_host_start(self, host: Host) -> None:
+        if self._on_host_start is not None:
+            self._on_host_start(host)
+
+    def on_host_done(self, deployment: HostDeployment) -> None:
+        if self._on_host_done is not None:
+            self._on_host_done(deployment)
+
+
 def deploy_ring(
     ring_hosts: Sequence[Host],
     items_by_host: Mapping[str, Sequence[PlanItem]],
     settings: Settings,
     policy: Policy,
-    checks_for: Callable[[Host], Sequence[AnyCheck]],
+    checks_for: Callable[[Host], Sequence[AnyCheck]] | None = None,
     *,
     dry_run: bool,
     audit: AuditLog,
@@ -865,6 +946,7 @@ def deploy_ring(
     approved: Callable[[Host], bool] | None = None,
     resumed: Collection[str] = (),
     done: Mapping[str, HostDeployment] | None = None,
+    hooks: RingHooks | None = None,
 ) -> RingResult:
     """Deploy one ring: waves as barriers, SSM rate control across the ring.
 
@@ -883,6 +965,10 @@ def deploy_ring(
         items_by_host: plan items per host name.
         settings: patchpilot settings.
         policy: the policy (schedule waves, rate and reboot).
+        hooks: the caller's decisions and records (:class:`RingHooks`: health checks, may a
+            host start, approvals, host started, host done). Prefer it to the five callbacks
+            ``checks_for``, ``on_host_done``, ``on_host_start``, ``may_start``, ``approved``
+            (kept for compatibility, each as the hook of the same name); give one or the other.
         checks_for: the health checks of a host.
         dry_run: see :func:`deploy_host`.
         audit: the audit log.
@@ -905,6 +991,11 @@ def deploy_ring(
     Returns:
         A :class:`RingResult` with every host in ring order and the versions to reject.
     """
+    callbacks = (checks_for, on_host_done, on_host_start, may_start, approved)
+    if hooks is None:
+        hooks = _CallbackHooks(*callbacks)
+    elif any(c is not None for c in callbacks):
+        raise ConfigError("deploy_ring: give hooks or the callback arguments, not both")
     started = time.monotonic()
     rlog = structlog.get_logger(__name__).bind(agent="deployment", ring=ring)
     schedule = policy.schedule
@@ -927,8 +1018,7 @@ def deploy_ring(
 
     def finish(deployment: HostDeployment) -> None:
         results[deployment.host] = deployment
-        if on_host_done is not None:
-            on_host_done(deployment)
+        hooks.on_host_done(deployment)
 
     earlier = dict(done or {})
 
@@ -940,22 +1030,21 @@ def deploy_ring(
             host,
             items_by_host.get(host.name, ()),
             settings,
-            checks_for(host),
+            hooks.checks_for(host),
             dry_run=dry_run,
             reboot_policy=schedule.reboot,
             audit=audit,
             transport_factory=transport_factory,
-            approved=approved(host) if approved is not None else False,
+            approved=hooks.approved(host),
             resumed=host.name in resumed,
         )
 
     def start(host: Host) -> str | None:
         if host.name not in earlier:
-            reason = may_start() if may_start is not None else None
+            reason = hooks.may_start()
             if reason is not None:
                 return reason
-            if on_host_start is not None:
-                on_host_start(host)
+            hooks.on_host_start(host)
         return None
 
     def health_halt(deployment: HostDeployment) -> str | None:

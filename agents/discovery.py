@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.core.errors import PatchpilotError
+from patchpilot.core.errors import PatchpilotError, UnsupportedPlatformError
 from patchpilot.core.models import (
     Host,
     HostFacts,
@@ -26,24 +26,17 @@ from patchpilot.core.models import (
 )
 from patchpilot.core.settings import DiscoverySettings, Settings
 from patchpilot.tools.facts import (
-    AptCandidatePolicy,
-    AptHolds,
-    AptPendingUpdates,
-    AptPolicy,
     DeletedLibraries,
     Fact,
     ListeningSockets,
     NeedrestartAvailable,
     NeedrestartBatch,
-    classify_update,
-    classify_updates,
     collect_host_facts_with,
-    gather,
     gather_many,
     restart_status,
 )
-from patchpilot.tools.packages import refresh_package_lists
-from patchpilot.tools.transport import Transport, open_transport
+from patchpilot.tools.packages import PackageManager, for_family
+from patchpilot.tools.transport import Transport, TransportFactory, open_transport
 
 if TYPE_CHECKING:
     from patchpilot.tools.changelog import ChangelogFetcher
@@ -72,25 +65,21 @@ class HostOutcome(BaseModel):
     duration_s: float = 0.0
 
 
-_ExtraT = TypeVar("_ExtraT")
-
-
-def _best_effort(what: str, warnings: list[str], collect: Callable[[], _ExtraT]) -> _ExtraT | None:
-    """Run one optional collection; a failure becomes a warning and ``None``."""
+def _package_manager(family: OSFamily) -> PackageManager | None:
+    """The family's package manager, or None when patchpilot has none for it yet."""
     try:
-        return collect()
-    except PatchpilotError as exc:
-        warnings.append(f"{what} not collected: {exc}")
+        return for_family(family)
+    except UnsupportedPlatformError:
         return None
 
 
 def _optional_facts(os: OSInfo, options: DiscoverySettings) -> list[tuple[str, Fact[Any]]]:
-    """The optional facts gathered with the package inventory (no sudo), by key."""
+    """The optional facts gathered with the package inventory (no sudo), by key: the package
+    manager's (held packages, repository sources) and needrestart's."""
+    manager = _package_manager(os.family)
     wanted: list[tuple[str, Fact[Any]]] = []
-    if os.family is OSFamily.DEBIAN:
-        wanted.append(("held packages", AptHolds()))
-        if options.apt_sources:
-            wanted.append(("apt sources", AptPolicy()))
+    if manager is not None:
+        wanted.extend(manager.inventory_facts(options))
     if options.restarts:
         wanted.append(("needrestart", NeedrestartAvailable()))
     return wanted
@@ -103,19 +92,18 @@ def _extended_facts(
     options: DiscoverySettings,
     warnings: list[str],
 ) -> HostFacts:
-    """Held packages, apt sources, listening sockets and restart needs (each best effort).
+    """Held packages, repository sources, listening sockets and restart needs (each best
+    effort).
 
     ``found`` holds what the inventory round trip already gathered (see
-    :func:`_optional_facts`); listening sockets and restart needs read ``/proc`` as root and
-    run together in one more (sudo) round trip.
+    :func:`_optional_facts`; the package manager turns its part into HostFacts fields);
+    listening sockets and restart needs read ``/proc`` as root and run together in one more
+    (sudo) round trip.
     """
     update: dict[str, object] = {}
-    if facts.os.family is OSFamily.DEBIAN:
-        held = _best_of(found, "held packages", warnings)
-        update["held_packages"] = None if held is None else tuple(held)
-        if options.apt_sources:
-            sources = _best_of(found, "apt sources", warnings)
-            update["apt_sources"] = None if sources is None else tuple(sources)
+    manager = _package_manager(facts.os.family)
+    if manager is not None:
+        update.update(manager.facts_update(found, options, warnings))
     privileged: list[tuple[str, Fact[Any]]] = []
     if options.services:
         privileged.append(("listening sockets", ListeningSockets()))
@@ -164,36 +152,19 @@ def _pending_updates(
 ) -> tuple[PendingUpdate, ...] | None:
     """What the host's repositories offer, classified by origin, with the CVEs each fixes.
 
-    Best effort: a failure is a warning (and ``None``: not collected), never an error.
+    The host's package manager (:func:`patchpilot.tools.packages.for_family`) lists the updates
+    and their origins. Best effort: a failure is a warning (and ``None``: not collected), never
+    an error.
     """
-    if facts.os.family is not OSFamily.DEBIAN:
+    manager = _package_manager(facts.os.family)
+    if manager is None:
         warnings.append(f"pending updates are not collected on {facts.os.family.value} yet")
         return None
-    if refresh:
-        try:
-            refresh_package_lists(transport)
-        except PatchpilotError as exc:
-            warnings.append(f"apt-get update failed, using the existing package lists: {exc}")
-    try:
-        updates: list[PendingUpdate] = gather(transport, AptPendingUpdates())
-    except PatchpilotError as exc:
-        warnings.append(f"pending updates unavailable: {exc}")
+    updates = manager.pending_updates(
+        transport, facts, packages, refresh=refresh, warnings=warnings
+    )
+    if updates is None:
         return None
-    by_name = {p.name: p for p in packages}
-    updates = [
-        u.model_copy(update={"source_name": by_name[u.name].source_name})
-        if u.source_name is None and u.name in by_name
-        else u
-        for u in updates
-    ]
-    if updates and facts.apt_sources is not None:
-        names = sorted({u.name for u in updates})
-        policies = _best_effort(
-            "candidate origins", warnings, lambda: gather(transport, AptCandidatePolicy(names))
-        )
-        updates = classify_updates(updates, policies or {}, facts.apt_sources)
-    else:
-        updates = [classify_update(u, None, ()) for u in updates]
     if changelogs is not None and changelog_scope != "none":
         wanted = [u for u in updates if changelog_scope == "all" or u.security]
         if wanted:
@@ -211,28 +182,31 @@ def discover_host(
     pending: bool = False,
     refresh: bool = False,
     changelogs: ChangelogFetcher | None = None,
+    transport_factory: TransportFactory = open_transport,
 ) -> HostOutcome:
     """Collect facts from one host; failures become a failed outcome, never an exception.
 
     One transport (one SSH connection) serves every command of the host. OS, kernel, packages
-    and reboot state are required (their failure fails the host); held packages, apt sources,
+    and reboot state are required (their failure fails the host); held packages, repository sources,
     listening sockets, processes using deleted libraries, pending updates and changelog CVEs
     are best effort (their failure is a warning on a host that is still ``ok``).
 
     Args:
         host: the host.
         settings: transport settings and what to collect (``settings.discovery``).
-        pending: also simulate an upgrade (read-only ``apt-get -s``) to learn what the host's
+        pending: also ask the host's package manager (read-only simulation) what the host's
             own repositories offer, and classify each candidate's origin.
-        refresh: run ``apt-get update`` first (needs sudo on the host).
+        refresh: refresh the package lists first (needs sudo on the host).
         changelogs: read the CVEs each pending update fixes from its Debian changelog.
+        transport_factory: opens the host's transport (the graphs pass their context's; tests
+            pass a scripted one).
     """
     started = time.monotonic()
     hlog = log.bind(agent="discovery", host=host.name)
     updates: tuple[PendingUpdate, ...] | None = None
     warnings: list[str] = []
     try:
-        with open_transport(host, settings) as transport:
+        with transport_factory(host, settings) as transport:
             optional: list[tuple[str, Fact[Any]]] = []
 
             def optional_for(os: OSInfo) -> list[Fact[Any]]:
@@ -294,6 +268,7 @@ def discover(
     pending: bool = False,
     refresh: bool = False,
     changelogs: ChangelogFetcher | None = None,
+    transport_factory: TransportFactory = open_transport,
 ) -> list[HostOutcome]:
     """Collect facts from ``hosts`` with at most ``settings.concurrency`` at once.
 
@@ -303,8 +278,9 @@ def discover(
         on_done: called (from worker threads) as each host finishes, e.g. to advance a
             progress bar.
         pending: also collect pending updates (see :func:`discover_host`).
-        refresh: run ``apt-get update`` on each host first.
+        refresh: refresh each host's package lists first.
         changelogs: read changelog CVEs of pending updates (see :func:`discover_host`).
+        transport_factory: opens each host's transport (see :func:`discover_host`).
 
     Returns:
         One outcome per host, in the order of ``hosts``.
@@ -322,6 +298,7 @@ def discover(
                 pending=pending,
                 refresh=refresh,
                 changelogs=changelogs,
+                transport_factory=transport_factory,
             ): h
             for h in hosts
         }

@@ -2,10 +2,10 @@
 
 Pure and deterministic: the same inputs (in any order) and the same ``now`` give the same plan
 and the same content hash. Baseline semantics follow SSM (research note b3): approval rules with
-a delay counted from *first seen* (apt has no release dates), an approved list, and a rejected
-list with ``allow-as-dependency`` or ``block``. The plan never invents versions: a target is
-the host's apt candidate or, with ``--only PKG=VERSION``, a version the host's repositories
-offer (``available``).
+a delay counted from *first seen* (package managers publish no release dates), an approved
+list, and a rejected list with ``allow-as-dependency`` or ``block``. The plan never invents
+versions: a target is the candidate of the host's package manager or, with
+``--only PKG=VERSION``, a version the host's repositories offer (``available``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from typing import Any
 import structlog
 
 from patchpilot.core.errors import ConfigError
-from patchpilot.core.models import Host, PendingUpdate, Severity, SSVCOutcome, UpdateOrigin
+from patchpilot.core.models import (
+    Ecosystem,
+    Host,
+    PendingUpdate,
+    Severity,
+    SSVCOutcome,
+    UpdateOrigin,
+)
 from patchpilot.core.plan import (
     ExcludedItem,
     ExclusionReason,
@@ -127,6 +134,11 @@ def _is_rejected(baseline: Baseline, name: str, source: str | None, version: str
     )
 
 
+def _ecosystem_of(host: str, ecosystems: Mapping[str, Ecosystem | None] | None) -> Ecosystem:
+    """The host's package ecosystem; debian when unknown (plans before the field existed)."""
+    return (ecosystems or {}).get(host) or Ecosystem.DEBIAN
+
+
 def _parse_only(only: Sequence[tuple[str, str | None]]) -> dict[str, str | None]:
     wanted: dict[str, str | None] = {}
     for name, version in only:
@@ -183,8 +195,10 @@ def _decide(
     available: Mapping[str, Mapping[str, Sequence[str]]] | None,
     first_seen: Mapping[tuple[str, str, str], datetime] | None,
     dependencies: Mapping[str, Mapping[str, Sequence[str]]] | None,
+    ecosystem: Ecosystem = Ecosystem.DEBIAN,
 ) -> PlanItem | ExcludedItem:
-    """The plan item for one pending update, or why it is excluded."""
+    """The plan item for one pending update, or why it is excluded (versions of the host's
+    ``ecosystem``)."""
     target = update.candidate_version
     pinned = False
     if wanted:
@@ -207,7 +221,7 @@ def _decide(
                     version,
                 )
             if update.installed_version is not None and (
-                compare("debian", version, update.installed_version) <= 0
+                compare(ecosystem, version, update.installed_version) <= 0
             ):
                 return _excluded(
                     host,
@@ -305,6 +319,7 @@ def _decide(
         reason += f"; pinned by --only to {target} (candidate {update.candidate_version})"
     return PlanItem(
         **_item_fields(host, update, target, () if pinned else ctx.cves),
+        ecosystem=ecosystem,
         severity=ctx.severity,
         ssvc=ctx.ssvc,
         kev=ctx.kev,
@@ -325,6 +340,7 @@ def build_plan(
     available: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     first_seen: Mapping[tuple[str, str, str], datetime] | None = None,
     dependencies: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
+    ecosystems: Mapping[str, Ecosystem | None] | None = None,
 ) -> PatchPlan:
     """Apply the baseline to every pending update of ``hosts`` and freeze the plan.
 
@@ -342,6 +358,8 @@ def build_plan(
             earliest first seen of its findings; else ``now`` (a delay then starts today).
         dependencies: Host -> package -> packages its install pulls in (from the simulation);
             used with ``rejected_action: block``.
+        ecosystems: Host -> its package ecosystem (``HostFacts.ecosystem``): the items'
+            ``ecosystem`` and version ordering; a host missing here (or ``None``) is debian.
 
     Returns:
         The plan; ``excluded`` says why every other pending update was left out.
@@ -373,7 +391,16 @@ def build_plan(
             if wanted and update.name in wanted:
                 matched_only.add(update.name)
             outcome = _decide(
-                host, update, ctx, baseline, wanted, now, available, first_seen, dependencies
+                host,
+                update,
+                ctx,
+                baseline,
+                wanted,
+                now,
+                available,
+                first_seen,
+                dependencies,
+                _ecosystem_of(host, ecosystems),
             )
             if isinstance(outcome, PlanItem):
                 items.append(outcome)
@@ -461,6 +488,7 @@ def build_rollback_plan(
     *,
     now: datetime,
     reason: str,
+    ecosystems: Mapping[str, Ecosystem | None] | None = None,
 ) -> PatchPlan:
     """Freeze a plan that downgrades ``package`` to an earlier version per host.
 
@@ -472,6 +500,7 @@ def build_rollback_plan(
         available: Host -> package -> versions its repositories offer.
         now: The plan's time.
         reason: Why (who asked), kept on every item.
+        ecosystems: Host -> its package ecosystem (see :func:`build_plan`).
 
     Returns:
         One item per host whose target is offered and older than what is installed; the
@@ -482,6 +511,7 @@ def build_rollback_plan(
     for host in sorted(targets):
         version = targets[host]
         current = installed.get(host)
+        ecosystem = _ecosystem_of(host, ecosystems)
         base = {"host": host, "package": package, "from_version": current, "to_version": version}
         offered = list(available.get(host, {}).get(package, ()))
         if current is None:
@@ -501,7 +531,7 @@ def build_rollback_plan(
                     f"(offered: {', '.join(offered) or 'none'})",
                 )
             )
-        elif compare("debian", version, current) >= 0:
+        elif compare(ecosystem, version, current) >= 0:
             excluded.append(
                 ExcludedItem(
                     **base,
@@ -510,7 +540,7 @@ def build_rollback_plan(
                 )
             )
         else:
-            items.append(PlanItem(**base, rule=ROLLBACK_RULE, reason=reason))
+            items.append(PlanItem(**base, ecosystem=ecosystem, rule=ROLLBACK_RULE, reason=reason))
     plan = PatchPlan.create(run_id=run_id, created_at=now, items=items, excluded=excluded)
     log.info("rollback plan built", plan_id=plan.plan_id, items=len(items), excluded=len(excluded))
     return plan

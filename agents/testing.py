@@ -1,9 +1,10 @@
 """Compatibility testing: predict what a frozen plan will do on every host before anything changes.
 
 Deterministic core (no LLM): for every host of the plan, one transport and one read-only
-simulation (:func:`patchpilot.tools.facts.apt_simulate.simulate_install`: ``apt-get -s`` plus the
-services
-and modified conffiles of the changed packages) of exactly that host's items, then a pure
+simulation through the host's package manager (:meth:`PackageManager.simulate
+<patchpilot.tools.packages.base.PackageManager.simulate>`, chosen by the items' ecosystem; on
+Debian a simulated install plus the services and modified conffiles of the changed packages)
+of exactly that host's items, then a pure
 classification (:func:`classify_host`) and a risk per item. Best effort per host: an unreachable
 host or a simulation apt refuses marks that host's items and never stops the others; bounded
 concurrency (``settings.concurrency``).
@@ -48,7 +49,7 @@ from patchpilot.core.errors import (
     PatchpilotError,
     TransportError,
 )
-from patchpilot.core.models import Ecosystem, Host, utcnow
+from patchpilot.core.models import Host, utcnow
 from patchpilot.core.plan import PatchPlan, PlanItem
 from patchpilot.core.policy import Policy
 from patchpilot.core.settings import Settings
@@ -64,8 +65,8 @@ from patchpilot.core.testing_models import (
     TestReport,
 )
 from patchpilot.core.versions import compare
-from patchpilot.tools.facts.apt_simulate import PackageChange, SimulationResult, simulate_install
-from patchpilot.tools.transport import open_transport
+from patchpilot.tools.packages import PackageChange, SimulationResult, manager_for_items
+from patchpilot.tools.transport import TransportFactory, open_transport
 
 __all__ = [
     "CompatibilityJudgment",
@@ -100,10 +101,10 @@ def is_downgrade(item: PlanItem) -> bool:
     """Whether the item installs an older version than the installed one (a rollback).
 
     Raises:
-        InvalidVersionError: a version is not a valid Debian version.
+        InvalidVersionError: a version is not valid in the item's ecosystem.
     """
     return item.from_version is not None and (
-        compare(Ecosystem.DEBIAN, item.to_version, item.from_version) < 0
+        compare(item.ecosystem, item.to_version, item.from_version) < 0
     )
 
 
@@ -373,7 +374,7 @@ def classify_host(
     Args:
         host: The host name.
         items: The host's plan items (the ones simulated).
-        result: The simulation of exactly those items (``simulate_install``).
+        result: The simulation of exactly those items (``PackageManager.simulate``).
         policy: ``policy.approvals.on_removals`` / ``on_held`` decide what blocks.
         history: Recorded outcomes by ``(package, version)`` (:func:`load_history`).
         allow_downgrades: Whether the simulation allowed downgrades (reported only).
@@ -464,6 +465,7 @@ def simulate_host(
     *,
     history: History | None = None,
     warnings: Sequence[str] = (),
+    transport_factory: TransportFactory = open_transport,
 ) -> HostPrediction:
     """Simulate one host's items over one transport and classify them; never raises.
 
@@ -475,6 +477,7 @@ def simulate_host(
         policy: Passed to :func:`classify_host`.
         history: Recorded outcomes by ``(package, version)``.
         warnings: Carried into the prediction.
+        transport_factory: Opens the host's transport (tests pass a scripted one).
     """
     hlog = log.bind(agent="testing", host=name)
     if host is None:
@@ -490,10 +493,11 @@ def simulate_host(
     pins = [(i.package, i.to_version) for i in items]
     downgrades = False
     try:
+        manager = manager_for_items(name, (i.ecosystem for i in items))
         downgrades = any(is_downgrade(i) for i in items)
         only_upgrade = all(i.from_version is not None for i in items)
-        with open_transport(host, settings) as transport:
-            result = simulate_install(
+        with transport_factory(host, settings) as transport:
+            result = manager.simulate(
                 transport, pins, allow_downgrades=downgrades, only_upgrade=only_upgrade
             )
     except CommandFailedError as exc:
@@ -561,6 +565,7 @@ def test_plan(
     policy: Policy,
     *,
     history: OutcomeHistory | None = None,  # noqa: PT028 (not a pytest test)
+    transport_factory: TransportFactory = open_transport,  # noqa: PT028
 ) -> TestReport:
     """Simulate every host's part of ``plan`` (read-only) and predict each item.
 
@@ -570,6 +575,8 @@ def test_plan(
         settings: Transport settings and ``concurrency`` (hosts simulated at once).
         policy: ``approvals.on_removals`` / ``on_held`` decide what is blocked.
         history: Recorded outcomes (``Store`` implements it); ``None``: no history rule.
+        transport_factory: Opens each host's transport (the run graph passes its context's,
+            tests a scripted one).
 
     Returns:
         One :class:`HostPrediction` per plan host (sorted by name), never raising for one host.
@@ -599,6 +606,7 @@ def test_plan(
                     settings,
                     policy,
                     history=known,
+                    transport_factory=transport_factory,
                     warnings=[
                         w
                         for w in warnings

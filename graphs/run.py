@@ -17,10 +17,17 @@
   ``test`` simulates it on every host (read-only); ``schedule`` resolves the rings and the
   maintenance window. These nodes have no side effects on hosts: they may run again.
 * ``approve`` calls LangGraph ``interrupt()`` when the policy requires a person (prod hosts,
-  criticality, predicted removals or held packages, ``always``). The payload is the frozen plan;
-  the pending approval is also written to the store (idempotently) so ``patchpilot approvals``
+  criticality, predicted removals or held packages, ``always``). The payload is an
+  :class:`ApprovalRequest` (the frozen plan, the test's verdicts, the reasons, the expiry); the
+  pending approval is also written to the store (idempotently) so ``patchpilot approvals``
   lists it and another process decides it (``patchpilot approve RUN_ID``), which resumes the
-  graph with ``Command(resume=decision)``. The decision is bound to the plan's content hash.
+  graph with ``Command(resume=decision)``, validated as an :class:`ApprovalDecision`
+  (``interrupt(..., response_schema=ApprovalDecision)``). The decision is bound to the plan's
+  content hash. A closed maintenance window interrupts with a :class:`WindowWait`.
+* The assistance records and the LLM usage of each step are in the state, appended by a
+  reducer (``Annotated[list, operator.add]``): a run resumed in another process (every
+  ``approve``) keeps them, and the summary's ``llm_usage`` is the sum over every process that
+  drove the run.
 * ``deploy_ring`` deploys one ring per step (:func:`patchpilot.agents.deployment.deploy_ring`:
   waves, SSM
   rate control, health checks, automatic rollback) and loops to the next ring unless the ring
@@ -44,7 +51,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -53,9 +60,16 @@ import structlog
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
-from patchpilot.agents.deployment import HostDeployment, RingResult, TransportFactory, deploy_ring
+from patchpilot.agents.deployment import (
+    AnyCheck,
+    HostDeployment,
+    RingHooks,
+    RingResult,
+    TransportFactory,
+    deploy_ring,
+)
 from patchpilot.agents.planning import approval_required, build_plan, build_rollback_plan
 from patchpilot.agents.scheduling import assign_rings, can_start, next_window
 from patchpilot.agents.testing import judge_compatibility, recall_similar, test_plan
@@ -85,6 +99,8 @@ from patchpilot.graphs.scan import (
     prioritize_node,
     run_lock,
     source,
+    sum_usage,
+    usage_since,
 )
 from patchpilot.tools.facts import gather
 from patchpilot.tools.facts.apt_sources import AptCandidatePolicy
@@ -92,18 +108,24 @@ from patchpilot.tools.transport import open_transport
 
 __all__ = [
     "ApprovalDecision",
+    "ApprovalItem",
+    "ApprovalRequest",
     "RunBusyError",
     "RunContext",
+    "RunInterrupt",
     "RunOutcome",
     "RunResult",
     "RunSnapshot",
     "RunState",
     "RunStatus",
+    "WindowResume",
+    "WindowWait",
     "build_run_graph",
     "continue_run",
     "deployable_items",
     "load_run_state",
     "open_memory",
+    "parse_interrupt",
     "result_of",
     "run_lock",
     "start_run",
@@ -145,6 +167,86 @@ class RingPlan(_Frozen):
 
     name: str
     hosts: tuple[str, ...]
+
+
+class ApprovalItem(_Frozen):
+    """One plan item as a person approves it, with the compatibility test's verdict."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    host: str
+    package: str
+    from_version: str | None = Field(alias="from")
+    to: str
+    rule: str
+    cves: list[str] = Field(default_factory=list)
+    test: str | None = None
+    risk: str | None = None
+    classifications: list[str] | None = None
+
+
+class ApprovalRequest(_Frozen):
+    """The approval ``interrupt`` payload: the frozen plan a person approves, and why.
+
+    Stored as its JSON form (:meth:`payload`) with the pending approval, and the same JSON in
+    :attr:`RunResult.interrupt` and :attr:`RunSnapshot.interrupts` (``kind: "approval"``).
+    """
+
+    kind: Literal["approval"] = "approval"
+    run_id: str
+    plan_id: str
+    content_hash: str
+    reasons: list[str]
+    expires_at: AwareDatetime
+    items: list[ApprovalItem]
+    rings: list[RingPlan]
+
+    @field_serializer("expires_at")
+    def _iso(self, value: datetime) -> str:
+        return value.isoformat()
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON form (as published since 0.1: items without a test verdict omit it)."""
+        data = self.model_dump(mode="json", by_alias=True)
+        for item in data["items"]:
+            for key in ("test", "risk", "classifications"):
+                if item[key] is None:
+                    del item[key]
+        return data
+
+
+class WindowWait(_Frozen):
+    """The maintenance-window ``interrupt`` payload: the ring waits for the window."""
+
+    kind: Literal["window"] = "window"
+    run_id: str
+    reason: str
+    ring: str
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON form."""
+        return self.model_dump(mode="json")
+
+
+class WindowResume(_Frozen):
+    """The resume value of a window wait: who asked to check the window again."""
+
+    kind: Literal["window"] = "window"
+    by: str
+
+
+RunInterrupt = ApprovalRequest | WindowWait
+"""What a run can wait on."""
+
+
+def parse_interrupt(value: object) -> RunInterrupt:
+    """A pending interrupt's payload as its model (a checkpoint from before the models holds
+    the same JSON as a dict)."""
+    if isinstance(value, ApprovalRequest | WindowWait):
+        return value
+    if isinstance(value, Mapping) and value.get("kind") == "approval":
+        return ApprovalRequest.model_validate(dict(value))
+    return WindowWait.model_validate(value)
 
 
 class RingSummary(_Frozen):
@@ -441,7 +543,7 @@ def _planned(plan: PatchPlan) -> dict[str, Any]:
     return update
 
 
-def after_plan(state: RunState) -> str:
+def after_plan(state: RunState) -> Literal["finish", "test"]:
     """No items: straight to ``finish``."""
     return "finish" if state.outcome is not None else "test"
 
@@ -450,14 +552,23 @@ def testing_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any
     """Simulate the frozen plan on every host (read-only)."""
     assert state.plan is not None
     ctx = runtime.context
-    report = test_plan(state.plan, state.hosts, ctx.settings, state.policy, history=ctx.store)
+    report = test_plan(
+        state.plan,
+        state.hosts,
+        ctx.settings,
+        state.policy,
+        history=ctx.store,
+        transport_factory=ctx.transport_factory,
+    )
     recalled = recall_similar(ctx.memory, state.plan.items)
+    before = ctx.llm.usage if ctx.llm is not None else None
     judgments, how = judge_compatibility(report, recalled, ctx.llm)
     return {
         "testing": report,
         "recalled": recalled,
         "judgments": judgments,
-        "assistance": [*state.assistance, {"task": "testing", **how}],
+        "assistance": [{"task": "testing", **how}],
+        "llm_usage": usage_since(before, ctx.llm),
     }
 
 
@@ -480,42 +591,44 @@ def schedule(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     }
 
 
-def approval_payload(state: RunState, reasons: list[str], expires_at: datetime) -> dict[str, Any]:
+def approval_request(state: RunState, reasons: list[str], expires_at: datetime) -> ApprovalRequest:
     """What a person approves: the frozen plan, the test's verdicts, the reasons to ask."""
     assert state.plan is not None
     plan = state.plan
     testing = state.testing
     items = []
     for item in plan.items:
-        entry: dict[str, Any] = {
-            "host": item.host,
-            "package": item.package,
-            "from": item.from_version,
-            "to": item.to_version,
-            "rule": item.rule,
-            "cves": list(item.cves),
-        }
+        verdict: dict[str, Any] = {}
         if testing is not None:
             try:
                 p = testing.item(item.host, item.package)
-                entry |= {
+                verdict = {
                     "test": p.status.value,
                     "risk": p.risk.value,
                     "classifications": [c.value for c in p.classifications],
                 }
             except KeyError:
                 pass
-        items.append(entry)
-    return {
-        "kind": "approval",
-        "run_id": state.run_id,
-        "plan_id": plan.plan_id,
-        "content_hash": plan.content_hash,
-        "reasons": reasons,
-        "expires_at": expires_at.isoformat(),
-        "items": items,
-        "rings": [r.model_dump(mode="json") for r in state.rings],
-    }
+        items.append(
+            ApprovalItem(
+                host=item.host,
+                package=item.package,
+                from_version=item.from_version,
+                to=item.to_version,
+                rule=item.rule,
+                cves=list(item.cves),
+                **verdict,
+            )
+        )
+    return ApprovalRequest(
+        run_id=state.run_id,
+        plan_id=plan.plan_id,
+        content_hash=plan.content_hash,
+        reasons=reasons,
+        expires_at=expires_at,
+        items=items,
+        rings=list(state.rings),
+    )
 
 
 def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -540,7 +653,7 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     if existing is None or existing.plan_id != plan.plan_id:
         now = ctx.clock()
         expires = now + timedelta(hours=state.policy.approvals.expires_after_hours)
-        payload = approval_payload(state, reasons, expires)
+        payload = approval_request(state, reasons, expires).payload()
         ctx.store.request_approval(
             state.run_id,
             plan.plan_id,
@@ -563,8 +676,11 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     assert existing is not None
     if existing.status == "pending":
         ctx.store.set_run_status(state.run_id, "awaiting_approval")
-    raw = interrupt(existing.payload)
-    decision = ApprovalDecision.model_validate(raw)
+    # The stored request (the same on every re-run of this node), validated back into its model;
+    # the resume value is validated as an ApprovalDecision by interrupt() itself.
+    decision = interrupt(
+        ApprovalRequest.model_validate(existing.payload), response_schema=ApprovalDecision
+    )
     update: dict[str, Any] = {"approval_reasons": reasons, "approval": decision}
     if decision.content_hash != plan.content_hash:
         update["outcome"] = RunOutcome(
@@ -584,7 +700,7 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     return update
 
 
-def after_approve(state: RunState) -> str:
+def after_approve(state: RunState) -> Literal["deploy_ring", "finish"]:
     """Rejected or expired: ``finish``; else deploy the first ring."""
     if state.outcome is not None or not state.rings:
         return "finish"
@@ -599,6 +715,60 @@ def _window_reason(slot: WindowSlot | None, now: datetime) -> str | None:
     if slot.start > now:
         return f"outside the maintenance window: {slot.window} opens at {slot.start.isoformat()}"
     return f"maintenance window {slot.window} does not allow new hosts now (cutoff or blackout)"
+
+
+class _RunRingHooks(RingHooks):
+    """What the run decides and records for :func:`deploy_ring`: each host's health checks,
+    the maintenance window before every start, the person's approval, and each host's start
+    and end in the store (so a resume never deploys a finished host again)."""
+
+    def __init__(
+        self,
+        state: RunState,
+        ctx: RunContext,
+        ring: str,
+        items_by_host: Mapping[str, list[PlanItem]],
+        done: Mapping[str, HostDeployment],
+        approved: bool,
+    ) -> None:
+        self._state = state
+        self._ctx = ctx
+        self._ring = ring
+        self._items = items_by_host
+        self._done = done
+        self._approved = approved
+        self._hosts = _hosts(state)
+
+    def checks_for(self, host: Host) -> Sequence[AnyCheck]:
+        packages = [i.package for i in self._items.get(host.name, [])]
+        return self._state.policy.checks_for(host, packages)
+
+    def may_start(self) -> str | None:
+        if self._state.dry_run:
+            return None
+        moment = self._ctx.clock()
+        return _window_reason(next_window(self._state.policy.schedule, moment), moment)
+
+    def approved(self, host: Host) -> bool:
+        return self._approved
+
+    def on_host_start(self, host: Host) -> None:
+        items = [i.model_dump(mode="json") for i in self._items.get(host.name, [])]
+        self._ctx.store.deployment_started(self._state.run_id, host.name, self._ring, items)
+
+    def on_host_done(self, deployment: HostDeployment) -> None:
+        if deployment.host in self._done:
+            return
+        store, run_id = self._ctx.store, self._state.run_id
+        # The host's end first: whatever fails after it, a resume never deploys it again.
+        store.deployment_finished(
+            run_id, deployment.host, self._ring, deployment.model_dump(mode="json")
+        )
+        if not self._state.dry_run:
+            _record_outcomes(store, run_id, deployment)
+            _remember_deployment(
+                self._ctx.memory, run_id, self._hosts.get(deployment.host), deployment
+            )
 
 
 def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -616,7 +786,10 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
         # Each resume answers one interrupt; the window is checked again with the time then.
         store.set_run_status(state.run_id, "waiting_window")
         rlog.info("run.waiting_for_window", reason=closed)
-        interrupt({"kind": "window", "run_id": state.run_id, "reason": closed, "ring": ring.name})
+        interrupt(
+            WindowWait(run_id=state.run_id, reason=closed, ring=ring.name),
+            response_schema=WindowResume,
+        )
         now = ctx.clock()
         closed = _window_reason(next_window(state.policy.schedule, now), now)
     store.set_run_status(state.run_id, "running")
@@ -636,46 +809,18 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
     if done or resumed:
         rlog.info("run.ring_resumed", done=sorted(done), interrupted=sorted(resumed))
 
-    def checks_for(host: Host) -> list[Any]:
-        return state.policy.checks_for(host, [i.package for i in items_by_host.get(host.name, [])])
-
-    def started(host: Host) -> None:
-        items = [i.model_dump(mode="json") for i in items_by_host.get(host.name, [])]
-        store.deployment_started(state.run_id, host.name, ring.name, items)
-
-    def finished(deployment: HostDeployment) -> None:
-        if deployment.host in done:
-            return
-        # The host's end first: whatever fails after it, a resume never deploys it again.
-        store.deployment_finished(
-            state.run_id, deployment.host, ring.name, deployment.model_dump(mode="json")
-        )
-        if not state.dry_run:
-            _record_outcomes(store, state.run_id, deployment)
-            _remember_deployment(ctx.memory, state.run_id, hosts.get(deployment.host), deployment)
-
-    def may_start() -> str | None:
-        if state.dry_run:
-            return None
-        moment = ctx.clock()
-        return _window_reason(next_window(state.policy.schedule, moment), moment)
-
     result = deploy_ring(
         ring_hosts,
         items_by_host,
         ctx.settings,
         state.policy,
-        checks_for,
         dry_run=state.dry_run,
         audit=audit,
-        on_host_done=finished,
         ring=ring.name,
         transport_factory=ctx.transport_factory,
-        on_host_start=started,
-        may_start=may_start,
-        approved=lambda host: approved,
         resumed=resumed,
         done=done,
+        hooks=_RunRingHooks(state, ctx, ring.name, items_by_host, done, approved),
     )
     failpoint("run.after_ring")
     rejected = [] if state.dry_run else _reject(store, audit, state.run_id, result)
@@ -827,7 +972,7 @@ def _reject(store: Store, audit: AuditLog, run_id: str, result: RingResult) -> l
     return rejected
 
 
-def after_ring(state: RunState) -> str:
+def after_ring(state: RunState) -> Literal["deploy_ring", "finish"]:
     """Next ring, or ``finish`` when halted or done."""
     if state.outcome is not None or state.ring_index >= len(state.rings):
         return "finish"
@@ -870,19 +1015,22 @@ def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     }
     if not state.dry_run:
         _remember_run(ctx.memory, state, outcome)
+    before = ctx.llm.usage if ctx.llm is not None else None
     text, how = _summarize(state, outcome, ctx)
-    assistance = [*state.assistance, {"task": "run_summary", **how}]
+    mine = [{"task": "run_summary", **how}]
+    spent = usage_since(before, ctx.llm)
     summary["summary_text"] = text
-    summary["assistance"] = assistance
-    if ctx.llm is not None:
-        summary["llm_usage"] = ctx.llm.usage.model_dump(mode="json")
+    summary["assistance"] = [*state.assistance, *mine]
+    if ctx.llm is not None or state.llm_usage:
+        # Every step's spending, in whichever process ran it (the start, `approve`, `resume`).
+        summary["llm_usage"] = sum_usage([*state.llm_usage, *spent]).model_dump(mode="json")
     failpoint("run.finish")
     ctx.store.finish_run(state.run_id, status=outcome.status, summary=summary)
     ctx.audit_log(state.run_id).record(
         "run.finished", details={"status": outcome.status, "reason": outcome.reason}
     )
     log.info("run.finished", run_id=state.run_id, status=outcome.status, reason=outcome.reason)
-    return {"outcome": outcome, "assistance": assistance}
+    return {"outcome": outcome, "assistance": mine, "llm_usage": spent}
 
 
 def _summarize(state: RunState, outcome: RunOutcome, ctx: RunContext) -> tuple[str, dict[str, Any]]:
@@ -950,21 +1098,21 @@ def _result(
     run_id: str, values: dict[str, Any], interrupts: tuple[dict[str, Any], ...]
 ) -> RunResult:
     if interrupts:
-        payload = interrupts[0]
-        if payload.get("kind") == "approval":
+        pending = parse_interrupt(interrupts[0])
+        if isinstance(pending, ApprovalRequest):
             return RunResult(
                 run_id=run_id,
                 status="awaiting_approval",
-                reason="; ".join(payload.get("reasons", [])),
+                reason="; ".join(pending.reasons),
                 waiting="approval",
-                interrupt=payload,
+                interrupt=pending.payload(),
             )
         return RunResult(
             run_id=run_id,
             status="halted",
-            reason=str(payload.get("reason")),
+            reason=pending.reason,
             waiting="window",
-            interrupt=payload,
+            interrupt=pending.payload(),
         )
     outcome = values.get("outcome")
     if isinstance(outcome, dict):
@@ -985,7 +1133,9 @@ def _drive(run_id: str, context: RunContext, payload: RunState | Command[Any] | 
             return _record_failure(run_id, context, exc, tuple(snapshot.next))
         snapshot = graph.get_state(config)
         return _result(
-            run_id, dict(snapshot.values), tuple(dict(i.value) for i in snapshot.interrupts)
+            run_id,
+            dict(snapshot.values),
+            tuple(_interrupt_json(i.value) for i in snapshot.interrupts),
         )
 
 
@@ -1074,8 +1224,13 @@ def load_run_state(run_id: str, settings: Settings) -> RunSnapshot | None:
     return RunSnapshot(
         state=RunState.model_validate(dict(snapshot.values)),
         next=tuple(snapshot.next),
-        interrupts=tuple(dict(i.value) for i in snapshot.interrupts),
+        interrupts=tuple(_interrupt_json(i.value) for i in snapshot.interrupts),
     )
+
+
+def _interrupt_json(value: object) -> dict[str, Any]:
+    """A pending interrupt's payload as JSON (the run document and the CLI read it)."""
+    return parse_interrupt(value).payload()
 
 
 def result_of(run_id: str, snapshot: RunSnapshot, *, failure: str | None = None) -> RunResult:
@@ -1110,11 +1265,13 @@ def continue_run(
     if snap is None:
         raise LookupError(f"no checkpoint for run {run_id}")
     if snap.interrupts:
-        if snap.interrupts[0].get("kind") == "approval":
+        if isinstance(parse_interrupt(snap.interrupts[0]), ApprovalRequest):
             if decision is None:
                 return _result(run_id, {}, snap.interrupts)
-            return _drive(run_id, context, Command(resume=decision.model_dump(mode="json")))
-        return _drive(run_id, context, Command(resume={"kind": "window", "by": current_actor()}))
+            resume: ApprovalDecision | WindowResume = ApprovalDecision.model_validate(decision)
+        else:
+            resume = WindowResume(by=current_actor())
+        return _drive(run_id, context, Command(resume=resume.model_dump(mode="json")))
     if not snap.next:
         return result_of(run_id, snap)
     return _drive(run_id, context, None)

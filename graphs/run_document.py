@@ -16,6 +16,9 @@
 of its items (``not-applicable`` for a reached host with no plan item); a host the run could not
 reach (``unreachable``: at discovery or during the compatibility test) is ``unknown``, never
 ``not-applicable``.
+
+The document's model is :class:`patchpilot.app.documents.RunDocument`; its JSON Schema is
+committed as ``schemas/patchpilot.run.v1.json`` and checked against what this module emits.
 """
 
 from __future__ import annotations

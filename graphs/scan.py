@@ -58,9 +58,12 @@ from patchpilot.core.settings import Settings
 from patchpilot.core.store import Store, finding_key
 from patchpilot.tools.changelog import ChangelogFetcher
 from patchpilot.tools.feeds import FeedFetcher
+from patchpilot.tools.llm.models import LLMUsage
+from patchpilot.tools.transport import TransportFactory, open_transport
 
 __all__ = [
     "HostStatus",
+    "LLMUsage",
     "RunBusyError",
     "ScanContext",
     "ScanState",
@@ -71,6 +74,8 @@ __all__ = [
     "resume_scan",
     "run_lock",
     "start_scan",
+    "sum_usage",
+    "usage_since",
 ]
 
 if TYPE_CHECKING:  # chromadb and openai load only when a run uses them
@@ -108,9 +113,15 @@ class ScanState(BaseModel):
     statuses: Annotated[list[HostStatus], operator.add] = Field(default_factory=list)
     sourcing: SourcingReport | None = None
     summary: dict[str, Any] | None = None
-    assistance: list[dict[str, Any]] = Field(
+    assistance: Annotated[list[dict[str, Any]], operator.add] = Field(
         default_factory=list,
-        description="per LLM task: by core or llm, model, prompt version, tokens, or why not",
+        description="per LLM task: by core or llm, model, prompt version, tokens, or why not "
+        "(appended by each step: a step returns only its own records)",
+    )
+    llm_usage: Annotated[list[LLMUsage], operator.add] = Field(
+        default_factory=list,
+        description="what each LLM-assisted step spent, in whichever process ran it (summed "
+        "by :func:`sum_usage`: a run resumed elsewhere still counts what its start spent)",
     )
 
 
@@ -140,6 +151,8 @@ class ScanContext:
     on_progress: Callable[[str, str, bool], None] | None = None
     """Called as ``(stage, host, ok)`` when a host finishes ``discover`` or ``assess`` (from
     worker threads), e.g. to advance a progress bar."""
+    transport_factory: TransportFactory = open_transport
+    """Opens a host's transport (discovery, testing, deployment); tests pass a scripted one."""
 
     def progress(self, stage: str, host: str, ok: bool) -> None:
         """Report one host's step to :attr:`on_progress`, if set."""
@@ -205,6 +218,31 @@ def feed_fetcher(settings: Settings) -> FeedFetcher:
     )
 
 
+_USAGE_FIELDS = tuple(
+    name for name in LLMUsage.model_fields if name not in LLMUsage.model_computed_fields
+)
+
+
+def usage_since(before: LLMUsage | None, llm: LLMClient | None) -> list[LLMUsage]:
+    """What ``llm`` spent since ``before`` (its usage when the step began), as a state update.
+
+    An empty list when there is no client or nothing was spent, so a step's record in the state
+    is exactly this process's spending for it.
+    """
+    if llm is None or before is None:
+        return []
+    after = llm.usage
+    delta = LLMUsage(
+        **{name: max(getattr(after, name) - getattr(before, name), 0) for name in _USAGE_FIELDS}
+    )
+    return [delta] if delta != LLMUsage() else []
+
+
+def sum_usage(records: list[LLMUsage]) -> LLMUsage:
+    """The sum of the steps' spending (over every process that drove the run)."""
+    return LLMUsage(**{name: sum(getattr(r, name) for r in records) for name in _USAGE_FIELDS})
+
+
 # --------------------------------------------------------------------------- nodes
 
 
@@ -238,6 +276,7 @@ def discover_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[s
         pending=True,
         refresh=state.refresh,
         changelogs=ctx.changelogs,
+        transport_factory=ctx.transport_factory,
     )
     ctx.progress("discover", state.host.name, outcome.ok)
     if not outcome.ok or outcome.facts is None:
@@ -355,13 +394,18 @@ def prioritize_node(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str
         if r.finding.host in hosts
     ]
     packages = {finding_key(r.finding): r.finding.source_package for r in records}
+    before = ctx.llm.usage if ctx.llm is not None else None
     assessments, how = assist_priorities(
         assessments, packages, ctx.policy, memory=ctx.memory, client=ctx.llm
     )
     ctx.store.save_risk(state.run_id, assessments)
     failpoint("scan.prioritized")
-    # In the state, not the context: a scan resumed after this step still reports it.
-    return {"assistance": [*state.assistance, {"task": "prioritization", **how}]}
+    # In the state, not the context: a scan resumed after this step still reports it (the
+    # reducer appends this step's records to the ones already there).
+    return {
+        "assistance": [{"task": "prioritization", **how}],
+        "llm_usage": usage_since(before, ctx.llm),
+    }
 
 
 def report(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Deciding a run's approval checkpoint, from any process (CLI, chat, scheduler).
 
-A decision is recorded atomically in the store (two approvers cannot both win), audit-logged
-with who and when, and then the run continues in this process until it ends or waits again.
+A decision is recorded atomically in the store (two approvers cannot both win) and audit-logged
+with who and when (:func:`record_decision`); continuing the run is a separate step
+(:func:`continue_waiting_run`), and :func:`decide` does both, the run continuing in this
+process until it ends or waits again.
 An approval past its expiry is recorded ``expired`` and the run ends ``rejected``.
 
 Guarantees (each enforced here, the one entry point every interface uses):
@@ -21,6 +23,7 @@ Guarantees (each enforced here, the one entry point every interface uses):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Final, Literal
@@ -37,6 +40,7 @@ from patchpilot.core.store import ApprovalRecord, Store, StoreError
 from patchpilot.core.text import MAX_COMMENT_LENGTH, bounded
 from patchpilot.graphs.run import (
     ApprovalDecision,
+    RunBusyError,
     RunContext,
     RunResult,
     continue_run,
@@ -51,6 +55,8 @@ __all__ = [
     "decide",
     "decision_of",
     "expire",
+    "list_approvals",
+    "record_decision",
 ]
 
 log = structlog.get_logger(__name__)
@@ -117,20 +123,22 @@ def continue_waiting_run(
     return continue_run(run_id, make_context(snapshot.state.policy), decision=decision)
 
 
-def decide(
+def record_decision(
     settings: Settings,
     store: Store,
     run_id: str,
     status: Literal["approved", "rejected"],
     *,
     comment: str | None,
-    make_context: Callable[[Policy], RunContext],
     source: DecisionSource,
-    actor: str | None = None,
-) -> RunResult:
-    """Approve or reject a run's pending approval, then continue the run.
+    actor: str,
+) -> ApprovalRecord:
+    """Record ``actor``'s decision on a run's pending approval (audit-logged); do not continue.
 
-    Every input is validated before anything is recorded (see the module's guarantees).
+    Every input is validated before anything is recorded (see the module's guarantees). An
+    approval past its expiry is recorded ``expired`` instead. A run decided already whose
+    deciding process died before continuing it is returned as decided (continue it with
+    :func:`continue_waiting_run`).
 
     Args:
         settings: The settings (store, audit log, checkpoints).
@@ -138,9 +146,11 @@ def decide(
         run_id: The run to decide.
         status: ``approved`` or ``rejected``.
         comment: Why (bounded, no control characters).
-        make_context: Builds the run context from the run's frozen policy.
         source: Which parser read the decision, and the words.
-        actor: Who decides (default: the OS user).
+        actor: Who decides (the CLI passes the OS user; the service an authenticated user).
+
+    Returns:
+        The decided approval record (``approved``, ``rejected`` or ``expired``).
 
     Raises:
         InvalidInputError: the comment or the words are too long or carry control characters.
@@ -153,7 +163,7 @@ def decide(
     words = bounded(source.words, what="decision words", max_length=MAX_DECISION_WORDS)
     if status not in ("approved", "rejected"):
         raise InvalidInputError("decision", f"{status!r} is not approved or rejected")
-    who = actor or current_actor()
+    who = actor
     record = store.approval(run_id)
     if record is None:
         if store.get_run(run_id) is None:
@@ -199,7 +209,78 @@ def decide(
         # Decided, but the deciding process died before continuing the run: continue it now.
     decided = store.approval(run_id)
     assert decided is not None
+    return decided
+
+
+def decide(
+    settings: Settings,
+    store: Store,
+    run_id: str,
+    status: Literal["approved", "rejected"],
+    *,
+    comment: str | None,
+    make_context: Callable[[Policy], RunContext],
+    source: DecisionSource,
+    actor: str | None = None,
+) -> RunResult:
+    """Approve or reject a run's pending approval, then continue the run in this process.
+
+    :func:`record_decision` then :func:`continue_waiting_run`; every input is validated before
+    anything is recorded (see the module's guarantees).
+
+    Args:
+        settings: The settings (store, audit log, checkpoints).
+        store: The store.
+        run_id: The run to decide.
+        status: ``approved`` or ``rejected``.
+        comment: Why (bounded, no control characters).
+        make_context: Builds the run context from the run's frozen policy.
+        source: Which parser read the decision, and the words.
+        actor: Who decides (default: the OS user).
+
+    Raises:
+        InvalidInputError: the comment or the words are too long or carry control characters.
+        NotAuthorizedError: the run's policy lists approvers and ``actor`` is not one of them.
+        UnknownTargetError: no such run, or it never asked for approval.
+        StoreError: it was decided already (and the run went on).
+    """
+    decided = record_decision(
+        settings,
+        store,
+        run_id,
+        status,
+        comment=comment,
+        source=source,
+        actor=actor or current_actor(),
+    )
     return continue_waiting_run(settings, store, run_id, decision_of(decided), make_context)
+
+
+def list_approvals(
+    settings: Settings,
+    store: Store,
+    *,
+    actor: str,
+    include_decided: bool = False,
+    make_context: Callable[[Policy], RunContext],
+) -> list[ApprovalRecord]:
+    """Approvals waiting (and, with ``include_decided``, decided and expired ones).
+
+    Overdue ones are recorded ``expired`` first and their runs continue (to end ``rejected``);
+    a run another process is driving is left to it.
+    """
+    now = utcnow()
+    for record in store.approvals("pending"):
+        if record.expired_at(now):
+            expire(store, settings, record, now)
+            expired = store.approval(record.run_id)
+            assert expired is not None
+            log.info("approval.expiry_swept", actor=actor, run_id=record.run_id)
+            with contextlib.suppress(RunBusyError):
+                continue_waiting_run(
+                    settings, store, record.run_id, decision_of(expired), make_context
+                )
+    return store.approvals(None if include_decided else "pending")
 
 
 def check_allowed(policy: Policy, who: str, run_id: str) -> None:

@@ -1,7 +1,9 @@
 """Reports of a scan run: one JSON document (the stable contract), CSV and Markdown renderings.
 
 The JSON document (``schema: patchpilot.report/v1``) is what ``scan --format json`` and
-``report --format json`` print. Fields are only ever added within a schema version.
+``report --format json`` print. Fields are only ever added within a schema version. Its model
+is :class:`patchpilot.app.documents.ReportDocument`; its JSON Schema is committed as
+``schemas/patchpilot.report.v1.json`` and checked against what this module emits.
 
 Report values come from outside (host output, feeds, inventories), so every rendering makes
 them inert: JSON escapes control characters itself; CSV cells get control characters shown as

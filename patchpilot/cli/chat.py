@@ -1,6 +1,7 @@
 """CLI of the chat orchestrator and the memory: ``ask``, ``chat``, ``memory search``.
 
-Registered on :data:`patchpilot.cli.main.app` when :mod:`patchpilot.cli.main` is imported.
+The orchestrator (:mod:`patchpilot.app.chat`), the run graph, the memory (chromadb) and the LLM
+client (openai) load only when one of these commands runs.
 """
 
 from __future__ import annotations
@@ -14,28 +15,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from patchpilot.agents.intake import MAX_TEXT_LENGTH
-from patchpilot.cli.main import (
+from patchpilot.cli.app import (
+    Context,
     InventoryOpt,
     OutputFormat,
-    _Context,
-    _emit_json,
-    _inventory_for,
-    _store,
-    app,
+    emit_json,
     err,
+    inventory_for,
     out,
     safe,
 )
-from patchpilot.cli.run import RUN_EXIT
-from patchpilot.core.policy import Policy, load_policy
-from patchpilot.core.store import Store
-from patchpilot.graphs.run import RunContext, open_memory
 
 if TYPE_CHECKING:  # chromadb, openai and the orchestrator load only for these commands
     from patchpilot.app.chat import ChatAnswer, Orchestrator
+    from patchpilot.core.policy import Policy
+    from patchpilot.core.store import Store
+    from patchpilot.graphs.run import RunContext
 
-__all__ = ["memory_app"]
+__all__ = ["ask_cmd", "chat_cmd", "memory_app"]
 
 PolicyOpt = Annotated[
     Path | None, typer.Option("--policy", help="Policy YAML (default: the settings' policy).")
@@ -44,21 +41,24 @@ PolicyOpt = Annotated[
 
 @contextmanager
 def _session(
-    c: _Context, inventory: Path | None, policy_file: Path | None
+    c: Context, inventory: Path | None, policy_file: Path | None
 ) -> Iterator[Orchestrator]:
     from patchpilot.app.chat import Orchestrator, llm_hooks
+    from patchpilot.app.contexts import run_context
+    from patchpilot.core.policy import load_policy
+    from patchpilot.graphs.scan import open_memory
     from patchpilot.tools.llm import make_client
 
     settings = c.settings
-    inv = _inventory_for(c, inventory, required=False)
+    inv = inventory_for(c, inventory, required=False)
     policy: Policy = load_policy(policy_file or settings.policy_path)
     memory = open_memory(settings)
     client = make_client(settings.llm, cache_dir=settings.cache_dir)
-    with _store(c) as store:
+    with c.store() as store:
         understand, phrase = llm_hooks(client, store) if client is not None else (None, None)
 
         def make_context(frozen: Policy, store: Store = store) -> RunContext:
-            return RunContext.create(settings, store, frozen, memory=memory, llm=client)
+            return run_context(settings, store, frozen, actor=c.actor, memory=memory, llm=client)
 
         yield Orchestrator(
             settings=settings,
@@ -88,12 +88,13 @@ def _answer_json(answer: ChatAnswer) -> dict[str, Any]:
 
 
 def _exit_code(answer: ChatAnswer) -> int:
+    from patchpilot.graphs.run_document import RUN_EXIT
+
     if answer.run is not None:
         return RUN_EXIT.get(answer.run["status"], 1)
     return 0
 
 
-@app.command("ask")
 def ask_cmd(
     ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="A question or request, in plain words.")],
@@ -104,24 +105,25 @@ def ask_cmd(
     ),
 ) -> None:
     """Ask one question or make one request ("which hosts are exposed to CVE-…?")."""
-    c: _Context = ctx.obj
+    c: Context = ctx.obj
     with _session(c, inventory, policy_file) as session:
         answer = session.handle(question)
     if fmt is OutputFormat.JSON:
-        _emit_json(_answer_json(answer))
+        emit_json(_answer_json(answer))
     else:
         _print_answer(answer)
     raise typer.Exit(_exit_code(answer))
 
 
-@app.command("chat")
 def chat_cmd(
     ctx: typer.Context,
     inventory: InventoryOpt = None,
     policy_file: PolicyOpt = None,
 ) -> None:
     """An interactive session: questions, requests, approvals; `help`, `history`, `exit`."""
-    c: _Context = ctx.obj
+    from patchpilot.agents.intake import MAX_TEXT_LENGTH
+
+    c: Context = ctx.obj
     interactive = sys.stdin.isatty()
     with _session(c, inventory, policy_file) as session:
         if interactive:
@@ -155,7 +157,6 @@ def chat_cmd(
 
 
 memory_app = typer.Typer(help="The vector memory of decisions, outcomes and incidents.")
-app.add_typer(memory_app, name="memory")
 
 
 @memory_app.command("search")
@@ -173,7 +174,7 @@ def memory_search_cmd(
     memory = VectorMemory.open(ctx.obj.settings)
     items = memory.recall(query, k=limit)
     if fmt is OutputFormat.JSON:
-        _emit_json(
+        emit_json(
             {"schema": "patchpilot.memory/v1", "items": [i.model_dump(mode="json") for i in items]}
         )
         return

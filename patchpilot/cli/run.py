@@ -1,11 +1,12 @@
 """CLI commands of patch runs: ``run``, ``approvals``, ``approve``, ``reject``, ``baseline``.
 
-Registered on :data:`patchpilot.cli.main.app` when :mod:`patchpilot.cli.main` is imported.
-``resume`` and
-``report`` (in :mod:`patchpilot.cli.main`) call :func:`resume_patch_run` and :func:`print_run` for
-runs of kind ``run``.
+Each command parses its options, calls a use case of :mod:`patchpilot.app.runs` or
+:mod:`patchpilot.app.approvals` with the OS user as the acting identity, and prints.
+``resume`` and ``report`` (in :mod:`patchpilot.cli.scan`) call :func:`resume_patch_run` and
+:func:`print_run_table` for runs of kind ``run``. The run graph (langgraph) loads only when one
+of these commands runs.
 
-Exit codes of a patch run (added to those in :mod:`patchpilot.cli.main`):
+Exit codes of a patch run (added to those in :mod:`patchpilot.cli.app`):
 
 ====  ==========================================================================
 0     completed, every deployed item installed (or nothing to do)
@@ -27,60 +28,46 @@ lists it under ``unreachable``.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 
-from patchpilot.app.approvals import (
-    DecisionSource,
-    continue_waiting_run,
-    decide,
-    decision_of,
-    expire,
-)
-from patchpilot.cli.main import (
+from patchpilot.cli.app import (
+    Context,
     InventoryOpt,
     LimitOpt,
     OutputFormat,
-    _Context,
-    _emit_json,
-    _host_progress,
-    _inventory_for,
-    _store,
-    app,
+    emit_json,
     err,
+    host_progress,
+    inventory_for,
     out,
     safe,
 )
-from patchpilot.core.audit import AuditLog, current_actor
-from patchpilot.core.errors import (
-    ConfigError,
-    InvalidInputError,
-    PatchpilotError,
-    UnknownTargetError,
-)
+from patchpilot.core.audit import AuditLog
+from patchpilot.core.errors import ConfigError, InvalidInputError, PatchpilotError
 from patchpilot.core.inventory import select_hosts
 from patchpilot.core.models import Ecosystem, utcnow
-from patchpilot.core.policy import Policy, load_policy
-from patchpilot.core.settings import Settings
+from patchpilot.core.policy import load_policy
 from patchpilot.core.store import Store
 from patchpilot.core.text import MAX_COMMENT_LENGTH, bounded
 from patchpilot.core.validate import split_pin, validate_package_name
-from patchpilot.graphs.run import (
-    RunBusyError,
-    RunContext,
-    RunResult,
-    load_run_state,
-    result_of,
-    start_run,
-)
-from patchpilot.graphs.run_document import RUN_EXIT, run_document, run_exit_code
 
-__all__ = ["RUN_EXIT", "baseline_app", "print_run", "resume_patch_run", "run_exit_code"]
+if TYPE_CHECKING:
+    from patchpilot.graphs.run import RunResult
+
+__all__ = [
+    "approvals_cmd",
+    "approve_cmd",
+    "baseline_app",
+    "print_run",
+    "print_run_table",
+    "reject_cmd",
+    "resume_patch_run",
+    "run_cmd",
+]
 
 
 OnlyOpt = Annotated[
@@ -116,11 +103,6 @@ def _parse_only(specs: list[str] | None) -> list[tuple[str, str | None]]:
     return parsed
 
 
-def _context(settings: Settings, store: Store, policy: Policy) -> RunContext:
-    """The run's context: the one factory of its start and of every resume, approve, reject."""
-    return RunContext.create(settings, store, policy)
-
-
 def _comment(comment: str | None) -> str | None:
     """``--comment`` as given, or refused (exit 2) before anything is looked up or decided.
 
@@ -135,19 +117,19 @@ def _comment(comment: str | None) -> str | None:
         raise typer.BadParameter(exc.reason, param_hint="'--comment'") from exc
 
 
-def print_run(store: Store, settings: Settings, result: RunResult, fmt: OutputFormat) -> int:
+def print_run(store: Store, c: Context, result: RunResult, fmt: OutputFormat) -> int:
     """Print the run document (table or JSON); return the run's exit code."""
-    snapshot = load_run_state(result.run_id, settings)
-    records = store.deployments(result.run_id)
-    document = run_document(result, snapshot, records, store.approval(result.run_id))
+    from patchpilot.app import runs
+
+    document = runs.document(c.settings, store, result)
     if fmt is OutputFormat.JSON:
-        _emit_json(document)
+        emit_json(document)
     else:
-        _print_run_table(document)
-    return run_exit_code(document)
+        print_run_table(document)
+    return runs.exit_code(document)
 
 
-def _print_run_table(doc: dict[str, Any]) -> None:
+def print_run_table(doc: dict[str, Any]) -> None:
     plan = doc["plan"]
     if plan is not None:
         rows = {(d["host"], d["package"]): d for d in doc["deployments"]}
@@ -213,7 +195,6 @@ def _print_run_table(doc: dict[str, Any]) -> None:
         out.print(f"[dim]{safe(doc['hint'])}[/]")
 
 
-@app.command("run")
 def run_cmd(
     ctx: typer.Context,
     inventory: InventoryOpt = None,
@@ -238,68 +219,69 @@ def run_cmd(
     fmt: RunFormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Patch hosts: discover, assess, plan, test, schedule, approve, deploy in rings, report."""
-    c: _Context = ctx.obj
+    from patchpilot.app import runs
+
+    c: Context = ctx.obj
     settings = c.settings
     specs = _parse_only(only)
     # `-t local` is this machine: no inventory needed (never the default: patching this
     # machine is asked for by name).
-    inv = _inventory_for(c, inventory, required=target != "local")
+    inv = inventory_for(c, inventory, required=target != "local")
     hosts = select_hosts(inv, None if target in (None, "all") else target, limit)
     policy = load_policy(policy_file or settings.policy_path)
-    with _store(c) as store:
-        fetch = settings.feeds.auto_update and not offline and not store.has_advisories()
-        context = _context(settings, store, policy)
-        with _host_progress(len(hosts), ("discover", "assess")) as on_progress:
-            context.on_progress = on_progress
-            result = start_run(
+    with c.store() as store:
+        with host_progress(len(hosts), ("discover", "assess")) as on_progress:
+            result = runs.start(
+                settings,
+                store,
                 hosts,
-                context,
+                actor=c.actor,
                 target=target or "all",
                 policy=policy,
                 only=specs,
                 dry_run=dry_run,
-                offline=not fetch,
+                offline=offline,
                 refresh=refresh,
                 limit=limit,
+                on_progress=on_progress,
             )
-        code = print_run(store, settings, result, fmt)
+        code = print_run(store, c, result, fmt)
     raise typer.Exit(code)
 
 
-def _make_context(c: _Context, store: Store) -> Callable[[Policy], RunContext]:
-    return lambda policy: _context(c.settings, store, policy)
-
-
 def _decide(
-    ctx: typer.Context, run_id: str, status: Literal["approved", "rejected"], comment: str | None
-) -> RunResult:
-    c: _Context = ctx.obj
-    with _store(c) as store:
+    ctx: typer.Context,
+    run_id: str,
+    status: Literal["approved", "rejected"],
+    comment: str | None,
+    fmt: OutputFormat,
+) -> None:
+    """Record the decision, continue the run in the foreground, print it, exit with its code."""
+    from patchpilot.app.approvals import DecisionSource, decide
+    from patchpilot.app.contexts import run_context_factory
+
+    c: Context = ctx.obj
+    with c.store() as store:
         record = store.approval(run_id)
         if record is not None and record.status == "pending" and record.expired_at(utcnow()):
             err.print(f"[red]the approval of run {safe(run_id)} expired at {record.expires_at}[/]")
-        return decide(
+        result = decide(
             c.settings,
             store,
             run_id,
             status,
             comment=comment,
-            make_context=_make_context(c, store),
+            make_context=run_context_factory(c.settings, store, actor=c.actor),
             source=DecisionSource(
                 parser="cli",
                 words=f"patchpilot {'approve' if status == 'approved' else 'reject'} {run_id}",
             ),
+            actor=c.actor,
         )
-
-
-def _finish(ctx: typer.Context, result: RunResult, fmt: OutputFormat) -> None:
-    c: _Context = ctx.obj
-    with _store(c) as store:
-        code = print_run(store, c.settings, result, fmt)
+        code = print_run(store, c, result, fmt)
     raise typer.Exit(code)
 
 
-@app.command("approve")
 def approve_cmd(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run waiting for approval.")],
@@ -307,15 +289,9 @@ def approve_cmd(
     fmt: RunFormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Approve a run's frozen plan and continue the run in the foreground."""
-    comment = _comment(comment)
-    try:
-        result = _decide(ctx, run_id, "approved", comment)
-    except RunBusyError as exc:
-        raise PatchpilotError(str(exc)) from exc
-    _finish(ctx, result, fmt)
+    _decide(ctx, run_id, "approved", _comment(comment), fmt)
 
 
-@app.command("reject")
 def reject_cmd(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="The run waiting for approval.")],
@@ -323,12 +299,9 @@ def reject_cmd(
     fmt: RunFormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Reject a run's plan: nothing is deployed and the run ends ``rejected``."""
-    comment = _comment(comment)
-    result = _decide(ctx, run_id, "rejected", comment)
-    _finish(ctx, result, fmt)
+    _decide(ctx, run_id, "rejected", _comment(comment), fmt)
 
 
-@app.command("approvals")
 def approvals_cmd(
     ctx: typer.Context,
     show_all: Annotated[
@@ -337,26 +310,20 @@ def approvals_cmd(
     fmt: RunFormatOpt = OutputFormat.TABLE,
 ) -> None:
     """List runs waiting for approval (expired ones are marked expired and their runs end)."""
-    c: _Context = ctx.obj
-    settings = c.settings
-    now = utcnow()
-    with _store(c) as store:
-        for record in store.approvals("pending"):
-            if record.expired_at(now):
-                expire(store, settings, record, now)
-                expired = store.approval(record.run_id)
-                assert expired is not None
-                with contextlib.suppress(RunBusyError):
-                    continue_waiting_run(
-                        settings,
-                        store,
-                        record.run_id,
-                        decision_of(expired),
-                        _make_context(c, store),
-                    )
-        records = store.approvals(None if show_all else "pending")
+    from patchpilot.app.approvals import list_approvals
+    from patchpilot.app.contexts import run_context_factory
+
+    c: Context = ctx.obj
+    with c.store() as store:
+        records = list_approvals(
+            c.settings,
+            store,
+            actor=c.actor,
+            include_decided=show_all,
+            make_context=run_context_factory(c.settings, store, actor=c.actor),
+        )
     if fmt is OutputFormat.JSON:
-        _emit_json(
+        emit_json(
             {
                 "schema": "patchpilot.approvals/v1",
                 "approvals": [r.model_dump(mode="json") for r in records],
@@ -386,61 +353,29 @@ def approvals_cmd(
 
 def resume_patch_run(ctx: typer.Context, run_id: str, fmt: OutputFormat) -> None:
     """``patchpilot resume`` for a patch run: after a crash, an approval, or for the window."""
-    c: _Context = ctx.obj
-    settings = c.settings
-    with _store(c) as store:
-        record = store.approval(run_id)
-        snapshot = load_run_state(run_id, settings)
-        if snapshot is None:
-            raise UnknownTargetError(f"no checkpoint for run {run_id}", key="run_id")
-        decision = None
-        if record is not None and any(i.get("kind") == "approval" for i in snapshot.interrupts):
-            if record.status == "pending" and record.expired_at(utcnow()):
-                expire(store, settings, record, utcnow())
-                record = store.approval(run_id)
-            if record is not None and record.status != "pending":
-                decision = decision_of(record)
-        try:
-            result = continue_waiting_run(
-                settings, store, run_id, decision, _make_context(c, store)
-            )
-        except RunBusyError as exc:
-            raise PatchpilotError(str(exc)) from exc
-        code = print_run(store, settings, result, fmt)
+    from patchpilot.app import runs
+
+    c: Context = ctx.obj
+    with c.store() as store:
+        result = runs.resume(c.settings, store, run_id, actor=c.actor)
+        code = print_run(store, c, result, fmt)
     raise typer.Exit(code)
-
-
-def report_patch_run(store: Store, settings: Settings, run_id: str) -> dict[str, Any] | None:
-    """The run document of a patch run from its checkpoint (``None``: no checkpoint).
-
-    A run whose step raised says why (the reason recorded in the store when it failed).
-    """
-    snapshot = load_run_state(run_id, settings)
-    if snapshot is None:
-        return None
-    run = store.get_run(run_id)
-    failure = None
-    if run is not None and run.status == "failed" and run.summary:
-        failure = run.summary.get("reason")
-    result = result_of(run_id, snapshot, failure=failure)
-    return run_document(result, snapshot, store.deployments(run_id), store.approval(run_id))
 
 
 baseline_app = typer.Typer(
     help="Baseline rejections: versions rejected after a failed health check.",
     no_args_is_help=True,
 )
-app.add_typer(baseline_app, name="baseline")
 
 
 @baseline_app.command("rejections")
 def rejections_cmd(ctx: typer.Context, fmt: RunFormatOpt = OutputFormat.TABLE) -> None:
     """List versions rejected until a person clears them."""
-    c: _Context = ctx.obj
-    with _store(c) as store:
+    c: Context = ctx.obj
+    with c.store() as store:
         records = store.active_rejections()
     if fmt is OutputFormat.JSON:
-        _emit_json(
+        emit_json(
             {
                 "schema": "patchpilot.rejections/v1",
                 "rejections": [r.model_dump(mode="json") for r in records],
@@ -468,12 +403,12 @@ def clear_cmd(
     comment: CommentOpt = None,
 ) -> None:
     """Clear a rejection: the version may be planned again."""
-    c: _Context = ctx.obj
+    c: Context = ctx.obj
     name, version = _parse_only([spec])[0]
     if version is None:
         raise ConfigError("give PACKAGE=VERSION", key="spec")
-    actor = current_actor()
-    with _store(c) as store:
+    actor = c.actor
+    with c.store() as store:
         record = store.clear_rejection(name, version, by=actor)
     AuditLog.for_settings(c.settings, actor=actor).record(
         "baseline.cleared",

@@ -1,10 +1,14 @@
-"""The patchpilot exception hierarchy.
+"""The patchpilot exception hierarchy: every project exception, where it lives, what it means.
 
 Every error raised on purpose by patchpilot derives from :class:`PatchpilotError` and carries
 an actionable message. Subclasses also inherit from the matching builtin on purpose: LangGraph's
 default retry policy retries ``ConnectionError`` and never retries ``ValueError``/``OSError``,
 so transient failures (connection set-up) are retried and deterministic ones (parse, validation,
 host-key mismatch) are not.
+
+The classes of this module are importable from here; the others are defined next to the code
+that raises them (the module is named in brackets; ``core`` is :mod:`patchpilot.core`, ``tools``
+:mod:`patchpilot.tools`...) and catchable as :class:`PatchpilotError` everywhere::
 
     PatchpilotError
     ├── ConfigError (ValueError)                 bad settings / policy / inventory file
@@ -13,17 +17,69 @@ host-key mismatch) are not.
     ├── InvalidInputError (ValueError)           free text (comment, chat line, pattern) refused
     ├── NotAuthorizedError (PermissionError)     an identity not allowed to do this (approve)
     ├── InvalidVersionError (ValueError)         a version string the ecosystem does not accept
+    ├── UnknownEcosystemError (ValueError)       no version ordering for this ecosystem
+    │                                            [core.versions]
     ├── FactParseError (ValueError)              command output that does not parse
     ├── UnsupportedPlatformError                 no fact/operation for this OS family
+    ├── StoreError                               the SQLite store refused or failed an operation;
+    │                                            a failed write changed nothing (also exported
+    │                                            by core.store)
+    ├── AuditError (OSError)                     the audit log could not be written or read
+    │                                            [core.audit]
     ├── LabError                                 the lab fleet (`patchpilot lab`) failed
     ├── FeedError (ValueError)                   bad, oversized, wrong-schema or non-UTF-8 feed
     ├── FeedFetchError (ConnectionError)         feed download failed after our retries
-    └── TransportError                           running commands on a host
-        ├── HostConnectError (ConnectionError)   network / SSH handshake failed (retried)
-        ├── HostKeyError                         unknown or changed host key (never retried)
-        ├── AuthenticationError                  key / agent refused
-        ├── CommandTimeoutError (TimeoutError)   a command ran past its timeout
-        └── CommandFailedError                   non-zero exit where success was required
+    ├── TransportError                           running commands on a host
+    │   ├── HostConnectError (ConnectionError)   network / SSH handshake failed (retried)
+    │   ├── HostKeyError                         unknown or changed host key (never retried)
+    │   ├── AuthenticationError                  key / agent refused
+    │   ├── CommandTimeoutError (TimeoutError)   a command ran past its timeout
+    │   └── CommandFailedError                   non-zero exit where success was required
+    │       └── SudoRefusedError                 sudo refused a privileged command (a privilege
+    │                                            problem on the host) [tools.transport.base]
+    ├── ChangelogError                           reading a package's Debian changelog failed
+    │   │                                        [tools.changelog.errors, as are its subclasses]
+    │   ├── ChangelogUnavailable (LookupError)   that version cannot be downloaded from the
+    │   │                                        host's repositories
+    │   ├── ChangelogNotShipped (LookupError)    the .deb ships no changelog
+    │   ├── ChangelogFetchError (ConnectionError) the host could not download the package
+    │   │                                        (network, proxy, DNS; may be retried)
+    │   └── ChangelogParseError (ValueError)     the changelog (or its command output) does not
+    │                                            parse
+    ├── LLMError (RuntimeError)                  an LLM call failed [tools.llm.errors, as are
+    │   │                                        its subclasses]
+    │   ├── LLMConfigError (ValueError)          LLM settings or call arguments cannot work
+    │   ├── LLMRequestError (ValueError)         the endpoint refused the request for good
+    │   ├── LLMUnavailableError                  rate limits, 5xx, timeouts or connection
+    │   │                                        failures outlasted every retry
+    │   ├── LLMOutputError (ValueError)          the answer was unusable (not JSON, not the
+    │   │                                        schema, truncated, refused, filtered)
+    │   └── LLMBudgetExceeded                    the run's LLM call/token budget is spent; no
+    │                                            request was sent
+    ├── VectorMemoryError                        the vector memory could not be opened, written
+    │   │                                        or queried [tools.memory.errors, as are its
+    │   │                                        subclasses]
+    │   ├── VectorMemoryUnavailable (ConnectionError) Chroma or the embeddings endpoint is
+    │   │                                        unreachable (transient; retried)
+    │   └── EmbeddingMismatchError (ValueError)  the memory was built with another embedding
+    │                                            function than the configured one
+    ├── RateControlError (RuntimeError)          the rollout rate controller was used out of
+    │                                            order (a caller's bug) [agents.scheduling]
+    └── RunBusyError                             another process is driving this run right now
+                                                 [graphs.scan]
+
+Outside the tree, on purpose (never shown to an operator as a patchpilot error):
+
+* ``FailpointError`` (RuntimeError) [core.failpoints]: raised by a failpoint armed with
+  ``:raise``, only in crash tests.
+* ``UnsupportedHostError`` (Exception) [core.inventory._graph]: an inventory host patchpilot
+  cannot manage (e.g. ``ansible_connection=winrm``); caught inside the inventory loader, which
+  skips the host.
+* ``ResponseRefused`` (``httpx.RequestError``) [tools.llm.transport]: a response refused while
+  being read (too large, unsupported encoding); the LLM client turns it into an ``LLMError``.
+* ``_Retryable`` [tools.feeds.fetch, tools.llm.client] and ``_RetryableConnectError``
+  [tools.transport.ssh]: private retry signals, turned into ``FeedFetchError``, ``LLMError``
+  or ``HostConnectError`` after the last attempt.
 """
 
 from __future__ import annotations
@@ -45,6 +101,7 @@ __all__ = [
     "LabError",
     "NotAuthorizedError",
     "PatchpilotError",
+    "StoreError",
     "TransportError",
     "UnknownTargetError",
     "UnsafeArgumentError",
@@ -120,6 +177,15 @@ class FactParseError(PatchpilotError, ValueError):
 
 class UnsupportedPlatformError(PatchpilotError):
     """The host's OS family is not supported by the requested fact or operation."""
+
+
+class StoreError(PatchpilotError):
+    """The store refused or failed an operation; a failed write changed nothing.
+
+    Raised for an unusable database file (corrupt, or written by a newer patchpilot), for a
+    reference to an unknown run, for invalid data (an invalid fixed version, a finding of
+    another host) and for SQLite errors, which are chained as ``__cause__``.
+    """
 
 
 class TransportError(PatchpilotError):

@@ -47,6 +47,11 @@ class PlanItem(_Frozen):
     arch: str = ""
     from_version: str | None = Field(description="installed version; None = new install")
     to_version: str = Field(description="exact version the host's repositories offer")
+    ecosystem: Ecosystem = Field(
+        default=Ecosystem.DEBIAN,
+        description="the package ecosystem (it picks the host's package manager and the "
+        "version ordering); plans and checkpoints older than this field are debian",
+    )
     source_package: str | None = None
     origin: UpdateOrigin = UpdateOrigin.UNKNOWN
     security: bool = False
@@ -111,13 +116,22 @@ def _canonical(items: Iterable[PlanItem]) -> list[PlanItem]:
     return sorted(items, key=lambda i: (i.host, i.package, i.arch, i.to_version))
 
 
+def _hashed(item: PlanItem) -> dict[str, object]:
+    """The item's JSON for the hash; a debian ``ecosystem`` (the default) is left out, so
+    plans frozen before the field existed keep their hash."""
+    data: dict[str, object] = item.model_dump(mode="json")
+    if item.ecosystem is Ecosystem.DEBIAN:
+        data.pop("ecosystem")
+    return data
+
+
 def items_hash(items: Iterable[PlanItem]) -> str:
     """sha256 (hex) of the canonical JSON of the items (sorted by host and package).
 
     >>> items_hash([]) == hashlib.sha256(b"[]").hexdigest()
     True
     """
-    payload = [item.model_dump(mode="json") for item in _canonical(items)]
+    payload = [_hashed(item) for item in _canonical(items)]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

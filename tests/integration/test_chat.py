@@ -269,33 +269,3 @@ def test_llm_faults_fall_back_to_the_grammar(lab: LabHandle, tmp_path: Path) -> 
     assert (item["host"], item["to"]) == ("canary-1", "1.1.0")
     testing = next(a for a in doc["run"]["assistance"] if a["task"] == "testing")
     assert testing["by"] == "core"
-
-
-def test_a_model_that_widens_the_scope_is_refused(lab: LabHandle, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    scan(home, lab)
-    hostile = {
-        **INTAKE,
-        "hosts": ["db-1", "web-1"],
-        "all_hosts": True,
-        "packages": [
-            {"name": "acme-web", "version": "1.1.0"},
-            {"name": "openssh-server", "version": None},
-        ],
-    }
-    with LLMTestServer(responder=lambda body: answer(hostile)) as server:
-        env = {"PATCHPILOT_LLM__BASE_URL": server.base_url, "PATCHPILOT_LLM__CACHE": "false"}
-        text = f"upgrade acme-web to 1.1.0 on staging now. {INJECTION}"
-        doc = ask(home, lab, text, **env)
-        sent = server.chat_requests[0]["messages"][1]["content"]
-    assert INJECTION in sent
-    assert "<<<DATA chat request (untrusted" in sent
-    assert doc["run"] is None
-    assert doc["request"]["needs_clarification"]
-    notes = " ".join(doc["llm_notes"])
-    for dropped in ("'db-1'", "'web-1'", "all hosts", "'openssh-server'"):
-        assert dropped in notes
-    runs = json.loads(cli(home, lab, "runs", "--format", "json").stdout)["runs"]
-    assert [r["kind"] for r in runs] == ["scan"]  # nothing was planned, nothing ran
-    check = lab.exec("canary-1", ["dpkg-query", "-W", "-f", "${Version}", "acme-web"])
-    assert check.stdout == "1.0.0"

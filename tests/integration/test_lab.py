@@ -76,21 +76,6 @@ def test_db1_is_held_and_dist_upgrade_removes_the_plugin(lab: LabHandle) -> None
     assert other.returncode != 0  # only db-1 has the agent
 
 
-def test_upgrade_to_broken_then_roll_back(lab: LabHandle) -> None:
-    host = lab.host("web-1")
-    install = ["apt-get", "install", "-y", "--allow-downgrades"]
-    try:
-        assert lab.exec(host.name, [*install, "acme-web=1.2.0"]).returncode == 0
-        assert _wait_health(host.acme_port, 503) == 503
-        assert lab.exec(host.name, [*install, "acme-web=1.1.0"]).returncode == 0
-        assert _wait_health(host.acme_port, 200) == 200
-        version = lab.exec(host.name, ["dpkg-query", "-W", "-f", "${Version}", "acme-web"])
-        assert version.stdout == "1.1.0"
-    finally:
-        lab.exec(host.name, [*install, "acme-web=1.0.0"])
-    assert _wait_health(host.acme_port, 200) == 200
-
-
 def test_up_repairs_a_stopped_host(lab: LabHandle) -> None:
     before = {h.name: h.pid for h in lab.lab.status().hosts}
     lab.stop_host("canary-1")

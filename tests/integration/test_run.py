@@ -4,6 +4,10 @@ Every test drives the real CLI in subprocesses (as a person or a scheduler would
 session's 3-host lab, with its own PATCHPILOT_HOME and an explicit policy derived from the
 lab's policy (which has the per-host acme-web health checks). Each test leaves the lab as it
 found it: acme-web 1.0.0 everywhere, held on db-1 (``restore_lab``).
+
+Only what needs real hosts is here (a real rollout, rollback, security update, kill -9 and
+hold); the graph's other flows (the error threshold, a predicted removal, the maintenance
+window, dry runs, reject, expiry...) run hermetically in tests/unit/test_graph_run.py.
 """
 
 from __future__ import annotations
@@ -241,50 +245,6 @@ def test_a_real_debian_security_update_goes_through_the_same_path(
     assert _version(lab, "canary-1", "libexpat1") == f"{before} ii"
 
 
-def test_error_threshold_zero_starts_no_host_after_the_first_failure(
-    lab: LabHandle, tmp_path: Path
-) -> None:
-    home = tmp_path / "home"
-    lab.exec("db-1", ["apt-mark", "unhold", "acme-web"])
-    # Two broken hosts: dpkg refuses to run there (the simulation still passes).
-    for host in ("canary-1", "db-1"):
-        hook = 'DPkg::Pre-Invoke {"echo broken by the test >&2; false";};\n'
-        lab.exec(host, ["sh", "-c", f"printf '%s' '{hook}' > {BROKEN_HOOK}"])
-    pol = policy(
-        lab,
-        tmp_path,
-        approvals={"tags": []},
-        schedule={
-            "rings": [{"name": "all"}],
-            "waves": [3],
-            "rate": {"max_concurrency": 3, "max_errors": 0},
-        },
-    )
-    doc = run_json(
-        home,
-        "run",
-        "-i",
-        str(lab.inventory_path),
-        "--policy",
-        str(pol),
-        "--offline",
-        "--only",
-        "acme-web=1.1.0",
-        expect=7,
-    )
-    assert doc["status"] == "halted"
-    assert "error threshold exceeded: 1 failed, 0 allowed" in doc["reason"]
-    assert statuses(doc) == {"canary-1": "failed", "db-1": "pending", "web-1": "pending"}
-    started = [
-        e.host
-        for e in read_events(home / "audit.log", run_id=doc["run_id"])
-        if e.action == "deploy.started"
-    ]
-    assert started == ["canary-1"]
-    for host in ("canary-1", "web-1", "db-1"):
-        assert _version(lab, host) == "1.0.0 ii"
-
-
 def _upgrades(lab: LabHandle, host: str) -> int:
     log = lab.exec(host, ["cat", "/var/log/dpkg.log"]).stdout
     return sum(1 for line in log.splitlines() if " upgrade acme-web:all 1.0.0 1.1.0" in line)
@@ -328,130 +288,6 @@ def test_kill_9_mid_wave_then_resume_patches_no_host_twice(lab: LabHandle, tmp_p
     assert started.count("canary-1") == 1  # finished before the kill: reused, not redeployed
     assert started.count("db-1") == 2  # in flight at the kill: inspected again
     assert any(e.action == "deploy.resumed_at_target" and e.host == "db-1" for e in events)
-
-
-def test_a_predicted_removal_is_never_deployed_without_approval(
-    lab: LabHandle, tmp_path: Path
-) -> None:
-    home = tmp_path / "home"
-    pol = policy(lab, tmp_path, approvals={"tags": []})
-    doc = run_json(
-        home,
-        "run",
-        "-i",
-        str(lab.inventory_path),
-        "--policy",
-        str(pol),
-        "--offline",
-        "--limit",
-        "db-1",
-        "--only",
-        "acme-agent",
-        expect=6,
-    )
-    (item,) = doc["plan"]["items"]
-    assert (item["package"], item["to"]) == ("acme-agent", "2.0.0")
-    assert item["test"]["status"] == "blocked"
-    assert "removals" in item["test"]["classifications"]
-    assert any("predicts package removals" in r for r in doc["approval"]["reasons"])
-
-    rejected = run_json(home, "reject", doc["run_id"], "--comment", "plugin still needed", expect=8)
-    assert rejected["status"] == "rejected"
-    assert "plugin still needed" in rejected["reason"]
-    (row,) = rejected["deployments"]
-    assert row["status"] == "skipped"
-    assert "blocked by the compatibility test until approved" in row["reason"]
-    assert _version(lab, "db-1", "acme-agent") == "1.0.0 ii"
-    assert _version(lab, "db-1", "acme-plugin-legacy") == "1.0.0 ii"
-
-
-def test_a_run_outside_its_window_waits_and_resumes_when_it_opens(
-    lab: LabHandle, tmp_path: Path
-) -> None:
-    # The real graph on the real lab, through the API with a controllable clock: the window is
-    # 22:00-00:00 UTC with a 30-minute cutoff (no new host after 23:30).
-    from datetime import UTC, datetime
-
-    from patchpilot.core.audit import AuditLog
-    from patchpilot.core.inventory import load_inventory
-    from patchpilot.core.policy import load_policy
-    from patchpilot.core.settings import load_settings
-    from patchpilot.core.store import Store
-    from patchpilot.graphs.run import RunContext, continue_run, start_run
-
-    now = [datetime(2026, 11, 27, 21, 0, tzinfo=UTC)]
-    window = {"name": "nightly", "cron": "0 22 * * *", "duration": "PT2H", "cutoff": "PT30M"}
-    pol = load_policy(
-        policy(
-            lab,
-            tmp_path,
-            approvals={"tags": []},
-            schedule={"always_open": False, "windows": [window]},
-        )
-    )
-    settings = load_settings(home=tmp_path / "home", discovery={"changelogs": "none"})
-    hosts = [dict(load_inventory(lab.inventory_path).hosts)["canary-1"]]
-    with Store(settings.store_path) as store:
-        context = RunContext(
-            settings=settings,
-            store=store,
-            policy=pol,
-            audit=AuditLog.for_settings(settings),
-            clock=lambda: now[0],
-        )
-        first = start_run(
-            hosts, context, target="canary-1", policy=pol, only=[("acme-web", "1.1.0")]
-        )
-        assert (first.status, first.waiting) == ("halted", "window")
-        assert "opens at 2026-11-27T22:00:00+00:00" in (first.reason or "")
-        assert _version(lab, "canary-1") == "1.0.0 ii"
-
-        now[0] = datetime(2026, 11, 27, 23, 40, tzinfo=UTC)  # inside, but after the cutoff
-        late = continue_run(first.run_id, context)
-        assert (late.status, late.waiting) == ("halted", "window")
-        assert _version(lab, "canary-1") == "1.0.0 ii"
-
-        now[0] = datetime(2026, 11, 28, 22, 5, tzinfo=UTC)  # the next night, in the window
-        done = continue_run(first.run_id, context)
-        assert done.status == "completed", done.reason
-        assert _version(lab, "canary-1") == "1.1.0 ii"
-        assert store.get_run(first.run_id).status == "completed"  # type: ignore[union-attr]
-
-
-def test_dry_run_changes_nothing_and_needs_no_approval(lab: LabHandle, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    doc = run_json(
-        home,
-        "run",
-        "-i",
-        str(lab.inventory_path),
-        "--policy",
-        str(lab.lab.policy_path),
-        "--offline",
-        "--only",
-        "acme-web=1.1.0",
-        "--dry-run",
-        expect=0,
-    )
-    assert doc["status"] == "completed"
-    assert doc["dry_run"] is True
-    assert doc["approval"]["reasons"]  # would be needed (web-1 is prod), not asked in a dry run
-    # No health check runs in a dry run (a check may be a command): it says what it would check.
-    assert {d["host"]: (d["status"], d["reason"]) for d in doc["deployments"]} == {
-        host: (
-            "pending",
-            "dry run: would install 1.1.0 (installed: 1.0.0); health checks not run (dry run), "
-            f"would check: HTTP http://127.0.0.1:{lab.host(host).acme_port}/health answers 200 "
-            "containing 'OK'",
-        )
-        for host in ("canary-1", "web-1")
-    }
-    actions = [e.action for e in read_events(home / "audit.log", run_id=doc["run_id"])]
-    assert actions.count("health.not_run") == 2
-    assert not {"health.passed", "health.failed"} & set(actions)
-    for host in ("canary-1", "web-1", "db-1"):
-        assert _version(lab, host).startswith("1.0.0 ")
-    assert run_json(home, "approvals", expect=0)["approvals"] == []
 
 
 def test_a_held_package_is_reported_not_silently_skipped(lab: LabHandle, tmp_path: Path) -> None:

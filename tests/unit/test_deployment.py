@@ -20,6 +20,7 @@ from patchpilot.agents.deployment import (
     AnyCheck,
     HostDeployment,
     ItemDeployment,
+    RingHooks,
     deploy_host,
     deploy_ring,
     rejected_after_failure,
@@ -668,3 +669,60 @@ def test_host_deployment_round_trips_through_json(settings: Settings, audit: Aud
     result = _deploy(FakeDebian({"acme-web": "1.0.0"}), [_item("h1", "1.2.0")], settings, audit)
     again = HostDeployment.model_validate_json(result.model_dump_json())
     assert again == result
+
+
+class _RecordingHooks(RingHooks):
+    """Ring hooks as one object: checks, a start gate after ``allow`` hosts, records."""
+
+    def __init__(self, allow: int) -> None:
+        self.allow = allow
+        self.started: list[str] = []
+        self.done: list[str] = []
+        self.asked_approval: list[str] = []
+
+    def checks_for(self, host: Host) -> list[AnyCheck]:
+        return [CHECK]
+
+    def may_start(self) -> str | None:
+        return None if len(self.started) < self.allow else "window closed"
+
+    def approved(self, host: Host) -> bool:
+        self.asked_approval.append(host.name)
+        return False
+
+    def on_host_start(self, host: Host) -> None:
+        self.started.append(host.name)
+
+    def on_host_done(self, deployment: HostDeployment) -> None:
+        self.done.append(deployment.host)
+
+
+def test_ring_hooks_object_replaces_the_callbacks(settings: Settings, audit: AuditLog) -> None:
+    fakes = {name: FakeDebian({"acme-web": "1.0.0"}) for name in ("a", "b", "c")}
+    hosts = [_host(n) for n in fakes]
+    hooks = _RecordingHooks(allow=2)
+    result = deploy_ring(
+        hosts,
+        {h.name: [_item(h.name, "1.1.0")] for h in hosts},
+        settings,
+        _policy((3,), 1, 0),
+        dry_run=False,
+        audit=audit,
+        transport_factory=_factory(fakes),
+        hooks=hooks,
+    )
+    assert hooks.started == ["a", "b"]
+    assert hooks.done == ["a", "b", "c"]
+    assert hooks.asked_approval == ["a", "b"]
+    assert [h.status for h in result.hosts] == ["installed", "installed", "pending"]
+    assert result.halted
+    assert result.reason == "window closed"
+    assert all(f.health_checks for f in (fakes["a"], fakes["b"]))
+
+
+def test_ring_hooks_and_callbacks_are_exclusive(settings: Settings, audit: AuditLog) -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        deploy_ring(
+            [_host("a")], {}, settings, _policy((1,), 1, 0), lambda host: [CHECK],
+            dry_run=False, audit=audit, hooks=RingHooks(),
+        )  # fmt: skip

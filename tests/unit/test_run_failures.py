@@ -30,13 +30,18 @@ from patchpilot.core.testing_models import (
 )
 from patchpilot.graphs.run import (
     ApprovalDecision,
+    ApprovalItem,
+    ApprovalRequest,
     RunOutcome,
     RunResult,
     RunSnapshot,
     RunState,
+    WindowResume,
+    WindowWait,
     _final_outcome,
     _remember_deployment,
     _remember_run,
+    parse_interrupt,
     unreached_hosts,
 )
 from patchpilot.graphs.run_document import host_compliance, run_document, run_exit_code
@@ -50,6 +55,7 @@ from patchpilot.graphs.scan import (
     run_lock,
     start_scan,
 )
+from patchpilot.tools.llm.models import LLMUsage
 from patchpilot.tools.memory import VectorMemory
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -287,6 +293,54 @@ def test_a_scan_driven_elsewhere_can_be_neither_started_nor_resumed(tmp_path: Pa
 def test_every_type_in_the_state_is_in_the_checkpoint_allowlist() -> None:
     allowed = set(checkpoint_types())
     assert {FeedStatus, FeedKind, SourcingReport, RunState, ApprovalDecision} <= allowed
+    # the interrupt payloads and resume values, and the LLM usage records in the state
+    assert {ApprovalRequest, ApprovalItem, WindowWait, WindowResume, LLMUsage} <= allowed
+
+
+def test_interrupt_payloads_round_trip_through_the_checkpointer_without_a_warning(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(home=tmp_path / "home")
+    request = ApprovalRequest(
+        run_id="run-1",
+        plan_id="plan-1",
+        content_hash="a" * 64,
+        reasons=["web-1 is tagged prod (approvals.tags)"],
+        expires_at=NOW,
+        items=[
+            ApprovalItem(
+                host="web-1", package="acme-web", from_version="1.0.0", to="1.1.0", rule="r"
+            )
+        ],
+        rings=[],
+    )
+    wait = WindowWait(run_id="run-1", reason="outside the maintenance window", ring="canary")
+    events: list[SerdeEvent] = []
+    unregister = register_serde_event_listener(events.append)
+    try:
+        with _checkpointer(settings) as saver:
+            back = saver.serde.loads_typed(
+                saver.serde.dumps_typed({"approval": request, "window": wait})
+            )
+    finally:
+        unregister()
+    assert back == {"approval": request, "window": wait}
+    assert events == []
+    # the published JSON is the one of 0.1: "from", an ISO time, no verdict keys when untested
+    payload = request.payload()
+    assert payload["expires_at"] == NOW.isoformat()
+    assert payload["items"] == [
+        {
+            "host": "web-1",
+            "package": "acme-web",
+            "from": "1.0.0",
+            "to": "1.1.0",
+            "rule": "r",
+            "cves": [],
+        }
+    ]
+    assert parse_interrupt(payload) == request
+    assert parse_interrupt(wait.payload()) == wait
 
 
 def test_a_sourcing_report_with_feeds_round_trips_without_a_serde_warning(

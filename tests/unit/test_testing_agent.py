@@ -34,7 +34,7 @@ from patchpilot.core.testing_models import (
     TestReport,
 )
 from patchpilot.tools.facts.apt_simulate import AptSimulateInstall, ConffileStatus, SimulationResult
-from patchpilot.tools.transport.base import Transport
+from patchpilot.tools.transport.base import Transport, TransportFactory
 from tests.fakes import ScriptedTransport
 
 REPO = Path(__file__).resolve().parents[2]
@@ -402,8 +402,8 @@ def _apt(case: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def transports(monkeypatch: pytest.MonkeyPatch) -> dict[str, ScriptedTransport]:
-    """Replace open_transport: canary-1 upgrades, db-1 is held, web-1 has no version 9.9,
+def transports() -> tuple[dict[str, ScriptedTransport], TransportFactory]:
+    """A transport factory: canary-1 upgrades, db-1 is held, web-1 has no version 9.9,
     down-1 is unreachable."""
     made: dict[str, ScriptedTransport] = {}
     answers = {
@@ -418,15 +418,17 @@ def transports(monkeypatch: pytest.MonkeyPatch) -> dict[str, ScriptedTransport]:
         made[host.name] = ScriptedTransport(_respond(answers[host.name]), name=host.name)
         return made[host.name]
 
-    monkeypatch.setattr(testing, "open_transport", fake_open)
-    return made
+    return made, fake_open
 
 
 def _hosts(*names: str) -> list[Host]:
     return [Host(name=n, address="127.0.0.1") for n in names]
 
 
-def test_test_plan_end_to_end(transports: dict[str, ScriptedTransport], tmp_path: Path) -> None:
+def test_test_plan_end_to_end(
+    transports: tuple[dict[str, ScriptedTransport], TransportFactory], tmp_path: Path
+) -> None:
+    made, factory = transports
     plan = PatchPlan.create(
         run_id="r1",
         created_at=NOW,
@@ -441,7 +443,12 @@ def test_test_plan_end_to_end(transports: dict[str, ScriptedTransport], tmp_path
     hosts = _hosts("canary-1", "db-1", "web-1", "down-1")
     with Store(tmp_path / "s.db") as store:
         report = testing.test_plan(
-            plan, hosts, Settings(home=tmp_path, concurrency=2), POLICY, history=store
+            plan,
+            hosts,
+            Settings(home=tmp_path, concurrency=2),
+            POLICY,
+            history=store,
+            transport_factory=factory,
         )
     assert isinstance(report, TestReport)
     assert report.plan_id == plan.plan_id
@@ -454,7 +461,7 @@ def test_test_plan_end_to_end(transports: dict[str, ScriptedTransport], tmp_path
     assert Classification.UPGRADES_ONLY in canary.classifications
     assert canary.services == ("acme-web",)
     # exactly one simulation of exactly that host's items, then services and conffiles
-    calls = transports["canary-1"].calls
+    calls = made["canary-1"].calls
     assert calls[0] == (
         "apt-get", "-s", "-o", "Debug::NoLocking=1", "-o", "APT::Get::Show-Versions=1",
         "install", "--only-upgrade", "--", "acme-web=1.1.0",
@@ -488,9 +495,7 @@ def test_test_plan_end_to_end(transports: dict[str, ScriptedTransport], tmp_path
     assert [i.key for i in report.deployable] == [("canary-1", "acme-web")]
 
 
-def test_downgrade_items_simulate_with_allow_downgrades(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_downgrade_items_simulate_with_allow_downgrades(tmp_path: Path) -> None:
     seen: list[tuple[str, ...]] = []
 
     def respond(argv: tuple[str, ...]) -> CommandResult:
@@ -502,21 +507,22 @@ def test_downgrade_items_simulate_with_allow_downgrades(
                 out = "@@md5sum\n"
         return CommandResult(host="", argv=argv, exit_code=code, stdout=out, stderr=err)
 
-    monkeypatch.setattr(
-        testing, "open_transport", lambda host, settings: ScriptedTransport(respond, host.name)
-    )
     plan = PatchPlan.create(
         run_id="r1", created_at=NOW, items=[item("canary-1", "acme-web", "1.1.0", "1.0.0")]
     )
-    report = testing.test_plan(plan, _hosts("canary-1"), Settings(home=tmp_path), POLICY)
+    report = testing.test_plan(
+        plan,
+        _hosts("canary-1"),
+        Settings(home=tmp_path),
+        POLICY,
+        transport_factory=lambda host, settings: ScriptedTransport(respond, host.name),
+    )
     assert "--allow-downgrades" in seen[0]
     assert report.host("canary-1").allow_downgrades
     assert report.item("canary-1", "acme-web").status is ItemStatus.READY
 
 
-def test_concurrency_is_bounded_and_order_is_stable(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_concurrency_is_bounded_and_order_is_stable(tmp_path: Path) -> None:
     lock = threading.Lock()
     active = 0
     peak = 0
@@ -532,28 +538,30 @@ def test_concurrency_is_bounded_and_order_is_stable(
         code, out, err = _apt("debian12_lab_version_not_found")
         return CommandResult(host="", argv=argv, exit_code=code, stdout=out, stderr=err)
 
-    monkeypatch.setattr(
-        testing, "open_transport", lambda host, settings: ScriptedTransport(respond, host.name)
-    )
     names = [f"h{n:02d}" for n in range(8)]
     plan = PatchPlan.create(
         run_id="r1", created_at=NOW, items=[item(n, "acme-web", "1.0.0", "9.9") for n in names]
     )
     report = testing.test_plan(
-        plan, _hosts(*reversed(names)), Settings(home=tmp_path, concurrency=3), POLICY
+        plan,
+        _hosts(*reversed(names)),
+        Settings(home=tmp_path, concurrency=3),
+        POLICY,
+        transport_factory=lambda host, settings: ScriptedTransport(respond, host.name),
     )
     assert peak <= 3
     assert [h.host for h in report.hosts] == names
     assert {i.status for i in report.items} == {ItemStatus.FAILED}
 
 
-def test_unexpected_error_is_contained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unexpected_error_is_contained(tmp_path: Path) -> None:
     def boom(host: Host, settings: Settings) -> Transport:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(testing, "open_transport", boom)
     plan = PatchPlan.create(run_id="r1", created_at=NOW, items=[WEB_11])
-    report = testing.test_plan(plan, _hosts("canary-1"), Settings(home=tmp_path), POLICY)
+    report = testing.test_plan(
+        plan, _hosts("canary-1"), Settings(home=tmp_path), POLICY, transport_factory=boom
+    )
     assert report.host("canary-1").status == "failed"
     assert "unexpected RuntimeError: bug" in (report.host("canary-1").error or "")
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from patchpilot.core.models import Host
 from patchpilot.core.settings import Settings
-from patchpilot.tools.transport.base import DEFAULT_MAX_OUTPUT, Transport, check_argv
+from patchpilot.tools.transport.base import (
+    DEFAULT_MAX_OUTPUT,
+    Transport,
+    TransportFactory,
+    check_argv,
+)
 from patchpilot.tools.transport.local import LocalTransport
 from patchpilot.tools.transport.ssh import SSHTransport, build_remote_command
 
@@ -13,6 +18,7 @@ __all__ = [
     "LocalTransport",
     "SSHTransport",
     "Transport",
+    "TransportFactory",
     "build_remote_command",
     "check_argv",
     "open_transport",

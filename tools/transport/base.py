@@ -14,20 +14,22 @@ from __future__ import annotations
 import abc
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Self, TypeAlias
 
 import structlog
 
 from patchpilot.core.errors import CommandFailedError, TransportError, UnsafeArgumentError
-from patchpilot.core.models import CommandResult
+from patchpilot.core.models import CommandResult, Host
+from patchpilot.core.settings import Settings
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",
     "OutputBuffer",
     "SudoRefusedError",
     "Transport",
+    "TransportFactory",
     "check_argv",
     "sudo_refusal",
 ]
@@ -268,3 +270,8 @@ class Transport(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+TransportFactory: TypeAlias = Callable[[Host, Settings], Transport]
+"""Opens the transport of a host (:func:`patchpilot.tools.transport.open_transport`; tests and
+hermetic graph runs pass a scripted one). The caller closes it (use it as a context manager)."""

@@ -6,12 +6,14 @@
         store.import_batch(batch)
         advisories = store.advisories_for(Ecosystem.DEBIAN, "bookworm", "openssl")
 
-See :mod:`patchpilot.core.store.core` for the store, :mod:`patchpilot.core.store.rollout` for
-rollout
-state (per-host deployment progress, approvals, baseline rejections),
-:mod:`patchpilot.core.store.merge` for the advisory merge rule and
-:mod:`patchpilot.core.store.schema`
-for the tables and migrations.
+See :mod:`patchpilot.core.store.core` for the :class:`Store` facade and its repositories
+(:mod:`~patchpilot.core.store.feeds`, :mod:`~patchpilot.core.store.advisories`,
+:mod:`~patchpilot.core.store.runs`, :mod:`~patchpilot.core.store.hosts`,
+:mod:`~patchpilot.core.store.findings`, :mod:`~patchpilot.core.store.outcomes` and
+:mod:`~patchpilot.core.store.rollout` for rollout state: per-host deployment progress,
+approvals, baseline rejections), :mod:`patchpilot.core.store.base` for the shared connection
+and transaction helpers, :mod:`patchpilot.core.store.merge` for the advisory merge rule and
+:mod:`patchpilot.core.store.schema` for the tables and migrations.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Records the store returns (runs, host snapshots, findings, import statistics) and its error.
 
+:class:`StoreError` is defined in :mod:`patchpilot.core.errors` and re-exported here.
+
 All of them are frozen pydantic models: a read from the store is a fact as of that read.
 """
 
@@ -11,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.core.errors import PatchpilotError
+from patchpilot.core.errors import StoreError
 from patchpilot.core.feeds import FeedKind
 from patchpilot.core.models import (
     Finding,
@@ -38,15 +40,6 @@ __all__ = [
     "StoreError",
     "finding_key",
 ]
-
-
-class StoreError(PatchpilotError):
-    """The store refused or failed an operation; a failed write changed nothing.
-
-    Raised for an unusable database file (corrupt, or written by a newer patchpilot), for a
-    reference to an unknown run, for invalid data (an invalid fixed version, a finding of
-    another host) and for SQLite errors, which are chained as ``__cause__``.
-    """
 
 
 def finding_key(finding: Finding) -> str:

@@ -1,7 +1,7 @@
 """Rollout state in the store (schema v3): per-host progress, approvals, baseline rejections.
 
-:class:`RolloutMixin` is part of :class:`patchpilot.core.store.Store`; it holds the methods a patch
-rollout needs to survive a crash and to wait for a person:
+:class:`RolloutRepository` is part of :class:`patchpilot.core.store.Store`; it holds the methods a
+patch rollout needs to survive a crash and to wait for a person:
 
 * ``run_deployments``: what a deploy run did on each host, so a resumed run skips the hosts
   already ``done`` (a ``done`` host is never reopened);
@@ -25,14 +25,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, get_args
+from typing import Any, Final, get_args
 
 import structlog
-from pydantic_core import PydanticSerializationError, to_json
+from pydantic_core import PydanticSerializationError
 
-from patchpilot.core.models import utcnow
+from patchpilot.core.store.base import StoreBase, db_now, json_text, require_run
 from patchpilot.core.store.records import (
     ApprovalDecision,
     ApprovalRecord,
@@ -43,7 +42,7 @@ from patchpilot.core.store.records import (
 )
 from patchpilot.core.store.schema import from_db_time, to_db_time
 
-__all__ = ["RolloutMixin"]
+__all__ = ["RolloutMixin", "RolloutRepository"]
 
 log = structlog.get_logger(__name__)
 
@@ -77,24 +76,14 @@ def _require_text(what: str, **fields: str) -> None:
 def _json(what: str, label: str, value: Any) -> str:
     """JSON text of ``value`` (datetimes, enums and models included)."""
     try:
-        return to_json(value).decode()
+        return json_text(value)
     except PydanticSerializationError as exc:
         raise StoreError(f"{what}: {label} cannot be stored as JSON: {exc}") from exc
-
-
-def _when(at: datetime | None) -> str:
-    """The stored text of ``at`` (default now)."""
-    return to_db_time(at if at is not None else utcnow())
 
 
 def _shown(text: str) -> str:
     """A stored time as people read it in messages (UTC, to the second)."""
     return from_db_time(text).isoformat(timespec="seconds")
-
-
-def _require_run(conn: sqlite3.Connection, run_id: str, what: str) -> None:
-    if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
-        raise StoreError(f"{what}: unknown run {run_id!r}; create_run() it first")
 
 
 def _deployment(row: tuple[Any, ...]) -> DeploymentRecord:
@@ -172,23 +161,11 @@ def _decision_text(record: ApprovalRecord) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- the mixin
+# --------------------------------------------------------------------------- the repository
 
 
-class RolloutMixin:
-    """Deployment progress, approvals and baseline rejections; mixed into ``Store``.
-
-    Relies on the store's ``_conn()`` (this thread's connection) and ``_transaction()`` (one
-    explicit transaction that commits whole or rolls back whole).
-    """
-
-    if TYPE_CHECKING:
-
-        def _conn(self) -> sqlite3.Connection: ...
-
-        def _transaction(
-            self, what: str, *, write: bool = True
-        ) -> AbstractContextManager[sqlite3.Connection]: ...
+class RolloutRepository(StoreBase):
+    """Deployment progress, approvals and baseline rejections; part of ``Store``."""
 
     # ------------------------------------------------------------------ per-host deployments
 
@@ -223,9 +200,9 @@ class RolloutMixin:
         if isinstance(items, str | bytes) or not all(isinstance(i, Mapping) for i in items):
             raise StoreError(f"{what}: items must be a list of mappings (plan items as dicts)")
         items_json = _json(what, "items", list(items))
-        when = _when(at)
+        when = db_now(at)
         with self._transaction(what) as conn:
-            _require_run(conn, run_id, what)
+            require_run(conn, run_id, what)
             cursor = conn.execute(
                 "INSERT INTO run_deployments (run_id, host, ring, state, items, started_at)"
                 " VALUES (?, ?, ?, 'running', ?, ?) ON CONFLICT (run_id, host) DO UPDATE SET"
@@ -267,9 +244,9 @@ class RolloutMixin:
         if not isinstance(result, Mapping):
             raise StoreError(f"{what}: result must be a mapping, not {type(result).__name__}")
         result_json = _json(what, "result", dict(result))
-        when = _when(at)
+        when = db_now(at)
         with self._transaction(what) as conn:
-            _require_run(conn, run_id, what)
+            require_run(conn, run_id, what)
             conn.execute(
                 "INSERT INTO run_deployments (run_id, host, ring, state, items, started_at,"
                 " finished_at, result) VALUES (?, ?, ?, 'done', '[]', ?, ?, ?)"
@@ -343,7 +320,7 @@ class RolloutMixin:
                 f" ({_shown(requested)})"
             )
         with self._transaction(what) as conn:
-            _require_run(conn, run_id, what)
+            require_run(conn, run_id, what)
             row = conn.execute(
                 _APPROVAL_SELECT + " WHERE run_id = ? AND plan_id = ?",
                 (run_id, plan_id),
@@ -427,7 +404,7 @@ class RolloutMixin:
         if status not in _DECISIONS:
             raise StoreError(f"{what}: unknown decision {status!r} (approved, rejected or expired)")
         _require_text(what, run_id=run_id, by=by)
-        when = _when(at)
+        when = db_now(at)
         with self._transaction(what) as conn:
             rows = conn.execute(
                 "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, comment = ?,"
@@ -540,7 +517,7 @@ class RolloutMixin:
         """
         what = f"reject {package}={version}"
         _require_text(what, package=package, version=version, reason=reason, run_id=run_id)
-        when = _when(at)
+        when = db_now(at)
         with self._transaction(what) as conn:
             row = conn.execute(
                 _REJECTION_SELECT + " WHERE package = ? AND version = ? AND cleared_at IS NULL",
@@ -584,7 +561,7 @@ class RolloutMixin:
         """
         what = f"clear rejection of {package}={version}"
         _require_text(what, package=package, version=version, by=by)
-        when = _when(at)
+        when = db_now(at)
         with self._transaction(what) as conn:
             rows = conn.execute(
                 "UPDATE baseline_rejections SET cleared_at = ?, cleared_by = ?"
@@ -620,3 +597,7 @@ class RolloutMixin:
         if active:
             return f"{message}; active rejections: {', '.join(active)}"
         return f"{message}; no version is rejected"
+
+
+RolloutMixin = RolloutRepository
+"""The former name of :class:`RolloutRepository`."""

@@ -1,8 +1,8 @@
-"""The discovery facts of issue "fleet-scale discovery" through the real LocalTransport.
+"""Facts through the real LocalTransport on this machine (a Debian-family machine with apt,
+as root or with password-less sudo: what scripts/setup and the lab need anyway).
 
-The apt checks need only a Debian-family machine with apt; the /proc checks depend on this
-machine's processes and on running as root (or password-less sudo), so they are marked
-``integration``.
+These read this machine's packages, sources and processes, so they are integration tests:
+they fail, never skip, on a machine that does not qualify (moved here from tests/unit).
 """
 
 from __future__ import annotations
@@ -13,31 +13,78 @@ import subprocess
 
 import pytest
 
-from patchpilot.core.models import UpdateOrigin
+from patchpilot.core.models import Ecosystem, OSFamily, UpdateOrigin
 from patchpilot.tools.facts import (
     AptCandidatePolicy,
     AptHolds,
     AptPendingUpdates,
     AptPolicy,
     DeletedLibraries,
+    DpkgPackages,
+    KernelRelease,
     ListeningSockets,
     NeedrestartAvailable,
+    OsRelease,
     classify_updates,
+    collect_host_facts,
     gather,
+    is_security_origin,
     restart_facts,
 )
 from patchpilot.tools.transport.local import LocalTransport
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("apt-cache") is None or shutil.which("dpkg-query") is None,
-    reason="needs a Debian-family machine with apt",
-)
+pytestmark = pytest.mark.integration
 
-_root_or_sudo = pytest.mark.skipif(
-    os.geteuid() != 0
-    and subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode != 0,
-    reason="needs root or password-less sudo",
-)
+
+def test_this_machine_qualifies() -> None:
+    """What every test here needs; a failure names it (nothing here skips silently)."""
+    for tool in ("dpkg-query", "apt-cache", "apt-get", "apt-mark"):
+        assert shutil.which(tool), f"needs {tool} (a Debian-family machine)"
+    root_or_sudo = (
+        os.geteuid() == 0
+        or subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
+    )
+    assert root_or_sudo, "needs root or password-less sudo"
+
+
+# Current states DpkgPackages keeps (installed, triggers-pending, triggers-awaited).
+_KEPT = {"installed", "triggers-pending", "triggers-awaited"}
+
+
+def _installed_count() -> int:
+    """Count installed rows independently: dpkg-query's long status names, not the abbrev."""
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package}\\t${db:Status-Status}\\n"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LC_ALL": "C"},
+    ).stdout
+    return sum(1 for line in out.splitlines() if line.split("\t")[1] in _KEPT)
+
+
+def test_local_debian_inventory_matches_dpkg_query() -> None:
+    with LocalTransport("localhost") as transport:
+        os_info = gather(transport, OsRelease())
+        assert os_info.family is OSFamily.DEBIAN, f"not a Debian-family host: {os_info.id}"
+        packages = gather(transport, DpkgPackages())
+        kernel = gather(transport, KernelRelease())
+    assert packages
+    assert len(packages) == _installed_count()
+    assert kernel
+    names = {p.name for p in packages}
+    assert {"dpkg", "base-files"} <= names
+    assert all(p.ecosystem is Ecosystem.DEBIAN for p in packages)
+
+
+def test_local_collect_host_facts() -> None:
+    with LocalTransport("localhost") as transport:
+        facts, packages = collect_host_facts(transport)
+    assert facts.os.family is OSFamily.DEBIAN, f"not a Debian-family host: {facts.os.id}"
+    assert facts.host == "localhost"
+    assert facts.package_count == len(packages) > 0
+    assert 0 < facts.source_package_count <= facts.package_count
+    assert facts.ecosystem is Ecosystem.DEBIAN
 
 
 def _dpkg_version(package: str) -> str:
@@ -101,8 +148,6 @@ def test_local_apt_holds_are_package_names() -> None:
     assert holds == sorted(set(shown)), "the same answer as apt-mark showhold"
 
 
-@pytest.mark.integration
-@_root_or_sudo
 def test_local_listening_sockets_are_sane() -> None:
     with LocalTransport("localhost") as transport:
         sockets = gather(transport, ListeningSockets())
@@ -124,8 +169,6 @@ def test_local_listening_sockets_are_sane() -> None:
         assert tcp_ports <= ports
 
 
-@pytest.mark.integration
-@_root_or_sudo
 def test_local_deleted_libraries_and_restart_facts() -> None:
     with LocalTransport("localhost") as transport:
         users = gather(transport, DeletedLibraries())
@@ -135,3 +178,11 @@ def test_local_deleted_libraries_and_restart_facts() -> None:
     assert status.source == ("needrestart" if present else "proc-maps")
     assert all(u.libraries for u in users)
     assert [u.pid for u in users] == sorted(u.pid for u in users)
+
+
+def test_this_machines_pending_updates_are_classified_by_origin() -> None:
+    """(was tests/unit/test_facts_apt.py::test_this_machine)"""
+    with LocalTransport("localhost") as transport:
+        updates = gather(transport, AptPendingUpdates())
+    assert all(u.candidate_version for u in updates)
+    assert all(u.security == any(is_security_origin(o) for o in u.origins) for u in updates)

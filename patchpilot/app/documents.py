@@ -1,0 +1,383 @@
+"""The documents patchpilot publishes, as pydantic models, and their JSON Schema.
+
+- :class:`ReportDocument`: ``patchpilot.report/v1``, what ``scan``, ``findings`` and ``report``
+  print with ``--format json`` (built by :func:`patchpilot.app.report.report_document`; the
+  report of a patch run adds ``status``, ``reason``, ``plan``, ``approval``, ``rings``,
+  ``deployments``, ``unreachable`` and ``compliance`` on every host).
+- :class:`RunDocument`: ``patchpilot.run/v1``, what ``run``, ``approve``, ``reject`` and
+  ``resume`` print (built by :func:`patchpilot.graphs.run_document.run_document`).
+
+The models describe the documents exactly as the README's contracts do: every documented field,
+and extra fields only where the document has open-ended content today (a run's ``params`` and
+``summary``, the LLM's assistance records and judgments). Their JSON Schema is committed under
+``schemas/`` (one file per schema); a unit test checks that the committed files equal the
+schema generated here and that the documents the code emits validate against them. After
+changing a model, regenerate the files::
+
+    .venv/bin/python -m patchpilot.app.documents --write-schemas
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from patchpilot.core.feeds import FeedStatus
+from patchpilot.core.models import DeletedLibraryUse, ListeningSocket, Provenance, RiskFactor
+from patchpilot.core.schedule import WindowSlot
+from patchpilot.core.store import RunRecord
+
+__all__ = [
+    "DOCUMENTS",
+    "SCHEMA_DIR",
+    "ReportDocument",
+    "RunDocument",
+    "json_schema",
+    "schema_file",
+    "validate_report",
+    "validate_run",
+    "write_schemas",
+]
+
+SCHEMA_DIR: Final = Path(__file__).resolve().parents[2] / "schemas"
+"""``schemas/`` at the top of the repository (a source checkout)."""
+
+RunStatus = Literal["completed", "partial", "awaiting_approval", "halted", "failed", "rejected"]
+HostStatus = Literal["ok", "unreachable", "failed"]
+DeploymentStatus = Literal["installed", "failed", "rolled_back", "skipped", "pending"]
+
+
+class _Part(BaseModel):
+    """A part of a document: exactly its documented fields."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- the scan report
+
+
+class ReportData(_Part):
+    """Where the findings came from: the mode, the feeds and their freshness."""
+
+    mode: Literal["advisories", "repository-metadata"] | None
+    feeds: list[FeedStatus]
+    stale_feeds: list[str]
+    hint: str | None
+
+
+class OsRelease(_Part):
+    """The host's OS release, as identified."""
+
+    id: str
+    version_id: str | None
+    codename: str | None
+    family: str
+
+
+class AptSource(_Part):
+    """One configured package source."""
+
+    uri: str
+    dist: str
+    component: str | None
+    kind: str
+
+
+class PendingUpdateJson(_Part):
+    """One pending update of a host."""
+
+    package: str
+    arch: str | None
+    source_package: str | None
+    installed: str | None
+    candidate: str
+    origin: Literal["security", "point-release", "third-party", "local", "unknown"]
+    origins: list[str]
+    security: bool
+    cves: list[str]
+    cves_from: str | None
+
+
+class ReportHost(_Part):
+    """One host of a report: discovery status, facts (``null`` when not reached), updates."""
+
+    name: str
+    status: HostStatus
+    error: str | None
+    host: str
+    ok: bool
+    error_type: str | None
+    message: str | None
+    warnings: list[str]
+    package_count: int | None
+    os: str | None
+    os_release: OsRelease | None
+    kernel: str | None
+    reboot_required: bool | None
+    reboot_required_pkgs: list[str] | None
+    held_packages: list[str] | None
+    needs_restart: list[DeletedLibraryUse] | None
+    services_needing_restart: list[str] | None
+    listening: list[ListeningSocket] | None
+    apt_sources: list[AptSource] | None
+    pending_updates: list[PendingUpdateJson]
+    compliance: str | None = Field(
+        default=None, description="only in the report of a patch run: the host's compliance"
+    )
+
+
+class Risk(_Part):
+    """A finding's risk: score, SSVC decision, due date, and why."""
+
+    score: float
+    ssvc: str
+    due: str | None
+    rationale: str
+    factors: list[RiskFactor]
+
+
+class Finding(_Part):
+    """One finding: a package of a host exposed to an advisory."""
+
+    host: str
+    package: str
+    packages: list[str]
+    source_package: str
+    installed_version: str
+    fixed_version: str | None
+    fix_state: Literal["fixed", "no-fix-yet", "will-not-fix", "deferred", "end-of-life"]
+    fix_reachable: bool | None
+    installable: bool
+    actionable: bool
+    advisory: str
+    cves: list[str]
+    severity: str
+    kev: bool
+    first_seen: datetime
+    provenance: list[Provenance]
+    risk: Risk | None
+
+
+class ReportSummary(_Part):
+    """Counts of the report's findings."""
+
+    findings: int
+    actionable: int
+    kev: int
+    hosts_with_findings: int
+
+
+# --------------------------------------------------------------------------- the run document
+
+
+class ItemTest(_Part):
+    """The compatibility test of one plan item."""
+
+    status: str
+    risk: str
+    classifications: list[str]
+    reasons: list[str]
+    recalled: list[dict[str, Any]] = Field(description="similar past outcomes (memory)")
+    llm: dict[str, Any] | None = Field(description="the LLM's compatibility judgment")
+
+
+class PlanItemJson(_Part):
+    """One item of a frozen plan."""
+
+    host: str
+    package: str
+    from_: str | None = Field(alias="from")
+    to: str
+    origin: str
+    security: bool
+    cves: list[str]
+    rule: str | None
+    reason: str
+    test: ItemTest | None = Field(default=None, description="present once the item was tested")
+
+
+class Exclusion(_Part):
+    """An update the plan left out, and why."""
+
+    host: str
+    package: str
+    to: str
+    exclusion: str
+    reason: str
+
+
+class RunPlan(_Part):
+    """The frozen plan (its content hash is what an approval approves)."""
+
+    plan_id: str
+    content_hash: str
+    created_at: datetime
+    items: list[PlanItemJson]
+    excluded: list[Exclusion]
+    unmatched_only: list[str]
+
+
+class Approval(_Part):
+    """Whether the run needs approval, why, and (once requested) its record."""
+
+    required: bool
+    reasons: list[str]
+    status: Literal["pending", "approved", "rejected", "expired"] | None = None
+    plan_id: str | None = None
+    content_hash: str | None = None
+    requested_at: datetime | None = None
+    expires_at: datetime | None = None
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    comment: str | None = None
+    decided_via: str | None = None
+    decided_words: str | None = None
+
+
+class Ring(_Part):
+    """One deployment ring and how far it went."""
+
+    name: str
+    hosts: list[str]
+    status: Literal["empty", "not-started", "halted", "done"]
+    reason: str | None
+    rejected: list[str]
+
+
+class Deployment(_Part):
+    """What happened to one plan item (exactly one row per item)."""
+
+    host: str
+    package: str
+    from_: str | None = Field(alias="from")
+    to: str
+    status: DeploymentStatus
+    reason: str | None
+    ring: str | None
+    compliance: str
+
+
+class Unreachable(_Part):
+    """A targeted host the run could not reach."""
+
+    host: str
+    error: str
+
+
+class RunDocument(_Part):
+    """``patchpilot.run/v1``: the document of a patch run."""
+
+    schema_: Literal["patchpilot.run/v1"] = Field(alias="schema")
+    run_id: str
+    status: RunStatus
+    reason: str | None
+    waiting: Literal["approval", "window"] | None
+    hint: str | None
+    dry_run: bool | None
+    target: str | None
+    hosts: list[str]
+    plan: RunPlan | None
+    approval: Approval
+    window: WindowSlot | None
+    rings: list[Ring]
+    deployments: list[Deployment]
+    unreachable: list[Unreachable]
+    compliance: dict[str, str] = Field(description="host -> its worst compliance state")
+    assistance: list[dict[str, Any]] = Field(description="LLM assistance records (provenance)")
+
+
+class ReportDocument(_Part):
+    """``patchpilot.report/v1``: the report of a scan, of stored findings, or of a patch run.
+
+    The report of a patch run (``report RUN_ID`` of a run) also has ``status``, ``reason``,
+    ``plan``, ``approval``, ``rings``, ``deployments``, ``unreachable``, and ``compliance`` on
+    every host; the others never have them.
+    """
+
+    schema_: Literal["patchpilot.report/v1"] = Field(alias="schema")
+    generated_at: datetime | None
+    run: RunRecord | None
+    data: ReportData
+    hosts: list[ReportHost]
+    findings: list[Finding]
+    summary: ReportSummary
+    status: RunStatus | None = None
+    reason: str | None = None
+    plan: RunPlan | None = None
+    approval: Approval | None = None
+    rings: list[Ring] | None = None
+    deployments: list[Deployment] | None = None
+    unreachable: list[Unreachable] | None = None
+
+
+DOCUMENTS: Final[dict[str, type[BaseModel]]] = {
+    "patchpilot.report/v1": ReportDocument,
+    "patchpilot.run/v1": RunDocument,
+}
+"""Each published schema name and its model."""
+
+
+def schema_file(name: str, directory: Path = SCHEMA_DIR) -> Path:
+    """The committed schema of ``name``: ``patchpilot.run/v1`` -> ``patchpilot.run.v1.json``."""
+    return directory / f"{name.replace('/', '.')}.json"
+
+
+def json_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of document ``name``, generated from its model."""
+    model = DOCUMENTS[name]
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://patchpilot.dev/schemas/{name.replace('/', '.')}.json",
+        **schema,
+    }
+
+
+def render_schema(name: str) -> str:
+    """:func:`json_schema` as the committed file's text."""
+    return json.dumps(json_schema(name), indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Write every document's schema under ``directory``; returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in DOCUMENTS:
+        path = schema_file(name, directory)
+        path.write_text(render_schema(name), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def validate_report(document: dict[str, Any]) -> ReportDocument:
+    """``document`` as a :class:`ReportDocument` (raises ``ValidationError`` if it is not one)."""
+    return ReportDocument.model_validate(document)
+
+
+def validate_run(document: dict[str, Any]) -> RunDocument:
+    """``document`` as a :class:`RunDocument` (raises ``ValidationError`` if it is not one)."""
+    return RunDocument.model_validate(document)
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m patchpilot.app.documents",
+        description="Write the JSON Schema of the published documents under schemas/.",
+    )
+    parser.add_argument("--write-schemas", action="store_true", help="(re)write the files")
+    parser.add_argument("--dir", type=Path, default=SCHEMA_DIR, help="target directory")
+    args = parser.parse_args(argv)
+    if not args.write_schemas:
+        parser.print_help()
+        return
+    for path in write_schemas(args.dir):
+        print(path)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,161 @@
+"""Patch-run use cases: start a run, continue (resume) one, and its documents.
+
+Every interface calls these; each takes the acting identity (``actor``). A run's start and
+every continuation build their context with the one factory
+(:func:`patchpilot.app.contexts.run_context`), so the audit log names ``actor``. Deciding an
+approval is :mod:`patchpilot.app.approvals`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from patchpilot.app.approvals import continue_waiting_run, decision_of, expire
+from patchpilot.app.contexts import run_context, run_context_factory
+from patchpilot.app.scans import report as scan_report
+from patchpilot.core.errors import UnknownTargetError
+from patchpilot.core.models import Host, utcnow
+from patchpilot.core.policy import Policy
+from patchpilot.core.settings import Settings
+from patchpilot.core.store import Store
+from patchpilot.graphs.run import RunResult, load_run_state, result_of, start_run
+from patchpilot.graphs.run_document import run_document, run_exit_code
+
+__all__ = [
+    "combine",
+    "document",
+    "exit_code",
+    "patch_run_report",
+    "report",
+    "resume",
+    "start",
+]
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[str, str, bool], None]
+
+
+def start(
+    settings: Settings,
+    store: Store,
+    hosts: list[Host],
+    *,
+    actor: str,
+    target: str,
+    policy: Policy,
+    only: list[tuple[str, str | None]] | None = None,
+    dry_run: bool = False,
+    offline: bool = False,
+    refresh: bool = False,
+    limit: str | None = None,
+    on_progress: Progress | None = None,
+) -> RunResult:
+    """Start a patch run of ``hosts`` and drive it until it ends or waits (approval, window).
+
+    Feeds are fetched first when the settings allow it, ``offline`` is false and the store
+    holds no advisories yet.
+    """
+    fetch = settings.feeds.auto_update and not offline and not store.has_advisories()
+    context = run_context(settings, store, policy, actor=actor)
+    context.on_progress = on_progress
+    log.info("run.requested", actor=actor, target=target, hosts=len(hosts), dry_run=dry_run)
+    return start_run(
+        hosts,
+        context,
+        target=target,
+        policy=policy,
+        only=only,
+        dry_run=dry_run,
+        offline=not fetch,
+        refresh=refresh,
+        limit=limit,
+    )
+
+
+def resume(settings: Settings, store: Store, run_id: str, *, actor: str) -> RunResult:
+    """Continue a patch run: after a crash, once decided, or to re-check the window.
+
+    A run waiting for an approval that is decided (or has expired, recorded here) continues
+    with that decision; one still pending stays waiting.
+
+    Raises:
+        UnknownTargetError: no checkpoint for ``run_id``.
+        RunBusyError: another process is driving it.
+    """
+    record = store.approval(run_id)
+    snapshot = load_run_state(run_id, settings)
+    if snapshot is None:
+        raise UnknownTargetError(f"no checkpoint for run {run_id}", key="run_id")
+    decision = None
+    if record is not None and any(i.get("kind") == "approval" for i in snapshot.interrupts):
+        if record.status == "pending" and record.expired_at(utcnow()):
+            expire(store, settings, record, utcnow())
+            record = store.approval(run_id)
+        if record is not None and record.status != "pending":
+            decision = decision_of(record)
+    log.info("run.resume_requested", actor=actor, run_id=run_id)
+    return continue_waiting_run(
+        settings, store, run_id, decision, run_context_factory(settings, store, actor=actor)
+    )
+
+
+def document(settings: Settings, store: Store, result: RunResult) -> dict[str, Any]:
+    """The run document (``patchpilot.run/v1``) of ``result``."""
+    snapshot = load_run_state(result.run_id, settings)
+    return run_document(
+        result, snapshot, store.deployments(result.run_id), store.approval(result.run_id)
+    )
+
+
+def exit_code(doc: dict[str, Any]) -> int:
+    """The exit code of a run document (:func:`~patchpilot.graphs.run_document.run_exit_code`)."""
+    return run_exit_code(doc)
+
+
+def report(settings: Settings, store: Store, run_id: str) -> dict[str, Any] | None:
+    """The run document of a patch run from its checkpoint (``None``: no checkpoint).
+
+    A run whose step raised says why (the reason recorded in the store when it failed).
+    """
+    snapshot = load_run_state(run_id, settings)
+    if snapshot is None:
+        return None
+    run = store.get_run(run_id)
+    failure = None
+    if run is not None and run.status == "failed" and run.summary:
+        failure = run.summary.get("reason")
+    result = result_of(run_id, snapshot, failure=failure)
+    return run_document(result, snapshot, store.deployments(run_id), store.approval(run_id))
+
+
+def patch_run_report(
+    settings: Settings, store: Store, run_id: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``report RUN_ID --format json`` of a patch run, and its run document.
+
+    See :func:`combine`; without a checkpoint, the scan report alone (and ``None``).
+    """
+    details = report(settings, store, run_id)
+    scan = scan_report(store, run_id).document
+    if details is None:
+        return scan, None
+    scan["data"]["hint"] = None  # a patch run's report never carried the scan's hint
+    return combine(scan, details), details
+
+
+def combine(scan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The report of a patch run: its scan report (``patchpilot.report/v1``) plus ``status``,
+    ``reason``, ``plan``, ``approval``, ``rings``, ``deployments``, ``unreachable`` of its run
+    document, and ``compliance`` on every entry of ``hosts[]``."""
+    combined = dict(scan)
+    combined["hosts"] = [
+        {**host, "compliance": run["compliance"].get(host["name"], "not-applicable")}
+        for host in scan["hosts"]
+    ]
+    for key in ("status", "reason", "plan", "approval", "rings", "deployments", "unreachable"):
+        combined[key] = run[key]
+    return combined
