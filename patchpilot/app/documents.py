@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from patchpilot.core.feeds import FeedStatus
@@ -376,7 +377,7 @@ def _main(argv: list[str] | None = None) -> None:
         parser.print_help()
         return
     for path in write_schemas(args.dir):
-        print(path)
+        structlog.get_logger(__name__).info("documents.schema_written", path=str(path))
 
 
 if __name__ == "__main__":
