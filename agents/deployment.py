@@ -364,7 +364,7 @@ class _HostRun:
             items={i.package: i.status for i in outcome.items},
             duration_s=duration,
         )
-        self.log.info("deploy_host_end", status=outcome.status, ok=outcome.ok, duration_s=duration)
+        self.log.info("deploy.host.end", status=outcome.status, ok=outcome.ok, duration_s=duration)
         return outcome
 
     # -- steps
@@ -622,7 +622,7 @@ class _HostRun:
             status = gather(transport, RebootRequired())
         except PatchpilotError as exc:
             note = f"reboot status unknown: {exc}"
-            self.log.warning("reboot_status_unknown", error=str(exc))
+            self.log.warning("deploy.reboot.status_unknown", error=str(exc))
             self.fields["reboot_note"] = note
             return False, None
         if not status.required:
@@ -767,7 +767,7 @@ def deploy_host(
         approved=approved,
         resumed=resumed,
     )
-    run.log.info("deploy_host_start", items=_pins((i.package, i.to_version) for i in items))
+    run.log.info("deploy.host.start", items=_pins((i.package, i.to_version) for i in items))
     run.event(
         "deploy.started",
         dry_run=dry_run,
@@ -783,7 +783,7 @@ def deploy_host(
             return run.execute(transport)
     except TransportError as exc:
         reason = f"host error: {exc}"
-        run.log.warning("deploy_host_error", error=str(exc), error_type=type(exc).__name__)
+        run.log.warning("deploy.host.error", error=str(exc), error_type=type(exc).__name__)
         pending = [i for i in items if i.package not in run.outcomes]
         run.set_all(pending, "failed", reason=reason, cause="transport")
         run.event("deploy.failed", reason=reason, cause="transport")
@@ -1024,7 +1024,7 @@ def deploy_ring(
 
     def work(host: Host) -> HostDeployment:
         if host.name in earlier:
-            rlog.info("host_done_earlier", host=host.name, status=earlier[host.name].status)
+            rlog.info("deploy.host.done_earlier", host=host.name, status=earlier[host.name].status)
             return earlier[host.name]
         return deploy_host(
             host,
@@ -1081,7 +1081,7 @@ def deploy_ring(
             "ring.halted",
             details={"ring": ring, "reason": reason, "failed_hosts": failed_hosts},
         )
-        rlog.warning("ring_halted", reason=reason, failed_hosts=failed_hosts)
+        rlog.warning("deploy.ring.halted", reason=reason, failed_hosts=failed_hosts)
     for package, version in reject:
         audit.record(
             "baseline.reject_proposed",
@@ -1137,7 +1137,7 @@ def _run_waves(
         for number, batch in enumerate(batches, start=1):
             if controller.halted:
                 break
-            rlog.info("wave_start", wave=number, hosts=[h.name for h in batch])
+            rlog.info("deploy.wave.start", wave=number, hosts=[h.name for h in batch])
             queue = deque(batch)
             running: dict[Future[HostDeployment], Host] = {}
             while queue or running:
@@ -1160,7 +1160,7 @@ def _run_waves(
                     try:
                         deployment = future.result()
                     except Exception as exc:  # a bug must not leave the ring half-accounted
-                        rlog.exception("deploy_host_crashed", host=host.name)
+                        rlog.exception("deploy.host.crashed", host=host.name)
                         deployment = crashed(host, exc)
                     if (why := halt_on(deployment)) is not None:
                         controller.halt(why)  # first, so the ring says why, not just "errors"

@@ -380,7 +380,7 @@ def build_plan(
     host_names = {h.name for h in hosts}
     ignored = sorted(set(pending_by_host) - host_names)
     if ignored:
-        log.info("pending updates of hosts outside the targets ignored", hosts=ignored)
+        log.info("plan.outside_targets_ignored", hosts=ignored)
 
     items: list[PlanItem] = []
     excluded: list[ExcludedItem] = []
@@ -412,12 +412,12 @@ def build_plan(
         if name not in matched_only
     )
     if unmatched:
-        log.warning("--only matched no pending update", only=unmatched)
+        log.warning("plan.only_unmatched", only=unmatched)
     plan = PatchPlan.create(
         run_id=run_id, created_at=now, items=items, excluded=excluded, unmatched_only=unmatched
     )
     log.info(
-        "plan built",
+        "plan.built",
         plan_id=plan.plan_id,
         items=len(plan.items),
         excluded=len(plan.excluded),
@@ -542,5 +542,5 @@ def build_rollback_plan(
         else:
             items.append(PlanItem(**base, ecosystem=ecosystem, rule=ROLLBACK_RULE, reason=reason))
     plan = PatchPlan.create(run_id=run_id, created_at=now, items=items, excluded=excluded)
-    log.info("rollback plan built", plan_id=plan.plan_id, items=len(items), excluded=len(excluded))
+    log.info("plan.rollback.built", plan_id=plan.plan_id, items=len(items), excluded=len(excluded))
     return plan

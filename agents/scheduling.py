@@ -255,7 +255,7 @@ def assign_rings(hosts: Sequence[Host], rings: Sequence[RingSpec]) -> list[Ring]
         buckets[spec.name].append(host)
     result = [Ring(name=spec.name, hosts=tuple(buckets[spec.name])) for spec in rings]
     log.info(
-        "rings resolved",
+        "schedule.rings.resolved",
         resolution="dynamic scopes re-resolved when the run starts",
         rings={r.name: [h.name for h in r.hosts] for r in result},
     )

@@ -73,7 +73,7 @@ from patchpilot.agents.deployment import (
 from patchpilot.agents.planning import approval_required, build_plan, build_rollback_plan
 from patchpilot.agents.scheduling import assign_rings, can_start, next_window
 from patchpilot.agents.testing import judge_compatibility, recall_similar, test_plan
-from patchpilot.core.audit import AuditLog, current_actor
+from patchpilot.core.audit import AuditLog
 from patchpilot.core.errors import PatchpilotError
 from patchpilot.core.failpoints import failpoint
 from patchpilot.core.models import Host, PendingUpdate, utcnow
@@ -1270,7 +1270,7 @@ def continue_run(
                 return _result(run_id, {}, snap.interrupts)
             resume: ApprovalDecision | WindowResume = ApprovalDecision.model_validate(decision)
         else:
-            resume = WindowResume(by=current_actor())
+            resume = WindowResume(by=context.audit_log(run_id).actor)
         return _drive(run_id, context, Command(resume=resume.model_dump(mode="json")))
     if not snap.next:
         return result_of(run_id, snap)

@@ -224,7 +224,7 @@ def run_check(
         detail=str(fields.get("detail", "")),
     )
     _log.info(
-        "health_check",
+        "health.check",
         host=result.host,
         kind=result.kind,
         target=target,

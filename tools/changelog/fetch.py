@@ -624,7 +624,7 @@ class ChangelogFetcher:
             top = entries[0].version
             if named is not None and named != source:
                 _log.warning(
-                    "changelog_source_mismatch",
+                    "changelog.source_mismatch",
                     host=transport.name,
                     binary=binary,
                     expected=source,
@@ -632,7 +632,7 @@ class ChangelogFetcher:
                 )
             if candidate_source_version is not None and top != candidate_source_version:
                 _log.warning(
-                    "changelog_top_version_mismatch",
+                    "changelog.top_version_mismatch",
                     host=transport.name,
                     binary=binary,
                     expected=candidate_source_version,
@@ -660,7 +660,7 @@ class ChangelogFetcher:
         result = transport.run(fact.command(), env=dict(FACT_ENV), timeout=self.timeout)
         fetched = fact.parse(result)
         _log.debug(
-            "changelog_fetched",
+            "changelog.fetched",
             host=transport.name,
             binary=binary,
             version=version,
@@ -775,7 +775,7 @@ class ChangelogFetcher:
                 )
         except OSError as exc:
             _log.warning(
-                "changelog_cache_write_failed",
+                "changelog.cache.write_failed",
                 folder=str(self._folder(cached.source)),
                 error=str(exc),
             )

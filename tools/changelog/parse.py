@@ -178,7 +178,7 @@ def parse_changelog_with_source(text: str) -> tuple[str | None, list[ChangelogEn
         )
     if problems:
         _log.debug(
-            "changelog_parse_problems",
+            "changelog.parse.problems",
             count=len(problems),
             first=problems[:_MAX_LOGGED_PROBLEMS],
         )

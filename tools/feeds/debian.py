@@ -157,20 +157,7 @@ def parse_dsa(
     fetched_at: datetime,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> FeedBatch:
-    """Parse the Debian Security Advisory list (``data/DSA/list``).
-
-    Args:
-        data: The raw list (UTF-8), or the file holding it (streamed).
-        source: URL or file path it was read from.
-        fetched_at: When it was downloaded or imported.
-        max_bytes: Largest document accepted.
-
-    Returns:
-        The batch, one advisory per (DSA, release, source package).
-
-    Raises:
-        FeedError: On any line that does not parse, naming the line number; on an empty list.
-    """
+    """Parse the Debian Security Advisory list (``data/DSA/list``): :func:`parse_list`."""
     return parse_list(
         data, kind=FeedKind.DEBIAN_DSA, source=source, fetched_at=fetched_at, max_bytes=max_bytes
     )
@@ -183,20 +170,7 @@ def parse_dla(
     fetched_at: datetime,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> FeedBatch:
-    """Parse the Debian LTS Advisory list (``data/DLA/list``).
-
-    Args:
-        data: The raw list (UTF-8), or the file holding it (streamed).
-        source: URL or file path it was read from.
-        fetched_at: When it was downloaded or imported.
-        max_bytes: Largest document accepted.
-
-    Returns:
-        The batch, one advisory per (DLA, release, source package).
-
-    Raises:
-        FeedError: On any line that does not parse, naming the line number; on an empty list.
-    """
+    """Parse the Debian LTS Advisory list (``data/DLA/list``): :func:`parse_list`."""
     return parse_list(
         data, kind=FeedKind.DEBIAN_DLA, source=source, fetched_at=fetched_at, max_bytes=max_bytes
     )
@@ -382,7 +356,7 @@ def _release_advisory(
     key = (release, package)
     if key in entry.keys:
         _log.warning(
-            "duplicate_release_line",
+            "feed.debian.duplicate_release_line",
             source=source,
             line=number,
             advisory=entry.advisory_id,
@@ -440,7 +414,7 @@ def _fixed_state(
             ) from None
         # Known historic typos are expected in every import: info, not a warning.
         _log.info(
-            "feed_known_erratum",
+            "feed.debian.known_erratum",
             source=source,
             line=number,
             advisory=advisory_id,

@@ -89,7 +89,7 @@ def parse(
     read: _Read = info.extra["read"]
     score_date = read.score_date
     _log.info(
-        "feed_parsed",
+        "feed.parsed",
         feed=FeedKind.EPSS.value,
         source=source,
         rows=len(pairs),

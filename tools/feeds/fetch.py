@@ -35,8 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -46,6 +45,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from patchpilot.core.errors import FeedError, FeedFetchError
 from patchpilot.core.feeds import FeedKind
 from patchpilot.core.models import utcnow
+from patchpilot.core.resources import ClosingContext
 from patchpilot.tools.feeds._common import DEFAULT_MAX_BYTES, load_json, sha256_hex
 from patchpilot.tools.feeds.debian import DLA_LIST_URL, DSA_LIST_URL, TRACKER_JSON_URL
 from patchpilot.tools.feeds.epss import EPSS_URL
@@ -125,7 +125,7 @@ class _Got:
     last_modified: str | None
 
 
-class FeedFetcher:
+class FeedFetcher(ClosingContext):
     """Downloads feeds with conditional requests, retries, a size limit and a disk cache.
 
     Args:
@@ -180,17 +180,6 @@ class FeedFetcher:
         """Close the HTTP client if this fetcher created it."""
         if self._owns_client:
             self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ public API
 
@@ -531,7 +520,7 @@ class FeedFetcher:
     def _before_sleep(self, url: str, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         _log.warning(
-            "feed_fetch_retry",
+            "feed.fetch.retry",
             url=url,
             attempt=state.attempt_number,
             max_attempts=self._max_attempts,

@@ -85,7 +85,7 @@ def parse(
 
     pairs, info = gather(one_pass, source=source)
     _log.info(
-        "feed_parsed",
+        "feed.parsed",
         feed=FeedKind.KEV.value,
         source=source,
         catalog_version=info.extra.get("catalog_version"),

@@ -334,7 +334,7 @@ def _parse_set(
     stats: OSVStats = info.extra["stats"]
     stats.advisories = len(advisories)
     _log.info(
-        "feed_parsed",
+        "feed.parsed",
         feed=FeedKind.OSV.value,
         source=source,
         records=stats.records,

@@ -24,8 +24,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
 
 import chromadb
@@ -37,6 +36,7 @@ from chromadb.api.types import Documents, Embeddable, EmbeddingFunction
 from chromadb.config import Settings as ChromaSettings
 
 from patchpilot.core.errors import ConfigError
+from patchpilot.core.resources import ClosingContext
 
 # Importing the module registers the embedding functions: keep it next to client creation.
 from patchpilot.tools.memory.embeddings import HashingEmbeddingFunction, embedding_function
@@ -74,7 +74,7 @@ _EMBEDDING_IDENTITY_KEYS: Final = ("dim", "version", "model", "dimensions")
 _DEFAULT_PORTS: Final = {"http": 8000, "https": 443}
 
 
-class VectorMemory:
+class VectorMemory(ClosingContext):
     """Chroma-backed memory of decisions, outcomes and incidents.
 
     Open one with :meth:`open` (from settings) or the constructor; close it with :meth:`close`
@@ -155,19 +155,6 @@ class VectorMemory:
     def close(self) -> None:
         """Release the Chroma client (and its SQLite handles); idempotent."""
         self._client.close()
-
-    def __enter__(self) -> Self:
-        """Return the memory itself."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the memory."""
-        self.close()
 
     def __repr__(self) -> str:
         """E.g. ``VectorMemory('/home/me/.patchpilot/memory', embedding='patchpilot-hashing')``."""

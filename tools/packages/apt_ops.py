@@ -367,11 +367,11 @@ def install_exact(
     pins = tuple(f"{name}={version}" for name, version in clean)
     before = installed_versions(transport, names)
     if all(_same_version(before[name], version) for name, version in clean):
-        _log.info("install_noop", host=transport.name, packages=pins)
+        _log.info("apt.install.noop", host=transport.name, packages=pins)
         return InstallResult(
             host=transport.name, requested=pins, changed=False, ok=True, before=before, after=before
         )
-    _log.info("install_start", host=transport.name, packages=pins, downgrades=allow_downgrades)
+    _log.info("apt.install.start", host=transport.name, packages=pins, downgrades=allow_downgrades)
     started = time.monotonic()
     result: CommandResult | None = None
     failure: InstallFailure | None = None
@@ -409,7 +409,7 @@ def install_exact(
         duration_s=round(duration, 3),
     )
     _log.info(
-        "install_end",
+        "apt.install.end",
         host=transport.name,
         ok=outcome.ok,
         failure=failure,
@@ -499,7 +499,7 @@ def audit_and_repair(
     before, packages, pending = _audit(transport)
     if not before and not pending:
         return RepairResult(host=transport.name, needed=False, ok=True)
-    _log.warning("dpkg_repair_needed", host=transport.name, packages=packages, journal=pending)
+    _log.warning("apt.dpkg_repair.needed", host=transport.name, packages=packages, journal=pending)
     steps: list[RepairStep] = []
     reason: str | None = None
     lock = wait_for_dpkg_lock(transport, lock_timeout)
@@ -553,7 +553,7 @@ def audit_and_repair(
         ok=ok,
         reason=None if ok else reason,
     )
-    _log.info("dpkg_repair_end", host=transport.name, ok=ok, reason=result.reason)
+    _log.info("apt.dpkg_repair.end", host=transport.name, ok=ok, reason=result.reason)
     return result
 
 
@@ -587,7 +587,7 @@ def restart_service(transport: Transport, name: str, *, timeout: float = 120.0) 
         output_tail=_tail(result.stdout + result.stderr),
         duration_s=round(time.monotonic() - started, 3),
     )
-    _log.info("service_restart", host=transport.name, service=service, ok=outcome.ok)
+    _log.info("apt.service.restart", host=transport.name, service=service, ok=outcome.ok)
     return outcome
 
 
