@@ -28,7 +28,9 @@ fast) and counts it in :attr:`LLMTestServer.unexpected`. Steps:
   ``length``), :func:`schema_violation` (valid JSON of the wrong shape), :func:`not_json`;
 * faults: :func:`rate_limit` (429 with ``Retry-After`` and OpenAI's error body),
   :func:`server_error` (500 by default), :func:`http_error` / :func:`unauthorized` /
-  :func:`not_found` / :func:`bad_request`, :func:`timeout` (sleeps longer than the client's
+  :func:`not_found` / :func:`bad_request`, the parameter refusals :func:`unsupported_parameter`
+  / :func:`unsupported_value` (OpenAI's) and :func:`extra_input` (a strict older server's),
+  :func:`timeout` (sleeps longer than the client's
   timeout, then answers late), :func:`disconnect` (closes the connection without an answer);
 * hostile servers: :func:`drip` (a valid answer sent a byte at a time, one per interval, from
   the status line on or after the headers: every read is quick, the whole never ends) and
@@ -36,12 +38,27 @@ fast) and counts it in :attr:`LLMTestServer.unexpected`. Steps:
   ``Content-Length``, optionally a gzip bomb). :attr:`LLMTestServer.streamed_bytes` and
   :attr:`LLMTestServer.streams_ended` tell how much of them was sent before the client hung up.
 
+Which request parameters the "model" takes is the server's ``dialect``:
+
+* ``lenient`` (the default): anything;
+* ``reasoning``: an OpenAI reasoning model (o-series, gpt-5): a request with ``max_tokens``,
+  or with a ``temperature`` other than 1, is answered 400 with OpenAI's own error body
+  (:func:`unsupported_parameter`, :func:`unsupported_value`); ``max_completion_tokens`` is
+  taken;
+* ``legacy``: an older OpenAI-compatible server with a strict request model: a request with
+  ``max_completion_tokens`` is answered 400 the way such a server (vLLM-style error object,
+  pydantic's "Extra inputs are not permitted") does (:func:`extra_input`).
+
+A refused request consumes no scripted step; it is recorded (and counted in
+:attr:`LLMTestServer.refused`) like any other.
+
 Requests in absolute form (``POST http://host/v1/...``, as sent to a proxy) are served too, so
 the server can stand in for an HTTP proxy.
 
 Also runnable for manual tests, on loopback only::
 
-    python -m tests.llm_server --port 8099 --script steps.json [--default '{"ok": true}']
+    python -m tests.llm_server --port 8099 --script steps.json [--default '{"ok": true}'] \
+        [--dialect reasoning]
 
 where ``steps.json`` is a list of steps as JSON (see :func:`step_from_json`), e.g.
 ``[{"fault": "rate_limit", "retry_after": 1}, {"content": {"risk": "low"}}]``.
@@ -75,6 +92,7 @@ from patchpilot.core.settings import LLMSettings
 
 __all__ = [
     "Answer",
+    "Dialect",
     "Fault",
     "LLMTestServer",
     "RecordedRequest",
@@ -85,6 +103,7 @@ __all__ = [
     "bad_request",
     "disconnect",
     "drip",
+    "extra_input",
     "http_error",
     "huge",
     "main",
@@ -98,6 +117,8 @@ __all__ = [
     "tool_calls",
     "truncated",
     "unauthorized",
+    "unsupported_parameter",
+    "unsupported_value",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -166,6 +187,8 @@ class Fault:
 
 
 Step = Answer | Fault
+Dialect = Literal["lenient", "reasoning", "legacy"]
+"""Which request parameters the server takes (see the module docstring)."""
 Responder = Callable[[dict[str, Any]], Step | None]
 """Called with the request's JSON body when the queue is empty; ``None``: no answer left."""
 
@@ -241,15 +264,77 @@ def http_error(
     *,
     error_type: str = "invalid_request_error",
     code: str | None = None,
+    param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Fault:
     """An HTTP error status with OpenAI's body ``{"error": {message, type, param, code}}``."""
     return Fault(
         kind="http",
         status=status,
-        body=_error_body(message, error_type, code),
+        body=_error_body(message, error_type, code, param),
         headers=tuple((headers or {}).items()),
     )
+
+
+def unsupported_parameter(param: str = "max_tokens") -> Fault:
+    """OpenAI's 400 for a parameter the model does not take (``max_tokens`` on a reasoning
+    model: "Unsupported parameter: 'max_tokens' is not supported with this model. Use
+    'max_completion_tokens' instead.")."""
+    advice = " Use 'max_completion_tokens' instead." if param == "max_tokens" else ""
+    return http_error(
+        400,
+        f"Unsupported parameter: '{param}' is not supported with this model.{advice}",
+        code="unsupported_parameter",
+        param=param,
+    )
+
+
+def unsupported_value(param: str = "temperature", value: object = 0) -> Fault:
+    """OpenAI's 400 for a value the model does not take (a reasoning model's temperature)."""
+    return http_error(
+        400,
+        f"Unsupported value: '{param}' does not support {json.dumps(value)} with this model. "
+        "Only the default (1) value is supported.",
+        code="unsupported_value",
+        param=param,
+    )
+
+
+def extra_input(param: str = "max_completion_tokens", value: object = 1024) -> Fault:
+    """A strict older server's 400 for a parameter it does not know: a vLLM-style error
+    object (not wrapped in ``error``) carrying pydantic's "Extra inputs are not permitted"."""
+    detail = [
+        {
+            "type": "extra_forbidden",
+            "loc": ["body", param],
+            "msg": "Extra inputs are not permitted",
+            "input": value,
+        }
+    ]
+    return Fault(
+        kind="http",
+        status=400,
+        body={
+            "object": "error",
+            "message": json.dumps(detail),
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        },
+    )
+
+
+def _refusal(dialect: Dialect, body: Mapping[str, Any]) -> Fault | None:
+    """The 400 a server of ``dialect`` answers to ``body``, or None when it takes it."""
+    if dialect == "reasoning":
+        if "max_tokens" in body:
+            return unsupported_parameter("max_tokens")
+        temperature = body.get("temperature")
+        if temperature is not None and temperature != 1:
+            return unsupported_value("temperature", temperature)
+    elif dialect == "legacy" and "max_completion_tokens" in body:
+        return extra_input("max_completion_tokens", body["max_completion_tokens"])
+    return None
 
 
 def rate_limit(
@@ -351,7 +436,9 @@ def step_from_json(obj: Mapping[str, Any]) -> Step:
     ``{"content": ...}`` (string or object) is an answer, ``{"tool_calls": [{"name": ...,
     "arguments": {...}}]}`` a tool call, and ``{"fault": NAME, ...}`` one of ``rate_limit``
     (``retry_after``), ``server_error`` (``status``, ``message``), ``http_error`` (``status``,
-    ``message``, ``code``), ``unauthorized``, ``not_found``, ``bad_request``, ``timeout``
+    ``message``, ``code``, ``param``), ``unsupported_parameter`` (``param``),
+    ``unsupported_value`` (``param``, ``value``), ``extra_input`` (``param``),
+    ``unauthorized``, ``not_found``, ``bad_request``, ``timeout``
     (``seconds``), ``disconnect``, ``drip`` (``content``, ``interval``, ``chunk``,
     ``headers_first``), ``huge`` (``size``, ``announce_length``, ``gzip``), ``truncated`` /
     ``schema_violation`` / ``not_json`` (``content``).
@@ -378,8 +465,16 @@ def step_from_json(obj: Mapping[str, Any]) -> Step:
             int(obj.get("status", 500)), str(obj.get("message", "The server had an error."))
         ),
         "http_error": lambda: http_error(
-            int(obj["status"]), str(obj.get("message", "error")), code=obj.get("code")
+            int(obj["status"]),
+            str(obj.get("message", "error")),
+            code=obj.get("code"),
+            param=obj.get("param"),
         ),
+        "unsupported_parameter": lambda: unsupported_parameter(str(obj.get("param", "max_tokens"))),
+        "unsupported_value": lambda: unsupported_value(
+            str(obj.get("param", "temperature")), obj.get("value", 0)
+        ),
+        "extra_input": lambda: extra_input(str(obj.get("param", "max_completion_tokens"))),
         "unauthorized": unauthorized,
         "not_found": not_found,
         "bad_request": bad_request,
@@ -431,6 +526,7 @@ class LLMTestServer:
         port: 0 (the default) picks a free port.
         embedding_dim: Length of the embedding vectors (unless a request asks ``dimensions``).
         api_key: When set, requests without ``Authorization: Bearer <api_key>`` get a 401.
+        dialect: Which chat parameters are taken (see the module docstring).
     """
 
     def __init__(
@@ -442,8 +538,10 @@ class LLMTestServer:
         port: int = 0,
         embedding_dim: int = 8,
         api_key: str | None = None,
+        dialect: Dialect = "lenient",
     ) -> None:
         self.model = model
+        self.dialect: Dialect = dialect
         self.responder = responder
         self.embedding_dim = embedding_dim
         self.api_key = api_key
@@ -451,6 +549,7 @@ class LLMTestServer:
         self._queues: dict[str, deque[Step]] = {"chat": deque(steps), "embeddings": deque()}
         self._requests: list[RecordedRequest] = []
         self._unexpected = 0
+        self._refused = 0
         self._streamed = 0
         self._streams_ended = 0
         self._lock = threading.Lock()
@@ -569,6 +668,12 @@ class LLMTestServer:
             return self._unexpected
 
     @property
+    def refused(self) -> int:
+        """Chat requests refused for a parameter the ``dialect`` does not take."""
+        with self._lock:
+            return self._refused
+
+    @property
     def streamed_bytes(self) -> int:
         """Bytes of :func:`drip` and :func:`huge` answers written so far (all of them)."""
         with self._lock:
@@ -596,6 +701,10 @@ class LLMTestServer:
             self._requests.append(request)
 
     def _next_step(self, endpoint: str, body: dict[str, Any]) -> Step | None:
+        if endpoint == "chat" and (refusal := _refusal(self.dialect, body)) is not None:
+            with self._lock:
+                self._refused += 1
+            return refusal
         with self._lock:
             queue = self._queues[endpoint]
             if queue:
@@ -933,6 +1042,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="content answered once the script is used up (else: HTTP 400)",
     )
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    parser.add_argument(
+        "--dialect",
+        choices=["lenient", "reasoning", "legacy"],
+        default="lenient",
+        help="reasoning: refuse max_tokens and temperature != 1 (OpenAI's o-series/gpt-5); "
+        "legacy: refuse max_completion_tokens (older servers)",
+    )
     args = parser.parse_args(argv)
 
     steps: list[Step] = []
@@ -956,7 +1072,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     with LLMTestServer(
-        steps, responder=responder, model=args.model, port=args.port, api_key=args.api_key
+        steps,
+        responder=responder,
+        model=args.model,
+        port=args.port,
+        api_key=args.api_key,
+        dialect=args.dialect,
     ) as server:
         _log.info("llm_test_server_listening", base_url=server.base_url, steps=len(steps))
         done.wait()

@@ -135,7 +135,9 @@ def test_strict_json_schema_and_messages_are_sent(
     (request,) = llm_server.chat_requests
     assert request["model"] == "test-model"
     assert request["messages"] == MESSAGES
-    assert request["max_tokens"] == 256
+    assert request["max_completion_tokens"] == 256  # max_tokens is deprecated
+    assert "max_tokens" not in request
+    assert "reasoning_effort" not in request  # only when llm.reasoning_effort is set
     assert request["temperature"] == 0.2
     response_format = request["response_format"]
     assert response_format["type"] == "json_schema"

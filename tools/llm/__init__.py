@@ -4,9 +4,11 @@
 one tenacity retry layer, a total deadline per call, a per-run budget, a response cache) plus
 :func:`make_client` and :func:`try_complete`; :mod:`.transport` the bounded HTTP client the SDK
 is given (every connect/read/write within the call's ``llm.deadline``, bodies capped at
-``llm.max_response_bytes`` while they are read); :mod:`.models` the records
-(:class:`LLMResult`, :class:`LLMFallback`, :class:`LLMUsage`); :mod:`.errors` the exception
-family.
+``llm.max_response_bytes`` while they are read); :mod:`.params` what each endpoint and model
+accepts (``max_completion_tokens`` or ``max_tokens``, a temperature or none), learned from its
+400s and remembered per process and in ``<cache_dir>/llm/endpoints.json``; :mod:`.models` the
+records (:class:`LLMResult`, :class:`LLMFallback`, :class:`LLMUsage`); :mod:`.errors` the
+exception family.
 
 No LLM configured is the default and a supported mode: :func:`make_client` returns ``None``,
 :func:`try_complete` then returns an :class:`LLMFallback`, and every agent runs its
@@ -22,7 +24,13 @@ deterministic core::
 
 from __future__ import annotations
 
-from patchpilot.tools.llm.client import DEFAULT_MAX_WAIT, LLMClient, make_client, try_complete
+from patchpilot.tools.llm.client import (
+    DEFAULT_MAX_WAIT,
+    CallOptions,
+    LLMClient,
+    make_client,
+    try_complete,
+)
 from patchpilot.tools.llm.errors import (
     LLMBudgetExceeded,
     LLMConfigError,
@@ -36,6 +44,7 @@ from patchpilot.tools.llm.transport import ResponseRefused, deadline_scope, make
 
 __all__ = [
     "DEFAULT_MAX_WAIT",
+    "CallOptions",
     "LLMBudgetExceeded",
     "LLMClient",
     "LLMConfigError",

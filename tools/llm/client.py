@@ -39,6 +39,18 @@ Ollama or a llama.cpp server) and adds what the agents need around one chat comp
   task, prompt version, messages and the strict schema; written atomically, and re-validated
   when read (an entry that no longer validates is dropped and the endpoint asked again).
   Changing a prompt's ``version`` is what invalidates its cached answers.
+* **Reasoning models and older servers.** The token limit goes as ``max_completion_tokens``
+  (``max_tokens`` is deprecated, and refused by OpenAI's o-series and gpt-5 models), with
+  ``temperature`` (``llm.temperature``) and, when set, ``reasoning_effort``. A 400 that refuses
+  ``max_completion_tokens`` (older vLLM and other servers), ``max_tokens`` or ``temperature``
+  as unsupported is answered by sending the request once more with ``max_tokens`` /
+  ``max_completion_tokens`` / no temperature, and the adjustment is remembered per endpoint and
+  model, for the process and in ``<cache_dir>/llm/endpoints.json``
+  (:mod:`patchpilot.tools.llm.params`): later calls and processes send the right request at
+  once. Any other 400 fails as before; at most one adjustment per parameter per call.
+  ``llm.token_limit_param`` and ``llm.temperature: null`` fix the shape instead.
+* **Gateway headers** (``llm.headers``): sent on every chat and embedding request, with
+  ``${ENV:NAME}`` replaced from the environment when the client is made (never logged).
 
 No LLM configured (``llm.base_url`` unset) means no client: :func:`make_client` returns ``None``
 and every agent runs its deterministic core. Agents call :func:`try_complete`, which never
@@ -76,8 +88,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar, cast
+from typing import Any, Final, Literal, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
@@ -95,7 +106,9 @@ from tenacity import (
     stop_before_delay,
 )
 
+from patchpilot.core.errors import ConfigError
 from patchpilot.core.models import utcnow
+from patchpilot.core.resources import ClosingContext
 from patchpilot.core.settings import LLMSettings
 from patchpilot.tools.llm.errors import (
     LLMBudgetExceeded,
@@ -106,9 +119,16 @@ from patchpilot.tools.llm.errors import (
     LLMUnavailableError,
 )
 from patchpilot.tools.llm.models import LLMFallback, LLMResult, LLMUsage, TokenUsage
+from patchpilot.tools.llm.params import (
+    PARAMS_FILE,
+    ParamMemory,
+    RequestShape,
+    TokenParam,
+    rejected_parameter,
+)
 from patchpilot.tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
 
-__all__ = ["DEFAULT_MAX_WAIT", "LLMClient", "make_client", "try_complete"]
+__all__ = ["DEFAULT_MAX_WAIT", "CallOptions", "LLMClient", "make_client", "try_complete"]
 
 _log = structlog.get_logger(__name__)
 
@@ -130,6 +150,17 @@ _ROLES: Final = frozenset({"system", "developer", "user", "assistant"})
 _RETRY_STATUSES: Final = frozenset({408, 409, 429})
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _DETAIL_MAX: Final = 300
+_LIMIT_PARAMS: Final[tuple[TokenParam, ...]] = ("max_completion_tokens", "max_tokens")
+"""``llm.token_limit_param`` values that fix the parameter (``auto`` learns it)."""
+
+
+class CallOptions(TypedDict, total=False):
+    """Per-call overrides of :meth:`LLMClient.complete` (``None`` or absent: the setting)."""
+
+    temperature: float | None
+    """Overrides ``llm.temperature``."""
+    max_tokens: int | None
+    """Overrides ``llm.max_tokens`` (sent as the token-limit parameter)."""
 
 
 class _Retryable(Exception):
@@ -163,7 +194,7 @@ class _Call:
         return self.deadline - time.monotonic()
 
 
-class LLMClient:
+class LLMClient(ClosingContext):
     """Structured answers from an OpenAI-compatible endpoint (see the module docstring).
 
     Args:
@@ -179,7 +210,8 @@ class LLMClient:
         sleep: The sleep function (tests inject one that records the waits).
 
     Raises:
-        LLMConfigError: ``settings.base_url`` is unset or not an http(s) URL.
+        LLMConfigError: ``settings.base_url`` is unset or not an http(s) URL, or a header of
+            ``llm.headers`` names an unset environment variable.
     """
 
     def __init__(
@@ -202,9 +234,15 @@ class LLMClient:
             raise LLMConfigError(  # LLMSettings refuses it too; never send anything elsewhere
                 "llm.base_url must be an http:// or https:// URL", model=settings.model
             )
+        try:
+            headers = settings.resolved_headers(os.environ)
+        except ConfigError as exc:
+            raise LLMConfigError(str(exc), model=settings.model) from exc
         self._settings = settings
         self._base_url = _redact(settings.base_url)
         self._cache_dir = cache_dir / "llm" if cache_dir is not None and settings.cache else None
+        # learned request shapes persist whenever there is a cache root (they hold no answer)
+        self._params = ParamMemory(cache_dir / "llm" / PARAMS_FILE if cache_dir else None)
         self._run_id = run_id
         self._backoff = max(backoff, 0.0)
         self._max_wait = max(max_wait, 0.0)
@@ -217,6 +255,7 @@ class LLMClient:
             api_key=os.environ.get(settings.api_key_env) or NO_KEY_PLACEHOLDER,
             timeout=settings.timeout,
             max_retries=0,  # tenacity below is the one retry layer
+            default_headers=headers or None,
             # bounds every connect/read/write by the call's deadline and caps the body size
             http_client=make_http_client(
                 max_response_bytes=settings.max_response_bytes, timeout=settings.timeout
@@ -227,19 +266,8 @@ class LLMClient:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Close the HTTP connections."""
+        """Close the HTTP connections (also on leaving ``with LLMClient(...) as client``)."""
         self._openai.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ properties
 
@@ -267,9 +295,7 @@ class LLMClient:
         prompt_version: str,
         messages: Sequence[Mapping[str, str]],
         schema: type[T],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
+        **options: Unpack[CallOptions],
     ) -> LLMResult[T]:
         """Ask for a structured answer and validate it against ``schema``.
 
@@ -278,15 +304,15 @@ class LLMClient:
             prompt_version: The prompt's version; part of the cache key.
             messages: Chat messages, each ``{"role": ..., "content": ...}``.
             schema: The pydantic model the answer must validate against.
-            temperature: Overrides ``llm.temperature`` for this call.
-            max_tokens: Overrides ``llm.max_tokens`` for this call.
+            **options: ``temperature`` and ``max_tokens`` for this call (:class:`CallOptions`).
 
         Returns:
             The validated answer with its accounting.
 
         Raises:
             LLMBudgetExceeded: The run's call or token budget is spent (nothing was sent).
-            LLMRequestError: The endpoint refused the request (400, 401, 403, 404...).
+            LLMRequestError: The endpoint refused the request (400, 401, 403, 404...), after
+                at most one adjustment per refused parameter (see the module docstring).
             LLMUnavailableError: 429/5xx/timeouts/connection failures outlasted the retries,
                 or ``llm.deadline`` passed (a ``Retry-After`` beyond it included).
             LLMOutputError: Every answer was unusable (not JSON, not the schema, truncated),
@@ -303,6 +329,8 @@ class LLMClient:
                 return hit
             request = self._request_messages(chat, schema, strict)
             response_format = self._response_format(schema, strict)
+            temperature = options.get("temperature")
+            max_tokens = options.get("max_tokens")
             attempt = functools.partial(
                 self._chat_once,
                 call,
@@ -350,9 +378,7 @@ class LLMClient:
         prompt_version: str,
         messages: Sequence[Mapping[str, str]],
         schema: type[T],
-        *,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
+        **options: Unpack[CallOptions],
     ) -> LLMResult[T] | LLMFallback:
         """:meth:`complete`, but any :class:`LLMError` becomes an :class:`LLMFallback`.
 
@@ -360,14 +386,7 @@ class LLMClient:
         Programming errors (e.g. a schema the SDK cannot make strict) still raise.
         """
         try:
-            return self.complete(
-                task,
-                prompt_version,
-                messages,
-                schema,
-                temperature=temperature,
-                max_tokens=max_tokens,
-            )
+            return self.complete(task, prompt_version, messages, schema, **options)
         except LLMError as exc:
             self._count(fallbacks=1)
             self._log.warning("llm.fallback", task=task, error=type(exc).__name__)
@@ -422,20 +441,31 @@ class LLMClient:
         messages: list[dict[str, str]],
         response_format: ResponseFormat,
         schema: type[T],
-        temperature: float,
+        temperature: float | None,
         max_tokens: int,
     ) -> tuple[T, str, str]:
-        response = self._send(
-            call,
-            lambda timeout: self._openai.chat.completions.create(
-                model=self._settings.model,
-                messages=cast("list[ChatCompletionMessageParam]", messages),
-                response_format=response_format,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                timeout=timeout,
-            ),
-        )
+        shape = self._request_shape()
+        adjusted: set[str] = set()
+        while True:
+            body: dict[str, Any] = {
+                "model": self._settings.model,
+                "messages": cast("list[ChatCompletionMessageParam]", messages),
+                "response_format": response_format,
+                shape.limit_param: max_tokens,
+            }
+            if temperature is not None and shape.send_temperature:
+                body["temperature"] = temperature
+            if self._settings.reasoning_effort is not None:
+                body["reasoning_effort"] = self._settings.reasoning_effort
+            try:
+                response = self._send(call, functools.partial(self._create_chat, body))
+            except LLMRequestError as exc:
+                better = self._adjusted_shape(call, shape, exc, adjusted)
+                if better is None:
+                    raise
+                shape = better
+                continue
+            break
         if not isinstance(response, ChatCompletion):
             raise LLMOutputError(
                 f"the endpoint answered {type(response).__name__}, not a chat completion",
@@ -455,7 +485,8 @@ class LLMClient:
         message = choice.message
         if choice.finish_reason == "length":
             raise _Retryable(
-                f"the answer was cut at max_tokens={max_tokens} (finish_reason 'length')",
+                f"the answer was cut at {shape.limit_param}={max_tokens} (finish_reason "
+                "'length'; a reasoning model spends part of it thinking: raise llm.max_tokens)",
                 kind="output",
             )
         if choice.finish_reason == "content_filter":
@@ -478,6 +509,48 @@ class LLMClient:
                 f"the answer is not a valid {schema.__name__}: {_summarise(exc)}", kind="output"
             ) from exc
         return value, response.model or self._settings.model, content
+
+    def _create_chat(self, body: dict[str, Any], timeout: float) -> object:
+        """One chat completion request (the SDK checks nothing we did not check already)."""
+        return self._openai.chat.completions.create(**body, timeout=timeout)
+
+    def _request_shape(self) -> RequestShape:
+        """The shape to send: what the settings fix, else what was learned, else defaults."""
+        learned = self._params.recall(self._base_url, self._settings.model) or RequestShape()
+        fixed = self._settings.token_limit_param
+        if fixed in _LIMIT_PARAMS:
+            learned = RequestShape(fixed, learned.send_temperature)
+        return learned
+
+    def _adjusted_shape(
+        self, call: _Call, shape: RequestShape, exc: LLMRequestError, adjusted: set[str]
+    ) -> RequestShape | None:
+        """The shape without the parameter ``exc`` refuses as unsupported, remembered; or
+        ``None`` when ``exc`` is another error, or the parameter was adjusted already (by this
+        call) or is fixed by the settings."""
+        cause = exc.__cause__
+        if not isinstance(cause, openai.APIStatusError):
+            return None
+        param = rejected_parameter(cause.status_code, cause.body, cause.message)
+        if param is None or not shape.sends(param):
+            return None
+        group = "temperature" if param == "temperature" else "token_limit"
+        if group in adjusted or (
+            group == "token_limit" and self._settings.token_limit_param in _LIMIT_PARAMS
+        ):
+            return None
+        adjusted.add(group)
+        better = shape.without(param)
+        self._params.remember(self._base_url, self._settings.model, better)
+        self._log.warning(
+            "llm.params.adjusted",
+            task=call.task,
+            refused=param,
+            limit_param=better.limit_param,
+            send_temperature=better.send_temperature,
+            remembered=str(self._params.path) if self._params.path else "process",
+        )
+        return better
 
     def _embed_once(self, call: _Call, model: str, texts: list[str]) -> list[list[float]]:
         response = self._send(
@@ -568,6 +641,13 @@ class LLMClient:
             hint = "check llm.base_url (it usually ends in /v1) and llm.model"
         elif status == 429:
             hint = "the account's quota is exhausted; retrying will not help"
+        elif (refused := rejected_parameter(status, exc.body, exc.message)) is not None:
+            other = "max_tokens" if refused == "max_completion_tokens" else "max_completion_tokens"
+            hint = (
+                "the model takes no temperature: set llm.temperature: null"
+                if refused == "temperature"
+                else f"the server takes no {refused}: set llm.token_limit_param to {other}"
+            )
         elif (
             status in (400, 422)
             and self._settings.structured_output == "json_schema"
@@ -821,9 +901,7 @@ def try_complete(
     prompt_version: str,
     messages: Sequence[Mapping[str, str]],
     schema: type[T],
-    *,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
+    **options: Unpack[CallOptions],
 ) -> LLMResult[T] | LLMFallback:
     """Ask ``client`` (maybe ``None``) for a structured answer; never raises an LLMError.
 
@@ -834,9 +912,7 @@ def try_complete(
     """
     if client is None:
         return LLMFallback(task=task, reason="no LLM configured (llm.base_url is unset)")
-    return client.try_complete(
-        task, prompt_version, messages, schema, temperature=temperature, max_tokens=max_tokens
-    )
+    return client.try_complete(task, prompt_version, messages, schema, **options)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -215,7 +215,9 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
 
     Unlike chromadb's bundled ``OpenAIEmbeddingFunction``, the API key is read from the named
     environment variable at call time (a dummy key when it is unset, for local servers), it is
-    never persisted, and no client or connection is made before the first call.
+    never persisted, and no client or connection is made before the first call. Gateway
+    ``headers`` (``llm.headers``, already resolved) are sent on every request and never
+    persisted either: a collection reopened from Chroma's registry alone has none.
     """
 
     def __init__(
@@ -228,6 +230,7 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
         max_retries: int = 3,
         deadline: float = 30.0,
         max_response_bytes: int = 1024 * 1024,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Create the function.
 
@@ -239,7 +242,9 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
             max_retries: The openai client's retries on 429/5xx/timeouts.
             deadline: Seconds per call in total (every read and retry), as ``llm.deadline``.
             max_response_bytes: Largest answer accepted, as ``llm.max_response_bytes``.
+            headers: Extra HTTP headers (``llm.headers`` with ``${ENV:NAME}`` resolved).
         """
+        self._headers = dict(headers or {})
         self.deadline = deadline
         self.max_response_bytes = max_response_bytes
         self.base_url = base_url
@@ -270,6 +275,7 @@ class OpenAICompatEmbeddingFunction(EmbeddingFunction[Documents]):
                 api_key=os.environ.get(self.api_key_env) or "local",
                 timeout=self.timeout,
                 max_retries=self.max_retries,
+                default_headers=self._headers or None,
                 http_client=make_http_client(
                     max_response_bytes=self.max_response_bytes, timeout=self.timeout
                 ),
@@ -347,11 +353,12 @@ def embedding_function(settings: Settings) -> EmbeddingFunction[Documents]:
 
     Args:
         settings: patchpilot's settings; ``openai`` also reads ``llm.base_url``,
-            ``llm.embeddings_model``, ``llm.api_key_env``, ``llm.timeout`` and
-            ``llm.max_retries``.
+            ``llm.embeddings_model``, ``llm.api_key_env``, ``llm.timeout``,
+            ``llm.max_retries`` and ``llm.headers``.
 
     Raises:
-        ConfigError: ``openai`` is selected but the endpoint or the model is unset.
+        ConfigError: ``openai`` is selected but the endpoint or the model is unset, or a
+            header of ``llm.headers`` names an unset environment variable.
     """
     if settings.memory.embedding == "hashing":
         return HashingEmbeddingFunction()
@@ -371,4 +378,5 @@ def embedding_function(settings: Settings) -> EmbeddingFunction[Documents]:
         max_retries=llm.max_retries,
         deadline=llm.deadline,
         max_response_bytes=llm.max_response_bytes,
+        headers=llm.resolved_headers(os.environ),
     )
