@@ -1,4 +1,4 @@
-"""``patchpilot lab up | down | status | reset``: the local Debian 12 lab fleet.
+"""``patchpilot lab up | down | status | reset``: the local Debian 12 + 13 lab fleet.
 
 The lab lives in ``$PATCHPILOT_HOME/lab`` (``ctx.obj.settings.home / "lab"``). Progress goes to
 stderr; tables and JSON to stdout. Errors are :class:`~patchpilot.core.errors.LabError`\\ s. Every
@@ -30,7 +30,10 @@ __all__ = ["lab_app"]
 
 lab_app = typer.Typer(
     name="lab",
-    help="A local fleet of real Debian 12 hosts (namespaces + overlayfs, SSH on 127.0.0.1).",
+    help=(
+        "A local fleet of real Debian 12 (bookworm) and 13 (trixie) hosts (namespaces + "
+        "overlayfs, SSH on 127.0.0.1)."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -97,13 +100,15 @@ def _render(status: LabStatus, fmt: LabFormat) -> None:
         out.print_json(status.model_dump_json())
         return
     table = Table(title=f"lab {_safe(status.lab_dir)}")
-    for column in ("host", "ssh", "pid", "running", "ssh ok", "acme-web", "upper", "memory"):
+    columns = ("host", "release", "ssh", "pid", "running", "ssh ok", "acme-web", "upper", "memory")
+    for column in columns:
         table.add_column(column)
     for host in status.hosts:
         health = "-" if host.health is None else str(host.health)
         style = "green" if host.health == 200 else ("red" if host.running else "dim")
         table.add_row(
             _safe(host.name),
+            _safe(host.release),
             _safe(f"{host.address}:{host.port}"),
             str(host.pid or "-"),
             "yes" if host.running else "no",
@@ -131,7 +136,22 @@ def up(
             "-n",
             min=1,
             max=MAX_HOSTS,
-            help=f"Number of hosts, 1-{MAX_HOSTS} (default: as before, else 3).",
+            help=(
+                f"Number of bookworm hosts, 1-{MAX_HOSTS} (default: as before, else 3); "
+                "the trixie hosts come on top."
+            ),
+        ),
+    ] = None,
+    trixie_hosts: Annotated[
+        int | None,
+        typer.Option(
+            "--trixie-hosts",
+            min=0,
+            max=MAX_HOSTS - 1,
+            help=(
+                "Number of Debian 13 (trixie) hosts after the bookworm ones, trixie-1… "
+                "(default: as before, else 1; 0: bookworm only)."
+            ),
         ),
     ] = None,
     base_port: Annotated[
@@ -150,7 +170,10 @@ def up(
         ),
     ] = None,
     rebuild_base: Annotated[
-        bool, typer.Option("--rebuild-base", help="debootstrap a fresh base (resets every host).")
+        bool,
+        typer.Option(
+            "--rebuild-base", help="debootstrap fresh bases, one per release (resets every host)."
+        ),
     ] = False,
     max_base_age_days: Annotated[
         float,
@@ -172,6 +195,7 @@ def up(
     with _spinner(err, "bringing the lab up…"):
         status = lab.up(
             hosts,
+            trixie_hosts=trixie_hosts,
             base_port=base_port,
             acme_base_port=acme_base_port,
             rebuild_base=rebuild_base,

@@ -1,9 +1,16 @@
-"""The lab's base root filesystem: debootstrap once, customise, cache as a zstd tarball.
+"""The lab's base root filesystems: debootstrap once per release, customise, cache as zstd.
 
-The cache lives in ``$PATCHPILOT_LAB_CACHE``, else ``$XDG_CACHE_HOME/patchpilot/lab``, else
-``~/.cache/patchpilot/lab``: ``base-bookworm.tar.zst`` and ``base-bookworm.json``
+One base per Debian release the fleet uses (:data:`RELEASES`: ``bookworm``, Debian 12, and
+``trixie``, Debian 13), each built and cached on its own. The cache lives in
+``$PATCHPILOT_LAB_CACHE``, else ``$XDG_CACHE_HOME/patchpilot/lab``, else
+``~/.cache/patchpilot/lab``: ``base-<release>.tar.zst`` and ``base-<release>.json``
 (:class:`~patchpilot.lab.models.BaseMeta`). It is shared by every lab of the user; a lab
-extracts it into ``$LAB/base`` (seconds) and records the metadata in ``$LAB/base.json``.
+extracts a release's tarball into ``$LAB/base`` (bookworm) or ``$LAB/base-<release>``
+(seconds) and records the metadata beside it (``base.json``, ``base-<release>.json``).
+
+Each base gets its release's suite, ``-updates`` and ``-security`` from Debian's mirror; the
+packages themselves come from the suite (the last point release), so the security suite
+always holds real pending updates.
 
 Callers must never modify a base directory while an overlay is mounted on it.
 """
@@ -15,7 +22,8 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -24,18 +32,23 @@ import structlog
 from pydantic import ValidationError
 
 from patchpilot.core.errors import LabError
-from patchpilot.lab.models import BASE_FORMAT_VERSION, BaseMeta
+from patchpilot.lab.models import BASE_FORMAT_VERSION, DEFAULT_RELEASE, BaseMeta
 from patchpilot.lab.system import ensure_tools, mounts, run
 
 __all__ = [
     "DEBIAN_MIRROR",
+    "DEFAULT_RELEASE",
     "INCLUDE",
     "LAB_USER",
+    "RELEASES",
     "SECURITY_MIRROR",
     "SUITE",
+    "TRIXIE",
+    "LabRelease",
     "base_age_days",
     "cache_dir",
     "cache_lock",
+    "check_release",
     "copy_resolv_conf",
     "customise_base",
     "debootstrap",
@@ -45,13 +58,17 @@ __all__ = [
     "read_meta",
     "refresh_base",
     "remove_tree",
+    "sources_list",
+    "sshd_lab_conf",
     "tarball_path",
     "write_meta",
 ]
 
 log = structlog.get_logger(__name__, agent="lab")  # lazy: bound after configure_logging()
 
-SUITE = "bookworm"
+#: The default release (kept under its historic name).
+SUITE = DEFAULT_RELEASE
+TRIXIE = "trixie"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 INCLUDE = ("openssh-server", "python3", "ca-certificates", "sudo")
@@ -64,11 +81,62 @@ _CHROOT_ENV = {
     "DEBIAN_FRONTEND": "noninteractive",
 }
 
-SOURCES_LIST = (
-    f"deb {DEBIAN_MIRROR} {SUITE} main\n"
-    f"deb {DEBIAN_MIRROR} {SUITE}-updates main\n"
-    f"deb {SECURITY_MIRROR} {SUITE}-security main\n"
-)
+
+@dataclass(frozen=True)
+class LabRelease:
+    """A Debian release the lab can build a base of."""
+
+    codename: str
+    version: str
+    sshd_extra: str = ""
+    """Release-specific lines of the lab's sshd configuration."""
+
+    @property
+    def label(self) -> str:
+        """``Debian 13 (trixie)``."""
+        return f"Debian {self.version} ({self.codename})"
+
+
+#: The releases the lab knows, by codename.
+RELEASES: Mapping[str, LabRelease] = {
+    DEFAULT_RELEASE: LabRelease(DEFAULT_RELEASE, "12"),
+    TRIXIE: LabRelease(
+        TRIXIE,
+        "13",
+        # GOTCHA: OpenSSH >= 9.8 penalises a source address for connections that close before
+        # authenticating (every port probe of `lab status`, `wait_ssh`...). All lab clients
+        # come from 127.0.0.1, so the penalty would lock every client out. bookworm's 9.2
+        # does not know the option (it would refuse to start).
+        sshd_extra="PerSourcePenalties no\n",
+    ),
+}
+
+
+def check_release(release: str) -> LabRelease:
+    """The :class:`LabRelease` called ``release``.
+
+    Raises:
+        LabError: the lab cannot build that release.
+    """
+    known = RELEASES.get(release)
+    if known is None:
+        raise LabError(
+            f"the lab has no base for release {release!r} (known: {', '.join(RELEASES)})"
+        )
+    return known
+
+
+def sources_list(release: str = DEFAULT_RELEASE) -> str:
+    """``/etc/apt/sources.list`` of a base: the release, its -updates and -security."""
+    check_release(release)
+    return (
+        f"deb {DEBIAN_MIRROR} {release} main\n"
+        f"deb {DEBIAN_MIRROR} {release}-updates main\n"
+        f"deb {SECURITY_MIRROR} {release}-security main\n"
+    )
+
+
+SOURCES_LIST = sources_list(DEFAULT_RELEASE)
 ACME_LIST = "deb [trusted=yes] file:/srv/acme-repo ./\n"
 APT_CONF = (
     "// patchpilot lab: no source cache and no kept .debs in every host's overlay (saves\n"
@@ -88,6 +156,11 @@ SSHD_LAB_CONF = (
 )
 
 
+def sshd_lab_conf(release: str = DEFAULT_RELEASE) -> str:
+    """``/etc/ssh/sshd_config.d/lab.conf`` of a base of ``release``."""
+    return SSHD_LAB_CONF + check_release(release).sshd_extra
+
+
 def cache_dir() -> Path:
     """Where the base tarball is cached (see the module docstring)."""
     explicit = os.environ.get("PATCHPILOT_LAB_CACHE")
@@ -99,7 +172,8 @@ def cache_dir() -> Path:
 
 
 def tarball_path(cache: Path, suite: str = SUITE) -> Path:
-    """The cached tarball of ``suite``; its metadata is the same name with ``.json``."""
+    """The cached tarball of release ``suite``; its metadata is the same name with ``.json``."""
+    check_release(suite)
     return cache / f"base-{suite}.tar.zst"
 
 
@@ -194,13 +268,14 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def customise_base(root: Path) -> None:
-    """Apply the one-time lab customisation to a fresh debootstrap in ``root``.
+def customise_base(root: Path, release: str = DEFAULT_RELEASE) -> None:
+    """Apply the one-time lab customisation to a fresh debootstrap of ``release`` in ``root``.
 
     The lab user (key login only), passwordless sudo, sshd settings, no host keys, an empty
-    machine-id, apt settings, a permissive policy-rc.d, ``/sbin/lab-init``, the Debian sources
-    (then ``apt-get update``) and, last, the local acme repo source.
+    machine-id, apt settings, a permissive policy-rc.d, ``/sbin/lab-init``, the release's
+    Debian sources (then ``apt-get update``) and, last, the local acme repo source.
     """
+    check_release(release)
     etc = root / "etc"
     passwd = (etc / "passwd").read_text(encoding="utf-8")
     if not any(line.startswith(f"{LAB_USER}:") for line in passwd.splitlines()):
@@ -211,7 +286,7 @@ def customise_base(root: Path) -> None:
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _chroot(root, "chown", f"{LAB_USER}:{LAB_USER}", f"/home/{LAB_USER}/.ssh", what="chown .ssh")
     _write(etc / "sudoers.d" / LAB_USER, f"{LAB_USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
-    _write(etc / "ssh" / "sshd_config.d" / "lab.conf", SSHD_LAB_CONF)
+    _write(etc / "ssh" / "sshd_config.d" / "lab.conf", sshd_lab_conf(release))
     for key in (etc / "ssh").glob("ssh_host_*"):
         key.unlink()
     _write(etc / "machine-id", "")
@@ -223,7 +298,9 @@ def customise_base(root: Path) -> None:
     _write(root / "usr" / "sbin" / "policy-rc.d", "#!/bin/sh\nexit 0\n", 0o755)
     _write(root / "sbin" / "lab-init", _lab_init_text(), 0o755)
     (etc / "lab-autostart").mkdir(mode=0o755, exist_ok=True)
-    _write(etc / "apt" / "sources.list", SOURCES_LIST)
+    _write(etc / "apt" / "sources.list", sources_list(release))
+    for deb822 in (etc / "apt" / "sources.list.d").glob("*.sources"):
+        deb822.unlink()  # only the sources above (none today; a future debootstrap may add one)
     copy_resolv_conf(root)
     _chroot(root, "apt-get", "update", what="apt-get update in the base")
     _chroot(root, "apt-get", "clean", what="apt-get clean in the base")

@@ -1,4 +1,8 @@
-"""The lab's inventory (patchpilot's own YAML format), known_hosts and client key."""
+"""The lab's inventory (patchpilot's own YAML format), known_hosts and client key.
+
+Every host is in the group of its Debian release (``bookworm``, ``trixie``): group names are
+tags too, so ``--target trixie`` or ``--limit '!trixie'`` select by release.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ __all__ = ["ensure_client_key", "inventory_document", "write_inventory", "write_
 
 _HEADER = (
     "# patchpilot lab fleet, written by `patchpilot lab up` (rewritten on every up/reset).\n"
-    "# Hosts are local Debian 12 namespaces + overlayfs on 127.0.0.1; see patchpilot/lab.\n"
+    "# Hosts are local Debian namespaces + overlayfs on 127.0.0.1, grouped by release\n"
+    "# (bookworm = Debian 12, trixie = Debian 13); see patchpilot/lab.\n"
 )
 
 
@@ -69,6 +74,9 @@ def inventory_document(
     hosts: Sequence[LabHost], key_file: Path, known_hosts: Path
 ) -> dict[str, Any]:
     """The inventory as a mapping (see ``configs/inventory.example.yaml`` for the format)."""
+    groups: dict[str, list[str]] = {}
+    for host in hosts:
+        groups.setdefault(host.release, []).append(host.name)
     return {
         "defaults": {
             "user": LAB_USER,
@@ -86,6 +94,7 @@ def inventory_document(
             }
             for host in hosts
         },
+        "groups": {release: {"hosts": names} for release, names in groups.items()},
     }
 
 

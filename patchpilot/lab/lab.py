@@ -1,9 +1,12 @@
-"""The lab fleet: bring N Debian 12 hosts up, down, report their status, reset them.
+"""The lab fleet: bring N Debian 12 (+ M Debian 13) hosts up, down, report, reset them.
 
 Layout of a lab directory (``$PATCHPILOT_HOME/lab`` for the CLI)::
 
-    base/                 extracted base rootfs (overlay lower; never modified while mounted)
+    base/                 extracted bookworm base rootfs (overlay lower; never modified
+                          while mounted)
     base.json             metadata of base/ (BaseMeta)
+    base-trixie/          the trixie base, extracted when the fleet has trixie hosts
+    base-trixie.json      its metadata
     hosts/NAME/           upper/ work/ root/ console.log pid provisioned
     repo/                 the local apt repo (bind-mounted read-only at /srv/acme-repo)
     keys/                 id_ed25519 (0600), id_ed25519.pub, known_hosts
@@ -11,21 +14,28 @@ Layout of a lab directory (``$PATCHPILOT_HOME/lab`` for the CLI)::
     policy.yaml           the default policy plus an acme-web health check of every host
     state.json            LabState
 
+Fleet: ``hosts`` bookworm hosts (the profile's cycle: canary-1, web-1, db-1…) plus
+``trixie_hosts`` trixie hosts (trixie-1…) after them; see :mod:`patchpilot.lab.profile`.
+``--hosts N`` counts the bookworm hosts only, so ``lab up --hosts 3`` is canary-1, web-1, db-1
+and (by default) trixie-1; ``--trixie-hosts 0`` gives a bookworm-only fleet.
+
 Lifecycle rules:
 
 * ``up`` is idempotent and repairs: hosts running and answering SSH are kept; dead ones (after
   a reboot, a crash or a kill) get their stale mounts cleaned and are restarted; a missing base
   is extracted from the cache, a missing cache is built with debootstrap. A stale base (older
   than ``max_base_age_days``) is refreshed with ``apt-get update`` when no host is running, and
-  re-cached. ``up`` without a host count keeps the previous one (default 3).
+  re-cached. Each release's base is handled on its own, and only when a host uses it. ``up``
+  without a host count keeps the previous one (default 3 bookworm + 1 trixie; a lab brought up
+  before trixie hosts existed gets its trixie host on the next ``up``).
 * Growing the fleet provisions the new hosts. **Shrinking it stops the extra hosts and deletes
   their upper layers** (their names leave the inventory); a later ``up`` with more hosts
   provisions them fresh.
 * ``down`` stops every host by pid and unmounts it; upper layers (host state) are kept.
 * ``reset`` = ``down``, delete every host's upper/work (so host keys and machine-ids too),
   then ``up`` with the same count and ports; known_hosts is rewritten.
-* ``--rebuild-base`` debootstraps a new base; since upper layers belong to the base they were
-  made on, it also resets every host.
+* ``--rebuild-base`` debootstraps new bases (every release the fleet uses); since upper layers
+  belong to the base they were made on, it also resets every host.
 """
 
 from __future__ import annotations
@@ -62,9 +72,11 @@ from patchpilot.lab.hosts import (
 )
 from patchpilot.lab.inventory import ensure_client_key, write_inventory, write_known_hosts
 from patchpilot.lab.models import (
+    DEFAULT_RELEASE,
     STATE_FORMAT_VERSION,
     BaseMeta,
     HostState,
+    LabBaseStatus,
     LabHost,
     LabHostStatus,
     LabState,
@@ -74,10 +86,12 @@ from patchpilot.lab.policy import write_lab_policy
 from patchpilot.lab.profile import (
     DEFAULT_ACME_BASE_PORT,
     DEFAULT_BASE_PORT,
+    DEFAULT_TRIXIE_HOSTS,
     MAX_HOSTS,
     fleet_profile,
+    host_release,
 )
-from patchpilot.lab.repo import build_repo
+from patchpilot.lab.repo import build_repo, repo_stamp
 from patchpilot.lab.system import (
     dir_usage,
     http_status,
@@ -145,13 +159,26 @@ class Lab:
 
     @property
     def base_dir(self) -> Path:
-        """The extracted base (overlay lower)."""
+        """The extracted bookworm base (overlay lower)."""
         return self.dir / "base"
 
     @property
     def base_meta_path(self) -> Path:
-        """Metadata of the extracted base."""
+        """Metadata of the extracted bookworm base."""
         return self.dir / "base.json"
+
+    def base_dir_for(self, release: str) -> Path:
+        """The extracted base of ``release`` (``base/`` for bookworm, else ``base-RELEASE/``)."""
+        base_mod.check_release(release)
+        return self.base_dir if release == DEFAULT_RELEASE else self.dir / f"base-{release}"
+
+    def base_meta_path_for(self, release: str) -> Path:
+        """Metadata of the extracted base of ``release``."""
+        return self.base_dir_for(release).with_name(self.base_dir_for(release).name + ".json")
+
+    def base_dirs(self) -> list[Path]:
+        """The base directories of every release the lab knows (present or not)."""
+        return [self.base_dir_for(release) for release in base_mod.RELEASES]
 
     @property
     def hosts_dir(self) -> Path:
@@ -226,7 +253,10 @@ class Lab:
         """The hosts of the fleet as last brought up (empty before the first ``up``)."""
         state = self.load_state()
         return fleet_profile(
-            state.hosts_count, base_port=state.base_port, acme_base_port=state.acme_base_port
+            state.hosts_count,
+            trixie=state.trixie_hosts or 0,
+            base_port=state.base_port,
+            acme_base_port=state.acme_base_port,
         )
 
     def host(self, name: str) -> LabHost:
@@ -269,11 +299,15 @@ class Lab:
             self._lock_depth = 0
             handle.close()
 
-    def _base_in_use(self) -> bool:
-        lower = f"lowerdir={self.base_dir}"
+    def _base_in_use(self, release: str = DEFAULT_RELEASE) -> bool:
+        lower = f"lowerdir={self.base_dir_for(release)}"
         return any(
             m.fstype == "overlay" and lower in m.super_options.split(",") for m in mounts()
-        ) or any(is_mounted(self.host_paths(p.name).root) for p in self._host_dirs())
+        ) or any(
+            is_mounted(self.host_paths(p.name).root)
+            for p in self._host_dirs()
+            if host_release(p.name) == release
+        )
 
     def _host_dirs(self) -> list[Path]:
         if not self.hosts_dir.is_dir():
@@ -295,15 +329,18 @@ class Lab:
 
     # -- base ----------------------------------------------------------------------------
 
-    def _build_base(self) -> BaseMeta:
-        """debootstrap + customise into base.new, cache it, move it to base/."""
-        new = self.dir / "base.new"
+    def _build_base(self, release: str) -> BaseMeta:
+        """debootstrap + customise into a temporary dir, cache it, move it into place."""
+        target = self.base_dir_for(release)
+        new = target.with_name(target.name + ".new")
         base_mod.remove_tree(new)
-        self._progress("building the base with debootstrap (about a minute)")
+        self._progress(
+            f"building the {release} base with debootstrap (about a minute)", release=release
+        )
         try:
-            base_mod.debootstrap(new)
-            base_mod.customise_base(new)
-            tarball = base_mod.tarball_path(self.cache)
+            base_mod.debootstrap(new, suite=release)
+            base_mod.customise_base(new, release)
+            tarball = base_mod.tarball_path(self.cache, release)
             self._progress("caching the base tarball", tarball=str(tarball))
             size = base_mod.make_tarball(new, tarball)
         except BaseException:
@@ -312,7 +349,7 @@ class Lab:
             raise
         now = _now()
         meta = BaseMeta(
-            suite=base_mod.SUITE,
+            suite=release,
             mirror=base_mod.DEBIAN_MIRROR,
             include=base_mod.INCLUDE,
             built_at=now,
@@ -321,88 +358,125 @@ class Lab:
             tarball_bytes=size,
         )
         base_mod.write_meta(base_mod.meta_path_of(tarball), meta)
-        base_mod.remove_tree(self.base_dir)
-        new.rename(self.base_dir)
-        base_mod.write_meta(self.base_meta_path, meta)
+        base_mod.remove_tree(target)
+        new.rename(target)
+        base_mod.write_meta(self.base_meta_path_for(release), meta)
         return meta
 
-    def _extract_base(self, tarball: Path, meta: BaseMeta) -> BaseMeta:
-        new = self.dir / "base.new"
+    def _extract_base(self, release: str, tarball: Path, meta: BaseMeta) -> BaseMeta:
+        target = self.base_dir_for(release)
+        new = target.with_name(target.name + ".new")
         base_mod.remove_tree(new)
-        self._progress("extracting the cached base", tarball=str(tarball))
+        self._progress(f"extracting the cached {release} base", tarball=str(tarball))
         try:
             base_mod.extract_tarball(tarball, new)
         except BaseException:
             with contextlib.suppress(LabError, OSError):
                 base_mod.remove_tree(new)
             raise
-        base_mod.remove_tree(self.base_dir)
-        new.rename(self.base_dir)
-        base_mod.write_meta(self.base_meta_path, meta)
+        base_mod.remove_tree(target)
+        new.rename(target)
+        base_mod.write_meta(self.base_meta_path_for(release), meta)
         return meta
 
-    def _ensure_base_for_hosts(
-        self, state: LabState, *, rebuild: bool, max_age_days: float
-    ) -> tuple[LabState, datetime | None]:
-        """:meth:`_ensure_base`, then reset every host if the base is not the one their
-        overlays were made on (a rebuilt or re-extracted base of another build or format).
+    def _ensure_bases_for_hosts(
+        self,
+        state: LabState,
+        profile: Sequence[LabHost],
+        *,
+        rebuild: bool,
+        max_age_days: float,
+    ) -> tuple[LabState, dict[str, datetime]]:
+        """:meth:`_ensure_base` of every release ``profile`` uses, then reset the hosts of a
+        release whose base is not the one their overlays were made on (a rebuilt or
+        re-extracted base of another build or format).
 
         Returns:
-            The state to continue with (emptied after a reset) and the base's build time.
+            The state to continue with (without the reset hosts) and each base's build time.
         """
-        had_base = self.base_dir.is_dir()
-        before = base_mod.read_meta(self.base_meta_path) if had_base else None
-        self._ensure_base(rebuild=rebuild, max_age_days=max_age_days)
-        after = base_mod.read_meta(self.base_meta_path)
-        built_at = after.built_at if after is not None else None
-        changed = (had_base and before is None) or (
-            state.base_built_at is not None and state.base_built_at != built_at
-        )
-        if changed and self._host_dirs():
-            # An overlay upper belongs to the base it was made on: fresh hosts.
-            self._progress("the base changed: resetting every host")
-            for host_dir in self._host_dirs():
-                self._stop_and_unmount(host_dir.name)
-                base_mod.remove_tree(host_dir)
-            return LabState(), built_at
-        return state, built_at
+        releases = list(dict.fromkeys(h.release for h in profile))
+        built: dict[str, datetime] = {}
+        for release in releases:
+            base_dir = self.base_dir_for(release)
+            had_base = base_dir.is_dir()
+            before = base_mod.read_meta(self.base_meta_path_for(release)) if had_base else None
+            self._ensure_base(release, rebuild=rebuild, max_age_days=max_age_days)
+            after = base_mod.read_meta(self.base_meta_path_for(release))
+            if after is not None:
+                built[release] = after.built_at
+            recorded = state.bases_built_at.get(release)
+            changed = (had_base and before is None) or (
+                recorded is not None and recorded != built.get(release)
+            )
+            stale_hosts = [p for p in self._host_dirs() if host_release(p.name) == release]
+            if changed and stale_hosts:
+                # An overlay upper belongs to the base it was made on: fresh hosts.
+                self._progress(f"the {release} base changed: resetting its hosts")
+                for host_dir in stale_hosts:
+                    self._stop_and_unmount(host_dir.name)
+                    base_mod.remove_tree(host_dir)
+                gone = {p.name for p in stale_hosts}
+                state = state.model_copy(
+                    update={"hosts": [h for h in state.hosts if h.name not in gone]}
+                )
+        self._drop_unused_bases(releases)
+        return state, built
 
-    def _ensure_base(self, *, rebuild: bool, max_age_days: float) -> None:
-        base_mod.remove_tree(self.dir / "base.new")  # left over by an interrupted run
-        meta = base_mod.read_meta(self.base_meta_path) if self.base_dir.is_dir() else None
+    def _drop_unused_bases(self, used: Sequence[str]) -> None:
+        """Delete the extracted bases (not the cached tarballs) no host uses any more."""
+        for release in base_mod.RELEASES:
+            if release in used or release == DEFAULT_RELEASE:
+                continue
+            base_dir = self.base_dir_for(release)
+            if base_dir.is_dir() and not self._base_in_use(release):
+                self._progress(f"removing the unused {release} base", release=release)
+                base_mod.remove_tree(base_dir)
+                self.base_meta_path_for(release).unlink(missing_ok=True)
+
+    def _ensure_base(self, release: str, *, rebuild: bool, max_age_days: float) -> None:
+        base_dir = self.base_dir_for(release)
+        meta_path = self.base_meta_path_for(release)
+        # left over by an interrupted run
+        base_mod.remove_tree(base_dir.with_name(base_dir.name + ".new"))
+        meta = base_mod.read_meta(meta_path) if base_dir.is_dir() else None
         with base_mod.cache_lock(self.cache):
-            tarball = base_mod.tarball_path(self.cache)
+            tarball = base_mod.tarball_path(self.cache, release)
             cache_meta = (
                 base_mod.read_meta(base_mod.meta_path_of(tarball)) if tarball.is_file() else None
             )
             if rebuild or (meta is None and cache_meta is None):
-                if self._base_in_use():
-                    raise LabError("cannot rebuild the base while hosts use it: run `lab down`")
-                self._build_base()
+                if self._base_in_use(release):
+                    raise LabError(
+                        f"cannot rebuild the {release} base while hosts use it: run `lab down`"
+                    )
+                self._build_base(release)
                 return
             if meta is None:
-                if self._base_in_use():
-                    raise LabError(f"{self.base_dir} is incomplete but mounted: run `lab down`")
+                if self._base_in_use(release):
+                    raise LabError(f"{base_dir} is incomplete but mounted: run `lab down`")
                 assert cache_meta is not None
-                meta = self._extract_base(tarball, cache_meta)
+                meta = self._extract_base(release, tarball, cache_meta)
             age = base_mod.base_age_days(meta)
             if age <= max_age_days:
                 return
-            if self._base_in_use():
+            if self._base_in_use(release):
                 log.warning(
                     "the base is stale but hosts are running on it; `patchpilot lab down` "
                     "then `up` refreshes it",
+                    release=release,
                     age_days=round(age, 1),
                     max_age_days=max_age_days,
                 )
                 return
-            self._progress("refreshing the stale base (apt-get update)", age_days=round(age, 1))
-            base_mod.refresh_base(self.base_dir)
+            self._progress(
+                f"refreshing the stale {release} base (apt-get update)", age_days=round(age, 1)
+            )
+            base_mod.refresh_base(base_dir)
             meta = meta.model_copy(update={"refreshed_at": _now()})
-            size = base_mod.make_tarball(self.base_dir, tarball)
+            size = base_mod.make_tarball(base_dir, tarball)
             meta = meta.model_copy(update={"tarball": tarball.name, "tarball_bytes": size})
             base_mod.write_meta(base_mod.meta_path_of(tarball), meta)
-            base_mod.write_meta(self.base_meta_path, meta)
+            base_mod.write_meta(meta_path, meta)
 
     # -- hosts ---------------------------------------------------------------------------
 
@@ -439,7 +513,11 @@ class Lab:
         paths = self.host_paths(host.name)
         if pid is None or state is None:
             return False
-        if (state.port, state.acme_port) != (host.port, host.acme_port):
+        if (state.port, state.acme_port, state.release) != (
+            host.port,
+            host.acme_port,
+            host.release,
+        ):
             return False
         if not paths.provisioned_marker.is_file():
             return False
@@ -449,14 +527,35 @@ class Lab:
             return False
         return True
 
-    def _bring_up_host(self, host: LabHost, public_key: str, old: HostState | None) -> HostState:
-        """Keep a healthy running host, else (re)start it; provision it when new."""
+    def _bring_up_host(
+        self,
+        host: LabHost,
+        public_key: str,
+        old: HostState | None,
+        *,
+        repo_changed: bool = False,
+    ) -> HostState:
+        """Keep a healthy running host, else (re)start it; provision it when new.
+
+        A kept host re-reads the acme repository's index when the repository was rebuilt
+        (otherwise its apt would refuse the new files: hash sum mismatch).
+        """
         paths = self.host_paths(host.name)
         bound = log.bind(host=host.name)
         pid = self._running_pid(host.name)
         if self._host_healthy(host, pid, old):
             bound.debug("host already running", pid=pid)
             assert old is not None
+            assert pid is not None
+            if repo_changed:
+                for argv in (_ACME_UPDATE, ("apt-cache", "gencaches")):
+                    proc = exec_in_host(host.name, pid, paths.root, argv)
+                    if proc.returncode != 0:
+                        bound.warning(
+                            "lab.acme_index_refresh_failed",
+                            command=argv[0],
+                            stderr=proc.stderr[-300:],
+                        )
             return old
         if pid is not None:
             bound.info("restarting host (unhealthy or reconfigured)", pid=pid)
@@ -468,7 +567,7 @@ class Lab:
                     "else: choose other ports with --base-port / --acme-base-port"
                 )
         self._progress(f"starting {host.name}", host=host.name)
-        mount_overlay(self.base_dir, paths, host.name)
+        mount_overlay(self.base_dir_for(host.release), paths, host.name)
         write_identity(host, paths.root, public_key)
         new_pid = start_host(host.name, paths, self.repo_dir)
         try:
@@ -496,6 +595,7 @@ class Lab:
             pid=new_pid,
             provisioned=True,
             started_at=_now(),
+            release=host.release,
         )
 
     def _write_access_files(self, hosts: Sequence[LabHost]) -> None:
@@ -522,6 +622,7 @@ class Lab:
         self,
         hosts: int | None = None,
         *,
+        trixie_hosts: int | None = None,
         base_port: int | None = None,
         acme_base_port: int | None = None,
         rebuild_base: bool = False,
@@ -530,11 +631,12 @@ class Lab:
         """Bring the fleet up (idempotent; repairs dead hosts). See the module docstring.
 
         Args:
-            hosts: number of hosts (default: as before, else 3).
-            base_port: sshd port of host 1 (host i gets base_port + i - 1; default as before,
-                else 2201).
+            hosts: number of bookworm hosts (default: as before, else 3).
+            trixie_hosts: number of trixie hosts after them (default: as before, else 1).
+            base_port: sshd port of host 1 (host i gets base_port + i - 1, the trixie hosts
+                counting after the bookworm ones; default as before, else 2201).
             acme_base_port: acme-web port of host 1 (default as before, else 8081).
-            rebuild_base: debootstrap a fresh base (and reset every host).
+            rebuild_base: debootstrap fresh bases (and reset every host).
             max_base_age_days: refresh the base's apt indices when older than this.
 
         Returns:
@@ -546,21 +648,27 @@ class Lab:
             state = self.load_state()
             known = state.hosts_count > 0
             count = hosts if hosts is not None else (state.hosts_count or DEFAULT_HOSTS)
+            trixie = trixie_hosts
+            if trixie is None:
+                trixie = DEFAULT_TRIXIE_HOSTS if state.trixie_hosts is None else state.trixie_hosts
             ssh_base = base_port or (state.base_port if known else DEFAULT_BASE_PORT)
             acme_base = acme_base_port or (
                 state.acme_base_port if known else DEFAULT_ACME_BASE_PORT
             )
-            _check_layout(count, ssh_base, acme_base)
+            _check_layout(count, ssh_base, acme_base, trixie=trixie)
             if max_base_age_days < 0:
                 raise LabError("--max-base-age-days must be >= 0")
-            profile = fleet_profile(count, base_port=ssh_base, acme_base_port=acme_base)
+            profile = fleet_profile(
+                count, trixie=trixie, base_port=ssh_base, acme_base_port=acme_base
+            )
+            total = len(profile)
             wanted = {h.name for h in profile}
 
             # Hosts that are dead (crash, kill, reboot) or no longer wanted: clean them up.
             for host_dir in self._host_dirs():
                 name = host_dir.name
                 if name not in wanted:
-                    self._progress(f"removing extra host {name} (fleet shrinks to {count})")
+                    self._progress(f"removing extra host {name} (fleet shrinks to {total})")
                     self._stop_and_unmount(name)
                     base_mod.remove_tree(host_dir)
                 elif self._running_pid(name) is None:
@@ -571,24 +679,33 @@ class Lab:
                 for host_dir in self._host_dirs():
                     self._stop_and_unmount(host_dir.name)
                     base_mod.remove_tree(host_dir)
-            state, built_at = self._ensure_base_for_hosts(
-                state, rebuild=rebuild_base, max_age_days=max_base_age_days
+            state, built_at = self._ensure_bases_for_hosts(
+                state, profile, rebuild=rebuild_base, max_age_days=max_base_age_days
             )
 
             public_key = ensure_client_key(self.key_file)
+            stamp_before = repo_stamp(self.repo_dir)
             build_repo(self.repo_dir)
+            repo_changed = repo_stamp(self.repo_dir) != stamp_before
             new_state = LabState(
                 hosts_count=count,
+                trixie_hosts=trixie,
                 base_port=ssh_base,
                 acme_base_port=acme_base,
                 hosts=[],
-                base_built_at=built_at,
+                bases_built_at=built_at,
             )
             errors: list[BaseException] = []
             # Hosts are independent: bring them up in parallel (12 hosts ≈ 3 hosts' time).
-            with ThreadPoolExecutor(max_workers=min(_PARALLEL, count)) as pool:
+            with ThreadPoolExecutor(max_workers=min(_PARALLEL, total)) as pool:
                 futures = [
-                    pool.submit(self._bring_up_host, host, public_key, state.host(host.name))
+                    pool.submit(
+                        self._bring_up_host,
+                        host,
+                        public_key,
+                        state.host(host.name),
+                        repo_changed=repo_changed,
+                    )
                     for host in profile
                 ]
                 for host, future in zip(profile, futures, strict=True):
@@ -604,6 +721,7 @@ class Lab:
                                 port=host.port,
                                 acme_port=host.acme_port,
                                 pid=self._running_pid(host.name),
+                                release=host.release,
                             )
                         )
             self.save_state(new_state)
@@ -613,7 +731,8 @@ class Lab:
             self._wait_services(profile)
         log.info(
             "lab is up",
-            hosts=count,
+            hosts=total,
+            trixie_hosts=trixie,
             seconds=round(time.monotonic() - started, 1),
             inventory=str(self.inventory_path),
             policy=str(self.policy_path),
@@ -649,6 +768,7 @@ class Lab:
             if state.hosts_count:
                 return self.up(
                     state.hosts_count,
+                    trixie_hosts=state.trixie_hosts or 0,
                     base_port=state.base_port,
                     acme_base_port=state.acme_base_port,
                 )
@@ -671,8 +791,8 @@ class Lab:
         require_root()
         host = self.host(name)
         with self._locked():
-            if not self.base_dir.is_dir():
-                raise LabError("the lab has no base: run `patchpilot lab up`")
+            if not self.base_dir_for(host.release).is_dir():
+                raise LabError(f"the lab has no {host.release} base: run `patchpilot lab up`")
             state = self.load_state()
             public_key = ensure_client_key(self.key_file)
             new = self._bring_up_host(host, public_key, state.host(name))
@@ -692,13 +812,26 @@ class Lab:
     def status(self) -> LabStatus:
         """The live status of every host (works without root, with less detail)."""
         hosts = self.hosts() if self.state_path.is_file() else []
-        base_meta = base_mod.read_meta(self.base_meta_path)
+        releases = list(dict.fromkeys([DEFAULT_RELEASE, *(h.release for h in hosts)]))
+        bases = []
+        for release in releases:
+            meta = base_mod.read_meta(self.base_meta_path_for(release))
+            bases.append(
+                LabBaseStatus(
+                    release=release,
+                    present=self.base_dir_for(release).is_dir() and meta is not None,
+                    built_at=meta.built_at if meta else None,
+                    refreshed_at=meta.refreshed_at if meta else None,
+                )
+            )
+        used = {h.release for h in hosts} or {DEFAULT_RELEASE}
         result = LabStatus(
             lab_dir=self.dir,
             inventory_path=self.inventory_path,
             policy_path=self.policy_path,
-            base_present=self.base_dir.is_dir() and base_meta is not None,
-            base_refreshed_at=base_meta.refreshed_at if base_meta else None,
+            base_present=all(b.present for b in bases if b.release in used),
+            base_refreshed_at=bases[0].refreshed_at,
+            bases=bases,
         )
         for host in hosts:
             paths = self.host_paths(host.name)
@@ -711,6 +844,7 @@ class Lab:
                     address=host.address,
                     port=host.port,
                     acme_port=host.acme_port,
+                    release=host.release,
                     pid=pid if running else None,
                     running=running,
                     ssh_ok=running and tcp_accepting(host.port),
@@ -722,9 +856,15 @@ class Lab:
         return result
 
 
-def _check_layout(count: int, base_port: int, acme_base_port: int) -> None:
+def _check_layout(count: int, base_port: int, acme_base_port: int, *, trixie: int = 0) -> None:
     if not 1 <= count <= MAX_HOSTS:
         raise LabError(f"--hosts must be between 1 and {MAX_HOSTS}, got {count}")
+    if not 0 <= trixie <= MAX_HOSTS - count:
+        raise LabError(
+            f"--trixie-hosts must be between 0 and {MAX_HOSTS - count} with --hosts {count} "
+            f"(at most {MAX_HOSTS} hosts in all), got {trixie}"
+        )
+    count += trixie
     for label, first in (("--base-port", base_port), ("--acme-base-port", acme_base_port)):
         if not 1024 <= first <= 65535 - count:
             raise LabError(f"{label} {first} is out of range (1024..{65535 - count})")

@@ -12,7 +12,15 @@ i     name        tags                    criticality  exposure  notes
 ====  ==========  ======================  ===========  ========  ===================================
 
 Then the roles cycle web → staging → db with their own counters: ``web-2``, ``staging-1``,
-``db-2``, ``web-3``, ``staging-2``, ``db-3``…
+``db-2``, ``web-3``, ``staging-2``, ``db-3``… These are the ``count`` bookworm (Debian 12)
+hosts.
+
+After them come the trixie (Debian 13) hosts, ``trixie-1``, ``trixie-2``… (``trixie``
+of them; ``lab up`` adds one by default): tags web, staging, trixie; criticality 2; internal;
+acme-web 1.0.0 like every host. With the lab's policy (rings canary → early (tag
+``staging``) → broad; approval for tag ``prod``) a trixie host is in the early ring and needs
+no approval. Their indexes (so ports) follow the bookworm hosts': with ``--hosts 3``,
+``trixie-1`` is host 4 (port 2204, acme-web 8084).
 """
 
 from __future__ import annotations
@@ -20,14 +28,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from patchpilot.core.models import Exposure
-from patchpilot.lab.models import LabHost
+from patchpilot.lab.models import DEFAULT_RELEASE, LabHost
 
-__all__ = ["DEFAULT_ACME_BASE_PORT", "DEFAULT_BASE_PORT", "MAX_HOSTS", "fleet_profile", "lab_host"]
+__all__ = [
+    "DEFAULT_ACME_BASE_PORT",
+    "DEFAULT_BASE_PORT",
+    "DEFAULT_TRIXIE_HOSTS",
+    "MAX_HOSTS",
+    "TRIXIE_PREFIX",
+    "fleet_profile",
+    "host_release",
+    "lab_host",
+    "trixie_host",
+]
 
 DEFAULT_BASE_PORT = 2201
 DEFAULT_ACME_BASE_PORT = 8081
-#: A sanity bound (ports, memory); 12 hosts are tested, more work the same way.
+#: A sanity bound on the whole fleet (ports, memory); 12 hosts are tested, more work the same.
 MAX_HOSTS = 64
+#: Trixie hosts ``lab up`` adds to a new fleet.
+DEFAULT_TRIXIE_HOSTS = 1
+#: Name prefix of the trixie hosts (``trixie-1``…); no bookworm role uses it.
+TRIXIE_PREFIX = "trixie"
+_TRIXIE = "trixie"
 
 
 @dataclass(frozen=True)
@@ -43,6 +66,8 @@ _CANARY = _Role("canary", ("web", "staging", "canary"), 2, Exposure.INTERNAL, "t
 _WEB = _Role("web", ("web", "prod"), 4, Exposure.INTERNET, "team-web")
 _DB = _Role("db", ("db", "prod"), 5, Exposure.INTERNAL, "team-data")
 _STAGING = _Role("staging", ("web", "staging"), 2, Exposure.INTERNAL, "team-web")
+
+_TRIXIE_ROLE = _Role(TRIXIE_PREFIX, ("web", "staging", "trixie"), 2, Exposure.INTERNAL, "team-web")
 
 _FIXED = (_CANARY, _WEB, _DB)
 _CYCLE = (_WEB, _STAGING, _DB)
@@ -84,13 +109,45 @@ def lab_host(
     )
 
 
-def fleet_profile(
-    count: int,
+def trixie_host(
+    number: int,
+    index: int,
     *,
     base_port: int = DEFAULT_BASE_PORT,
     acme_base_port: int = DEFAULT_ACME_BASE_PORT,
+) -> LabHost:
+    """The profile of trixie host ``number`` (1-based), fleet host ``index`` (for its ports)."""
+    if number < 1 or index < 1:
+        raise ValueError(f"host numbers start at 1, got trixie-{number} as host {index}")
+    role = _TRIXIE_ROLE
+    return LabHost(
+        name=f"{role.prefix}-{number}",
+        index=index,
+        port=base_port + index - 1,
+        acme_port=acme_base_port + index - 1,
+        tags=role.tags,
+        criticality=role.criticality,
+        exposure=role.exposure,
+        owner=role.owner,
+        release=_TRIXIE,
+    )
+
+
+def fleet_profile(
+    count: int,
+    *,
+    trixie: int = 0,
+    base_port: int = DEFAULT_BASE_PORT,
+    acme_base_port: int = DEFAULT_ACME_BASE_PORT,
 ) -> list[LabHost]:
-    """The first ``count`` lab hosts."""
-    return [
-        lab_host(i, base_port=base_port, acme_base_port=acme_base_port) for i in range(1, count + 1)
+    """The first ``count`` (bookworm) lab hosts, then ``trixie`` trixie hosts."""
+    ports = {"base_port": base_port, "acme_base_port": acme_base_port}
+    return [lab_host(i, **ports) for i in range(1, count + 1)] + [
+        trixie_host(n, count + n, **ports) for n in range(1, trixie + 1)
     ]
+
+
+def host_release(name: str) -> str:
+    """The Debian release of the lab host called ``name`` (by the profile's naming)."""
+    prefix, _, number = name.rpartition("-")
+    return _TRIXIE if prefix == TRIXIE_PREFIX and number.isdigit() else DEFAULT_RELEASE

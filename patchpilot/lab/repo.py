@@ -4,9 +4,13 @@ A flat repository (``deb [trusted=yes] file:/srv/acme-repo ./``) holding every v
 
 * ``acme-web`` 1.0.0, 1.1.0 (fixes the lab's made-up CVE-2024-99901) and 1.2.0 (installs fine
   but ``/health`` answers 503: a failed DB migration), a python3 ``http.server`` with an init
-  script, started at host boot through ``/etc/lab-autostart/acme-web``;
+  script, started at host boot through ``/etc/lab-autostart/acme-web``; it depends on
+  ``python3 (>= 3.11)``, so it installs on bookworm (3.11) and trixie (3.13) alike;
 * ``acme-agent`` 1.0.0 and 2.0.0 and ``acme-plugin-legacy`` 1.0.0 (``Depends: acme-agent
   (<< 2.0)``): a dist-upgrade to acme-agent 2.0.0 removes the plugin.
+
+Every package is ``Architecture: all`` and the repository is flat (no suite), so the same
+repository serves the bookworm and the trixie hosts.
 
 Builds are reproducible (``SOURCE_DATE_EPOCH``, fixed mtimes, gzip without timestamps), so a
 rebuild gives byte-identical files and index hashes. No dpkg-dev is needed: ``Packages``,
@@ -40,6 +44,7 @@ __all__ = [
     "build_repo",
     "changelog_text",
     "packages_stanza",
+    "repo_stamp",
     "write_index",
 ]
 
@@ -179,7 +184,8 @@ def acme_packages() -> list[PackageSpec]:
                     "health checks and rollbacks. Not a real product."
                 ),
                 changelog=_entries_up_to(_WEB_CHANGES, version),
-                depends=("python3.11",),
+                # Any release's python3 (bookworm 3.11, trixie 3.13): the init script runs it.
+                depends=("python3 (>= 3.11)",),
                 section="web",
                 files={
                     "usr/lib/acme-web/server.py": (server, 0o644),
@@ -402,6 +408,14 @@ def _spec_fingerprint(specs: Sequence[PackageSpec]) -> str:
         for s in specs
     ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def repo_stamp(repo_dir: Path) -> str | None:
+    """The fingerprint of the packages ``repo_dir`` was last built with (None: never built)."""
+    try:
+        return (repo_dir / _STAMP).read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
 
 
 def build_repo(repo_dir: Path, *, force: bool = False) -> list[Path]:

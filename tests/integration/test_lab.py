@@ -1,11 +1,13 @@
-"""The lab fleet end to end: real Debian 12 hosts in namespaces, reached over strict SSH.
+"""The lab fleet end to end: real Debian 12 and 13 hosts in namespaces, over strict SSH.
 
-Needs root (skipped otherwise, failed when CI is set). With a cached base the file takes well
-under two minutes; the very first run debootstraps the base (about a minute more).
+Needs root (skipped otherwise, failed when CI is set). With cached bases the file takes well
+under two minutes; the very first run debootstraps the bookworm and the trixie base (about a
+minute more each).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +15,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from patchpilot.core.inventory import load_inventory
+from patchpilot.core.policy import load_policy
 from patchpilot.core.settings import load_settings
+from patchpilot.lab.base import meta_path_of, read_meta, tarball_path
 from patchpilot.lab.system import http_status, mounts, process_alive, tcp_accepting
 from patchpilot.tools.transport import open_transport
 
@@ -39,8 +43,8 @@ def _lab_mounts(lab: LabHandle) -> list[str]:
 
 
 def test_every_host_over_strict_ssh(lab: LabHandle, tmp_path: Path) -> None:
-    inventory = load_inventory(lab.inventory_path)
-    assert sorted(inventory.hosts) == ["canary-1", "db-1", "web-1"]
+    inventory = load_inventory(lab.full_inventory_path)
+    assert sorted(inventory.hosts) == ["canary-1", "db-1", "trixie-1", "web-1"]
     settings = load_settings(home=tmp_path / "pp-home")
     assert settings.ssh.trust_on_first_use is False
     for host in inventory.hosts.values():
@@ -59,8 +63,78 @@ def test_every_host_over_strict_ssh(lab: LabHandle, tmp_path: Path) -> None:
 
 
 def test_acme_web_healthy_everywhere(lab: LabHandle) -> None:
-    for host in lab.hosts:
+    for host in lab.all_hosts:
         assert _wait_health(host.acme_port, 200) == 200, host.name
+
+
+def test_inventory_status_and_profile_mark_the_release(lab: LabHandle) -> None:
+    (trixie,) = lab.trixie_hosts
+    assert (trixie.name, trixie.release, trixie.index) == ("trixie-1", "trixie", 4)
+    assert {h.release for h in lab.hosts} == {"bookworm"}
+    inventory = load_inventory(lab.full_inventory_path)
+    assert set(inventory.tags["trixie"]) == {"trixie-1"}
+    assert set(inventory.tags["bookworm"]) == {"canary-1", "web-1", "db-1"}
+    assert {"web", "staging", "trixie"} <= inventory.hosts["trixie-1"].tags
+    assert "prod" not in inventory.hosts["trixie-1"].tags  # needs no approval in the lab policy
+    status = {h.name: h for h in lab.lab.status().hosts}
+    assert {name: h.release for name, h in status.items()} == {
+        "canary-1": "bookworm",
+        "web-1": "bookworm",
+        "db-1": "bookworm",
+        "trixie-1": "trixie",
+    }
+    policy = load_policy(lab.lab.policy_path)
+    (rule,) = [r for r in policy.health.checks if r.name == "acme-web"]
+    assert str(trixie.acme_port) in json.dumps(rule.check.model_dump(mode="json"))
+    # inside: the host is what the profile says, with its release's suites
+    os_release = lab.exec("trixie-1", ["cat", "/etc/os-release"]).stdout
+    assert "VERSION_CODENAME=trixie" in os_release
+    sources = lab.exec("trixie-1", ["cat", "/etc/apt/sources.list"]).stdout.split("\n")
+    assert {line.split()[2] for line in sources if line.startswith("deb ")} == {
+        "trixie",
+        "trixie-updates",
+        "trixie-security",
+    }
+
+
+def test_one_cached_base_per_release(lab: LabHandle) -> None:
+    status = lab.lab.status()
+    assert status.base_present
+    assert [(b.release, b.present) for b in status.bases] == [
+        ("bookworm", True),
+        ("trixie", True),
+    ]
+    for release in ("bookworm", "trixie"):
+        tarball = tarball_path(lab.lab.cache, release)
+        meta = read_meta(meta_path_of(tarball))
+        assert meta is not None, tarball
+        assert meta.suite == release
+        assert lab.lab.base_dir_for(release).is_dir()
+    assert lab.lab.base_dir_for("bookworm") != lab.lab.base_dir_for("trixie")
+
+
+def test_acme_web_upgrades_and_rolls_back_on_trixie(lab: LabHandle) -> None:
+    """The demo's acme-web cycle on Debian 13 (python3.13): good, broken, rolled back."""
+    port = lab.host("trixie-1").acme_port
+    install = [
+        "apt-get",
+        "install",
+        "-y",
+        "--allow-downgrades",
+        "-o",
+        "Dpkg::Options::=--force-confold",
+    ]
+    try:
+        for version, health in (("1.1.0", 200), ("1.2.0", 503), ("1.0.0", 200)):
+            done = lab.exec("trixie-1", [*install, f"acme-web={version}"])
+            assert done.returncode == 0, done.stderr
+            assert _wait_health(port, health) == health, version
+        processes = lab.exec("trixie-1", ["ps", "-e", "-o", "comm="]).stdout.split()
+        assert "python3.13" in processes
+    finally:
+        lab.exec("trixie-1", [*install, "acme-web=1.0.0"])
+    query = lab.exec("trixie-1", ["dpkg-query", "-W", "-f", "${Version}", "acme-web"])
+    assert query.stdout == "1.0.0"
 
 
 def test_db1_is_held_and_dist_upgrade_removes_the_plugin(lab: LabHandle) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,17 +12,38 @@ import paramiko
 import pytest
 from typer.testing import CliRunner
 
+from patchpilot.agents.scheduling import assign_rings
 from patchpilot.cli.lab import lab_app
 from patchpilot.core.errors import LabError, PatchpilotError
 from patchpilot.core.inventory import load_inventory
-from patchpilot.core.models import Exposure
+from patchpilot.core.models import Exposure, Host
+from patchpilot.core.policy import Policy
 from patchpilot.core.settings import load_settings
-from patchpilot.lab import Lab, LabState, fleet_profile, lab_host
-from patchpilot.lab.base import base_age_days, cache_dir, read_meta, write_meta
+from patchpilot.lab import (
+    Lab,
+    LabHost,
+    LabState,
+    fleet_profile,
+    host_release,
+    lab_host,
+    trixie_host,
+)
+from patchpilot.lab.base import (
+    RELEASES,
+    base_age_days,
+    cache_dir,
+    check_release,
+    read_meta,
+    sources_list,
+    sshd_lab_conf,
+    tarball_path,
+    write_meta,
+)
 from patchpilot.lab.hosts import host_key_lines, nsenter_argv
 from patchpilot.lab.inventory import ensure_client_key, write_inventory, write_known_hosts
 from patchpilot.lab.lab import _check_layout
 from patchpilot.lab.models import BaseMeta, HostState
+from patchpilot.lab.policy import lab_policy_document
 from patchpilot.lab.system import (
     NOT_ROOT_MESSAGE,
     parse_mountinfo,
@@ -65,6 +87,70 @@ def test_profile_cycles_with_unique_names() -> None:
     assert lab_host(5) == hosts[4].model_copy(update={"port": 2205, "acme_port": 8085})
     with pytest.raises(ValueError, match="starts at 1"):
         lab_host(0)
+
+
+def test_profile_trixie_hosts_come_after_the_bookworm_ones() -> None:
+    hosts = fleet_profile(3, trixie=2, base_port=3000, acme_base_port=4000)
+    assert [(h.name, h.index, h.release) for h in hosts] == [
+        ("canary-1", 1, "bookworm"),
+        ("web-1", 2, "bookworm"),
+        ("db-1", 3, "bookworm"),
+        ("trixie-1", 4, "trixie"),
+        ("trixie-2", 5, "trixie"),
+    ]
+    trixie = hosts[3]
+    assert (trixie.port, trixie.acme_port) == (3003, 4003)
+    assert trixie.tags == ("web", "staging", "trixie")
+    assert (trixie.criticality, trixie.exposure, trixie.owner) == (2, Exposure.INTERNAL, "team-web")
+    assert not trixie.held
+    assert not trixie.extra_packages
+    # --hosts N counts the bookworm hosts only
+    assert fleet_profile(3, base_port=3000, acme_base_port=4000) == hosts[:3]
+    assert trixie_host(1, 4) == trixie.model_copy(update={"port": 2204, "acme_port": 8084})
+    assert [host_release(h.name) for h in hosts] == ["bookworm"] * 3 + ["trixie"] * 2
+    assert host_release("trixie-x") == "bookworm"
+    with pytest.raises(ValueError, match="start at 1"):
+        trixie_host(0, 4)
+
+
+def test_inventory_groups_hosts_by_release(tmp_path: Path) -> None:
+    hosts = fleet_profile(3, trixie=1)
+    write_inventory(tmp_path / "inventory.yaml", hosts, tmp_path / "k", tmp_path / "kh")
+    inventory = load_inventory(tmp_path / "inventory.yaml")
+    assert set(inventory.tags["bookworm"]) == {"canary-1", "web-1", "db-1"}
+    assert set(inventory.tags["trixie"]) == {"trixie-1"}
+    assert inventory.hosts["trixie-1"].groups == frozenset({"trixie"})
+    assert inventory.hosts["trixie-1"].port == 2204
+
+
+def test_lab_policy_puts_trixie_in_the_early_ring_without_approval() -> None:
+    """The demo's rollout: canary → early (staging) → broad; approval only for prod."""
+    hosts = fleet_profile(3, trixie=1)
+    policy = Policy.model_validate(lab_policy_document(hosts))
+    (rule,) = [r for r in policy.health.checks if r.name == "acme-web"]
+    assert "trixie-1" in json.dumps(rule.check.model_dump(mode="json"))
+    rings = assign_rings(_inventory_hosts(hosts), policy.schedule.rings)
+    assert [(r.name, [h.name for h in r.hosts]) for r in rings] == [
+        ("canary", ["canary-1"]),
+        ("early", ["trixie-1"]),
+        ("broad", ["db-1", "web-1"]),
+    ]
+    assert set(policy.approvals.tags) == {"prod"}
+    assert "prod" not in hosts[3].tags
+
+
+def _inventory_hosts(hosts: list[LabHost]) -> list[Host]:
+    return [
+        Host(
+            name=h.name,
+            address=h.address,
+            port=h.port,
+            tags=frozenset(h.tags),
+            criticality=h.criticality,
+            exposure=h.exposure,
+        )
+        for h in hosts
+    ]
 
 
 def test_inventory_round_trip(tmp_path: Path) -> None:
@@ -142,6 +228,79 @@ def test_state_round_trip_and_corruption(tmp_path: Path) -> None:
         lab.load_state()
 
 
+def test_state_before_trixie_hosts_still_loads(tmp_path: Path) -> None:
+    """A state.json written before per-release bases: bookworm only, its base's build time."""
+    lab = Lab(tmp_path / "lab")
+    lab.dir.mkdir()
+    built = "2026-12-01T10:00:00Z"
+    lab.state_path.write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "hosts_count": 3,
+                "base_port": 2201,
+                "acme_base_port": 8081,
+                "hosts": [{"name": "canary-1", "index": 1, "port": 2201, "acme_port": 8081}],
+                "base_built_at": built,
+            }
+        )
+    )
+    state = lab.load_state()
+    assert state.trixie_hosts is None
+    assert state.bases_built_at == {"bookworm": datetime(2026, 12, 1, 10, tzinfo=UTC)}
+    assert state.hosts[0].release == "bookworm"
+    assert [h.name for h in lab.hosts()] == ["canary-1", "web-1", "db-1"]
+
+
+def test_status_and_cli_show_each_host_release(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    lab = Lab(home / "lab")
+    lab.save_state(LabState(hosts_count=3, trixie_hosts=1))
+    status = lab.status()
+    assert [(h.name, h.release, h.port) for h in status.hosts] == [
+        ("canary-1", "bookworm", 2201),
+        ("web-1", "bookworm", 2202),
+        ("db-1", "bookworm", 2203),
+        ("trixie-1", "trixie", 2204),
+    ]
+    assert [(b.release, b.present) for b in status.bases] == [
+        ("bookworm", False),
+        ("trixie", False),
+    ]
+    assert not status.base_present
+    runner = CliRunner()
+    table = runner.invoke(lab_app, ["status"], obj=_Obj(home))
+    assert table.exit_code == 0, table.output
+    assert "release" in table.output
+    (row,) = [line for line in table.output.splitlines() if "trixie-1" in line]
+    assert "trixie" in row.replace("trixie-1", "")
+    doc = json.loads(runner.invoke(lab_app, ["status", "--format", "json"], obj=_Obj(home)).output)
+    assert {h["name"]: h["release"] for h in doc["hosts"]}["trixie-1"] == "trixie"
+    assert [b["release"] for b in doc["bases"]] == ["bookworm", "trixie"]
+
+
+def test_base_per_release() -> None:
+    assert set(RELEASES) == {"bookworm", "trixie"}
+    assert RELEASES["trixie"].label == "Debian 13 (trixie)"
+    assert sources_list("trixie").splitlines() == [
+        "deb http://deb.debian.org/debian trixie main",
+        "deb http://deb.debian.org/debian trixie-updates main",
+        "deb http://deb.debian.org/debian-security trixie-security main",
+    ]
+    assert "bookworm-security" in sources_list("bookworm")
+    # OpenSSH 10 (trixie) would penalise 127.0.0.1 for every port probe; 9.2 lacks the option
+    assert "PerSourcePenalties no" in sshd_lab_conf("trixie")
+    assert "PerSourcePenalties" not in sshd_lab_conf("bookworm")
+    assert tarball_path(Path("/c"), "trixie") == Path("/c/base-trixie.tar.zst")
+    with pytest.raises(LabError, match="no base for release 'sid'"):
+        check_release("sid")
+    lab = Lab(Path("/srv/lab"))
+    assert lab.base_dir_for("bookworm") == Path("/srv/lab/base")
+    assert lab.base_dir_for("trixie") == Path("/srv/lab/base-trixie")
+    assert lab.base_meta_path_for("trixie") == Path("/srv/lab/base-trixie.json")
+    assert lab.base_dirs() == [Path("/srv/lab/base"), Path("/srv/lab/base-trixie")]
+
+
 def test_status_without_root_on_an_empty_lab(tmp_path: Path) -> None:
     status = Lab(tmp_path / "lab").status()
     assert status.hosts == []
@@ -172,6 +331,11 @@ def test_lab_dir_must_be_plain(tmp_path: Path) -> None:
 
 def test_layout_checks() -> None:
     _check_layout(12, 2201, 8081)
+    _check_layout(3, 2201, 8081, trixie=1)
+    with pytest.raises(LabError, match="--trixie-hosts"):
+        _check_layout(3, 2201, 8081, trixie=62)
+    with pytest.raises(LabError, match="overlap"):
+        _check_layout(3, 2201, 2205, trixie=2)  # the trixie hosts' ports count too
     with pytest.raises(LabError, match="--hosts"):
         _check_layout(0, 2201, 8081)
     with pytest.raises(LabError, match="overlap"):
