@@ -11,14 +11,28 @@ One stable entry point per question, dispatched on the ecosystem (a
     compare("pypi", "1.0.post1", "1.0")         # 1
     sorted(versions, key=functools.partial(sort_key, "debian"))
 
-Debian uses python-debian and PyPI uses :mod:`packaging`, behind our own strict validation;
-rpm and Alpine, which have no well-kept pure-Python library, are faithful ports of the package
-manager's own code (rpm ``rpmvercmp``, apk-tools ``version.c``). See the submodules
-:mod:`.debian`, :mod:`.rpm`, :mod:`.apk` and :mod:`.pypi` for the exact rules and for raw
-helpers (``rpm.rpmvercmp``, ``apk.compare_unchecked``, ``apk.match``).
+Debian uses python-debian and PyPI uses :mod:`packaging`; rpm and Alpine, which have no
+well-kept pure-Python library, are faithful ports of the package manager's own code (rpm
+``rpmvercmp``/``parseEVR``/``rpmverCmp``, apk-tools ``version.c``), as is the part of dpkg's
+``verrevcmp`` python-debian does not cover. See the submodules :mod:`.debian`, :mod:`.rpm`,
+:mod:`.apk` and :mod:`.pypi` for the exact rules and for raw helpers (``rpm.rpmvercmp``,
+``apk.compare_unchecked``, ``apk.match``).
 
-Invalid versions raise :class:`patchpilot.core.errors.InvalidVersionError`; an unknown ecosystem
-raises :class:`UnknownEcosystemError` (a ``ValueError``).
+Two different questions:
+
+* :func:`validate` / :func:`is_valid`: is the string a *well-formed* version of the ecosystem?
+  Strict; :class:`patchpilot.core.errors.InvalidVersionError` says why not.
+* :func:`compare` / :func:`sort_key`: how does the package manager order it? Real feeds and
+  hosts carry malformed versions (``1.0a1`` for apk, ``a:1.0`` for rpm, a Debian version
+  that does not start with a digit, a legacy PyPI version), and the package manager still
+  orders them, so these functions order them exactly the same way and never raise for them.
+  They raise only :class:`patchpilot.core.errors.UnparseableVersionError` (an
+  ``InvalidVersionError``) for the *truly unparseable*: not a string, empty or blank, longer
+  than :data:`MAX_LENGTH`, control characters or unpaired surrogates, and what dpkg itself
+  refuses with an error (see :mod:`.debian`). :func:`check` / :func:`is_comparable` test for
+  that class; callers that match advisories report it as a data-quality warning.
+
+An unknown ecosystem raises :class:`UnknownEcosystemError` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -27,16 +41,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from patchpilot.core.errors import InvalidVersionError, PatchpilotError
+from patchpilot.core.errors import InvalidVersionError, PatchpilotError, UnparseableVersionError
 from patchpilot.core.models import Ecosystem
 from patchpilot.core.versions import apk, debian, pypi, rpm
+from patchpilot.core.versions._common import MAX_LENGTH
 
 __all__ = [
+    "MAX_LENGTH",
     "Ecosystem",
     "UnknownEcosystemError",
+    "UnparseableVersionError",
     "VersionKey",
+    "check",
     "compare",
     "ecosystem_of",
+    "is_comparable",
     "is_valid",
     "sort_key",
     "validate",
@@ -54,15 +73,16 @@ class UnknownEcosystemError(PatchpilotError, ValueError):
 
 class _Backend(NamedTuple):
     validate: Callable[[str], str]
+    check: Callable[[str], str]
     compare: Callable[[str, str], int]
     sort_key: Callable[[str], Any]
 
 
 _BACKENDS: Final[Mapping[str, _Backend]] = {
-    Ecosystem.DEBIAN: _Backend(debian.validate, debian.compare, debian.sort_key),
-    Ecosystem.RPM: _Backend(rpm.validate, rpm.compare, rpm.sort_key),
-    Ecosystem.ALPINE: _Backend(apk.validate, apk.compare, apk.sort_key),
-    Ecosystem.PYPI: _Backend(pypi.validate, pypi.compare, pypi.sort_key),
+    Ecosystem.DEBIAN: _Backend(debian.validate, debian.check, debian.compare, debian.sort_key),
+    Ecosystem.RPM: _Backend(rpm.validate, rpm.check, rpm.compare, rpm.sort_key),
+    Ecosystem.ALPINE: _Backend(apk.validate, apk.check, apk.compare, apk.sort_key),
+    Ecosystem.PYPI: _Backend(pypi.validate, pypi.check, pypi.compare, pypi.sort_key),
 }
 
 
@@ -98,7 +118,10 @@ def _backend(ecosystem: Ecosystem | str) -> _Backend:
 
 
 def compare(ecosystem: Ecosystem | str, a: str, b: str) -> int:
-    """Compare two versions of one ecosystem with the package manager's exact rules.
+    """Compare two versions of one ecosystem exactly as its package manager does.
+
+    Malformed versions are ordered as the package manager orders them (see the module
+    docstring); only the truly unparseable raise.
 
     Args:
         ecosystem: ``"debian"``, ``"rpm"``, ``"alpine"`` or ``"pypi"`` (or the enum).
@@ -109,10 +132,48 @@ def compare(ecosystem: Ecosystem | str, a: str, b: str) -> int:
         -1 if ``a`` is older than ``b``, 0 if they are equivalent, 1 if ``a`` is newer.
 
     Raises:
-        InvalidVersionError: If either version is not valid in the ecosystem.
+        UnparseableVersionError: If either version is unparseable in the ecosystem.
         UnknownEcosystemError: If the ecosystem is not supported.
     """
     return _backend(ecosystem).compare(a, b)
+
+
+def check(ecosystem: Ecosystem | str, version: str) -> str:
+    """Return ``version`` unchanged if :func:`compare` can order it.
+
+    Args:
+        ecosystem: The ecosystem.
+        version: The version string.
+
+    Returns:
+        The same string.
+
+    Raises:
+        UnparseableVersionError: With the reason when it is unparseable.
+        UnknownEcosystemError: If the ecosystem is not supported.
+    """
+    return _backend(ecosystem).check(version)
+
+
+def is_comparable(ecosystem: Ecosystem | str, version: str) -> bool:
+    """Tell whether :func:`compare` can order ``version`` (it is not unparseable).
+
+    Args:
+        ecosystem: The ecosystem.
+        version: The version string.
+
+    Returns:
+        True if :func:`check` would accept it.
+
+    Raises:
+        UnknownEcosystemError: If the ecosystem is not supported.
+    """
+    backend = _backend(ecosystem)
+    try:
+        backend.check(version)
+    except UnparseableVersionError:
+        return False
+    return True
 
 
 def validate(ecosystem: Ecosystem | str, version: str) -> str:
@@ -208,13 +269,13 @@ def sort_key(ecosystem: Ecosystem | str, version: str) -> VersionKey:
 
     Args:
         ecosystem: The ecosystem.
-        version: A valid version.
+        version: A version :func:`compare` can order.
 
     Returns:
         A :class:`VersionKey` ordered exactly as :func:`compare`.
 
     Raises:
-        InvalidVersionError: If the version is not valid.
+        UnparseableVersionError: If the version is unparseable.
         UnknownEcosystemError: If the ecosystem is not supported.
     """
     eco = ecosystem_of(ecosystem)

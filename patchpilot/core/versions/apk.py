@@ -15,8 +15,13 @@ Numbers are unsigned 64-bit in apk and wrap around the same way here. When two v
 on all common tokens, the one that continues is newer, except when it continues with a
 pre-release suffix (``1.0_rc1 < 1.0``).
 
-:func:`compare_unchecked` is apk's comparison exactly, defined even for invalid strings (apk
-compares token by token and stops at the first difference); :func:`compare` validates first.
+:func:`compare` is ``apk_version_compare()`` for *any* string, as apk orders what
+``apk_version_validate()`` refuses: token by token up to the first invalid token, where the
+comparison stops (``1.0a1`` and ``1.0a2`` are equal, both lower than ``1.0a``; ``23_foo`` is
+``23`` followed by an invalid token). Only the class no ecosystem orders (see :mod:`._common`:
+empty, control characters, over-long...) raises
+:class:`~patchpilot.core.errors.UnparseableVersionError`. :func:`compare_unchecked` is the same
+comparison without even that check; :func:`validate` is ``apk_version_validate()``.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from functools import lru_cache
 from typing import Final, TypeAlias
 
 from patchpilot.core.errors import InvalidVersionError
+from patchpilot.core.versions._common import check_common
 
 __all__ = [
     "ECOSYSTEM",
     "ApkKey",
+    "check",
     "compare",
     "compare_unchecked",
     "is_valid",
@@ -353,12 +360,7 @@ def validate(version: str) -> str:
     Raises:
         InvalidVersionError: If apk would reject it.
     """
-    if not isinstance(version, str):
-        raise InvalidVersionError(
-            ECOSYSTEM, repr(version), f"expected a string, got {type(version).__name__}"
-        )
-    if not version:
-        raise InvalidVersionError(ECOSYSTEM, version, "version string is empty")
+    check_common(ECOSYSTEM, version)
     if not _is_valid_str(version):
         raise InvalidVersionError(ECOSYSTEM, version, _why_invalid(version))
     return version
@@ -392,8 +394,24 @@ def is_valid(version: str) -> bool:
     return True
 
 
+def check(version: str) -> str:
+    """Return ``version`` unchanged if apk can order it (any string but the unparseable class).
+
+    Args:
+        version: The version string.
+
+    Returns:
+        The same string.
+
+    Raises:
+        UnparseableVersionError: If it is blank, over-long, not a string, or contains a
+            control character or an unpaired surrogate.
+    """
+    return check_common(ECOSYSTEM, version)
+
+
 def compare(a: str, b: str) -> int:
-    """Compare two valid Alpine versions exactly as apk does.
+    """Compare two Alpine versions exactly as ``apk_version_compare()`` does, valid or not.
 
     Args:
         a: First version.
@@ -403,26 +421,29 @@ def compare(a: str, b: str) -> int:
         -1, 0 or 1 as ``a`` is older than, equal to or newer than ``b``.
 
     Raises:
-        InvalidVersionError: If either version is invalid.
+        UnparseableVersionError: If either version is in the unparseable class (see
+            :func:`check`).
     """
-    validate(a)
-    validate(b)
+    check_common(ECOSYSTEM, a)
+    check_common(ECOSYSTEM, b)
     return _RESULT[_compare_mask(a, b, fuzzy=False)]
 
 
 # Where two versions first differ in token *type*, apk orders them: a pre-release suffix lowest,
-# then the higher token type is the older version. Rank encodes that; within one type the
-# (number, text) pair orders as token_cmp() does.
+# then the higher token type is the older version (so an invalid token sorts below the end of
+# the string). Rank encodes that; within one type the (number, text) pair orders as
+# token_cmp() does.
 _RANK_PRE_SUFFIX: Final = 0
 _RANK: Final = {
-    TOKEN_END: 1,
-    TOKEN_REVISION_NO: 2,
-    TOKEN_COMMIT_HASH: 3,
-    TOKEN_SUFFIX_NO: 4,
-    TOKEN_SUFFIX: 5,  # post-release suffixes
-    TOKEN_LETTER: 6,
-    # TOKEN_DIGIT: 7 (leading zero, string order) or 8 (numeric order), see sort_key()
-    TOKEN_INITIAL_DIGIT: 9,
+    TOKEN_INVALID: 1,
+    TOKEN_END: 2,
+    TOKEN_REVISION_NO: 3,
+    TOKEN_COMMIT_HASH: 4,
+    TOKEN_SUFFIX_NO: 5,
+    TOKEN_SUFFIX: 6,  # post-release suffixes
+    TOKEN_LETTER: 7,
+    # TOKEN_DIGIT: 8 (leading zero, string order) or 9 (numeric order), see sort_key()
+    TOKEN_INITIAL_DIGIT: 10,
 }
 
 
@@ -430,25 +451,31 @@ def sort_key(version: str) -> ApkKey:
     """A key whose ordering is exactly :func:`compare`'s (equal keys <=> compare() == 0).
 
     Args:
-        version: A valid Alpine version.
+        version: A version apk can order (see :func:`check`).
 
     Returns:
-        One ``(rank, number, text)`` element per token, then an end marker.
+        One ``(rank, number, text)`` element per token, then the end (or the invalid token
+        where apk stops comparing).
 
     Raises:
-        InvalidVersionError: If the version is invalid.
+        UnparseableVersionError: If the version is in the unparseable class.
     """
-    validate(version)
-    tokens, _ = _tokens(version)
+    check_common(ECOSYSTEM, version)
+    return _sort_key(version)
+
+
+@lru_cache(maxsize=4096)
+def _sort_key(version: str) -> ApkKey:
+    tokens, last = _tokens(version)
     key: list[_Element] = []
     for t in tokens:
         if t.token == TOKEN_DIGIT:
             # A leading zero means string order, and every such string sorts below every
             # number without one ("0..." < "1"...), so two ranks keep the order total.
             if t.value[0] == "0":
-                key.append((7, 0, t.value))
+                key.append((8, 0, t.value))
             else:
-                key.append((8, t.number, ""))
+                key.append((9, t.number, ""))
         elif t.token == TOKEN_SUFFIX:
             rank = _RANK_PRE_SUFFIX if t.suffix < SUFFIX_NONE else _RANK[TOKEN_SUFFIX]
             key.append((rank, t.suffix, ""))
@@ -458,5 +485,5 @@ def sort_key(version: str) -> ApkKey:
             key.append((_RANK[TOKEN_COMMIT_HASH], 0, t.value))
         else:
             key.append((_RANK[t.token], t.number, ""))
-    key.append((_RANK[TOKEN_END], 0, ""))
+    key.append((_RANK[last], 0, ""))
     return tuple(key)

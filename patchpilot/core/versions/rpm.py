@@ -1,18 +1,22 @@
 """RPM version ordering: ``[epoch:]version[-release]`` (EVR).
 
 :func:`rpmvercmp` is a line-by-line port of rpm's ``rpmvercmp()`` (``rpmio/rpmvercmp.c``,
-``.cc`` since rpm 4.20),
-including ``~`` (sorts before everything, even the end of the string) and ``^`` (sorts after
-the end of the string but before any further segment). Like rpm it works on ASCII classes only:
-any other character, including every non-ASCII one, is a separator.
+``.cc`` since rpm 4.20), including ``~`` (sorts before everything, even the end of the string)
+and ``^`` (sorts after the end of the string but before any further segment). Like rpm it works
+on ASCII classes only: any other character, including every non-ASCII one, is a separator.
 
-EVR comparison follows rpm's python ``labelCompare()``: a missing epoch is ``0``; epoch, version
-and release are compared with :func:`rpmvercmp`, and a *missing* release sorts before any
-present one (so the order stays total; rpm's dependency matcher instead ignores the release when
-one side lacks it, which is not an ordering).
+:func:`compare` is rpm's ``rpmverCmp()`` (``lib/rpmver.c``, the same as python
+``rpm.labelCompare()``) on the EVRs split by rpm's ``parseEVR()``, for *any* string: the epoch
+is the leading ASCII digits when a colon follows them (an empty one is ``0``); otherwise there
+is no epoch (compared as ``0``) and the colon stays in the version, so a non-numeric epoch such
+as ``a:1.0`` is part of the version, where rpmvercmp treats the colon as a separator. The
+release is what follows the last hyphen; a *missing* release sorts before any present one
+(rpm's dependency matcher instead ignores the release when one side lacks it, which is not an
+ordering). Only the class no ecosystem orders (see :mod:`._common`: empty, control characters,
+over-long...) raises :class:`~patchpilot.core.errors.UnparseableVersionError`.
 
-Validation follows rpmbuild's ``rpmCharCheck()`` for the Version and Release tags: ASCII letters,
-digits and ``._+%{}~^`` only, no ``..``; the epoch is unsigned decimal.
+:func:`validate` is stricter, as rpmbuild's ``rpmCharCheck()`` for the Version and Release
+tags: ASCII letters, digits and ``._+%{}~^`` only, no ``..``; the epoch is unsigned decimal.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from functools import lru_cache
 from typing import Final, TypeAlias
 
 from patchpilot.core.errors import InvalidVersionError
+from patchpilot.core.versions._common import check_common
 
 __all__ = [
     "ECOSYSTEM",
     "RpmKey",
+    "check",
     "compare",
     "rpmvercmp",
     "sort_key",
@@ -189,15 +195,12 @@ def _check_field(evr: str, name: str, field: str) -> None:
 
 
 def _parse(evr: str) -> tuple[str, str, str | None]:
-    if not isinstance(evr, str):
-        raise _fail(repr(evr), f"expected a string, got {type(evr).__name__}")
+    check_common(ECOSYSTEM, evr)
     return _parse_str(evr)
 
 
 @lru_cache(maxsize=4096)
 def _parse_str(evr: str) -> tuple[str, str, str | None]:
-    if not evr:
-        raise _fail(evr, "version string is empty")
     if _SPACE.search(evr):
         raise _fail(evr, "version string contains whitespace")
     # As rpm's parseEVR(): the epoch is the leading digits when a colon follows them.
@@ -216,6 +219,43 @@ def _parse_str(evr: str) -> tuple[str, str, str | None]:
     if hyphen:
         _check_field(evr, "release", release)
     return epoch, version, release if hyphen else None
+
+
+def _parse_evr(evr: str) -> tuple[str | None, str, str | None]:
+    """rpm's ``parseEVR()``: ``(epoch, version, release)``, None for a missing epoch/release."""
+    check_common(ECOSYSTEM, evr)
+    return _parse_evr_str(evr)
+
+
+@lru_cache(maxsize=4096)
+def _parse_evr_str(evr: str) -> tuple[str | None, str, str | None]:
+    leading = _LEADING_DIGITS.match(evr)
+    i = leading.end() if leading else 0
+    epoch: str | None = None
+    rest = evr
+    if evr[i : i + 1] == ":":
+        epoch, rest = evr[:i] or "0", evr[i + 1 :]
+    version, hyphen, release = rest.rpartition("-")
+    if not hyphen:
+        return epoch, rest, None
+    return epoch, version, release
+
+
+def check(evr: str) -> str:
+    """Return ``evr`` unchanged if rpm can order it (any string but the unparseable class).
+
+    Args:
+        evr: The EVR string.
+
+    Returns:
+        The same string.
+
+    Raises:
+        UnparseableVersionError: If it is blank, over-long, not a string, or contains a
+            control character or an unpaired surrogate.
+    """
+    _parse_evr(evr)
+    return evr
 
 
 def split(evr: str) -> tuple[str, str, str | None]:
@@ -250,7 +290,9 @@ def validate(evr: str) -> str:
 
 
 def compare(a: str, b: str) -> int:
-    """Compare two EVRs like rpm's ``labelCompare()`` (missing epoch = 0).
+    """Compare two EVRs like rpm's ``rpmverCmp()`` / ``labelCompare()`` (missing epoch = 0).
+
+    Malformed EVRs are split and ordered as rpm does (see the module docstring).
 
     Args:
         a: First ``[epoch:]version[-release]``.
@@ -260,11 +302,11 @@ def compare(a: str, b: str) -> int:
         -1, 0 or 1 as ``a`` is older than, equal to or newer than ``b``.
 
     Raises:
-        InvalidVersionError: If either EVR is invalid.
+        UnparseableVersionError: If either EVR is in the unparseable class (see :func:`check`).
     """
-    ea, va, ra = _parse(a)
-    eb, vb, rb = _parse(b)
-    rc = rpmvercmp(ea, eb) or rpmvercmp(va, vb)
+    ea, va, ra = _parse_evr(a)
+    eb, vb, rb = _parse_evr(b)
+    rc = rpmvercmp(ea or "0", eb or "0") or rpmvercmp(va, vb)
     if rc or ra == rb:
         return rc
     if ra is None:
@@ -278,14 +320,14 @@ def sort_key(evr: str) -> RpmKey:
     """A key whose ordering is exactly :func:`compare`'s (equal keys <=> compare() == 0).
 
     Args:
-        evr: A valid EVR.
+        evr: An EVR rpm can order (see :func:`check`).
 
     Returns:
         The key.
 
     Raises:
-        InvalidVersionError: If ``evr`` is invalid.
+        UnparseableVersionError: If ``evr`` is in the unparseable class.
     """
-    epoch, version, release = _parse(evr)
+    epoch, version, release = _parse_evr(evr)
     release_key = (0, ()) if release is None else (1, _field_key(release))
-    return _field_key(epoch), _field_key(version), release_key
+    return _field_key(epoch or "0"), _field_key(version), release_key
