@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,3 +272,105 @@ def silent_server() -> Iterator[int]:
             with contextlib.suppress(OSError):
                 conn.close()
         listener.close()
+
+
+# --------------------------------------------------------------------------- more sshd servers
+
+
+def sshd_path() -> str:
+    """The sshd binary (skip locally, fail in CI, when it is missing)."""
+    sshd = next((c for c in SSHD_CANDIDATES if os.access(c, os.X_OK)), shutil.which("sshd"))
+    if sshd is None:
+        _missing("sshd (/usr/sbin/sshd)")
+        raise AssertionError("unreachable")
+    return sshd
+
+
+@contextlib.contextmanager
+def running_sshd(
+    work: Path, user_key: Path, user_public_key: str, **extra: str
+) -> Iterator[SSHServer]:
+    """One more OpenSSH server on 127.0.0.1 (its own host key and log) accepting ``user_key``;
+    ``extra`` adds or overrides sshd_config keywords. Stopped by its pid on exit."""
+    sshd = sshd_path()
+    work.mkdir(mode=0o755, parents=True)
+    host_key = work / "ssh_host_ed25519_key"
+    host_public_key = keygen(host_key)
+    authorized_keys = work / "authorized_keys"
+    authorized_keys.write_text(user_public_key + "\n", encoding="ascii")
+    authorized_keys.chmod(0o600)
+    port = free_port()
+    known_hosts = work / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_public_key}\n", encoding="ascii")
+    log_file = work / "sshd.log"
+    config = work / "sshd_config"
+    values = {
+        "ListenAddress": "127.0.0.1",
+        "Port": str(port),
+        "HostKey": str(host_key),
+        "PidFile": str(work / "sshd.pid"),
+        "AuthorizedKeysFile": str(authorized_keys),
+        "PubkeyAuthentication": "yes",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "UsePAM": "no",
+        "StrictModes": "no",
+        "PermitRootLogin": "prohibit-password",
+        "LogLevel": "VERBOSE",
+        **extra,
+    }
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    _write_config(config, **values)
+    check = subprocess.run(
+        [sshd, "-t", "-f", str(config)], check=False, capture_output=True, text=True
+    )
+    if check.returncode != 0:
+        pytest.fail(f"sshd rejected the test configuration:\n{check.stderr}")
+    with (work / "sshd.stderr").open("wb") as stderr_file:
+        proc = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(config), "-E", str(log_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=stderr_file,
+            stderr=stderr_file,
+        )
+        try:
+            _wait_for_banner(port, proc, log_file)
+            yield SSHServer(
+                address="127.0.0.1",
+                port=port,
+                host_key=host_key,
+                host_public_key=host_public_key,
+                user_key=user_key,
+                known_hosts=known_hosts,
+                user=getpass.getuser(),
+                log_file=log_file,
+                pid=proc.pid,
+                workdir=work,
+            )
+        finally:
+            if proc.poll() is None:  # only the sshd started here, by its pid
+                os.kill(proc.pid, 15)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.kill(proc.pid, 9)
+                    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def sshd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., SSHServer]]:
+    """Start more sshd servers for one test: ``start(name, **sshd_config)``; all accept the
+    same user key and all are stopped (by pid) when the test ends."""
+    work = tmp_path_factory.mktemp("sshd-many")
+    work.chmod(0o755)
+    user_key = work / "id_ed25519"
+    user_public_key = keygen(user_key)
+    with contextlib.ExitStack() as stack:
+
+        def start(name: str, **extra: str) -> SSHServer:
+            return stack.enter_context(
+                running_sshd(work / name, user_key, user_public_key, **extra)
+            )
+
+        yield start

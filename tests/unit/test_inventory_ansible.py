@@ -8,6 +8,7 @@ always run. When ansible-core is on PATH, the live tests also re-run it.
 from __future__ import annotations
 
 import importlib.util
+import io
 import itertools
 import json
 import os
@@ -667,3 +668,188 @@ def test_parse_without_base_dir_reads_no_vars_dirs() -> None:
     text = (ANSIBLE / "ini-vars-dirs" / "hosts").read_text(encoding="utf-8")
     inv = parse_inventory(text, format="ansible-ini")
     assert inv.hosts["web1"].user is None
+
+
+# --------------------------------------------------------------------------- --list JSON
+
+JSON_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ansible-json"
+
+
+def _by_name(inv: Inventory) -> dict[str, dict[str, Any]]:
+    return {h.name: h.model_dump() for h in inv}
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_list_json_loads_like_the_inventory_it_came_from(sample: str) -> None:
+    """`ansible-inventory --list` output of every sample gives the very same hosts and groups."""
+    from_json = load_inventory(ANSIBLE / f"{sample}.list.json")
+    source = load_inventory(ANSIBLE / sample / SAMPLES[sample])
+    assert from_json.format == "ansible-json"
+    assert _by_name(from_json) == _by_name(source)
+    assert {g: set(h) for g, h in from_json.groups.items()} == {
+        g: set(h) for g, h in source.groups.items()
+    }
+
+
+def test_bastion_sample_list_export_and_ini_agree() -> None:
+    """hosts.ini, its recorded --list and --list --export output: same hosts, jumps, become."""
+    loaded = [
+        load_inventory(JSON_FIXTURES / name)
+        for name in ("hosts.ini", "hosts.list.json", "hosts.export.json")
+    ]
+    assert [inv.format for inv in loaded] == ["ansible-ini", "ansible-json", "ansible-json"]
+    first = _by_name(loaded[0])
+    assert all(_by_name(inv) == first for inv in loaded[1:])
+    inv = loaded[1]
+    assert dict(inv.skipped) == {
+        "legacy01": "ansible_become_method 'su' is not supported: patchpilot escalates only "
+        "with `sudo -n`"
+    }
+    routes = {h.name: [j.spec for j in h.jump] for h in inv}
+    behind = ["ops@bastion.example.com:2222"]
+    assert routes == {
+        "bastion.example.com": [],
+        "web01.internal": behind,  # -o ProxyJump= in group ansible_ssh_common_args
+        "web02.internal": behind,
+        "db01.internal": behind,  # ProxyCommand="ssh -W %h:%p ..." and the group's -J agree
+        "db02.internal": behind,  # -J in the group's ansible_ssh_extra_args
+        "edge01": [],
+    }
+    assert [
+        (h.name, h.become, h.become_user) for h in inv if not h.become or h.become_user != "root"
+    ] == [
+        ("db02.internal", True, "postgres"),
+        ("edge01", False, "root"),
+    ]
+    assert inv.hosts["db01.internal"].address == "10.20.0.5"
+    assert inv.hosts["db01.internal"].criticality == 5
+    assert inv.hosts["bastion.example.com"].exposure is Exposure.INTERNET
+
+
+def test_bastion_sample_oracle_metadata() -> None:
+    version = (JSON_FIXTURES / "ansible-version.txt").read_text(encoding="utf-8")
+    assert version.startswith("ansible-inventory [core ")
+
+
+@live
+@pytest.mark.slow
+def test_live_bastion_sample(tmp_path: Path) -> None:
+    assert _ANSIBLE_INVENTORY is not None
+    out = subprocess.run(
+        [_ANSIBLE_INVENTORY, "-i", str(JSON_FIXTURES / "hosts.ini"), "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_ansible_env(tmp_path),
+        timeout=120,
+    )
+    recorded = json.loads((JSON_FIXTURES / "hosts.list.json").read_text(encoding="utf-8"))
+    assert json.loads(out.stdout) == recorded, "re-run tests/fixtures/ansible-json/record.sh"
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_standard_input_is_an_inventory(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (JSON_FIXTURES / "hosts.list.json").read_bytes()
+    _stdin(monkeypatch, data)
+    inv = load_inventory("-")
+    assert (inv.source, inv.format) == ("<stdin>", "ansible-json")
+    assert _by_name(inv) == _by_name(load_inventory(JSON_FIXTURES / "hosts.list.json"))
+    _stdin(monkeypatch, b"[web]\nweb1 ansible_port=2200\n")  # any format works on stdin
+    assert load_inventory("-").hosts["web1"].port == 2200
+    _stdin(monkeypatch, b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_inventory("-")
+
+
+def test_cli_reads_the_inventory_from_standard_input(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHPILOT_")}
+    env.update(PATCHPILOT_HOME=str(tmp_path / "pp"), HOME=str(tmp_path / "home"))
+    res = subprocess.run(
+        [sys.executable, "-m", "patchpilot", "inventory", "-i", "-", "-f", "json"],
+        input=(JSON_FIXTURES / "hosts.list.json").read_text(encoding="utf-8"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    hosts = {h["name"]: h for h in json.loads(res.stdout)["hosts"]}
+    assert hosts["db01.internal"]["jump"] == [
+        {
+            "name": "bastion.example.com",
+            "address": "bastion.example.com",
+            "port": 2222,
+            "user": "ops",
+            "key_file": None,
+        }
+    ]
+    assert hosts["edge01"]["become"] is False
+    assert "StrictHostKeyChecking" in res.stderr  # the ignored option is warned about
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("inv.json", '{"_meta": {"hostvars": {}}, "all": {"children": ["ungrouped"]}}', "json"),
+        ("noext", '{"web": {"hosts": ["a", "b"]}}', "json"),
+        ("inv.yaml", '{"web": ["a", "b"]}', "json"),  # a script's bare list of hosts
+        ("inv.json", '{"hosts": {"a": {"port": 2}}}', "patchpilot"),
+        ("inv.json", '{"all": {"hosts": {"a": null}}}', "ansible-yaml"),
+    ],
+)
+def test_json_detection(name: str, text: str, expected: str) -> None:
+    from patchpilot.core.inventory import detect_format
+
+    found = detect_format(text, name)
+    assert found == ("ansible-json" if expected == "json" else expected)
+
+
+def test_dynamic_script_output_with_group_vars_and_bare_lists() -> None:
+    doc = {
+        "web": ["w1", "w2"],
+        "db": {"hosts": ["d1"], "vars": {"ansible_user": "dba", "ansible_port": 2200}},
+        "prod": {"children": ["web", "db"], "vars": {"patchpilot_criticality": 5}},
+        "_meta": {"hostvars": {"w1": {"ansible_host": "10.0.0.1"}, "ghost": {"x": 1}}},
+    }
+    inv = parse_inventory(json.dumps(doc), file="script-output")
+    assert inv.format == "ansible-json"
+    assert list(inv.hosts) == ["w1", "w2", "d1"]  # 'ghost' is in no group: not a host
+    assert inv.hosts["w1"].address == "10.0.0.1"
+    assert (inv.hosts["d1"].user, inv.hosts["d1"].port) == ("dba", 2200)
+    assert {h.criticality for h in inv} == {5}
+    assert set(inv.groups["prod"]) == {"w1", "w2", "d1"}
+
+
+@pytest.mark.parametrize(
+    ("doc", "message", "key"),
+    [
+        ({"_meta": []}, "'_meta' must be an object", "_meta"),
+        ({"web": {"hosts": "w1"}}, "expected a list", "web.hosts"),
+        ({"web": {"hosts": [1]}}, "host name", "web.hosts[0]"),
+        ({"web": {"hosts": ["a;id"]}}, "host name", "web.hosts[0]"),
+        ({"web": 3}, "object or a list", "web"),
+        (
+            {"web": ["w"], "_meta": {"hostvars": {"w": {"ansible_password": "x"}}}},
+            "passwords are not accepted",
+            "_meta.hostvars.w.ansible_password",
+        ),
+        (
+            {
+                "web": ["w"],
+                "_meta": {"hostvars": {"w": {"ansible_host": {"__ansible_vault": "$A"}}}},
+            },
+            "vault-encrypted",
+            "_meta.hostvars.w.ansible_host",
+        ),
+        ({"web": {"children": ["all"]}}, "'all' cannot be a child", "web.children[0]"),
+    ],
+)
+def test_json_errors_name_the_key(doc: dict[str, Any], message: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_inventory(json.dumps(doc), file="list.json", format="ansible-json")
+    assert info.value.key == key
+    assert info.value.file == "list.json"

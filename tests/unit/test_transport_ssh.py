@@ -20,17 +20,26 @@ from patchpilot.core.errors import (
     AuthenticationError,
     HostConnectError,
     HostKeyError,
+    TransportError,
     UnsafeArgumentError,
 )
-from patchpilot.core.models import Host
+from patchpilot.core.models import CommandResult, Host, JumpHost
+from patchpilot.core.resources import ClosingContext
 from patchpilot.core.settings import Settings, SSHSettings
 from patchpilot.tools.transport import (
     LocalTransport,
     SSHTransport,
+    Transport,
     build_remote_command,
     open_transport,
 )
-from patchpilot.tools.transport.ssh import host_key_fingerprint, known_hosts_name, record_host_key
+from patchpilot.tools.transport.base import BecomeRefusedError
+from patchpilot.tools.transport.ssh import (
+    _close_all,
+    host_key_fingerprint,
+    known_hosts_name,
+    record_host_key,
+)
 
 
 def _public_key(seed: int = 0) -> paramiko.PKey:
@@ -215,3 +224,134 @@ def test_open_transport_ssh(tmp_path: Path) -> None:
     assert t.known_hosts_path == tmp_path / "known_hosts"
     assert not t.connected
     t.close()  # closing an unconnected transport is fine
+
+
+# --------------------------------------------------------------------------- jump hosts
+
+
+def test_jump_hosts_use_their_own_user_and_key(tmp_path: Path) -> None:
+    host = Host(
+        name="web",
+        address="10.0.0.5",
+        user="deploy",
+        key_file="/keys/web",
+        jump=(
+            JumpHost(name="b1", address="127.0.0.1", port=2201, user="ops", key_file="/keys/b1"),
+            JumpHost(name="b2", address="10.0.0.1"),
+        ),
+    )
+    t = SSHTransport(host, _settings(default_user="dflt", default_key_file="/keys/dflt"), tmp_path)
+    hops = [(h.address, h.port, h.user, str(h.key_file)) for h in t._hops]
+    assert hops == [
+        ("127.0.0.1", 2201, "ops", "/keys/b1"),
+        ("10.0.0.1", 22, "dflt", "/keys/dflt"),  # not the target's user or key, as ssh -J
+        ("10.0.0.5", 22, "deploy", "/keys/web"),
+    ]
+    assert t._hops[0].where == "jump host 1 of 2 'b1' (ops@127.0.0.1:2201)"
+    assert t._hops[-1].where == "10.0.0.5:22 (through ops@127.0.0.1:2201 -> 10.0.0.1)"
+
+
+def test_unreachable_jump_host_is_named(tmp_path: Path) -> None:
+    port = _closed_port()
+    host = Host(
+        name="web",
+        address="10.0.0.5",
+        user="u",
+        jump=(JumpHost(name="bastion", address="127.0.0.1", port=port, user="ops"),),
+    )
+    with pytest.raises(HostConnectError) as info:
+        SSHTransport(host, _settings(use_agent=True), tmp_path / "kh").run(["true"])
+    assert f"connection refused on jump host 1 of 1 'bastion' (ops@127.0.0.1:{port})" in str(
+        info.value
+    )
+
+
+def test_missing_jump_key_file_is_named_before_connecting(tmp_path: Path) -> None:
+    host = Host(
+        name="web",
+        address="127.0.0.1",
+        port=_closed_port(),
+        user="u",
+        jump=(JumpHost(name="bastion", address="127.0.0.1", key_file=str(tmp_path / "nokey")),),
+    )
+    with pytest.raises(AuthenticationError, match=r"jump host 1 of 1 'bastion'.*does not exist"):
+        SSHTransport(host, _settings(use_agent=True), tmp_path / "kh").run(["true"])
+
+
+# --------------------------------------------------------------------------- become
+
+
+class _Recording(Transport):
+    """Records what would run; the login user is not root."""
+
+    def __init__(self, *, become: bool = True, become_user: str = "root") -> None:
+        super().__init__("h")
+        self.become = become
+        self.become_user = become_user
+        self.ran: list[tuple[str, ...]] = []
+
+    @property
+    def is_root(self) -> bool:
+        return False
+
+    def _execute(
+        self,
+        argv: tuple[str, ...],
+        *,
+        env: dict[str, str],
+        timeout: float | None,
+        stdin: str | None,
+    ) -> CommandResult:
+        self.ran.append(argv)
+        return CommandResult(host=self.name, argv=argv, exit_code=0, stdout="", stderr="")
+
+
+def test_become_settings_gate_privileged_commands() -> None:
+    allowed = _Recording()
+    allowed.run(["apt-get", "update"], sudo=True)
+    assert allowed.ran == [("sudo", "-n", "--", "env", "LC_ALL=C", "apt-get", "update")]
+
+    no_become = _Recording(become=False)
+    no_become.run(["dpkg-query", "-W"])  # unprivileged commands still run
+    with pytest.raises(BecomeRefusedError, match="become false") as info:
+        no_become.run(["apt-get", "install", "x"], sudo=True)
+    assert isinstance(info.value, TransportError)
+    assert no_become.ran == [("dpkg-query", "-W")]
+
+    other_user = _Recording(become_user="postgres")
+    with pytest.raises(BecomeRefusedError, match="become_user 'postgres'"):
+        other_user.run(["apt-get", "install", "x"], sudo=True)
+    assert other_user.ran == []
+
+
+def test_ssh_transport_takes_become_from_the_host(tmp_path: Path) -> None:
+    host = Host(name="h", address="10.0.0.1", user="root", become=False, become_user="app")
+    t = SSHTransport(host, _settings(), tmp_path / "kh")
+    assert (t.become, t.become_user) == (False, "app")
+    with pytest.raises(BecomeRefusedError):
+        t.run(["apt-get", "update"], sudo=True)  # refused before any connection
+    assert not t.connected
+
+
+def test_transport_is_a_closing_context() -> None:
+    assert issubclass(Transport, ClosingContext)
+    with _Recording() as t:
+        t.run(["true"])
+
+
+def test_connections_close_last_to_first() -> None:
+    """The host's connection closes before the jump hosts carrying it, last to first."""
+    closed: list[str] = []
+
+    class _Client:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.name == "bastion2":
+                raise OSError("already gone")  # one failure does not stop the others
+
+    clients = [_Client("bastion1"), _Client("bastion2"), _Client("target")]
+    _close_all(clients)  # type: ignore[arg-type]
+    assert closed == ["target", "bastion2", "bastion1"]

@@ -6,7 +6,10 @@ to ``subprocess`` without a shell, and the SSH transport quotes every element wi
 ``sudo -n`` (never prompting) unless the session already runs as root. When sudo itself refuses
 (a password is required, the user may not run the command, sudo is missing),
 :func:`sudo_refusal` recognises sudo's own message and :class:`SudoRefusedError` reports it as
-the privilege problem it is, never as a failure of the command sudo was asked to run.
+the privilege problem it is, never as a failure of the command sudo was asked to run. When the
+inventory does not let patchpilot escalate on a host (Ansible ``ansible_become=false`` with a
+login user that is not root, or an ``ansible_become_user`` other than root), a privileged
+command is refused before anything runs (:class:`BecomeRefusedError`).
 """
 
 from __future__ import annotations
@@ -15,17 +18,18 @@ import abc
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Final, Self, TypeAlias
+from typing import Final, TypeAlias
 
 import structlog
 
 from patchpilot.core.errors import CommandFailedError, TransportError, UnsafeArgumentError
 from patchpilot.core.models import CommandResult, Host
+from patchpilot.core.resources import ClosingContext
 from patchpilot.core.settings import Settings
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT",
+    "BecomeRefusedError",
     "OutputBuffer",
     "SudoRefusedError",
     "Transport",
@@ -104,6 +108,22 @@ class SudoRefusedError(CommandFailedError):
             raise cls(result.host, result.argv, result.exit_code, message)
 
 
+class BecomeRefusedError(TransportError):
+    """The inventory does not let patchpilot run a privileged command on this host.
+
+    Raised before anything runs: ``ansible_become=false`` with a login user that is not root,
+    or an ``ansible_become_user`` other than root (patchpilot's privileged commands, package
+    operations first, run as root only).
+    """
+
+    def __init__(self, host: str, argv: Sequence[str], reason: str) -> None:
+        self.argv = list(argv)
+        self.reason = reason
+        super().__init__(
+            host, f"privileged command {self.argv[0]!r} not run: {reason} (nothing was run)"
+        )
+
+
 def check_argv(argv: Sequence[str]) -> tuple[str, ...]:
     """Validate an argv list: non-empty, all strings, no NUL bytes.
 
@@ -166,11 +186,16 @@ class OutputBuffer:
         return self._data.decode("utf-8", errors="replace")
 
 
-class Transport(abc.ABC):
+class Transport(ClosingContext, abc.ABC):
     """Runs commands on one host. Use as a context manager so connections are closed."""
 
     name: str
     """The host's inventory name, used in results, errors and logs."""
+    become: bool = True
+    """Whether privileged commands may escalate with ``sudo -n`` (the host's ``become``)."""
+    become_user: str = "root"
+    """The user privileged commands must run as (the host's ``become_user``; only root is
+    supported)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -217,6 +242,8 @@ class Transport(abc.ABC):
         """
         args = check_argv(argv)
         clean_env = check_env(env)
+        if sudo:
+            self._check_become(args)
         if sudo and not self.is_root:
             # -n: never prompt for a password; fail instead. Env goes through `env` so sudo's
             # env_reset does not drop it.
@@ -229,6 +256,25 @@ class Transport(abc.ABC):
             SudoRefusedError.check(result)
             raise CommandFailedError(self.name, args, result.exit_code, result.stderr)
         return result
+
+    def _check_become(self, argv: tuple[str, ...]) -> None:
+        """Refuse a privileged command the host's become settings do not allow."""
+        if self.become_user != "root":
+            raise BecomeRefusedError(
+                self.name,
+                argv,
+                f"the inventory sets become_user {self.become_user!r} "
+                "(ansible_become_user) and patchpilot runs privileged commands (package "
+                "operations) only as root; remove ansible_become_user or set it to root",
+            )
+        if not self.become and not self.is_root:
+            raise BecomeRefusedError(
+                self.name,
+                argv,
+                "the inventory sets become false (ansible_become) and the login user is not "
+                "root; set ansible_become=true (patchpilot escalates with `sudo -n`) or log in "
+                "as root",
+            )
 
     def _finish(
         self,
@@ -257,19 +303,8 @@ class Transport(abc.ABC):
             duration_s=duration,
         )
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections; the default transport holds none."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 TransportFactory: TypeAlias = Callable[[Host, Settings], Transport]

@@ -13,6 +13,16 @@
   authentication and opening a session; a command's timeout bounds the whole command.
 * **Retries.** Only connection set-up is retried (``ssh.connect_retries`` attempts, 0.5 s/1 s/2 s
   back-off); host-key and authentication failures never are, and commands never are.
+* **Jump hosts.** A host with :attr:`~patchpilot.core.models.Host.jump` is reached as OpenSSH's
+  ProxyJump does, without running ``ssh``: paramiko connects to the first bastion (same strict
+  host-key check, known_hosts files, key/agent authentication, timeouts), opens a
+  ``direct-tcpip`` channel to the next hop and runs the next SSH handshake over that channel,
+  up to the target. Each hop's key is looked up under its own name and port
+  (``[address]:port``), so the target's key is never confused with a bastion's; every error
+  names the hop that failed. The connections are closed target first, then each bastion in
+  reverse order. A bastion's user is its own (``user@`` or ssh_config ``User``, else
+  ``ssh.default_user``, else the current user), as its key file is (else
+  ``ssh.default_key_file``, the agent, ``~/.ssh/id_*``).
 * **Commands.** The remote command line is ``env LC_ALL=C [NAME=value...] argv...`` with every
   word quoted by :func:`shlex.quote`, so the remote login shell (which must be POSIX ``sh``
   compatible) sees each argument as one literal word.
@@ -46,6 +56,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NoReturn
 
@@ -192,22 +203,48 @@ def record_host_key(path: Path, hostname: str, key: paramiko.PKey, *, host: str)
     return True
 
 
-class _RejectUnknownHostKey(paramiko.RejectPolicy):
-    """Refuse unknown host keys with an actionable :class:`HostKeyError`."""
+@dataclass(frozen=True, slots=True)
+class _Hop:
+    """One SSH connection on the way to the host: a jump host, or the host itself (last)."""
 
-    def __init__(self, transport: SSHTransport) -> None:
+    address: str
+    port: int
+    user: str
+    key_file: Path | None
+    where: str
+    """How messages name this hop: ``127.0.0.1:2222`` for a direct host; ``jump host 1 of 2
+    'bastion' (127.0.0.1:2201)``; ``10.0.0.5:22 (through bastion)`` for a host behind jumps."""
+    prefix: str
+    """``"jump host 1 of 2 'bastion' (…): "`` for a jump host, else empty."""
+    via: str | None = None
+    """For a host behind jump hosts: the last one (``ssh://user@host:port``), which
+    ssh-keyscan must run on."""
+
+    @property
+    def known_hosts_name(self) -> str:
+        return known_hosts_name(self.address, self.port)
+
+
+class _RejectUnknownHostKey(paramiko.RejectPolicy):
+    """Refuse unknown host keys with an actionable :class:`HostKeyError` naming the hop."""
+
+    def __init__(self, transport: SSHTransport, hop: _Hop) -> None:
         self._transport = transport
+        self._hop = hop
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> NoReturn:
-        t = self._transport
+        t, hop = self._transport, self._hop
+        scan = f"ssh-keyscan -p {hop.port} {shlex.quote(hop.address)}"
+        if hop.via is not None:  # the host is not reachable from here: scan from the bastion
+            scan = f"ssh {shlex.quote(hop.via)} {shlex.quote(scan)}"
         raise HostKeyError(
             t.name,
-            f"unknown SSH host key for {hostname} ({key.get_name()} {host_key_fingerprint(key)}). "
-            "Verify this fingerprint out of band (on the host: `ssh-keygen -lf "
-            f"/etc/ssh/ssh_host_{_short_key_type(key.get_name())}_key.pub`), then trust it with "
-            f"`ssh-keyscan -p {t.port} {shlex.quote(t.address)} >> ~/.ssh/known_hosts`, "
+            f"{hop.prefix}unknown SSH host key for {hostname} ({key.get_name()} "
+            f"{host_key_fingerprint(key)}). Verify this fingerprint out of band (on the host: "
+            f"`ssh-keygen -lf /etc/ssh/ssh_host_{_short_key_type(key.get_name())}_key.pub`), "
+            f"then trust it with `{scan} >> ~/.ssh/known_hosts`, "
             "or set ssh.trust_on_first_use: true (PATCHPILOT_SSH__TRUST_ON_FIRST_USE=true) to "
             f"accept and record it in {t.known_hosts_path}",
         )
@@ -216,19 +253,27 @@ class _RejectUnknownHostKey(paramiko.RejectPolicy):
 class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
     """Accept an unknown host key and record it in patchpilot's known_hosts."""
 
-    def __init__(self, transport: SSHTransport) -> None:
+    def __init__(self, transport: SSHTransport, hop: _Hop) -> None:
         self._transport = transport
+        self._hop = hop
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
         t = self._transport
-        written = record_host_key(t.known_hosts_path, hostname, key, host=t.name)
+        try:
+            written = record_host_key(t.known_hosts_path, hostname, key, host=t.name)
+        except HostKeyError as exc:
+            if not self._hop.prefix:
+                raise
+            # Name the jump host: "{host}: {message}" becomes "{host}: jump host …: {message}".
+            raise HostKeyError(t.name, self._hop.prefix + str(exc).split(": ", 1)[1]) from None
         client.get_host_keys().add(hostname, key.get_name(), key)
         if written:
             t.log.warning(
-                "ssh_host_key_recorded",
+                "ssh.host_key_recorded",
                 known_hosts_name=hostname,
+                hop=self._hop.where,
                 key_type=key.get_name(),
                 fingerprint=host_key_fingerprint(key),
                 known_hosts=str(t.known_hosts_path),
@@ -259,11 +304,14 @@ class SSHTransport(Transport):
                 trust-on-first-use records keys).
 
         Raises:
-            UnsafeArgumentError: the host address or the user name is not valid.
+            UnsafeArgumentError: the host address, a jump host address or a user name is not
+                valid.
         """
         super().__init__(host.name)
         self.host = host
         self.settings = settings
+        self.become = host.become
+        self.become_user = host.become_user
         self.address = validate_hostname(host.address)
         self.port = host.port
         self.user = validate_user(host.user or settings.default_user or _current_user())
@@ -277,10 +325,48 @@ class SSHTransport(Transport):
         """How many SSH connections this transport has opened (1 while it is reused)."""
         self.log = _log.bind(host=host.name)
         self._endpoint = _endpoint(self.address, self.port)
+        self._hops = self._plan_hops(host, settings)
         self._client: paramiko.SSHClient | None = None
-        self._pkey: paramiko.PKey | None = None
+        self._jump_clients: list[paramiko.SSHClient] = []
+        self._pkeys: dict[Path, paramiko.PKey] = {}
         self._lock = threading.RLock()
         self._is_root: bool | None = True if self.user == "root" else None
+
+    def _plan_hops(self, host: Host, settings: SSHSettings) -> tuple[_Hop, ...]:
+        """The connections to make, jump hosts first, the host itself last."""
+        hops: list[_Hop] = []
+        count = len(host.jump)
+        for index, jump in enumerate(host.jump, start=1):
+            address = validate_hostname(jump.address)
+            user = validate_user(jump.user or settings.default_user or _current_user())
+            key = jump.key_file or settings.default_key_file
+            where = (
+                f"jump host {index} of {count} {jump.name!r} "
+                f"({user}@{_endpoint(address, jump.port)})"
+            )
+            hops.append(
+                _Hop(
+                    address=address,
+                    port=jump.port,
+                    user=user,
+                    key_file=Path(key).expanduser() if key else None,
+                    where=where,
+                    prefix=f"{where}: ",
+                )
+            )
+        route = " -> ".join(jump.spec for jump in host.jump)
+        hops.append(
+            _Hop(
+                address=self.address,
+                port=self.port,
+                user=self.user,
+                key_file=self.key_file,
+                where=f"{self._endpoint} (through {route})" if route else self._endpoint,
+                prefix="",
+                via=f"ssh://{host.jump[-1].spec}" if host.jump else None,
+            )
+        )
+        return tuple(hops)
 
     # -- Transport API -------------------------------------------------------------
 
@@ -294,17 +380,22 @@ class SSHTransport(Transport):
 
     @property
     def connected(self) -> bool:
-        """True while an SSH connection is open."""
+        """True while the SSH connection (and every jump host's) is open."""
         client = self._client
-        transport = client.get_transport() if client is not None else None
-        return transport is not None and transport.is_active()
+        if client is None:
+            return False
+        for each in (*self._jump_clients, client):
+            transport = each.get_transport()
+            if transport is None or not transport.is_active():
+                return False
+        return True
 
     def close(self) -> None:
-        """Close the SSH connection, if any (a later command reconnects)."""
+        """Close the SSH connection, if any, then each jump host's in reverse order (a later
+        command reconnects)."""
         with self._lock:
             if self._client is not None:
-                self._client.close()
-                self._client = None
+                self._drop_connection()
                 self.log.debug("ssh.disconnected")
 
     def _execute(
@@ -475,14 +566,16 @@ class SSHTransport(Transport):
         return client
 
     def _drop_connection(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.close()
-            self._client = None
+        """Close the host's connection, then the jump hosts' (last to first)."""
+        clients = [*self._jump_clients, *([self._client] if self._client is not None else [])]
+        self._client = None
+        self._jump_clients = []
+        _close_all(clients)
 
     def _connect(self) -> paramiko.SSHClient:
-        """Connect and authenticate, retrying set-up failures only."""
-        pkey = self._load_key()
+        """Connect (through the jump hosts) and authenticate, retrying set-up failures only."""
+        pkeys = [self._load_key(hop) for hop in self._hops]
+        self._load_host_keys(paramiko.SSHClient())  # known_hosts problems before any network I/O
         attempts = self.settings.connect_retries
         retrying = Retrying(
             stop=stop_after_attempt(attempts),
@@ -492,39 +585,47 @@ class SSHTransport(Transport):
             reraise=True,
         )
         try:
-            return retrying(self._connect_once, pkey)
+            clients = retrying(self._connect_once, pkeys)
         except _RetryableConnectError as exc:
             tries = f"{attempts} attempts" if attempts > 1 else "1 attempt"
             raise HostConnectError(
                 self.name, f"{exc.reason} (gave up after {tries})"
             ) from exc.__cause__
+        self._jump_clients = clients[:-1]
+        return clients[-1]
 
     def _before_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         self.log.info(
-            "ssh_connect_retry",
+            "ssh.connect.retry",
             attempt=state.attempt_number,
             reason=getattr(exc, "reason", str(exc)),
             sleep_s=state.upcoming_sleep,
         )
 
-    def _connect_once(self, pkey: paramiko.PKey | None) -> paramiko.SSHClient:
-        timeout = self.settings.connect_timeout
-        where = self._endpoint
-        self.log.debug("ssh.connect", address=self.address, port=self.port, user=self.user)
-        client = paramiko.SSHClient()
-        self._load_host_keys(client)  # a known_hosts problem is reported before any network I/O
-        policy: paramiko.MissingHostKeyPolicy = (
-            _TrustOnFirstUse(self)
-            if self.settings.trust_on_first_use
-            else _RejectUnknownHostKey(self)
-        )
-        client.set_missing_host_key_policy(policy)
-        start = time.monotonic()
+    def _connect_once(self, pkeys: list[paramiko.PKey | None]) -> list[paramiko.SSHClient]:
+        """One attempt: every hop in turn; on failure, what was opened is closed again."""
+        opened: list[paramiko.SSHClient] = []
         try:
-            sock = socket.create_connection((self.address, self.port), timeout=timeout)
+            for index, (hop, pkey) in enumerate(zip(self._hops, pkeys, strict=True)):
+                if index == 0:
+                    sock: socket.socket | paramiko.Channel = self._tcp_connect(hop)
+                else:
+                    sock = self._forward(opened[-1], self._hops[index - 1], hop)
+                opened.append(self._handshake(hop, pkey, sock))
+        except BaseException:
+            _close_all(opened)
+            raise
+        return opened
+
+    def _tcp_connect(self, hop: _Hop) -> socket.socket:
+        timeout, where = self.settings.connect_timeout, hop.where
+        try:
+            sock = socket.create_connection((hop.address, hop.port), timeout=timeout)
         except socket.gaierror as exc:
-            raise _RetryableConnectError(f"cannot resolve {self.address}: {exc.strerror}") from exc
+            raise _RetryableConnectError(
+                f"{hop.prefix}cannot resolve {hop.address}: {exc.strerror}"
+            ) from exc
         except ConnectionRefusedError as exc:
             raise _RetryableConnectError(f"connection refused on {where}") from exc
         except TimeoutError as exc:
@@ -539,11 +640,62 @@ class SSHTransport(Transport):
         # packets (channel open, exec) behind the peer's delayed ACK: ~40 ms per command.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _forward(self, client: paramiko.SSHClient, via: _Hop, hop: _Hop) -> paramiko.Channel:
+        """A ``direct-tcpip`` channel from jump host ``via`` to the next hop's SSH port."""
+        timeout = self.settings.connect_timeout
+        target = _endpoint(hop.address, hop.port)
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            raise _RetryableConnectError(f"{via.prefix}connection closed before forwarding")
         try:
+            return transport.open_channel(
+                "direct-tcpip", (hop.address, hop.port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except paramiko.ChannelException as exc:
+            if exc.code == 1:  # OPEN_ADMINISTRATIVELY_PROHIBITED: a setting, not a glitch
+                raise HostConnectError(
+                    self.name,
+                    f"{via.prefix}the jump host refused to forward to {target} (administratively "
+                    "prohibited: allow it with AllowTcpForwarding/PermitOpen in its sshd_config)",
+                ) from exc
+            raise _RetryableConnectError(
+                f"{via.prefix}the jump host could not connect to {target}: "
+                f"{exc.text or f'channel open failure {exc.code}'}"
+            ) from exc
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise _RetryableConnectError(
+                f"{via.prefix}no forwarding channel to {target} within {timeout:g}s: "
+                f"{exc or type(exc).__name__}"
+            ) from exc
+
+    def _handshake(
+        self, hop: _Hop, pkey: paramiko.PKey | None, sock: socket.socket | paramiko.Channel
+    ) -> paramiko.SSHClient:
+        """SSH handshake, host-key check and authentication with one hop over ``sock``."""
+        timeout = self.settings.connect_timeout
+        self.log.debug("ssh.connect", address=hop.address, port=hop.port, user=hop.user)
+        client = paramiko.SSHClient()
+        try:
+            self._load_host_keys(client)
+        except BaseException:
+            sock.close()
+            raise
+        policy: paramiko.MissingHostKeyPolicy = (
+            _TrustOnFirstUse(self, hop)
+            if self.settings.trust_on_first_use
+            else _RejectUnknownHostKey(self, hop)
+        )
+        client.set_missing_host_key_policy(policy)
+        start = time.monotonic()
+        try:
+            # The address and port name the hop's key in known_hosts ("[address]:port"), so a
+            # host behind a jump host is checked under its own name, never the bastion's.
             client.connect(
-                self.address,
-                port=self.port,
-                username=self.user,
+                hop.address,
+                port=hop.port,
+                username=hop.user,
                 password=None,
                 pkey=pkey,
                 key_filename=None,
@@ -553,7 +705,7 @@ class SSHTransport(Transport):
                 auth_timeout=timeout,
                 channel_timeout=timeout,
                 allow_agent=self.settings.use_agent,
-                look_for_keys=self.settings.look_for_keys and self.key_file is None,
+                look_for_keys=self.settings.look_for_keys and hop.key_file is None,
                 sock=sock,
             )
         except BaseException as exc:
@@ -561,41 +713,41 @@ class SSHTransport(Transport):
             got_banner = bool(ssh.remote_version) if ssh is not None else False
             client.close()
             sock.close()
-            mapped = self._classify(exc, start, got_banner=got_banner)
+            mapped = self._classify(exc, start, hop, got_banner=got_banner)
             if mapped is exc:
                 raise
             raise mapped from exc
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(KEEPALIVE_INTERVAL_S)
-        self.log.debug("ssh.connected", duration_s=time.monotonic() - start)
+        self.log.debug("ssh.connected", hop=hop.where, duration_s=time.monotonic() - start)
         return client
 
-    def _classify(self, exc: BaseException, start: float, *, got_banner: bool) -> BaseException:
-        """Map a paramiko failure to a patchpilot error (or a retryable one)."""
-        where, timeout = self._endpoint, self.settings.connect_timeout
+    def _classify(
+        self, exc: BaseException, start: float, hop: _Hop, *, got_banner: bool
+    ) -> BaseException:
+        """Map a paramiko failure to a patchpilot error (or a retryable one) naming the hop."""
+        where, timeout = hop.where, self.settings.connect_timeout
         if isinstance(exc, HostKeyError | AuthenticationError):
             return exc
         if isinstance(exc, paramiko.BadHostKeyException):
             return HostKeyError(
                 self.name,
-                _changed_key_message(
-                    known_hosts_name(self.address, self.port),
-                    exc.key,
-                    exc.expected_key,
-                    self._known_hosts_files(),
+                hop.prefix
+                + _changed_key_message(
+                    hop.known_hosts_name, exc.key, exc.expected_key, self._known_hosts_files()
                 ),
             )
         if isinstance(exc, paramiko.PasswordRequiredException):
             return AuthenticationError(
                 self.name,
-                "a private key needs a passphrase and patchpilot never prompts: load it into "
-                "ssh-agent (ssh-add) and keep ssh.use_agent on",
+                f"{hop.prefix}a private key needs a passphrase and patchpilot never prompts: "
+                "load it into ssh-agent (ssh-add) and keep ssh.use_agent on",
             )
         if isinstance(exc, paramiko.BadAuthenticationType):
             return AuthenticationError(
                 self.name,
-                f"{self.user}@{where} accepts only {', '.join(exc.allowed_types) or 'nothing'}; "
+                f"{hop.user}@{where} accepts only {', '.join(exc.allowed_types) or 'nothing'}; "
                 "patchpilot authenticates with public keys only (never passwords)",
             )
         if isinstance(exc, paramiko.AuthenticationException) or (
@@ -604,9 +756,10 @@ class SSHTransport(Transport):
         ):
             return AuthenticationError(
                 self.name,
-                f"public-key authentication failed for {self.user}@{where} "
-                f"(tried: {self._identity_sources()}); install the matching public key in "
-                f"~{self.user}/.ssh/authorized_keys on the host (patchpilot never uses passwords)",
+                f"public-key authentication failed for {hop.user}@{where} "
+                f"(tried: {self._identity_sources(hop)}); install the matching public key in "
+                f"~{hop.user}/.ssh/authorized_keys on that host (patchpilot never uses "
+                "passwords)",
             )
         if isinstance(exc, paramiko.SSHException):
             if not got_banner:
@@ -638,49 +791,52 @@ class SSHTransport(Transport):
         files.append(str(self.known_hosts_path))
         return files
 
-    def _identity_sources(self) -> str:
+    def _identity_sources(self, hop: _Hop) -> str:
         sources = []
-        if self.key_file is not None:
-            sources.append(f"key file {self.key_file}")
+        if hop.key_file is not None:
+            sources.append(f"key file {hop.key_file}")
         if self.settings.use_agent:
             sources.append("ssh-agent")
-        if self.settings.look_for_keys and self.key_file is None:
+        if self.settings.look_for_keys and hop.key_file is None:
             sources.append("~/.ssh/id_*")
         return ", ".join(sources)
 
-    def _load_key(self) -> paramiko.PKey | None:
-        """Load the configured private key once; never prompts for a passphrase."""
-        if self.key_file is None:
+    def _load_key(self, hop: _Hop) -> paramiko.PKey | None:
+        """Load a hop's private key once; never prompts for a passphrase."""
+        path, prefix = hop.key_file, hop.prefix
+        if path is None:
             if not (self.settings.use_agent or self.settings.look_for_keys):
                 raise AuthenticationError(
                     self.name,
-                    "no SSH identity to offer: set the host's key_file or ssh.default_key_file, "
-                    "or enable ssh.use_agent or ssh.look_for_keys",
+                    f"{prefix}no SSH identity to offer: set the host's key_file or "
+                    "ssh.default_key_file, or enable ssh.use_agent or ssh.look_for_keys",
                 )
             return None
-        if self._pkey is not None:
-            return self._pkey
-        path = self.key_file
+        if path in self._pkeys:
+            return self._pkeys[path]
         try:
-            self._pkey = paramiko.PKey.from_path(path)
+            pkey = paramiko.PKey.from_path(path)
         except (paramiko.PasswordRequiredException, TypeError):
             # cryptography raises TypeError for an encrypted key loaded without a passphrase.
             raise AuthenticationError(
                 self.name,
-                f"SSH key file {path} is encrypted and patchpilot never prompts for a "
+                f"{prefix}SSH key file {path} is encrypted and patchpilot never prompts for a "
                 "passphrase: load it into ssh-agent (ssh-add) and keep ssh.use_agent on",
             ) from None
         except FileNotFoundError:
-            raise AuthenticationError(self.name, f"SSH key file {path} does not exist") from None
+            raise AuthenticationError(
+                self.name, f"{prefix}SSH key file {path} does not exist"
+            ) from None
         except OSError as exc:
             raise AuthenticationError(
-                self.name, f"cannot read SSH key file {path}: {exc.strerror or exc}"
+                self.name, f"{prefix}cannot read SSH key file {path}: {exc.strerror or exc}"
             ) from None
         except (paramiko.SSHException, ValueError) as exc:
             raise AuthenticationError(
-                self.name, f"cannot load SSH key file {path}: {exc}"
+                self.name, f"{prefix}cannot load SSH key file {path}: {exc}"
             ) from None
-        return self._pkey
+        self._pkeys[path] = pkey
+        return pkey
 
     def _load_host_keys(self, client: paramiko.SSHClient) -> None:
         """Load ~/.ssh/known_hosts, ssh.known_hosts and patchpilot's own known_hosts."""
@@ -778,6 +934,13 @@ def _terminate_remote(channel: paramiko.Channel, reply_within: float) -> bool:
         return True
     _send_signal(channel, "KILL")
     return ended(_SIGNAL_GRACE_S)
+
+
+def _close_all(clients: list[paramiko.SSHClient]) -> None:
+    """Close SSH connections last to first (the host before the jump hosts carrying it)."""
+    for client in reversed(clients):
+        with contextlib.suppress(Exception):
+            client.close()
 
 
 def _current_user() -> str:

@@ -16,6 +16,11 @@ The parsers mirror ansible-core's ``ini`` and ``yaml`` inventory plugins (checke
 * ``group_vars/`` and ``host_vars/`` beside the inventory file are read like Ansible's
   ``host_group_vars`` plugin (``<name>``, ``<name>.yml``, ``.yaml``, ``.json``, or a
   ``<name>/`` directory read recursively in sorted order).
+* JSON: what ``ansible-inventory --list`` (and ``--export``, and a dynamic inventory script's
+  ``--list``) prints: groups with ``hosts``/``children`` lists and ``vars``, a bare list of
+  hosts as a group, and ``_meta.hostvars`` (each host's variables, already merged by Ansible;
+  ``{"__ansible_vault": …}`` values are vaulted). Checked against recordings in
+  ``tests/fixtures/ansible*/``.
 
 Passwords (``ansible_password``, ``ansible_become_pass``…) are refused wherever they appear.
 Unknown variables are kept out of the way: only the variables in
@@ -45,13 +50,16 @@ from patchpilot.core.inventory._graph import (
     resolve,
 )
 from patchpilot.core.inventory._model import Inventory
+from patchpilot.core.inventory._reach import SSHConfigFile
 from patchpilot.core.inventory._validate import KEYS_ONLY_REASON, is_password_key
-from patchpilot.core.inventory._yaml import load_yaml
+from patchpilot.core.inventory._yaml import Vaulted, load_yaml
 
 __all__ = [
     "MAX_RANGE_HOSTS",
     "expand_host_range",
+    "looks_like_ansible_json",
     "parse_ansible_ini",
+    "parse_ansible_json",
     "parse_ansible_yaml",
     "split_host_port",
 ]
@@ -161,8 +169,8 @@ def expand_host_range(pattern: str, *, limit: int = MAX_RANGE_HOSTS) -> list[str
 # --------------------------------------------------------------------------- shared
 
 
-def _new_raw(file: str, fmt: str) -> RawInventory:
-    raw = RawInventory(file=file, format=fmt)
+def _new_raw(file: str, fmt: str, ssh_config: SSHConfigFile | None = None) -> RawInventory:
+    raw = RawInventory(file=file, format=fmt, ssh_config=ssh_config)
     raw.group(ALL, ALL)
     raw.group(UNGROUPED, UNGROUPED)
     raw.add_child(ALL, UNGROUPED, UNGROUPED)
@@ -249,8 +257,8 @@ def _ini_value(text: str) -> Any:
 class _IniParser:
     """Ansible's ``ini`` inventory plugin, line by line."""
 
-    def __init__(self, file: str) -> None:
-        self.raw = _new_raw(file, "ansible-ini")
+    def __init__(self, file: str, ssh_config: SSHConfigFile | None = None) -> None:
+        self.raw = _new_raw(file, "ansible-ini", ssh_config)
         self.declared = {ALL, UNGROUPED}
         self.vars_sections: dict[str, int] = {}
         self.child_refs: list[tuple[str, str, int]] = []
@@ -330,13 +338,20 @@ class _IniParser:
                 )
 
 
-def parse_ansible_ini(text: str, *, file: str, base_dir: Path | None = None) -> Inventory:
+def parse_ansible_ini(
+    text: str,
+    *,
+    file: str,
+    base_dir: Path | None = None,
+    ssh_config: SSHConfigFile | None = None,
+) -> Inventory:
     """Parse an Ansible INI inventory.
 
     Args:
         text: the file content.
         file: its name, for error messages.
         base_dir: the directory holding ``group_vars/``/``host_vars/`` (None: do not read them).
+        ssh_config: the ssh_config completing how hosts are reached (None: none).
 
     Returns:
         The resolved inventory.
@@ -345,7 +360,7 @@ def parse_ansible_ini(text: str, *, file: str, base_dir: Path | None = None) -> 
         ConfigError: on a syntax error, an undefined group, an unsafe name or value, or a
             password; the key gives the line and section (``line 7 [web:vars] ansible_port``).
     """
-    parser = _IniParser(file)
+    parser = _IniParser(file, ssh_config)
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped and stripped[0] not in "#;":
@@ -404,13 +419,20 @@ def _yaml_group(raw: RawInventory, name: Any, data: Any, path: str) -> str | Non
     return group
 
 
-def parse_ansible_yaml(data: Any, *, file: str, base_dir: Path | None = None) -> Inventory:
+def parse_ansible_yaml(
+    data: Any,
+    *,
+    file: str,
+    base_dir: Path | None = None,
+    ssh_config: SSHConfigFile | None = None,
+) -> Inventory:
     """Resolve a parsed Ansible YAML inventory.
 
     Args:
         data: the YAML document (top-level keys are groups, usually just ``all``).
         file: its name, for error messages.
         base_dir: the directory holding ``group_vars/``/``host_vars/`` (None: do not read them).
+        ssh_config: the ssh_config completing how hosts are reached (None: none).
 
     Returns:
         The resolved inventory.
@@ -432,13 +454,122 @@ def parse_ansible_yaml(data: Any, *, file: str, base_dir: Path | None = None) ->
             file=file,
             key="plugin",
         )
-    raw = _new_raw(file, "ansible-yaml")
+    raw = _new_raw(file, "ansible-yaml", ssh_config)
     try:
         for name, group_data in data.items():
             _yaml_group(raw, name, group_data, str(name))
     except RecursionError as exc:
         raise ConfigError("groups are nested too deeply", file=file) from exc
     return _finish(raw, base_dir)
+
+
+# --------------------------------------------------------------------------- JSON (--list)
+
+
+def looks_like_ansible_json(data: Any) -> bool:
+    """Whether a parsed document is ``ansible-inventory --list`` output (or a dynamic
+    inventory script's): a ``_meta`` key, or groups whose ``hosts``/``children`` are lists."""
+    if not isinstance(data, dict) or not data:
+        return False
+    if "_meta" in data:
+        return True
+    return any(
+        isinstance(value, list)
+        or (
+            isinstance(value, dict)
+            and (isinstance(value.get("hosts"), list) or isinstance(value.get("children"), list))
+        )
+        for value in data.values()
+    )
+
+
+def _unvault(value: Any) -> Any:
+    """``{"__ansible_vault": "..."}`` (how ansible-inventory prints a vaulted value)."""
+    if isinstance(value, dict) and set(value) == {"__ansible_vault"}:
+        return Vaulted(str(value["__ansible_vault"]))
+    return value
+
+
+def _json_list(raw: RawInventory, value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise raw.error(f"expected a list, got {type(value).__name__}", where)
+    return value
+
+
+def parse_ansible_json(
+    data: Any, *, file: str, ssh_config: SSHConfigFile | None = None
+) -> Inventory:
+    """Resolve ``ansible-inventory --list`` JSON (also ``--export``, and dynamic inventory
+    scripts' ``--list`` output).
+
+    The document maps group names to ``{"hosts": [...], "children": [...], "vars": {...}}``
+    (a bare list of hosts is a group too), and ``_meta.hostvars`` maps each host to its
+    variables, which Ansible has already merged from every group (``--export`` keeps group
+    ``vars`` in the groups instead; both are read, with Ansible's precedence).
+
+    Args:
+        data: the parsed document.
+        file: its name (``<stdin>`` for standard input), for error messages.
+        ssh_config: the ssh_config completing how hosts are reached (None: none).
+
+    Returns:
+        The resolved inventory.
+
+    Raises:
+        ConfigError: on a structural error, an unsafe name or value, or a password; the key is
+            the path in the document (``_meta.hostvars.web1.ansible_port``).
+    """
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(
+            "ansible-inventory --list output must be a non-empty JSON object", file=file
+        )
+    raw = _new_raw(file, "ansible-json", ssh_config)
+    meta = data.get("_meta", {})
+    if not isinstance(meta, dict):
+        raise raw.error("'_meta' must be an object", "_meta")
+    hostvars = meta.get("hostvars", {})
+    if not isinstance(hostvars, dict):
+        raise raw.error("'_meta.hostvars' must be an object", "_meta.hostvars")
+    for name, written in data.items():
+        if name == "_meta" or written is None:
+            continue
+        group = raw.group(name, str(name)).name
+        entry = {"hosts": written} if isinstance(written, list) else written
+        if not isinstance(entry, dict):
+            raise raw.error(f"group {group!r} must be an object or a list of hosts", group)
+        for key in entry:
+            if key not in ("hosts", "children", "vars"):
+                _log.warning(
+                    "inventory.skipped_key",
+                    file=raw.file,
+                    key=f"{group}.{key}",
+                    reason="only 'hosts', 'vars' and 'children' are valid in a group",
+                )
+        variables = entry.get("vars") or {}
+        if not isinstance(variables, dict):
+            raise raw.error("'vars' must be an object", f"{group}.vars")
+        for key, value in variables.items():
+            _set_group_var(raw, group, key, _unvault(value), f"{group}.vars.{key}")
+        for index, member in enumerate(_json_list(raw, entry.get("hosts"), f"{group}.hosts")):
+            host = raw.host(member, f"{group}.hosts[{index}]")
+            raw.add_member(group, host.name)
+        children = _json_list(raw, entry.get("children"), f"{group}.children")
+        for index, child in enumerate(children):
+            where = f"{group}.children[{index}]"
+            raw.add_child(group, raw.group(child, where).name, where)
+    for name, values in hostvars.items():
+        where = f"_meta.hostvars.{name}"
+        if name not in raw.hosts:
+            _log.debug("inventory.hostvars_without_host", file=raw.file, host=name)
+            continue
+        if not isinstance(values, dict):
+            raise raw.error("host variables must be an object", where)
+        target = raw.hosts[name].vars
+        for key, value in values.items():
+            _set_var(raw, target, key, _unvault(value), f"{where}.{key}")
+    return _finish(raw, None)
 
 
 # --------------------------------------------------------------------------- vars dirs

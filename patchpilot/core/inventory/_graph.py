@@ -14,7 +14,10 @@ written). :func:`resolve` then applies Ansible's rules once, for all formats:
   other group's inline vars (sorted) < every other group's ``group_vars/`` file (sorted) < host
   inline < ``host_vars/<host>``;
 * the resolved variables are mapped to :class:`~patchpilot.core.models.Host` fields through a
-  :class:`FieldMap` (patchpilot field names, or ``ansible_*``/``patchpilot_*`` variables).
+  :class:`FieldMap` (patchpilot field names, or ``ansible_*``/``patchpilot_*`` variables);
+* how to reach the host is then completed from ssh_config when the inventory was loaded with
+  one (:func:`~patchpilot.core.inventory._reach.resolve_reach`: the inventory's own address,
+  port, user, key file and jump hosts win).
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ import structlog
 
 from patchpilot.core.errors import ConfigError, UnsafeArgumentError
 from patchpilot.core.inventory._model import Inventory
+from patchpilot.core.inventory._reach import (
+    JumpSpec,
+    SSHConfigFile,
+    parse_destination,
+    parse_proxy_jump,
+    parse_ssh_args,
+    resolve_reach,
+)
 from patchpilot.core.inventory._validate import (
     validate_address,
     validate_group_name,
@@ -105,6 +116,16 @@ class RawInventory:
     groups: dict[str, RawGroup] = field(default_factory=dict)
     hosts: dict[str, RawHost] = field(default_factory=dict)
     child_origins: dict[tuple[str, str], str] = field(default_factory=dict)
+    ssh_config: SSHConfigFile | None = None
+    """The ssh_config that completes how hosts are reached (None: none is read)."""
+    warned: set[str] = field(default_factory=set)
+    """Warnings already logged (a group variable would otherwise warn once per host)."""
+
+    def warn_once(self, marker: str, event: str, **fields: Any) -> None:
+        """Log a warning about this inventory once per ``marker``."""
+        if marker not in self.warned:
+            self.warned.add(marker)
+            _log.warning(event, file=self.file, **fields)
 
     def error(
         self, reason: str, key: str | None, cause: BaseException | None = None
@@ -177,6 +198,12 @@ class FieldMap:
     owner: tuple[str, ...]
     tags: tuple[str, ...]
     additive: frozenset[str] = frozenset()
+    jump: tuple[str, ...] = ()
+    become: tuple[str, ...] = ()
+    become_user: tuple[str, ...] = ()
+    become_method: tuple[str, ...] = ()
+    ssh_args: tuple[str, ...] = ()
+    """Variables holding extra ssh(1) arguments, read for their jump host (all apply)."""
 
 
 NATIVE_FIELDS: Final = FieldMap(
@@ -191,6 +218,7 @@ NATIVE_FIELDS: Final = FieldMap(
     owner=("owner",),
     tags=("tags",),
     additive=frozenset({"tags"}),
+    jump=("jump",),
 )
 
 ANSIBLE_FIELDS: Final = FieldMap(
@@ -204,9 +232,16 @@ ANSIBLE_FIELDS: Final = FieldMap(
     exposure=("patchpilot_exposure",),
     owner=("patchpilot_owner",),
     tags=("patchpilot_tags",),
+    become=("ansible_become",),
+    become_user=("ansible_become_user",),
+    become_method=("ansible_become_method",),
+    ssh_args=("ansible_ssh_common_args", "ansible_ssh_extra_args"),
 )
 
 _LOCAL_CONNECTIONS: Final = frozenset({"local", "ansible.builtin.local"})
+_SUDO_METHODS: Final = frozenset({"sudo", "ansible.builtin.sudo"})
+_TRUE: Final = frozenset({"y", "yes", "on", "1", "true", "t"})
+_FALSE: Final = frozenset({"n", "no", "off", "0", "false", "f"})
 _SSH_CONNECTIONS: Final = frozenset(
     {
         "ssh",
@@ -281,6 +316,49 @@ def _conv_tags(value: Any) -> frozenset[str]:
     return frozenset(tags)
 
 
+def _conv_bool(value: Any) -> bool:
+    """A boolean the way Ansible reads one (``yes``/``no``, ``true``/``false``, 1/0…)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = _as_str(value, "become").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected a boolean (true/false, yes/no), got {value!r}")
+
+
+def _conv_jump_entry(item: Any) -> JumpSpec:
+    if isinstance(item, str):
+        return parse_destination(item, "jump")
+    if isinstance(item, dict) and isinstance(item.get("address"), str):
+        spec = parse_destination(item["address"], "jump address")
+        if spec.user is not None or spec.port is not None:
+            raise ValueError("a jump mapping takes port and user as their own keys")
+        user = item.get("user")
+        key_file = item.get("key_file")
+        return JumpSpec(
+            host=spec.host,
+            port=_conv_port(item["port"]) if item.get("port") is not None else None,
+            user=validate_user(user) if user is not None else None,
+            key_file=validate_key_file(key_file) if key_file is not None else None,
+        )
+    raise ValueError(
+        "a jump host is '[user@]host[:port]' or a mapping with address (port, user, key_file)"
+    )
+
+
+def _conv_jump(value: Any) -> tuple[JumpSpec, ...]:
+    """patchpilot's ``jump``: a ProxyJump string, or a list of hosts (``[]``: no jump)."""
+    if isinstance(value, str):
+        return parse_proxy_jump(value)
+    if isinstance(value, list | tuple):
+        return tuple(_conv_jump_entry(item) for item in value)
+    raise ValueError(f"jump must be a list or a ProxyJump string, got {type(value).__name__}")
+
+
 _CONVERTERS: Final[dict[str, Callable[[Any], Any]]] = {
     "address": lambda v: validate_address(_as_str(v, "address").strip()),
     "port": _conv_port,
@@ -292,6 +370,10 @@ _CONVERTERS: Final[dict[str, Callable[[Any], Any]]] = {
     "exposure": _conv_exposure,
     "owner": validate_owner,
     "tags": _conv_tags,
+    "jump": _conv_jump,
+    "become": _conv_bool,
+    "become_user": lambda v: validate_user(_as_str(v, "become user")),
+    "become_method": lambda v: _as_str(v, "become method").strip(),
 }
 
 
@@ -432,13 +514,44 @@ def _build_host(
                 raw.hosts[name].origin,
                 exc,
             ) from exc
+    become = values.get("become", True)
+    method = values.get("become_method")
+    if become and method is not None and method not in _SUDO_METHODS:
+        raise UnsupportedHostError(
+            f"ansible_become_method {method!r} is not supported: patchpilot escalates only "
+            "with `sudo -n`"
+        )
+    reach: dict[str, Any] = {"address": address, "port": values.get("port", 22), "jump": ()}
+    reach.update(user=values.get("user"), key_file=values.get("key_file"))
+    if transport == "ssh":
+        jumps = _ssh_args_jumps(raw, name, merged, fields, values.get("jump"))
+        try:
+            reached = resolve_reach(
+                name,
+                address=address,
+                port=values.get("port"),
+                user=values.get("user"),
+                key_file=values.get("key_file"),
+                jumps=jumps,
+                config=raw.ssh_config,
+            )
+        except ConfigError:
+            raise
+        except ValueError as exc:  # a jump host the model refuses
+            raise raw.error(f"host {name}: {exc}", raw.hosts[name].origin, exc) from exc
+        reach = {
+            "address": reached.address,
+            "port": reached.port,
+            "user": reached.user,
+            "key_file": reached.key_file,
+            "jump": reached.jump,
+        }
     return Host(
+        **reach,
         name=name,
-        address=address,
-        port=values.get("port", 22),
-        user=values.get("user"),
-        key_file=values.get("key_file"),
         known_hosts=values.get("known_hosts"),
+        become=become,
+        become_user=values.get("become_user", "root"),
         transport=transport,
         tags=groups | values.get("tags", frozenset()),
         groups=groups,
@@ -446,6 +559,53 @@ def _build_host(
         exposure=values.get("exposure", Exposure.INTERNAL),
         owner=values.get("owner"),
     )
+
+
+def _ssh_args_jumps(
+    raw: RawInventory,
+    name: str,
+    merged: Mapping[str, Var],
+    fields: FieldMap,
+    jump: tuple[JumpSpec, ...] | None,
+) -> tuple[JumpSpec, ...] | None:
+    """The jump hosts of the host's extra ssh arguments (Ansible), or ``jump`` (patchpilot)."""
+    found: list[tuple[Var, tuple[JumpSpec, ...]]] = []
+    for var_name in fields.ssh_args:
+        var = merged.get(var_name)
+        if var is None or var.value is None or var.value == "":
+            continue
+        if not isinstance(var.value, str):
+            raise raw.error(f"{var_name} must be a string of ssh arguments", var.origin)
+        try:
+            args = parse_ssh_args(var.value)
+        except ValueError as exc:
+            raise raw.error(f"{var_name}: {exc}", var.origin, exc) from exc
+        if args.host_key:
+            raw.warn_once(
+                f"{var.origin}:host_key",
+                "inventory.ssh_option_ignored",
+                key=var.origin,
+                options=list(args.host_key),
+                reason="patchpilot never weakens host-key checking: every hop's key is checked "
+                "strictly against its known_hosts files",
+            )
+        if args.ignored:
+            raw.warn_once(
+                f"{var.origin}:ignored",
+                "inventory.ssh_option_ignored",
+                key=var.origin,
+                options=list(args.ignored),
+                reason="only the jump host (-J, -o ProxyJump, -o ProxyCommand='ssh -W %h:%p …') "
+                "is read from these arguments",
+            )
+        if args.jumps is not None:
+            found.append((var, args.jumps))
+    if len({jumps for _, jumps in found}) > 1:
+        origins = " and ".join(var.origin for var, _ in found)
+        raise raw.error(f"host {name}: conflicting jump hosts in {origins}", found[-1][0].origin)
+    if found:
+        return found[0][1]
+    return jump
 
 
 def resolve(raw: RawInventory, fields: FieldMap) -> Inventory:

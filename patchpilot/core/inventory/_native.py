@@ -16,6 +16,7 @@ from patchpilot.core.inventory._graph import (
     resolve,
 )
 from patchpilot.core.inventory._model import Inventory
+from patchpilot.core.inventory._reach import SSHConfigFile
 from patchpilot.core.inventory._validate import KEYS_ONLY_REASON, is_password_key
 
 __all__ = ["parse_native"]
@@ -23,6 +24,15 @@ __all__ = ["parse_native"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class JumpEntry(_Strict):
+    """One jump host written as a mapping (a string ``[user@]host[:port]`` works too)."""
+
+    address: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = None
+    key_file: str | None = None
 
 
 class HostSettings(_Strict):
@@ -37,6 +47,7 @@ class HostSettings(_Strict):
     exposure: Literal["internet", "internal", "isolated"] | None = None
     owner: str | None = None
     tags: list[str] | None = None
+    jump: list[str | JumpEntry] | str | None = None
 
 
 class HostSpec(HostSettings):
@@ -66,6 +77,8 @@ def _allowed_keys(loc: tuple[int | str, ...]) -> tuple[str, ...]:
         return tuple(InventoryFile.model_fields)
     if loc[0] == "defaults":
         return tuple(HostSettings.model_fields)
+    if "jump" in loc:
+        return tuple(JumpEntry.model_fields)
     if loc[0] == "hosts":
         return tuple(HostSpec.model_fields)
     if loc[0] == "groups" and len(loc) == 3:
@@ -90,10 +103,22 @@ def _refuse_passwords(data: dict[str, Any], file: str) -> None:
                     raise ConfigError(KEYS_ONLY_REASON, file=file, key=path)
 
 
+def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's union member tags (``str``, ``JumpEntry``, ``list[...]``) under ``jump``."""
+    kept: list[int | str] = []
+    for part in loc:
+        tag = isinstance(part, str) and (part in ("str", "JumpEntry") or part.startswith("list["))
+        if not ("jump" in kept and tag):
+            kept.append(part)
+    return tuple(kept)
+
+
 def _validation_error(exc: ValidationError, file: str) -> ConfigError:
     errors = exc.errors()
     first = errors[0]
-    loc = tuple(first["loc"])
+    if "jump" in first["loc"]:  # a union (string or mapping): report the most specific error
+        first = max(errors, key=lambda error: ("jump" in error["loc"], len(error["loc"])))
+    loc = _without_union_tags(tuple(first["loc"]))
     key = ".".join(str(part) for part in loc) or None
     if first["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(_allowed_keys(loc)))
@@ -114,12 +139,13 @@ def _settings_vars(settings: HostSettings, prefix: str) -> dict[str, Var]:
     }
 
 
-def parse_native(data: Any, file: str) -> Inventory:
+def parse_native(data: Any, file: str, *, ssh_config: SSHConfigFile | None = None) -> Inventory:
     """Validate patchpilot-format data and resolve it.
 
     Args:
         data: the parsed YAML document.
         file: its file name, for error messages.
+        ssh_config: the ssh_config completing how hosts are reached (None: none).
 
     Returns:
         The resolved inventory.
@@ -137,7 +163,7 @@ def parse_native(data: Any, file: str) -> Inventory:
     except ValidationError as exc:
         raise _validation_error(exc, file) from exc
 
-    raw = RawInventory(file=file, format="patchpilot")
+    raw = RawInventory(file=file, format="patchpilot", ssh_config=ssh_config)
     raw.group(ALL, "defaults").vars.update(_settings_vars(spec.defaults, "defaults"))
     for name, host_spec in spec.hosts.items():
         host = raw.host(name, f"hosts.{name}")
