@@ -20,6 +20,7 @@ from patchpilot.core.models import (
     Host,
     HostFacts,
     InstalledPackage,
+    ListeningSocket,
     OSFamily,
     OSInfo,
     PendingUpdate,
@@ -29,9 +30,11 @@ from patchpilot.tools.facts import (
     DeletedLibraries,
     Fact,
     ListeningSockets,
+    MappedPackages,
     NeedrestartAvailable,
     NeedrestartBatch,
     collect_host_facts_with,
+    gather,
     gather_many,
     restart_status,
 )
@@ -92,19 +95,22 @@ def _extended_facts(
     options: DiscoverySettings,
     warnings: list[str],
 ) -> HostFacts:
-    """Held packages, repository sources, listening sockets and restart needs (each best
-    effort).
+    """Held packages, repository sources, listening sockets, restart needs and loaded
+    packages (each best effort).
 
     ``found`` holds what the inventory round trip already gathered (see
     :func:`_optional_facts`; the package manager turns its part into HostFacts fields);
     listening sockets and restart needs read ``/proc`` as root and run together in one more
-    (sudo) round trip.
+    (sudo) round trip; on a Debian-family host a last (sudo) round trip reads which packages
+    the listening processes, and all processes, have loaded (:class:`MappedPackages`, given
+    the listening pids).
     """
     update: dict[str, object] = {}
     manager = _package_manager(facts.os.family)
     if manager is not None:
         update.update(manager.facts_update(found, options, warnings))
     privileged: list[tuple[str, Fact[Any]]] = []
+    sockets: list[ListeningSocket] | None = None
     if options.services:
         privileged.append(("listening sockets", ListeningSockets()))
     if options.restarts:
@@ -128,6 +134,13 @@ def _extended_facts(
                 update["deleted_library_users"] = tuple(restart.users)
                 if restart.source == "needrestart":
                     update["services_needing_restart"] = tuple(restart.services)
+    if options.loaded_packages and facts.os.family is OSFamily.DEBIAN:
+        # Without listening sockets only ``running`` is collected (no listening pid to read).
+        pids = {s.pid for s in sockets or () if s.pid is not None}
+        try:
+            update["loaded_packages"] = gather(transport, MappedPackages(pids))
+        except PatchpilotError as exc:
+            warnings.append(f"loaded packages not collected: {exc}")
     return facts.model_copy(update=update) if update else facts
 
 
@@ -187,9 +200,10 @@ def discover_host(
     """Collect facts from one host; failures become a failed outcome, never an exception.
 
     One transport (one SSH connection) serves every command of the host. OS, kernel, packages
-    and reboot state are required (their failure fails the host); held packages, repository sources,
-    listening sockets, processes using deleted libraries, pending updates and changelog CVEs
-    are best effort (their failure is a warning on a host that is still ``ok``).
+    and reboot state are required (their failure fails the host); held packages, repository
+    sources, listening sockets, processes using deleted libraries, loaded packages, pending
+    updates and changelog CVEs (with their urgency) are best effort (their failure is a warning
+    on a host that is still ``ok``).
 
     Args:
         host: the host.

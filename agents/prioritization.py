@@ -3,7 +3,8 @@
 Deterministic and pure: the same finding, enrichment, host and policy always give the same
 :class:`~patchpilot.core.models.RiskAssessment` (``today`` only adds an "overdue" note).
 
-**Score.** Five factors, each a value in [0, 1] (``policy.risk.weights`` gives their weights):
+**Score.** Eight weighted factors, each a value in [0, 1] (``policy.risk.weights`` gives their
+weights). Five need feeds or the inventory:
 
 * ``severity``: the highest CVSS base score / 10 over the finding's CVEs; without CVSS the
   distro severity: critical 1.0, high 0.8, medium 0.5, low 0.25, unimportant 0.05;
@@ -18,12 +19,52 @@ Deterministic and pure: the same finding, enrichment, host and policy always giv
 * ``criticality``: (criticality - 1) / 4 from the inventory (1..5).
 * ``exposure``: ``policy.risk.exposure[host.exposure]``.
 
+Three are read from the host itself (:class:`FindingSignals`, built by :class:`HostSignals` from
+the scan's snapshot), so findings differ even with no feed at all:
+
+* ``urgency``: the highest changelog ``urgency=`` of the entries between the installed and the
+  candidate version (``policy.risk.urgency``: low 0.25, medium 0.5, high 0.8, emergency and
+  critical 1.0); only when the host's repositories offer the fix.
+* ``cves``: how many CVEs the fix closes (the finding's CVEs plus those the pending update's
+  changelog names), on a log scale: ``min(1, log2(1 + n) / log2(1 + saturation))``
+  (``policy.risk.cve_count_saturation``, 15: 1 CVE 0.25, 3 CVEs 0.5, 7 CVEs 0.75, 15+ 1.0).
+* ``reachable``: the best of ``policy.risk.reachability``: a binary of the finding's source
+  package is loaded (mapped in ``/proc/PID/maps``) by a process listening on a routable
+  address (``network``, 1.0), on loopback only (``local``, 0.6), by a running process that
+  listens on nothing (``running``, 0.3), or by no process (``idle``, 0); a package of
+  ``policy.risk.reboot_sources`` (the kernel, init) counts at least as ``running``. Whether the
+  host faces the internet is the ``exposure`` factor (and SSVC's exposure).
+
+The Debian security tracker's per-release urgency, when its JSON export was imported, *is* the
+distro severity (``severity`` factor, labelled "Debian tracker urgency").
+
 ``score = 100 * sum(w_i * v_i for known i) / sum(w_i for known i)``: unknown factors are left
 out and the known weights renormalised (an unknown is never scored as 0). When KEV reports
 known ransomware use, ``policy.kev.ransomware_bonus`` points are added; the score is capped at
-100. If no weighted factor is known at all the score is 50 (undetermined) and the rationale
-says so. Each :class:`RiskFactor` carries the policy's normalised weight and its contribution
-in points (contributions of the known factors sum to the score before the bonus).
+100. **Operational cost** (the ``restart`` entry of the breakdown, weight 0) then takes
+``policy.risk.operational_cost`` points *off*: ``reboot`` (2) when the fix's source package
+matches ``policy.risk.reboot_sources`` (kernel, glibc, systemd, dbus, microcode), ``restart`` (1)
+when running processes load one of its binaries, nothing when no process does. It pushes
+*down* because cost is not risk: a disruptive fix is not more dangerous, it is harder to apply
+now, so among otherwise equal findings the one that can be fixed without downtime comes first
+(fixing it shrinks exposure soonest per unit of disruption). The points stay below one step of
+urgency or CVE count on a finding without feeds (2.5 to 3 points), so cost mostly breaks ties
+(not taken from an undetermined score); it never changes SSVC or a due date. If no
+weighted factor is known at all the score is 50 (undetermined) and the rationale says so. Each
+:class:`RiskFactor` carries the policy's normalised weight and its contribution in points
+(contributions of the known factors, bonus and cost included, sum to the score).
+
+With feeds, the default weights give the three feed factors 0.80 of 1.30 (62 %), the inventory
+0.20 (15 %) and the host signals 0.30 (23 %), so the enriched path stays dominant; the SSVC
+outcome and the due date never depend on the host signals.
+
+**Deciding factor.** The rationale starts with the factor that separates the finding most from
+a *baseline finding*: distro severity medium, EPSS at ``policy.risk.epss_likely``, not in KEV,
+criticality 3, an internal host, changelog urgency medium, one CVE, loaded by no process, no
+restart. Each known factor pulls the score from the baseline's score (on the same known
+factors) by ``100 * w_i * (v_i - baseline_i) / sum(known w)`` points (bonus and cost: their
+points); the deciding factor is the largest pull in the direction of the total (the largest
+push up for a finding above the baseline, down for one below).
 
 **SSVC** (CERT/CC deployer "patch application priority" table, ``SSVC_DEPLOYER_TABLE``, the 72
 rows of ``deployer_patch_application_priority_1_0_0.csv``), with inputs approximated from data:
@@ -50,17 +91,20 @@ severity. When a CVE is in KEV and ``policy.kev.due_date_is_hard_bound``, the du
 later than the earliest KEV ``dueDate`` (and is that date when the SLAs give none).
 
 **Rationale**: one factual sentence built only from numbers, enums, dates and validated ids;
-advisory text (summary, vendor wording) is untrusted and never included.
+advisory text (summary, vendor wording) is untrusted and never included; process names and
+addresses read from the host are withheld unless they are plain tokens.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from typing import Any, Final, TypeAlias
 
 import structlog
@@ -69,13 +113,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from patchpilot.core.logging import debug_enabled
 from patchpilot.core.models import (
     CVSS,
+    ChangelogUrgency,
     Enrichment,
     Exposure,
     Finding,
     FixState,
     FixStatus,
     Host,
+    HostFacts,
+    InstalledPackage,
     KEVEntry,
+    PendingUpdate,
     RiskAssessment,
     RiskFactor,
     Severity,
@@ -89,12 +137,18 @@ __all__ = [
     "Automatable",
     "DeployerPriority",
     "Exploitation",
+    "FindingSignals",
+    "HostSignals",
     "HumanImpact",
+    "Listener",
     "PriorityAdvice",
     "PriorityRaise",
+    "Reach",
+    "RestartNeed",
     "SSVCInputs",
     "SystemExposure",
     "assist_priorities",
+    "cve_count_value",
     "finding_key",
     "prioritize",
     "ssvc_deployer",
@@ -388,6 +442,189 @@ def _ssvc_inputs(exploit: _Exploitability, severity: Severity, host: Host) -> SS
     )
 
 
+# --------------------------------------------------------------------------- host signals
+
+
+class Reach(StrEnum):
+    """How reachable a finding's code is on its host (best level found)."""
+
+    NETWORK = "network"
+    """Loaded by a process listening on a routable (non-loopback) address."""
+    LOCAL = "local"
+    """Loaded by processes listening on loopback only."""
+    RUNNING = "running"
+    """Loaded by a running process that listens on nothing."""
+    IDLE = "idle"
+    """Loaded by no running process."""
+
+
+class RestartNeed(StrEnum):
+    """What applying the fix takes beyond installing it (operational cost)."""
+
+    NONE = "none"
+    RESTART = "restart"
+    REBOOT = "reboot"
+
+
+class Listener(BaseModel):
+    """A listening socket of a process that loads the finding's code (host text: untrusted)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    process: str | None = Field(description="the process name (comm); None when not visible")
+    address: str
+    port: int = Field(ge=0, le=65535)
+
+
+class FindingSignals(BaseModel):
+    """What the host itself says about one finding (no feed needed). ``None`` = not known."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    urgency: ChangelogUrgency | None = Field(
+        default=None, description="highest changelog urgency= of the offered fix"
+    )
+    cve_count: int | None = Field(default=None, ge=0, description="CVEs the fix closes")
+    reach: Reach | None = None
+    listeners: tuple[Listener, ...] = Field(
+        default=(), description="the listening sockets behind a network/local reach"
+    )
+    restart: RestartNeed | None = None
+    restart_because: tuple[str, ...] = Field(
+        default=(), description="the reboot source package, or the loaded binaries"
+    )
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+@dataclass(frozen=True, slots=True)
+class HostSignals:
+    """One host's snapshot, indexed to give each of its findings its :class:`FindingSignals`.
+
+    Build it with :meth:`of` from what discovery saved (facts, installed packages, pending
+    updates), then call :meth:`for_finding` per finding.
+    """
+
+    binaries: Mapping[str, frozenset[str]]
+    """source package -> its installed binary packages"""
+    pending: Mapping[str, tuple[PendingUpdate, ...]]
+    """source package -> its pending updates"""
+    listeners: Mapping[str, tuple[Listener, ...]] | None
+    """binary package -> listening sockets of processes loading it (None: not collected)"""
+    running: frozenset[str] | None
+    """binary packages any running process loads (None: not collected)"""
+
+    @classmethod
+    def of(
+        cls,
+        facts: HostFacts | None,
+        packages: Sequence[InstalledPackage] = (),
+        pending: Sequence[PendingUpdate] = (),
+    ) -> HostSignals:
+        """Index a host's facts, installed packages and pending updates."""
+        source_of: dict[str, str] = {}
+        binaries: dict[str, set[str]] = {}
+        for package in packages:
+            source_of.setdefault(package.name, package.source_name)
+            binaries.setdefault(package.source_name, set()).add(package.name)
+        by_source: dict[str, list[PendingUpdate]] = {}
+        for update in pending:
+            source = update.source_name or source_of.get(update.name, update.name)
+            by_source.setdefault(source, []).append(update)
+        loaded = facts.loaded_packages if facts is not None else None
+        listeners: dict[str, list[Listener]] | None = None
+        if loaded is not None and facts is not None and facts.listening is not None:
+            listeners = {}
+            sockets: dict[int, list[Listener]] = {}
+            for socket in facts.listening:
+                if socket.pid is not None:
+                    sockets.setdefault(socket.pid, []).append(
+                        Listener(process=socket.process, address=socket.address, port=socket.port)
+                    )
+            for process in loaded.listening:
+                for name in process.packages:
+                    listeners.setdefault(name, []).extend(sockets.get(process.pid, ()))
+        return cls(
+            binaries={k: frozenset(v) for k, v in binaries.items()},
+            pending={k: tuple(v) for k, v in by_source.items()},
+            listeners=None
+            if listeners is None
+            else {k: tuple(dict.fromkeys(v)) for k, v in listeners.items()},
+            running=None if loaded is None else frozenset(loaded.running),
+        )
+
+    def for_finding(self, finding: Finding, policy: Policy) -> FindingSignals:
+        """The finding's signals (see the module docstring for what each one means)."""
+        source = finding.source_package
+        names = self.binaries.get(source, frozenset()) | frozenset(
+            b.partition(":")[0] for b in finding.binary_packages
+        )
+        offered = self.pending.get(source, ()) if finding.fix_reachable is True else ()
+        urgency = max(
+            (u.urgency for u in offered if u.urgency is not None),
+            key=lambda u: u.rank,
+            default=None,
+        )
+        cves = set(finding.cves)
+        read = False
+        for update in offered:
+            if update.cves_from == "changelog":
+                read = True
+                cves.update(update.cves)
+        cve_count = len(cves) if cves or read else None
+        reach, listeners = self._reach(names)
+        restart: RestartNeed | None = None
+        because: tuple[str, ...] = ()
+        if any(fnmatchcase(source, glob) for glob in policy.risk.reboot_sources):
+            restart, because = RestartNeed.REBOOT, (source,)
+            if reach is Reach.IDLE:  # the kernel, init, microcode: in use, mapped or not
+                reach = Reach.RUNNING
+        elif self.running is not None:
+            loaded = tuple(sorted(names & self.running))
+            restart = RestartNeed.RESTART if loaded else RestartNeed.NONE
+            because = loaded
+        return FindingSignals(
+            urgency=urgency,
+            cve_count=cve_count,
+            reach=reach,
+            listeners=listeners,
+            restart=restart,
+            restart_because=because,
+        )
+
+    def _reach(self, names: frozenset[str]) -> tuple[Reach | None, tuple[Listener, ...]]:
+        if self.listeners is not None:
+            found = [
+                listener for name in sorted(names) for listener in self.listeners.get(name, ())
+            ]
+            ordered = tuple(sorted(set(found), key=lambda x: (x.port, x.address, x.process or "")))
+            routable = tuple(x for x in ordered if not _is_loopback(x.address))
+            if routable:
+                return Reach.NETWORK, routable
+            if ordered:
+                return Reach.LOCAL, ordered
+        if self.running is None:
+            return None, ()
+        return (Reach.RUNNING if names & self.running else Reach.IDLE), ()
+
+
+def cve_count_value(count: int, saturation: int) -> float:
+    """The ``cves`` factor: ``min(1, log2(1 + count) / log2(1 + saturation))``.
+
+    >>> [round(cve_count_value(n, 15), 3) for n in (0, 1, 3, 7, 15, 40)]
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    """
+    return min(1.0, math.log2(1 + count) / math.log2(1 + saturation))
+
+
 # --------------------------------------------------------------------------- scoring
 
 
@@ -408,15 +645,18 @@ def _finding_factors(
     evidence: _Evidence,
     policy: Policy,
     kev_feed_loaded: bool,
+    tracker: bool = False,
 ) -> tuple[_Factor, _Factor, _Factor]:
-    """The severity, EPSS and KEV factors (``severity``: the finding's distro severity)."""
+    """The severity, EPSS and KEV factors (``severity``: the finding's distro severity;
+    ``tracker``: it is the Debian security tracker's urgency)."""
     if evidence.cvss is not None:
         severity_factor = _Factor(
             "severity", evidence.cvss.base_score / 10.0, f"CVSS {evidence.cvss.base_score:.1f}"
         )
     elif severity in SEVERITY_VALUES:
+        source = "Debian tracker urgency" if tracker else "distro severity"
         severity_factor = _Factor(
-            "severity", SEVERITY_VALUES[severity], f"distro severity {severity.value}"
+            "severity", SEVERITY_VALUES[severity], f"{source} {severity.value}"
         )
     else:
         severity_factor = _Factor("severity", None, "severity unknown")
@@ -459,6 +699,115 @@ def _host_factors(host: Host, policy: Policy) -> tuple[_Factor, _Factor]:
     )
 
 
+def _listener_phrase(listeners: Sequence[Listener]) -> str:
+    first = listeners[0]
+    address = _safe(first.address)
+    where = f"[{address}]:{first.port}" if ":" in first.address else f"{address}:{first.port}"
+    others = len(listeners) - 1
+    more = f" and {others} more listener{'s' if others > 1 else ''}" if others else ""
+    process = _safe(first.process) if first.process else "a process"
+    return f"{process} listening on {where}{more}"
+
+
+def _signal_factors(
+    signals: FindingSignals | None, policy: Policy
+) -> tuple[_Factor, _Factor, _Factor]:
+    """The urgency, cves and reachable factors (all unknown without signals)."""
+    signals = signals or FindingSignals()
+    if signals.urgency is not None:
+        urgency = _Factor(
+            "urgency",
+            policy.risk.urgency[signals.urgency],
+            f"changelog urgency {signals.urgency.value}",
+        )
+    else:
+        urgency = _Factor("urgency", None, "changelog urgency unknown")
+    if signals.cve_count is not None:
+        n = signals.cve_count
+        label = "no CVE named" if n == 0 else f"{n} CVE{'s' if n != 1 else ''} fixed"
+        cves = _Factor("cves", cve_count_value(n, policy.risk.cve_count_saturation), label)
+    else:
+        cves = _Factor("cves", None, "CVE count unknown")
+    levels = policy.risk.reachability
+    reach = signals.reach
+    if reach is Reach.NETWORK and signals.listeners:
+        reachable = _Factor(
+            "reachable", levels.network, f"loaded by {_listener_phrase(signals.listeners)}"
+        )
+    elif reach in (Reach.NETWORK, Reach.LOCAL) and signals.listeners:
+        reachable = _Factor(
+            "reachable",
+            levels.local,
+            f"loaded by {_listener_phrase(signals.listeners)} (loopback only)",
+        )
+    elif reach in (Reach.NETWORK, Reach.LOCAL, Reach.RUNNING):
+        label = (
+            "in use by the running system"
+            if signals.restart is RestartNeed.REBOOT
+            else "loaded by a running process that listens on nothing"
+        )
+        reachable = _Factor("reachable", levels.running, label)
+    elif reach is Reach.IDLE:
+        reachable = _Factor("reachable", levels.idle, "loaded by no running process")
+    else:
+        reachable = _Factor("reachable", None, "reachability unknown")
+    return urgency, cves, reachable
+
+
+def _restart_cost(signals: FindingSignals | None, policy: Policy) -> tuple[str, float] | None:
+    """The operational-cost label and the points it takes off (None: unknown)."""
+    if signals is None or signals.restart is None:
+        return None
+    because = ", ".join(_safe(b) for b in signals.restart_because[:3])
+    if len(signals.restart_because) > 3:
+        because += f" +{len(signals.restart_because) - 3} more"
+    cost = policy.risk.operational_cost
+    if signals.restart is RestartNeed.REBOOT:
+        return f"reboot needed to apply ({because})", cost.reboot
+    if signals.restart is RestartNeed.RESTART:
+        return f"restart of running processes needed ({because} loaded)", cost.restart
+    return "no restart needed", 0.0
+
+
+def _baselines(policy: Policy) -> dict[str, float]:
+    """The factor values of the baseline finding (see the module docstring)."""
+    return {
+        "severity": SEVERITY_VALUES[Severity.MEDIUM],
+        "epss": math.sqrt(policy.risk.epss_likely),
+        "kev": 0.0,
+        "exposure": policy.risk.exposure[Exposure.INTERNAL],
+        "criticality": 0.5,
+        "urgency": policy.risk.urgency[ChangelogUrgency.MEDIUM],
+        "cves": cve_count_value(1, policy.risk.cve_count_saturation),
+        "reachable": policy.risk.reachability.idle,
+    }
+
+
+def _pulls(
+    factors: Sequence[_Factor], weights: Mapping[str, float], baselines: Mapping[str, float]
+) -> list[tuple[str, float]]:
+    """(label, points) by which each known factor moves the score from the baseline's."""
+    known_weight = sum(weights[f.name] for f in factors if f.value is not None)
+    if known_weight <= 0:
+        return []
+    return [
+        (f.label, 100.0 * weights[f.name] * (f.value - baselines[f.name]) / known_weight)
+        for f in factors
+        if f.value is not None and weights[f.name] > 0
+    ]
+
+
+def _deciding(pulls: Sequence[tuple[str, float]]) -> tuple[str, str | None]:
+    """The deciding factor's phrase and label: the largest pull in the direction of the total
+    pull (None: the finding scores as the baseline)."""
+    total = sum(points for _, points in pulls)
+    if abs(total) < 0.05:
+        return "deciding factor: none (scores as the baseline finding)", None
+    sign = 1.0 if total > 0 else -1.0
+    label, points = max(pulls, key=lambda p: sign * p[1])
+    return f"deciding factor: {label} ({points:+.1f} vs baseline)", label
+
+
 def _score(
     factors: Sequence[_Factor], weights: Mapping[str, float]
 ) -> tuple[float, list[RiskFactor], bool]:
@@ -493,8 +842,9 @@ def _risk_factor(
 ) -> RiskFactor:
     """``RiskFactor(...)``, one shared (immutable) instance per distinct set of values.
 
-    Weights, values and contributions are never negative, so equal keys (``0.0 == -0.0``
-    aside) are identical inputs and validate to identical factors.
+    Weights are never negative and a contribution is negative only for the operational cost
+    (never ``-0.0``: no cost is ``0.0``), so equal keys are identical inputs and validate to
+    identical factors.
     """
     key = (name, value, known, weight, contribution)
     factor = _RISK_FACTORS.get(key)
@@ -579,6 +929,8 @@ def _fix_phrase(fix: FixState, fix_reachable: bool | None) -> str:
         elif fix_reachable is None:
             phrase += " (repository availability unknown)"
         return phrase
+    if status is FixStatus.HELD:
+        return f"fixed in {_safe(fix.version or '')}, but the package is held on the host"
     return {
         FixStatus.NO_FIX_YET: "no fix available yet",
         FixStatus.DEFERRED: "no fix: deferred by the distribution",
@@ -601,6 +953,14 @@ def _ssvc_phrase(outcome: SSVCOutcome, inputs: SSVCInputs, kev_raised: bool) -> 
     return phrase + (", raised for KEV)" if kev_raised else ")")
 
 
+_UNKNOWN_NAMES: Final[Mapping[str, str]] = {
+    "epss": "EPSS",
+    "urgency": "changelog urgency",
+    "cves": "CVE count",
+    "reachable": "reachability",
+}
+
+
 def _rationale_parts(
     *,
     factors: Sequence[_Factor],
@@ -610,15 +970,25 @@ def _rationale_parts(
     inputs: SSVCInputs,
     kev_raised: bool,
     determined: bool,
+    deciding: tuple[str, str | None] | None = None,
+    restart: str | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The rationale's parts before and after the due-date part."""
-    head = [f.label for f in factors if f.value is not None]
-    if evidence.kev is not None and evidence.kev.known_ransomware_use:
+    """The rationale's parts before and after the due-date part (the deciding factor first,
+    then the other known factors)."""
+    head = [deciding[0]] if deciding else []
+    named = deciding[1] if deciding else None
+    head += [f.label for f in factors if f.value is not None and f.label != named]
+    ransomware = evidence.kev is not None and evidence.kev.known_ransomware_use
+    if ransomware and named != "known ransomware use":
         head.append("known ransomware use")
+    if restart is not None and restart != named:
+        head.append(restart)
     head.append(fix_phrase)
     head.append(_ssvc_phrase(outcome, inputs, kev_raised))
     tail: list[str] = []
-    unknown = [f.name if f.name != "epss" else "EPSS" for f in factors if f.value is None]
+    unknown = [_UNKNOWN_NAMES.get(f.name, f.name) for f in factors if f.value is None]
+    if restart is None:
+        unknown.append("restart need")
     if unknown and determined:
         tail.append(f"unknown: {', '.join(unknown)} (scored on the known factors only)")
     elif not determined:
@@ -642,7 +1012,8 @@ def _due_phrase(due: date | None, today: date | None) -> str:
 #   reachability, the policy and ``kev_feed_loaded`` (keyed on the *identity* of the policy and
 #   of the enrichment records, which the part holds so identities stay valid; both are frozen
 #   models);
-# * ``_Scored``: plus the host's exposure and criticality: score, factors, SSVC, rationale;
+# * ``_Scored``: plus the host's exposure and criticality and the finding's host signals
+#   (:class:`FindingSignals`, frozen and hashable): score, factors, SSVC, rationale;
 # * the validated assessment fields: plus the first-seen date and ``today``.
 #
 # Every stage is computed by the same functions as before, and the first assessment of each
@@ -672,6 +1043,7 @@ class _Part:
     exploit: _Exploitability
     fix_phrase: str
     weights: Mapping[str, float]
+    baselines: Mapping[str, float]
     hosts: dict[tuple[Any, ...], _Scored] = field(default_factory=dict)
 
 
@@ -697,18 +1069,30 @@ def _part(
         evidence=evidence,
         severity=_effective_severity(finding.severity, evidence),
         factors=_finding_factors(
-            finding.severity, bool(finding.cves), evidence, policy, kev_feed_loaded
+            finding.severity,
+            bool(finding.cves),
+            evidence,
+            policy,
+            kev_feed_loaded,
+            tracker=_from_tracker(finding),
         ),
         exploit=_exploitability(evidence, policy),
         fix_phrase=_fix_phrase(finding.fix, finding.fix_reachable),
         weights=policy.risk.weights.normalised(),
+        baselines=_baselines(policy),
     )
 
 
-def _scored(part: _Part, host: Host) -> _Scored:
+def _from_tracker(finding: Finding) -> bool:
+    """Whether the finding's severity is the Debian security tracker's urgency."""
+    return any(p.feed == "debian-json" for p in finding.provenance)
+
+
+def _scored(part: _Part, host: Host, signals: FindingSignals | None) -> _Scored:
     policy, evidence = part.policy, part.evidence
-    factors = [*part.factors, *_host_factors(host, policy)]
+    factors = [*part.factors, *_host_factors(host, policy), *_signal_factors(signals, policy)]
     score, risk_factors, determined = _score(factors, part.weights)
+    pulls = _pulls(factors, part.weights, part.baselines) if determined else []
     if evidence.kev is not None and evidence.kev.known_ransomware_use:
         bonus = min(policy.kev.ransomware_bonus, 100.0 - score)
         score = min(100.0, score + policy.kev.ransomware_bonus)
@@ -717,6 +1101,19 @@ def _scored(part: _Part, host: Host) -> _Scored:
                 "ransomware", "known ransomware use (CISA KEV)", True, 0.0, round(bonus, 4)
             )
         )
+        pulls.append(("known ransomware use", bonus))
+    cost = _restart_cost(signals, policy)
+    if cost is None:
+        risk_factors.append(_risk_factor("restart", "unknown", False, 0.0, 0.0))
+    else:
+        label, points = cost
+        taken = min(points, score) if determined else 0.0
+        score -= taken
+        risk_factors.append(
+            _risk_factor("restart", f"{label} -> -{taken:g} points", True, 0.0, -taken or 0.0)
+        )
+        if taken:
+            pulls.append((label, -taken))
     inputs = _ssvc_inputs(part.exploit, part.severity, host)
     outcome = DEPLOYER_TO_OUTCOME[ssvc_deployer(inputs)]
     kev_raised = False
@@ -730,6 +1127,8 @@ def _scored(part: _Part, host: Host) -> _Scored:
         inputs=inputs,
         kev_raised=kev_raised,
         determined=determined,
+        deciding=_deciding(pulls) if determined else None,
+        restart=None if cost is None else cost[0],
     )
     return _Scored(
         score=round(score, 4),
@@ -753,6 +1152,7 @@ def prioritize(
     *,
     today: date | None = None,
     kev_feed_loaded: bool = False,
+    signals: FindingSignals | None = None,
 ) -> RiskAssessment:
     """Score one finding, decide its SSVC outcome and its due date.
 
@@ -766,6 +1166,8 @@ def prioritize(
         today: when given, a due date before it is marked "(overdue)" in the rationale.
         kev_feed_loaded: whether the CISA KEV catalog has been imported; without it "not in
             KEV" cannot be told from "unknown", so KEV is an unknown factor.
+        signals: what the host says about the finding (:meth:`HostSignals.for_finding`):
+            changelog urgency, CVE count, reachability, restart need. ``None``: all unknown.
 
     Returns:
         The :class:`RiskAssessment` (key ``"<host>|<source>|<advisory>"``).
@@ -786,6 +1188,7 @@ def prioritize(
         fix.status,
         fix.version,
         finding.fix_reachable,
+        _from_tracker(finding),
     )
     part = _PARTS.get(part_key)
     if part is None:
@@ -793,10 +1196,10 @@ def prioritize(
         if len(_PARTS) >= _MAX_PARTS:
             _PARTS.clear()
         _PARTS[part_key] = part
-    host_key = (host.exposure, host.criticality, type(host.criticality))
+    host_key = (host.exposure, host.criticality, type(host.criticality), signals)
     scored = part.hosts.get(host_key)
     if scored is None:
-        scored = part.hosts[host_key] = _scored(part, host)
+        scored = part.hosts[host_key] = _scored(part, host, signals)
     key = finding_key(finding)
     dated_key = (_first_seen_day(finding.first_seen), today)
     values = scored.dated.get(dated_key)
@@ -823,7 +1226,7 @@ def prioritize(
         assessment = _new_assessment(key, values)
     if debug_enabled():
         log.debug(
-            "finding_prioritized", finding=key, score=scored.log_score, ssvc=scored.outcome.value
+            "prioritization.scored", finding=key, score=scored.log_score, ssvc=scored.outcome.value
         )
     return assessment
 

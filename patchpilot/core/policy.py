@@ -30,7 +30,14 @@ from pydantic import (
 from patchpilot.core.checks import CommandCheck, HealthCheck, HttpCheck, ProcessCheck
 from patchpilot.core.configfile import read_yaml_mapping
 from patchpilot.core.errors import ConfigError
-from patchpilot.core.models import Exposure, Host, Severity, SSVCOutcome, UpdateOrigin
+from patchpilot.core.models import (
+    ChangelogUrgency,
+    Exposure,
+    Host,
+    Severity,
+    SSVCOutcome,
+    UpdateOrigin,
+)
 from patchpilot.core.schedule import (
     Blackout,
     BlackoutPeriod,
@@ -52,8 +59,10 @@ __all__ = [
     "HealthRule",
     "KEVPolicy",
     "MaintenanceWindow",
+    "OperationalCost",
     "Policy",
     "RatePolicy",
+    "Reachability",
     "RebootPolicy",
     "RejectedAction",
     "RingSpec",
@@ -70,13 +79,25 @@ class _Strict(BaseModel):
 
 
 class RiskWeights(_Strict):
-    """Relative factor weights; normalised so only ratios matter."""
+    """Relative factor weights; normalised so only ratios matter.
+
+    The first five need feeds (severity, EPSS, KEV) or the inventory (criticality, exposure);
+    ``urgency``, ``cves`` and ``reachable`` are read from the host itself (changelogs, process
+    maps), so findings can be told apart without any feed.
+    """
 
     severity: float = Field(default=0.35, ge=0)
     epss: float = Field(default=0.25, ge=0)
     kev: float = Field(default=0.20, ge=0)
     criticality: float = Field(default=0.10, ge=0)
     exposure: float = Field(default=0.10, ge=0)
+    urgency: float = Field(
+        default=0.05, ge=0, description="highest changelog urgency= of the update's entries"
+    )
+    cves: float = Field(default=0.10, ge=0, description="how many CVEs the update fixes")
+    reachable: float = Field(
+        default=0.15, ge=0, description="loaded by a listening / a running process / by none"
+    )
 
     @model_validator(mode="after")
     def _not_all_zero(self) -> Self:
@@ -91,6 +112,46 @@ class RiskWeights(_Strict):
         return {k: (v / total if total else 0.0) for k, v in raw.items()}
 
 
+class Reachability(_Strict):
+    """Value (0-1) of the ``reachable`` factor for each level (the best level found counts)."""
+
+    network: float = Field(
+        default=1.0, ge=0, le=1, description="loaded by a process listening on a routable address"
+    )
+    local: float = Field(
+        default=0.6, ge=0, le=1, description="loaded by a process listening on loopback only"
+    )
+    running: float = Field(
+        default=0.3, ge=0, le=1, description="loaded by a running process that listens on nothing"
+    )
+    idle: float = Field(default=0.0, ge=0, le=1, description="no running process loads it")
+
+
+class OperationalCost(_Strict):
+    """Points taken off a score when applying the fix disrupts the host (a tie-breaker).
+
+    Cost is not risk: these are a few points, smaller than the step of any risk factor, so
+    among otherwise equal findings the one that can be fixed without downtime ranks first.
+    """
+
+    restart: float = Field(
+        default=1.0, ge=0, le=10, description="running processes load it: they must restart"
+    )
+    reboot: float = Field(
+        default=2.0, ge=0, le=10, description="the kernel, libc or init: the host must reboot"
+    )
+
+
+def _default_urgency() -> dict[ChangelogUrgency, float]:
+    return {
+        ChangelogUrgency.LOW: 0.25,
+        ChangelogUrgency.MEDIUM: 0.5,
+        ChangelogUrgency.HIGH: 0.8,
+        ChangelogUrgency.EMERGENCY: 1.0,
+        ChangelogUrgency.CRITICAL: 1.0,
+    }
+
+
 class RiskPolicy(_Strict):
     """How the 0-100 risk score is built."""
 
@@ -103,6 +164,34 @@ class RiskPolicy(_Strict):
         }
     )
     epss_likely: float = Field(default=0.1, ge=0, le=1)
+    urgency: dict[ChangelogUrgency, float] = Field(
+        default_factory=_default_urgency,
+        description="value (0-1) of each changelog urgency for the urgency factor",
+    )
+    cve_count_saturation: int = Field(
+        default=15,
+        ge=1,
+        le=1000,
+        description="CVE count at which the cves factor reaches 1 (log scale below it)",
+    )
+    reachability: Reachability = Field(default_factory=Reachability)
+    operational_cost: OperationalCost = Field(default_factory=OperationalCost)
+    reboot_sources: tuple[str, ...] = Field(
+        default=(
+            "linux",
+            "linux-signed*",
+            "linux-meta*",
+            "linux-hwe*",
+            "kernel",
+            "glibc",
+            "systemd",
+            "dbus",
+            "dbus-broker",
+            "intel-microcode",
+            "amd64-microcode",
+        ),
+        description="source package globs whose update needs a reboot to take effect",
+    )
     llm_max_raise: float = Field(
         default=15.0,
         ge=0,
@@ -117,6 +206,13 @@ class RiskPolicy(_Strict):
             raise ValueError(f"exposure factors missing for: {sorted(m.value for m in missing)}")
         if any(not 0 <= v <= 1 for v in self.exposure.values()):
             raise ValueError("exposure factors must be between 0 and 1")
+        missing_urgency = set(ChangelogUrgency) - set(self.urgency)
+        if missing_urgency:
+            raise ValueError(
+                f"urgency values missing for: {sorted(u.value for u in missing_urgency)}"
+            )
+        if any(not 0 <= v <= 1 for v in self.urgency.values()):
+            raise ValueError("urgency values must be between 0 and 1")
         return self
 
 

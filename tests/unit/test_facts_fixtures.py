@@ -30,6 +30,7 @@ from patchpilot.tools.facts import (
     Fact,
     KernelRelease,
     ListeningSockets,
+    MappedPackages,
     ModifiedConffiles,
     NeedrestartAvailable,
     NeedrestartBatch,
@@ -54,6 +55,7 @@ FACTS: dict[str, Callable[..., Fact[Any]]] = {
     "DpkgPackages": DpkgPackages,
     "KernelRelease": KernelRelease,
     "ListeningSockets": ListeningSockets,
+    "MappedPackages": MappedPackages,
     "ModifiedConffiles": ModifiedConffiles,
     "NeedrestartAvailable": NeedrestartAvailable,
     "NeedrestartBatch": NeedrestartBatch,
@@ -67,13 +69,24 @@ FACTS: dict[str, Callable[..., Fact[Any]]] = {
 CASES = sorted(FIXTURES.glob("*/*.json"))
 
 
-def _to_json(value: object) -> object:
+def _to_json(value: object, expected: object = None) -> object:
+    """``value`` as JSON, shaped like ``expected``: a top-level model field the fixture does not
+    name and that holds its default is left out, so a field added to a model after the fixture
+    was recorded (``PendingUpdate.urgency``) does not invalidate it; a field it names must
+    match, and a non-default value the fixture does not name still fails."""
     if isinstance(value, RebootStatus):
         return {"required": value.required, "packages": list(value.packages)}
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        dumped = value.model_dump(mode="json")
+        if not isinstance(expected, dict):
+            return dumped
+        changed = value.model_dump(mode="json", exclude_defaults=True)
+        return {k: v for k, v in dumped.items() if k in expected or k in changed}
     if isinstance(value, list):
-        return [_to_json(item) for item in value]
+        shapes = expected if isinstance(expected, list) else []
+        return [
+            _to_json(item, shapes[i] if i < len(shapes) else None) for i, item in enumerate(value)
+        ]
     if isinstance(value, dict):
         return {key: _to_json(item) for key, item in value.items()}
     return value
@@ -108,7 +121,7 @@ def test_fixture(path: Path) -> None:
         with pytest.raises(error):
             fact.parse(result)
     else:
-        assert _to_json(fact.parse(result)) == data["expected"]
+        assert _to_json(fact.parse(result), data["expected"]) == data["expected"]
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,8 @@ from patchpilot.tools.changelog.parse import (
     extract_cves,
     parse_changelog,
     parse_changelog_with_source,
+    parse_urgency,
+    urgency_between,
 )
 
 __all__ = [
@@ -66,4 +68,6 @@ __all__ = [
     "extract_cves",
     "parse_changelog",
     "parse_changelog_with_source",
+    "parse_urgency",
+    "urgency_between",
 ]

@@ -52,7 +52,14 @@ from patchpilot.core.errors import (
     HostKeyError,
     InvalidVersionError,
 )
-from patchpilot.core.models import CommandResult, Ecosystem, InstalledPackage, PendingUpdate, Record
+from patchpilot.core.models import (
+    ChangelogUrgency,
+    CommandResult,
+    Ecosystem,
+    InstalledPackage,
+    PendingUpdate,
+    Record,
+)
 from patchpilot.core.validate import validate_package_name, validate_version
 from patchpilot.tools.changelog.errors import (
     ChangelogError,
@@ -66,6 +73,7 @@ from patchpilot.tools.changelog.parse import (
     count_between,
     cves_between,
     parse_changelog_with_source,
+    urgency_between,
 )
 from patchpilot.tools.facts.base import FACT_ENV, Fact, stderr_tail
 from patchpilot.tools.transport.base import Transport
@@ -354,6 +362,9 @@ class ChangelogResult(Record):
 
     cves: tuple[str, ...] = Field(description="CVE ids, newest entry first, deduplicated")
     entries_considered: int = Field(ge=0, description="entries with installed < version <= cand.")
+    urgency: ChangelogUrgency | None = Field(
+        default=None, description="the highest urgency= of those entries (None: none stated)"
+    )
     from_cache: bool = Field(description="True when no remote command ran")
     source: str = Field(description="the source package")
     source_version: str = Field(description="the candidate source version (the upper bound)")
@@ -456,6 +467,7 @@ class ChangelogFetcher:
         return ChangelogResult(
             cves=cves_between(entries, installed_source_version, source_version),
             entries_considered=count_between(entries, installed_source_version, source_version),
+            urgency=urgency_between(entries, installed_source_version, source_version),
             from_cache=from_cache,
             source=source,
             source_version=source_version,
@@ -467,7 +479,8 @@ class ChangelogFetcher:
         updates: Sequence[PendingUpdate],
         packages: Sequence[InstalledPackage],
     ) -> tuple[list[PendingUpdate], list[str]]:
-        """Annotate a host's pending updates with the CVEs their changelogs mention.
+        """Annotate a host's pending updates with the CVEs their changelogs mention (and the
+        highest ``urgency=`` of the same entries).
 
         Updates are grouped by source package (from the installed package's ``source_name``)
         and ONE changelog is fetched per source: from the binary named like the source if it
@@ -535,13 +548,11 @@ class ChangelogFetcher:
                 continue
             for index, update, pkg in members:
                 try:
-                    cves = cves_between(entries, pkg.source_version, source_version)
+                    found = _annotation(entries, pkg.source_version, source_version)
                 except InvalidVersionError as exc:
                     warnings.append(f"{source}: {update.name}: {exc}")
                     continue
-                out[index] = update.model_copy(
-                    update={"source_name": source, "cves": cves, "cves_from": "changelog"}
-                )
+                out[index] = update.model_copy(update={"source_name": source, **found})
         for line in warnings:
             _log.warning("changelog.unavailable", host=transport.name, detail=line)
         return out, warnings
@@ -779,6 +790,17 @@ class ChangelogFetcher:
                 folder=str(self._folder(cached.source)),
                 error=str(exc),
             )
+
+
+def _annotation(
+    entries: Sequence[ChangelogEntry], installed_source_version: str, source_version: str
+) -> dict[str, object]:
+    """The :class:`PendingUpdate` fields a changelog gives: CVEs, their origin, the urgency."""
+    return {
+        "cves": cves_between(entries, installed_source_version, source_version),
+        "cves_from": "changelog",
+        "urgency": urgency_between(entries, installed_source_version, source_version),
+    }
 
 
 def _atomic_write(path: Path, text: str) -> None:

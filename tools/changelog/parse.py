@@ -5,6 +5,8 @@
 one :class:`ChangelogEntry` per block, newest first, each with the CVE ids its change lines
 mention. :func:`cves_between` then answers the question Vuls' deep scan asks: which CVEs do the
 entries after the installed version, up to the candidate version, mention?
+:func:`urgency_between` gives the highest ``urgency=`` of the same entries (how urgently the
+maintainers asked for the upload to reach users; Debian policy 5.6.17).
 
 A CVE id in a changelog entry usually means the upload fixes it, but not always (a note may say
 "not affected by" or "revert the fix for"); like Vuls, we report every id mentioned, so callers
@@ -31,7 +33,7 @@ from pydantic import Field
 
 from patchpilot.core import versions
 from patchpilot.core.errors import InvalidVersionError
-from patchpilot.core.models import Ecosystem, Record
+from patchpilot.core.models import ChangelogUrgency, Ecosystem, Record
 from patchpilot.tools.changelog.errors import ChangelogParseError
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "extract_cves",
     "parse_changelog",
     "parse_changelog_with_source",
+    "parse_urgency",
+    "urgency_between",
 ]
 
 _log = structlog.get_logger(__name__)
@@ -205,6 +209,50 @@ def parse_changelog(text: str) -> list[ChangelogEntry]:
         ChangelogParseError: the text holds no entry with a version (empty, or not a changelog).
     """
     return parse_changelog_with_source(text)[1]
+
+
+def parse_urgency(value: str | None) -> ChangelogUrgency | None:
+    """The urgency keyword of an ``urgency=`` value, or None when absent or not a known one.
+
+    Debian policy 5.6.17: a single keyword (``low``, ``medium``, ``high``, ``emergency`` or
+    ``critical``, not case-sensitive), optionally followed by a space and a comment, usually in
+    parentheses.
+
+    >>> parse_urgency("HIGH (security fixes)")
+    <ChangelogUrgency.HIGH: 'high'>
+    >>> parse_urgency("whenever") is None
+    True
+    """
+    if not value:
+        return None
+    keyword = value.strip().split(" ", 1)[0].lower()
+    try:
+        return ChangelogUrgency(keyword)
+    except ValueError:
+        return None
+
+
+def urgency_between(
+    entries: Sequence[ChangelogEntry],
+    installed_source_version: str,
+    candidate_source_version: str,
+) -> ChangelogUrgency | None:
+    """The highest urgency of the entries with ``installed < version <= candidate``.
+
+    Same range rules as :func:`cves_between`; entries without a known urgency keyword are
+    skipped, so the result is None when no entry in range states one.
+
+    Raises:
+        InvalidVersionError: either bound is not a valid Debian version.
+    """
+    versions.validate(Ecosystem.DEBIAN, installed_source_version)
+    versions.validate(Ecosystem.DEBIAN, candidate_source_version)
+    found = [
+        u
+        for entry in _entries_between(entries, installed_source_version, candidate_source_version)
+        if (u := parse_urgency(entry.urgency)) is not None
+    ]
+    return max(found, key=lambda u: u.rank, default=None)
 
 
 def _valid(version: str) -> bool:

@@ -36,6 +36,7 @@ from patchpilot.tools.facts.host import (
     package_fact_for,
 )
 from patchpilot.tools.facts.kernel import KernelRelease
+from patchpilot.tools.facts.loaded import MappedPackages
 from patchpilot.tools.facts.os_release import OsRelease, family_for, parse_os_release
 from patchpilot.tools.facts.reboot import (
     RebootRequired,
@@ -69,6 +70,7 @@ __all__ = [
     "Fact",
     "KernelRelease",
     "ListeningSockets",
+    "MappedPackages",
     "ModifiedConffiles",
     "NeedrestartAvailable",
     "NeedrestartBatch",
