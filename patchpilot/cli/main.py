@@ -6,6 +6,7 @@ registers itself when imported):
 
 - :mod:`patchpilot.cli.inventory`: ``inventory``, ``facts``
 - :mod:`patchpilot.cli.scan`: ``scan``, ``findings``, ``report``, ``runs``, ``resume``
+- :mod:`patchpilot.cli.accept`: ``accept`` (and ``accept --list``), ``unaccept``
 - :mod:`patchpilot.cli.feeds`: ``feeds update|import|status``
 - :mod:`patchpilot.cli.run`: ``run``, ``approvals``, ``approve``, ``reject``, ``baseline``
 - :mod:`patchpilot.cli.chat`: ``ask``, ``chat``, ``memory search``
@@ -23,7 +24,7 @@ import sys
 import structlog
 import typer
 
-from patchpilot.cli import chat, feeds, inventory, run, scan
+from patchpilot.cli import accept, chat, feeds, inventory, run, scan
 from patchpilot.cli.app import ExitCode, app, err, safe
 from patchpilot.cli.lab import lab_app
 from patchpilot.core.errors import (
@@ -47,6 +48,8 @@ def register(cli: typer.Typer) -> typer.Typer:
     cli.command("report")(scan.report_cmd)
     cli.command("runs")(scan.runs_cmd)
     cli.command("resume")(scan.resume_cmd)
+    cli.command("accept")(accept.accept_cmd)
+    cli.command("unaccept")(accept.unaccept_cmd)
     cli.command("run")(run.run_cmd)
     cli.command("approve")(run.approve_cmd)
     cli.command("reject")(run.reject_cmd)

@@ -23,6 +23,9 @@ def imported_by(*args: str, home: Path) -> set[str]:
     """Top-level names of every module ``python -m patchpilot ARGS`` imports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHPILOT_")}
     env["PATCHPILOT_HOME"] = str(home)
+    # A user's ~/.ssh/config is resolved with paramiko when the inventory loads; this probe
+    # measures the CLI itself, so it runs with a HOME that has none.
+    env["HOME"] = str(home)
     res = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "patchpilot", *args],
         capture_output=True,
@@ -85,6 +88,8 @@ def test_every_command_is_registered_once_in_main() -> None:
         "report",
         "runs",
         "resume",
+        "accept",
+        "unaccept",
         "run",
         "approve",
         "reject",
