@@ -201,6 +201,16 @@ def _decide(
     ``ecosystem``)."""
     target = update.candidate_version
     pinned = False
+    if update.held and (not wanted or update.name in wanted):
+        return _excluded(
+            host,
+            update,
+            ctx,
+            ExclusionReason.HELD,
+            f"{update.name} is held on {host} (apt-mark hold): apt never upgrades it; unhold "
+            "it first if it should be patched",
+            wanted.get(update.name) or target if wanted else target,
+        )
     if wanted:
         if update.name not in wanted:
             return _excluded(

@@ -135,7 +135,9 @@ def ensure_feeds(
             else:
                 errors.append(f"{outcome.kind.value}: {outcome.error}")
     status = tuple(store.feed_status())
-    stale = tuple(s.kind.value for s in status if s.stale)
+    # One entry per kind: a feed imported from several files (one OSV file per record) is
+    # still one stale feed.
+    stale = tuple(sorted({s.kind.value for s in status if s.stale}))
     if store.has_advisories():
         return SourcingReport(
             mode="advisories",

@@ -91,6 +91,7 @@ from patchpilot.graphs.scan import (
     _checkpointer,
     _config,
     assess_host_node,
+    data_quality_summary,
     discover_host_node,
     fan_out_assessment,
     fan_out_discovery,
@@ -495,7 +496,9 @@ def _with_held(
     """Say so when ``--only`` names a package a host holds (apt never offers it as an update)."""
     if not state.only:
         return plan
-    planned = {i.key for i in plan.items}
+    planned = {i.key for i in plan.items} | {
+        (e.host, e.package) for e in plan.excluded if e.exclusion is ExclusionReason.HELD
+    }
     extra: list[ExcludedItem] = []
     held_somewhere: set[str] = set()
     for host_name, snapshot in snapshots.items():
@@ -1012,6 +1015,7 @@ def finish(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         "hosts_failed": list(unreached),
         "unreachable": dict(unreached),
         "rings": [r.model_dump(mode="json") for r in state.ring_results],
+        "data_quality": data_quality_summary(state.data_quality),
     }
     if not state.dry_run:
         _remember_run(ctx.memory, state, outcome)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from patchpilot.core.errors import InvalidVersionError
-from patchpilot.core.plan import ComplianceState, PatchPlan, compliance_state
+from patchpilot.core.plan import ComplianceState, ExclusionReason, PatchPlan, compliance_state
 from patchpilot.core.store import ApprovalRecord, DeploymentRecord
 from patchpilot.graphs.run import RunResult, RunSnapshot, deployable_items, unreached_hosts
 
@@ -147,6 +147,22 @@ def deployment_rows(
             }
         out.append(row)
     return out
+
+
+def _held_rows(snapshot: RunSnapshot | None) -> list[dict[str, Any]]:
+    """Held packages the run would have patched: ``missing`` for the host's compliance.
+
+    A hold keeps a known fix off the host, so the host is not compliant, although nothing is
+    deployed for it (the plan excludes it, ``held``, with the reason).
+    """
+    plan = snapshot.state.plan if snapshot is not None else None
+    if plan is None:
+        return []
+    return [
+        {"host": e.host, "compliance": ComplianceState.MISSING.value}
+        for e in plan.excluded
+        if e.exclusion is ExclusionReason.HELD
+    ]
 
 
 def host_compliance(
@@ -309,7 +325,7 @@ def run_document(
         "rings": rings,
         "deployments": rows,
         "unreachable": [{"host": h, "error": e} for h, e in unreached.items()],
-        "compliance": host_compliance(hosts, rows, unreached),
+        "compliance": host_compliance(hosts, [*rows, *_held_rows(snapshot)], unreached),
         "assistance": list(state.assistance) if state else [],
     }
 

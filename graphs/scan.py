@@ -46,9 +46,15 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field
 
-from patchpilot.agents.assessment import VerdictCache, assess_host, findings_from_pending
+from patchpilot.agents.assessment import (
+    VerdictCache,
+    apply_holds,
+    assess_host,
+    findings_from_pending,
+)
+from patchpilot.agents.assessment.verdicts import DataQualityWarning
 from patchpilot.agents.discovery import discover_host
-from patchpilot.agents.prioritization import assist_priorities, prioritize
+from patchpilot.agents.prioritization import HostSignals, assist_priorities, prioritize
 from patchpilot.agents.sourcing import SourcingReport, ensure_feeds
 from patchpilot.core.errors import PatchpilotError
 from patchpilot.core.failpoints import failpoint
@@ -69,6 +75,7 @@ __all__ = [
     "ScanState",
     "build_scan_graph",
     "checkpoint_types",
+    "data_quality_summary",
     "feed_fetcher",
     "open_memory",
     "resume_scan",
@@ -113,6 +120,11 @@ class ScanState(BaseModel):
     statuses: Annotated[list[HostStatus], operator.add] = Field(default_factory=list)
     sourcing: SourcingReport | None = None
     summary: dict[str, Any] | None = None
+    data_quality: Annotated[list[DataQualityWarning], operator.add] = Field(
+        default_factory=list,
+        description="versions no ordering applies to, met while matching (appended per host; "
+        "summarised by data_quality_summary into the run summary)",
+    )
     assistance: Annotated[list[dict[str, Any]], operator.add] = Field(
         default_factory=list,
         description="per LLM task: by core or llm, model, prompt version, tokens, or why not "
@@ -335,6 +347,7 @@ def assess_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[str
     failpoint("assess")
     first_seen = ctx.store.first_seen_map(state.host.name)
     facts = snapshot.facts
+    quality: list[DataQualityWarning] = []
     if state.mode == "advisories" and facts.ecosystem is not None:
         index = ctx.store.advisory_index(facts.ecosystem, facts.os.release)
         result = assess_host(
@@ -361,26 +374,41 @@ def assess_host_node(state: HostTask, runtime: Runtime[ScanContext]) -> dict[str
             log.warning(
                 "assess.version_error", host=state.host.name, package=source_package, reason=reason
             )
+        quality = list(result.data_quality)
     else:
         findings = findings_from_pending(
             state.host.name, snapshot.packages, snapshot.pending, first_seen=first_seen
         )
+    findings = apply_holds(findings, facts.held_packages)
     ctx.store.replace_findings(state.run_id, state.host.name, findings)
     failpoint("scan.assessed")
     ctx.progress("assess", state.host.name, True)
     return {
-        "statuses": [HostStatus(host=state.host.name, stage="assessed", findings=len(findings))]
+        "statuses": [HostStatus(host=state.host.name, stage="assessed", findings=len(findings))],
+        "data_quality": quality,
     }
 
 
 def prioritize_node(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
-    """Score every finding of the run and store the assessments."""
+    """Score every finding of the run and store the assessments.
+
+    Each finding also gets its host's own signals (changelog urgency, CVE count, loaded by a
+    listening or running process, restart need), read from the host's stored snapshot.
+    """
     ctx = runtime.context
     records = ctx.store.findings(run_id=state.run_id)
     hosts = {h.name: h for h in state.hosts}
     enrichment = ctx.store.enrichment({c for r in records for c in r.finding.cves})
     kev_loaded = any(s.kind.value == "kev" for s in ctx.store.feed_status())
     today = datetime.now(UTC).date()
+    signals: dict[str, HostSignals] = {}
+    for name in sorted({r.finding.host for r in records if r.finding.host in hosts}):
+        snapshot = ctx.store.load_host_snapshot(state.run_id, name)
+        signals[name] = (
+            HostSignals.of(snapshot.facts, snapshot.packages, snapshot.pending)
+            if snapshot is not None
+            else HostSignals.of(None)
+        )
     assessments = [
         prioritize(
             r.finding,
@@ -389,6 +417,7 @@ def prioritize_node(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str
             ctx.policy,
             today=today,
             kev_feed_loaded=kev_loaded,
+            signals=signals[r.finding.host].for_finding(r.finding, ctx.policy),
         )
         for r in records
         if r.finding.host in hosts
@@ -432,6 +461,7 @@ def report(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
         "mode": state.sourcing.mode if state.sourcing else None,
         "stale_feeds": list(state.sourcing.stale) if state.sourcing else [],
         "assistance": list(state.assistance),
+        "data_quality": data_quality_summary(state.data_quality),
     }
     status = (
         "completed" if not failed else ("failed" if len(failed) == len(state.hosts) else "partial")
@@ -439,6 +469,31 @@ def report(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
     ctx.store.finish_run(state.run_id, status=status, summary=summary)
     log.info("scan.finished", run_id=state.run_id, status=status, findings=len(records))
     return {"summary": summary}
+
+
+def data_quality_summary(warnings: list[DataQualityWarning]) -> list[dict[str, Any]]:
+    """One entry per bad version record, with the hosts it was met on (sorted, JSON-ready).
+
+    ``{source, record, package, version, problem, hosts}``; what the report shows as
+    ``data.data_quality``. Duplicates (a step re-run on resume, one feed record met on many
+    hosts) collapse into one entry.
+    """
+    hosts: dict[tuple[str, str, str, str, str], set[str]] = {}
+    for w in warnings:
+        seen = hosts.setdefault((w.source, w.record, w.package, w.version, w.problem), set())
+        if w.host is not None:
+            seen.add(w.host)
+    return [
+        {
+            "source": source,
+            "record": record,
+            "package": package,
+            "version": version,
+            "problem": problem,
+            "hosts": sorted(names),
+        }
+        for (source, record, package, version, problem), names in sorted(hosts.items())
+    ]
 
 
 # --------------------------------------------------------------------------- wiring

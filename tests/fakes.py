@@ -6,6 +6,9 @@ tests of code that *uses* a transport replay recorded command results through th
 
 from __future__ import annotations
 
+import base64
+import gzip
+import ipaddress
 import re
 import shlex
 import threading
@@ -168,6 +171,13 @@ class FakeDebianHost:
         host_key_changed: every connection is refused for a changed host key.
         install_error: every real install fails with this message (dpkg refuses to run).
         removes: package -> the installed packages its upgrade removes.
+        listening: pid -> (process name, IPv4 address, TCP port) of a listening socket, answered
+            by the ``ListeningSockets`` script.
+        loaded: pid -> the installed packages whose files that process maps, answered by the
+            ``MappedPackages`` script (every pid counts as running; listening ones are also
+            read one by one).
+        changelogs: package -> the ``debian/changelog`` text its candidate ``.deb`` ships,
+            answered by the changelog fetch script (others: "not scripted").
     """
 
     def __init__(
@@ -183,6 +193,9 @@ class FakeDebianHost:
         host_key_changed: bool = False,
         install_error: str = "",
         removes: Mapping[str, Sequence[str]] | None = None,
+        listening: Mapping[int, tuple[str, str, int]] | None = None,
+        loaded: Mapping[int, Sequence[str]] | None = None,
+        changelogs: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.installed = dict(installed)
@@ -194,6 +207,9 @@ class FakeDebianHost:
         self.host_key_changed = host_key_changed
         self.install_error = install_error
         self.removes = dict(removes or {})
+        self.listening = dict(listening or {})
+        self.loaded = {pid: tuple(names) for pid, names in (loaded or {}).items()}
+        self.changelogs = dict(changelogs or {})
         self.installs: list[tuple[str, ...]] = []
         """Every real (not simulated) ``apt-get install``, as run."""
         self.health_checks = 0
@@ -264,13 +280,14 @@ class FakeDebianHost:
             return _ok()
         if argv[0] == "service":
             return _ok()
+        if argv[:2] == ("sh", "-c") and "/var/lib/dpkg/info" in argv[2]:
+            return self._loaded(tuple(int(pid) for pid in argv[4:]))
+        if argv[:2] == ("sh", "-c") and "apt-get download" in argv[2]:
+            return self._changelog(argv[4])
         if argv[:2] == ("sh", "-c") and len(argv) > 4:
             return self._script(argv)
         if argv[:2] == ("sh", "-c") and "/proc/net/" in argv[2]:
-            return _ok(
-                "".join(f"== /proc/net/{f}\n" for f in ("tcp", "tcp6", "udp", "udp6"))
-                + "== comm\n== fd\n"
-            )
+            return _ok(self._sockets())
         if argv[:2] == ("sh", "-c") and "(deleted)" in argv[2]:
             return _ok("== maps\n== comm\n")
         if argv[:2] == ("sh", "-c") and "needrestart" in argv[2]:
@@ -281,6 +298,57 @@ class FakeDebianHost:
                 return _ok("", "HTTP 503", 1)
             return _ok("OK\n")
         return _ok("", f"not scripted: {argv}", 127)
+
+    def _sockets(self) -> str:
+        """``ListeningSockets`` output: one LISTEN row per :attr:`listening` pid."""
+        header = (
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt"
+            "   uid  timeout inode\n"
+        )
+        rows, comms, fds = [], [], []
+        for i, (pid, (comm, address, port)) in enumerate(sorted(self.listening.items())):
+            hex_address = ipaddress.IPv4Address(address).packed[::-1].hex().upper()
+            inode = 40000 + i
+            rows.append(
+                f"   {i}: {hex_address}:{port:04X} 00000000:0000 0A 00000000:00000000 "
+                f"00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+            )
+            comms.append(f"{pid} {comm}\n")
+            fds.append(
+                f"/proc/{pid}/fd:\nlrwx------ 1 root root 64 Jan  1 00:00 3 -> socket:[{inode}]\n"
+            )
+        return (
+            "== /proc/net/tcp\n"
+            + header
+            + "".join(rows)
+            + "== /proc/net/tcp6\n== /proc/net/udp\n"
+            + header
+            + "== /proc/net/udp6\n== comm\n"
+            + "".join(comms)
+            + "== fd\n"
+            + "".join(fds)
+        )
+
+    def _loaded(self, pids: tuple[int, ...]) -> CommandResult:
+        """``MappedPackages`` output: each package maps as ``/usr/lib/fake/<package>.so``."""
+        out = ["== comm"]
+        out += [f"{pid} {self.listening[pid][0]}" for pid in pids if pid in self.listening]
+        for pid in pids:
+            out.append(f"== pid {pid}")
+            out += [f"/usr/lib/fake/{name}.so" for name in sorted(self.loaded.get(pid, ()))]
+        out.append("== owners")
+        names = sorted({name for packages in self.loaded.values() for name in packages})
+        out += [f"/var/lib/dpkg/info/{n}:amd64.list:/usr/lib/fake/{n}.so" for n in names]
+        return _ok("\n".join(out) + "\n")
+
+    def _changelog(self, spec: str) -> CommandResult:
+        """The changelog fetch script: the member path and the base64 of the gzip text."""
+        name = spec.partition("=")[0]
+        text = self.changelogs.get(name)
+        if text is None:
+            return _ok("", f"not scripted: changelog of {spec}", 127)
+        data = base64.b64encode(gzip.compress(text.encode())).decode()
+        return _ok(f"/usr/share/doc/{name}/changelog.Debian.gz\n{data}\n")
 
     def _candidates(self, names: Sequence[str]) -> str:
         out: list[str] = []
@@ -299,7 +367,13 @@ class FakeDebianHost:
             for version in reversed(versions):
                 mark = " ***" if version == current else "    "
                 out.append(f"{mark} {version} 500")
-                out.append("        500 file:/srv/acme-repo ./ Packages")
+                if name in self.security and version != current:
+                    out.append(
+                        "        500 http://deb.debian.org/debian-security "
+                        "bookworm-security/main amd64 Packages"
+                    )
+                else:
+                    out.append("        500 file:/srv/acme-repo ./ Packages")
                 if version == current:
                     out.append("        100 /var/lib/dpkg/status")
         return "\n".join(out) + "\n"

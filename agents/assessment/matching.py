@@ -34,9 +34,11 @@ from patchpilot.agents.assessment.verdicts import (
     AdvisorySource,
     AssessmentCounters,
     AssessmentResult,
+    DataQualityWarning,
     FirstSeen,
     VerdictCache,
     _new_finding,
+    _printable,
     _SourceEntry,
 )
 from patchpilot.core.errors import InvalidVersionError
@@ -246,6 +248,12 @@ def _assess_host(
     checked = len(inventory) + len(kernels)
     counts, flagged = _lookup_entries(memo, ecosystem, release, lookup, inventory, kernels)
     errors = [error for _, _, entry, _ in flagged for error in entry.errors]
+    # The cached entries are shared by every host: the host is added here.
+    data_quality = [
+        warning.model_copy(update={"host": host})
+        for _, _, entry, _ in flagged
+        for warning in entry.warnings
+    ]
     findings = _build_findings(
         host,
         flagged,
@@ -254,9 +262,16 @@ def _assess_host(
         first_seen or {},
         when,
     )
-    findings = _merge_duplicates(findings, ecosystem, memo)
+    findings = _merge_duplicates(findings, ecosystem, memo, host, data_quality)
     if errors:
         log.warning("assessment_errors", host=host, errors=len(errors), first=errors[0][1])
+    if data_quality:
+        log.warning(
+            "assessment.data_quality",
+            host=host,
+            warnings=len(data_quality),
+            first=data_quality[0].model_dump(),
+        )
     considered, already_fixed, not_affected, unimportant, out_of_scope = (
         map(sum, zip(*counts, strict=True)) if counts else (0, 0, 0, 0, 0)
     )
@@ -282,6 +297,7 @@ def _assess_host(
         host=host,
         findings=tuple(findings),
         errors=tuple(errors),
+        data_quality=tuple(data_quality),
         counters=counters,
         running_kernel=(kernels[0].name, kernels[0].version) if kernels else None,
     )
@@ -362,7 +378,11 @@ def _build_findings(
 
 
 def _merge_duplicates(
-    findings: list[Finding], ecosystem: Ecosystem, memo: VerdictCache
+    findings: list[Finding],
+    ecosystem: Ecosystem,
+    memo: VerdictCache,
+    host: str,
+    data_quality: list[DataQualityWarning],
 ) -> list[Finding]:
     """Sort findings; merge those of one (source, advisory) seen at two installed versions.
 
@@ -370,6 +390,8 @@ def _merge_duplicates(
     ``libfoo:amd64 1.2-2`` next to ``libfoo:i386 1.2-1``). One finding per key
     ``host|source|advisory`` is kept: the lowest installed version, the union of the binaries,
     and ``fix_reachable`` True only if every copy reaches the fix (False if any does not).
+    When the installed versions cannot be ordered (an unparseable one, recorded in
+    ``data_quality``), the first in sort order is kept.
     """
     findings.sort(key=_FINDING_ORDER)
     merged: list[Finding] = []
@@ -390,8 +412,17 @@ def _merge_duplicates(
                 < 0
             ):
                 lowest = finding
-        except InvalidVersionError:
-            pass
+        except InvalidVersionError as exc:
+            data_quality.append(
+                DataQualityWarning(
+                    source="host",
+                    record=finding.advisory_id,
+                    package=finding.source_package,
+                    version=_printable(exc.version),
+                    problem=exc.reason,
+                    host=host,
+                )
+            )
         reach = {previous.fix_reachable, finding.fix_reachable}
         merged[-1] = lowest.model_copy(
             update={

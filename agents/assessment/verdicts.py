@@ -31,6 +31,7 @@ __all__ = [
     "AdvisorySource",
     "AssessmentCounters",
     "AssessmentResult",
+    "DataQualityWarning",
     "FirstSeen",
     "VerdictCache",
 ]
@@ -73,6 +74,34 @@ class AssessmentCounters(BaseModel):
     )
 
 
+class DataQualityWarning(BaseModel):
+    """A version no ordering applies to, met while matching: the record is not assessed.
+
+    Raised as :class:`~patchpilot.core.errors.UnparseableVersionError` by
+    :func:`patchpilot.core.versions.compare` (malformed versions the package manager orders are
+    ordered, not reported); reported instead of crashing or skipping the record silently.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(
+        description="where the version came from: the advisory's feed (its fixed version) or "
+        "'host' (the installed version, from the host's package database)"
+    )
+    record: str = Field(description="the advisory whose verdict could not be reached")
+    package: str = Field(description="the source package")
+    version: str = Field(description="the offending version (escaped when not printable)")
+    problem: str = Field(description="why it cannot be ordered")
+    host: str | None = Field(default=None, description="the host being assessed")
+
+
+def _printable(version: str) -> str:
+    """``version`` with control characters and unpaired surrogates escaped (JSON-safe)."""
+    if version.isprintable():
+        return version
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in version)
+
+
 class AssessmentResult(BaseModel):
     """The findings of one host, the data errors that blocked a verdict, and counters."""
 
@@ -82,6 +111,10 @@ class AssessmentResult(BaseModel):
     findings: tuple[Finding, ...] = ()
     errors: tuple[tuple[str, str], ...] = Field(
         default=(), description="(source package, reason): no verdict could be reached"
+    )
+    data_quality: tuple[DataQualityWarning, ...] = Field(
+        default=(),
+        description="the unparseable versions among those errors, with their record",
     )
     counters: AssessmentCounters = Field(default_factory=AssessmentCounters)
     running_kernel: tuple[str, str] | None = Field(
@@ -110,6 +143,7 @@ class _Verdict:
     kind: _Kind
     reason: str = ""
     cves: tuple[str, ...] = ()
+    warning: DataQualityWarning | None = None  # an ERROR caused by an unparseable version
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +169,7 @@ class _SourceEntry:
     # (considered, already_fixed, not_affected, unimportant, out_of_scope).
     counts: tuple[int, int, int, int, int]
     errors: tuple[tuple[str, str], ...]  # (source, reason), in verdict order
+    warnings: tuple[DataQualityWarning, ...]  # of the errors, the unparseable versions
     templates: tuple[_Template, ...]  # in verdict order
     flagged: bool  # errors or templates
 
@@ -203,9 +238,8 @@ class VerdictCache:
             try:
                 cached = versions.compare(ecosystem, a, b)
             except InvalidVersionError as exc:
-                prefix = f"invalid {exc.ecosystem} version {exc.version!r}: "
-                message = str(exc)
-                cached = (exc.version, message.removeprefix(prefix))
+                # Only UnparseableVersionError: compare() orders every other malformed version.
+                cached = (exc.version, exc.reason)
             if len(self._compare) >= self.max_entries:
                 self._compare.clear()
             self._compare[key] = cached
@@ -311,6 +345,7 @@ def _source_entry(
 ) -> _SourceEntry:
     considered = already_fixed = not_affected = unimportant = out_of_scope = 0
     errors: list[tuple[str, str]] = []
+    warnings: list[DataQualityWarning] = []
     templates: list[_Template] = []
     for verdict in verdicts:
         kind = verdict.kind
@@ -325,6 +360,8 @@ def _source_entry(
             unimportant += kind is _Kind.UNIMPORTANT
         elif kind is _Kind.ERROR:
             errors.append((source, verdict.reason))
+            if verdict.warning is not None:
+                warnings.append(verdict.warning)
         else:
             templates.append(_template(source, installed, verdict))
     return _SourceEntry(
@@ -333,6 +370,7 @@ def _source_entry(
         verdicts=verdicts,
         counts=(considered, already_fixed, not_affected, unimportant, out_of_scope),
         errors=tuple(errors),
+        warnings=tuple(warnings),
         templates=tuple(templates),
         flagged=bool(errors or templates),
     )
@@ -385,9 +423,20 @@ def _verdict(
     installed: str,
     advisory: Advisory,
 ) -> _Verdict:
-    if advisory.ecosystem is not ecosystem or (
-        advisory.release is not None and release is not None and advisory.release != release
-    ):
+    if advisory.ecosystem is not ecosystem:
+        return _Verdict(advisory, _Kind.OUT_OF_SCOPE)
+    if advisory.release is not None and advisory.release != release:
+        # Per release, never across: a bookworm fix says nothing about a trixie package (its
+        # own line, or its absence, does). A host of unknown release cannot be scoped: that
+        # is an unknown, never a pass.
+        if release is None:
+            return _Verdict(
+                advisory,
+                _Kind.ERROR,
+                f"{advisory.id}: the advisory is for release {advisory.release!r} only and the "
+                "host's release is unknown (no VERSION_CODENAME/VERSION_ID in its os-release): "
+                "affected status unknown",
+            )
         return _Verdict(advisory, _Kind.OUT_OF_SCOPE)
     status = advisory.fix.status
     if status is FixStatus.FIXED:
@@ -395,12 +444,19 @@ def _verdict(
         order = cache._lookup_compare(ecosystem, installed, fixed)
         if isinstance(order, tuple):
             bad, reason = order
-            which = "installed" if bad == installed else "fixed"
+            which = "fixed" if versions.is_comparable(ecosystem, installed) else "installed"
             return _Verdict(
                 advisory,
                 _Kind.ERROR,
                 f"{advisory.id}: invalid {which} version {bad!r} ({reason}); installed "
                 f"{installed!r}, fixed in {fixed!r}: affected status unknown",
+                warning=DataQualityWarning(
+                    source="host" if which == "installed" else advisory.feed,
+                    record=advisory.id,
+                    package=advisory.source_package,
+                    version=_printable(bad),
+                    problem=reason,
+                ),
             )
         if order >= 0:
             return _Verdict(advisory, _Kind.ALREADY_FIXED)

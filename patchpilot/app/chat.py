@@ -51,7 +51,7 @@ from patchpilot.core.intents import (
     When,
 )
 from patchpilot.core.inventory import Inventory
-from patchpilot.core.models import Host, Severity, utcnow
+from patchpilot.core.models import FixStatus, Host, Severity, utcnow
 from patchpilot.core.policy import Policy
 from patchpilot.core.schedule import MaintenanceWindow
 from patchpilot.core.settings import Settings
@@ -429,6 +429,7 @@ class Orchestrator:
                 "package": r.finding.source_package,
                 "installed": r.finding.installed_source_version,
                 "fixed": r.finding.fixed_version,
+                "fix_state": r.finding.fix.status.value,
                 "advisory": r.finding.advisory_id,
                 "cves": list(r.finding.cves),
                 "score": r.risk.score if r.risk else None,
@@ -453,6 +454,8 @@ class Orchestrator:
             for r in sorted(records, key=lambda r: (r.finding.host, r.finding.advisory_id))[:20]:
                 f = r.finding
                 fix = f", fixed in {f.fixed_version}" if f.fixed_version else ", no fix yet"
+                if f.fix.status is FixStatus.HELD:
+                    fix += " (held on the host: unhold it to patch)"
                 cves = "; " + " ".join(f.cves[:3]) if f.cves else ""
                 lines.append(
                     f"- {f.host}: {f.source_package} {f.installed_source_version}{fix} "

@@ -6,6 +6,8 @@
   ``deployments``, ``unreachable`` and ``compliance`` on every host).
 - :class:`RunDocument`: ``patchpilot.run/v1``, what ``run``, ``approve``, ``reject`` and
   ``resume`` print (built by :func:`patchpilot.graphs.run_document.run_document`).
+- :class:`AcceptancesDocument`: ``patchpilot.acceptances/v1``, what ``accept --list
+  --format json`` prints (built by :func:`patchpilot.app.acceptances.acceptances_document`).
 
 The models describe the documents exactly as the README's contracts do: every documented field,
 and extra fields only where the document has open-ended content today (a run's ``params`` and
@@ -36,6 +38,7 @@ from patchpilot.core.store import RunRecord
 __all__ = [
     "DOCUMENTS",
     "SCHEMA_DIR",
+    "AcceptancesDocument",
     "ReportDocument",
     "RunDocument",
     "json_schema",
@@ -62,6 +65,19 @@ class _Part(BaseModel):
 # --------------------------------------------------------------------------- the scan report
 
 
+class DataQualityEntry(_Part):
+    """A version no ordering applies to, met while matching: its record was not assessed."""
+
+    source: str = Field(
+        description="the advisory's feed (a fixed version) or 'host' (an installed version)"
+    )
+    record: str = Field(description="the advisory whose verdict could not be reached")
+    package: str = Field(description="the source package")
+    version: str = Field(description="the offending version (control characters escaped)")
+    problem: str = Field(description="why it cannot be ordered")
+    hosts: list[str] = Field(description="the hosts it was met on")
+
+
 class ReportData(_Part):
     """Where the findings came from: the mode, the feeds and their freshness."""
 
@@ -69,6 +85,10 @@ class ReportData(_Part):
     feeds: list[FeedStatus]
     stale_feeds: list[str]
     hint: str | None
+    data_quality: list[DataQualityEntry] = Field(
+        description="versions no ordering applies to (empty, control characters, over-long, a "
+        "dpkg syntax error): those records were not assessed; see README 'Version ordering'"
+    )
 
 
 class OsRelease(_Part):
@@ -102,6 +122,15 @@ class PendingUpdateJson(_Part):
     security: bool
     cves: list[str]
     cves_from: str | None
+    held: bool = Field(
+        default=False,
+        description="the host holds the package: apt offers the candidate but never installs it",
+    )
+    urgency: Literal["low", "medium", "high", "emergency", "critical"] | None = Field(
+        default=None,
+        description="the highest changelog urgency= between installed and candidate (null: "
+        "changelog not read, or no entry states one)",
+    )
 
 
 class ReportHost(_Part):
@@ -142,6 +171,17 @@ class Risk(_Part):
     factors: list[RiskFactor]
 
 
+class Accepted(_Part):
+    """A risk acceptance: which id, on which hosts, who accepted it, why, until when."""
+
+    id: str = Field(description="the advisory or CVE id accepted")
+    host: str = Field(description="the host pattern (the --limit language, on host names)")
+    by: str
+    reason: str
+    until: str = Field(description="the last day (UTC, YYYY-MM-DD) the acceptance holds")
+    created: datetime | None
+
+
 class Finding(_Part):
     """One finding: a package of a host exposed to an advisory."""
 
@@ -149,9 +189,14 @@ class Finding(_Part):
     package: str
     packages: list[str]
     source_package: str
+    purl: str | None = Field(
+        description="package URL of the source package on the host's release, e.g. "
+        "pkg:deb/debian/openssl@3.0.15-1~deb12u1?arch=source&distro=debian-12 (null only "
+        "when the host's OS was never recorded)"
+    )
     installed_version: str
     fixed_version: str | None
-    fix_state: Literal["fixed", "no-fix-yet", "will-not-fix", "deferred", "end-of-life"]
+    fix_state: Literal["fixed", "held", "no-fix-yet", "will-not-fix", "deferred", "end-of-life"]
     fix_reachable: bool | None
     installable: bool
     actionable: bool
@@ -162,15 +207,61 @@ class Finding(_Part):
     first_seen: datetime
     provenance: list[Provenance]
     risk: Risk | None
+    accepted: Accepted | None = Field(
+        description="the live risk acceptance covering the finding (`patchpilot accept`); "
+        "null when none: an accepted finding stays listed but fails no gate"
+    )
+
+
+class FixSource(_Part):
+    """One feed record behind a fix group (duplicates across feeds are merged, not dropped)."""
+
+    feed: str
+    source: str
+    record_id: str | None
+
+
+class FixAccepted(_Part):
+    """The accepted risks among a fix group's findings."""
+
+    findings: int
+    of: int
+    until: str = Field(description="the earliest last day of those acceptances (UTC)")
+
+
+class FixGroup(_Part):
+    """One host and one fix: the findings one upgrade closes (see ``patchpilot.app.grouping``)."""
+
+    host: str
+    source_package: str
+    packages: list[str]
+    installed_version: str
+    fixed_version: str | None = Field(description="the highest fixed version: the one upgrade")
+    fix_state: str
+    actionable: bool
+    advisories: list[str]
+    cves: list[str]
+    severity: str
+    kev: bool
+    score: float | None = Field(description="the highest risk score of the group's findings")
+    ssvc: str | None
+    due: str | None
+    rationale: str | None
+    provenance: list[FixSource]
+    accepted: FixAccepted | None = Field(
+        default=None, description="how many of the group's findings are accepted risks"
+    )
 
 
 class ReportSummary(_Part):
     """Counts of the report's findings."""
 
     findings: int
+    fixes: int = Field(description="fix groups: one per host and upgrade")
     actionable: int
     kev: int
     hosts_with_findings: int
+    accepted: int = Field(description="findings a live risk acceptance covers")
 
 
 # --------------------------------------------------------------------------- the run document
@@ -306,6 +397,9 @@ class ReportDocument(_Part):
     data: ReportData
     hosts: list[ReportHost]
     findings: list[Finding]
+    fixes: list[FixGroup] = Field(
+        description="the findings grouped per host and fix, highest risk first"
+    )
     summary: ReportSummary
     status: RunStatus | None = None
     reason: str | None = None
@@ -316,9 +410,26 @@ class ReportDocument(_Part):
     unreachable: list[Unreachable] | None = None
 
 
+class AcceptanceEntry(Accepted):
+    """One entry of the accept file and its state on the listing's day."""
+
+    state: Literal["live", "expired"]
+    days_left: int = Field(description="days it still holds, today included (0: expired)")
+
+
+class AcceptancesDocument(_Part):
+    """``patchpilot.acceptances/v1``: the accept file's entries (``accept --list``)."""
+
+    schema_: Literal["patchpilot.acceptances/v1"] = Field(alias="schema")
+    file: str | None
+    today: str = Field(description="the UTC day the states are computed for")
+    acceptances: list[AcceptanceEntry]
+
+
 DOCUMENTS: Final[dict[str, type[BaseModel]]] = {
     "patchpilot.report/v1": ReportDocument,
     "patchpilot.run/v1": RunDocument,
+    "patchpilot.acceptances/v1": AcceptancesDocument,
 }
 """Each published schema name and its model."""
 

@@ -18,19 +18,24 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from patchpilot.app.grouping import fix_groups
+from patchpilot.core.acceptance import Acceptance, Acceptances
 from patchpilot.core.feeds import FeedStatus
-from patchpilot.core.models import PendingUpdate
+from patchpilot.core.models import Finding, OSInfo, PendingUpdate
+from patchpilot.core.purl import source_purl
 from patchpilot.core.store import FindingRecord, HostResult, RunRecord
 from patchpilot.core.text import inert
 
 __all__ = [
     "CSV_COLUMNS",
     "UNREACHABLE_ERRORS",
+    "data_quality_json",
     "finding_json",
+    "finding_purl",
     "host_json",
     "render_csv",
     "render_markdown",
@@ -64,6 +69,8 @@ def pending_json(update: PendingUpdate) -> dict[str, Any]:
         "security": update.security,
         "cves": list(update.cves),
         "cves_from": update.cves_from,
+        "held": update.held,
+        "urgency": None if update.urgency is None else update.urgency.value,
     }
 
 
@@ -117,8 +124,23 @@ def host_json(result: HostResult) -> dict[str, Any]:
     }
 
 
-def finding_json(record: FindingRecord) -> dict[str, Any]:
-    """One finding in the report contract (see the README)."""
+def finding_purl(finding: Finding, os: OSInfo | None) -> str | None:
+    """The purl of the source package a finding is about, on a host running ``os``.
+
+    ``pkg:deb/debian/openssl@3.0.15-1~deb12u1?arch=source&distro=debian-12``; None when the
+    host's OS (so its ecosystem and vendor) is not known.
+    """
+    ecosystem = None if os is None else os.family.ecosystem
+    if ecosystem is None:
+        return None
+    return source_purl(ecosystem, finding.source_package, finding.installed_source_version, os)
+
+
+def finding_json(
+    record: FindingRecord, os: OSInfo | None = None, accepted: Acceptance | None = None
+) -> dict[str, Any]:
+    """One finding in the report contract (see the README); ``os``: the host's OS (purl);
+    ``accepted``: the live risk acceptance covering it (``accepted`` is null without one)."""
     f = record.finding
     binaries = sorted(f.binary_packages)
     risk = record.risk
@@ -127,6 +149,7 @@ def finding_json(record: FindingRecord) -> dict[str, Any]:
         "package": binaries[0] if binaries else f.source_package,
         "packages": binaries,
         "source_package": f.source_package,
+        "purl": finding_purl(f, os),
         "installed_version": f.installed_source_version,
         "fixed_version": f.fixed_version,
         "fix_state": f.fix.status.value,
@@ -148,7 +171,21 @@ def finding_json(record: FindingRecord) -> dict[str, Any]:
             "rationale": risk.rationale,
             "factors": [factor.model_dump(mode="json") for factor in risk.factors],
         },
+        "accepted": None if accepted is None else accepted.summary(),
     }
+
+
+def data_quality_json(run: RunRecord | None) -> list[dict[str, Any]]:
+    """The run's data-quality warnings (``data.data_quality``): versions no ordering applies to.
+
+    Each is ``{source, record, package, version, problem, hosts}``, as the scan's report step
+    summarised them (:func:`patchpilot.graphs.scan.data_quality_summary`); ``[]`` for a report
+    without a run or a run recorded before they existed.
+    """
+    if run is None or not run.summary:
+        return []
+    entries = run.summary.get("data_quality")
+    return [dict(e) for e in entries] if isinstance(entries, list) else []
 
 
 def report_document(
@@ -160,9 +197,24 @@ def report_document(
     mode: str | None = None,
     hint: str | None = None,
     generated_at: datetime | None = None,
+    os_by_host: Mapping[str, OSInfo] | None = None,
+    acceptances: Acceptances | None = None,
 ) -> dict[str, Any]:
-    """The whole report as a JSON-ready dict."""
+    """The whole report as a JSON-ready dict.
+
+    Each finding's ``purl`` needs its host's OS: from ``hosts`` (their facts) or else from
+    ``os_by_host`` (a report of stored findings has no hosts). ``acceptances`` (the accept
+    file as it stands on the report's day) marks accepted findings: they stay in the report
+    with ``accepted`` set, and ``summary.accepted`` counts them.
+    """
+    accepted = _accepted(records, acceptances)
     stale = sorted({s.kind.value for s in feeds if s.stale})
+    os_of = dict(os_by_host or {})
+    os_of.update({h.host: h.facts.os for h in hosts if h.facts is not None})
+    ecosystems = {
+        host: os.family.ecosystem for host, os in os_of.items() if os.family.ecosystem is not None
+    }
+    fixes = fix_groups(records, ecosystems, [a.until if a else None for a in accepted])
     return {
         "schema": SCHEMA,
         "generated_at": generated_at.isoformat() if generated_at else None,
@@ -172,16 +224,31 @@ def report_document(
             "feeds": [s.model_dump(mode="json") for s in feeds],
             "stale_feeds": stale,
             "hint": hint,
+            "data_quality": data_quality_json(run),
         },
         "hosts": [host_json(h) for h in hosts],
-        "findings": [finding_json(r) for r in records],
+        "findings": [
+            finding_json(r, os_of.get(r.finding.host), accepted[i]) for i, r in enumerate(records)
+        ],
+        "fixes": fixes,
         "summary": {
             "findings": len(records),
+            "fixes": len(fixes),
             "actionable": sum(r.finding.actionable for r in records),
             "kev": sum(r.kev for r in records),
             "hosts_with_findings": len({r.finding.host for r in records}),
+            "accepted": sum(a is not None for a in accepted),
         },
     }
+
+
+def _accepted(
+    records: Sequence[FindingRecord], acceptances: Acceptances | None
+) -> list[Acceptance | None]:
+    """The live acceptance of each record (None: not accepted), in order."""
+    if not acceptances:
+        return [None] * len(records)
+    return [acceptances.for_finding(r.finding) for r in records]
 
 
 CSV_COLUMNS = (
@@ -200,6 +267,9 @@ CSV_COLUMNS = (
     "ssvc",
     "due",
     "rationale",
+    "accepted_until",
+    "accepted_by",
+    "accepted_reason",
 )
 
 
@@ -216,9 +286,15 @@ def csv_cell(value: object) -> object:
     return inert(value)
 
 
-def _flat(record: FindingRecord) -> dict[str, Any]:
-    data = finding_json(record)
+def _flat(record: FindingRecord, accepted: Acceptance | None = None) -> dict[str, Any]:
+    data = finding_json(record, accepted=accepted)
     risk = data.pop("risk") or {}
+    if accepted is not None:
+        data.update(
+            accepted_until=accepted.until.isoformat(),
+            accepted_by=accepted.by,
+            accepted_reason=accepted.reason,
+        )
     data["cves"] = " ".join(data["cves"])
     data.update(
         score=risk.get("score"),
@@ -229,14 +305,14 @@ def _flat(record: FindingRecord) -> dict[str, Any]:
     return {k: csv_cell(data.get(k)) for k in CSV_COLUMNS}
 
 
-def render_csv(records: Sequence[FindingRecord]) -> str:
+def render_csv(records: Sequence[FindingRecord], acceptances: Acceptances | None = None) -> str:
     """Findings as CSV (one row per finding; CVEs space-separated; cells made safe by
-    :func:`csv_cell`)."""
+    :func:`csv_cell`; ``accepted_*`` filled for a finding a live acceptance covers)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for r in records:
-        writer.writerow(_flat(r))
+    for r, accepted in zip(records, _accepted(records, acceptances), strict=True):
+        writer.writerow(_flat(r, accepted))
     return buf.getvalue()
 
 
@@ -269,34 +345,48 @@ def render_markdown(document: dict[str, Any]) -> str:
     if data.get("stale_feeds"):
         lines.append("")
         lines.append(f"> **Stale feeds:** {_md(', '.join(data['stale_feeds']))}")
+    if data.get("data_quality"):
+        lines.append("")
+        lines.append(
+            f"> **Data quality:** {len(data['data_quality'])} record(s) with a version that "
+            "cannot be ordered were not assessed: "
+            + _md(
+                "; ".join(
+                    f"{w['record']} {w['package']} {w['version']!r} ({w['problem']})"
+                    for w in data["data_quality"][:5]
+                )
+            )
+        )
     summary = document["summary"]
+    # an "accepted" column only when a finding is accepted (who, until when, why)
+    accepted = any(f.get("accepted") for f in document["findings"])
     lines += [
         "",
         f"**{summary['findings']} findings** ({summary['actionable']} actionable, "
-        f"{summary['kev']} in CISA KEV) on {summary['hosts_with_findings']} host(s).",
+        f"{summary['kev']} in CISA KEV"
+        + (f", {summary.get('accepted', 0)} accepted" if accepted else "")
+        + f") on {summary['hosts_with_findings']} host(s).",
         "",
-        "| score | ssvc | due | host | source package | installed | fixed in | advisory | CVEs |",
-        "|---:|---|---|---|---|---|---|---|---|",
+        "| score | ssvc | due | host | source package | installed | fixed in | advisory | CVEs |"
+        + (" accepted |" if accepted else ""),
+        "|---:|---|---|---|---|---|---|---|---|" + ("---|" if accepted else ""),
     ]
     for f in document["findings"]:
         risk = f["risk"] or {}
         cves = ", ".join(f["cves"][:5]) + (" …" if len(f["cves"]) > 5 else "")
-        lines.append(
-            "| "
-            + " | ".join(
-                _md(v)
-                for v in (
-                    risk.get("score", ""),
-                    risk.get("ssvc", ""),
-                    risk.get("due", ""),
-                    f["host"],
-                    f["source_package"],
-                    f["installed_version"],
-                    f["fixed_version"] or f["fix_state"],
-                    f["advisory"],
-                    cves,
-                )
-            )
-            + " |"
-        )
+        cells = [
+            risk.get("score", ""),
+            risk.get("ssvc", ""),
+            risk.get("due", ""),
+            f["host"],
+            f["source_package"],
+            f["installed_version"],
+            f["fixed_version"] or f["fix_state"],
+            f["advisory"],
+            cves,
+        ]
+        if accepted:
+            a = f.get("accepted")
+            cells.append(f"until {a['until']} by {a['by']}: {a['reason']}" if a else "")
+        lines.append("| " + " | ".join(_md(v) for v in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+from patchpilot.app import acceptances
 from patchpilot.app.approvals import continue_waiting_run, decision_of, expire
 from patchpilot.app.contexts import run_context, run_context_factory
 from patchpilot.app.scans import report as scan_report
@@ -140,7 +141,7 @@ def patch_run_report(
     See :func:`combine`; without a checkpoint, the scan report alone (and ``None``).
     """
     details = report(settings, store, run_id)
-    scan = scan_report(store, run_id).document
+    scan = scan_report(store, run_id, acceptances=acceptances.load(settings)).document
     if details is None:
         return scan, None
     scan["data"]["hint"] = None  # a patch run's report never carried the scan's hint

@@ -1,4 +1,4 @@
-"""Scan use cases: start a scan, resume one, read its report, gate on its findings.
+"""Scan use cases: start a scan, resume one, read its report (gates: :mod:`patchpilot.app.gates`).
 
 Every interface (the CLI now, the REST API next) calls these; each takes the acting identity
 (``actor``: the OS user for the CLI, an authenticated user for the service). Start and resume
@@ -16,14 +16,23 @@ from typing import Any
 
 import structlog
 
+from patchpilot.app.exports.hosts import host_os
 from patchpilot.app.report import report_document
+from patchpilot.core.acceptance import Acceptances
 from patchpilot.core.errors import UnknownTargetError
 from patchpilot.core.models import FixStatus, Host, Severity, utcnow
 from patchpilot.core.policy import load_policy
 from patchpilot.core.settings import Settings
 from patchpilot.core.store import FindingRecord, HostResult, Store
 
-__all__ = ["ScanReport", "findings", "gate", "latest_run_id", "report", "resume", "start"]
+__all__ = [
+    "ScanReport",
+    "findings",
+    "latest_run_id",
+    "report",
+    "resume",
+    "start",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +47,8 @@ class ScanReport:
     document: dict[str, Any]
     records: Sequence[FindingRecord]
     hosts: Sequence[HostResult]
+    acceptances: Acceptances | None = None
+    """The risk acceptances applied (``document`` marks the findings they cover)."""
 
     @property
     def failed(self) -> list[HostResult]:
@@ -91,8 +102,11 @@ def resume(settings: Settings, store: Store, run_id: str, *, actor: str) -> dict
         raise UnknownTargetError(str(exc), key="run_id") from exc
 
 
-def report(store: Store, run_id: str) -> ScanReport:
+def report(store: Store, run_id: str, *, acceptances: Acceptances | None = None) -> ScanReport:
     """The report of a scan (or of a patch run's scan part).
+
+    ``acceptances`` (:func:`patchpilot.app.acceptances.load`) marks the findings live risk
+    acceptances cover; they stay in the report.
 
     Raises:
         UnknownTargetError: no such run.
@@ -113,8 +127,9 @@ def report(store: Store, run_id: str) -> ScanReport:
         mode=mode,
         hint=NO_FEEDS_HINT if mode == "repository-metadata" else None,
         generated_at=utcnow(),
+        acceptances=acceptances,
     )
-    return ScanReport(document=document, records=records, hosts=hosts)
+    return ScanReport(document=document, records=records, hosts=hosts, acceptances=acceptances)
 
 
 def findings(
@@ -126,8 +141,11 @@ def findings(
     kev: bool | None = None,
     fix_status: FixStatus | None = None,
     actionable: bool | None = None,
+    acceptances: Acceptances | None = None,
 ) -> ScanReport:
     """Stored findings (each host's latest scan unless ``run_id``), as a report without a run.
+
+    ``acceptances`` marks the findings live risk acceptances cover (they stay listed).
 
     Raises:
         UnknownTargetError: ``run_id`` names no run.
@@ -143,30 +161,14 @@ def findings(
         actionable=actionable,
     )
     document = report_document(
-        run=None, records=records, feeds=store.feed_status(), generated_at=utcnow()
+        run=None,
+        records=records,
+        feeds=store.feed_status(),
+        generated_at=utcnow(),
+        os_by_host=host_os(store, {r.finding.host for r in records}, run_id=run_id),
+        acceptances=acceptances,
     )
-    return ScanReport(document=document, records=records, hosts=())
-
-
-def gate(
-    store: Store, run_id: str, *, fail_on: Severity | None, fail_on_score: float | None
-) -> bool:
-    """Whether a finding of ``run_id`` is at or above the threshold (CI gating).
-
-    ``unknown`` severity never counts as a higher one.
-    """
-    if fail_on is None and fail_on_score is None:
-        return False
-    for r in store.findings(run_id=run_id):
-        if (
-            fail_on is not None
-            and r.finding.severity.rank >= fail_on.rank
-            and (r.finding.severity is not Severity.UNKNOWN or fail_on is Severity.UNKNOWN)
-        ):
-            return True
-        if fail_on_score is not None and r.risk is not None and r.risk.score >= fail_on_score:
-            return True
-    return False
+    return ScanReport(document=document, records=records, hosts=(), acceptances=acceptances)
 
 
 def latest_run_id(store: Store) -> str:

@@ -9,7 +9,9 @@ Exit codes (stable; scripts may rely on them):
       file, unknown target or --limit pattern matching nothing
 3     partial failure: some targeted hosts failed, the others succeeded
 4     every targeted host failed
-5     findings at or above the --fail-on / --fail-on-score threshold (CI gating)
+5     findings at or above the --fail-on / --fail-on-score threshold (CI gating; a finding
+      or pending security update of unknown severity counts unless --unknown-severity ignore)
+9     --require-feeds: no advisory feed imported, or a feed is stale
 130   interrupted (Ctrl-C)
 ====  ==========================================================================
 
@@ -27,8 +29,11 @@ imports the use cases it calls when it runs, so ``--version`` and ``inventory`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import IntEnum, StrEnum
@@ -41,11 +46,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from patchpilot import __version__
-from patchpilot.core.errors import ConfigError
+from patchpilot.core.errors import ConfigError, ReportWriteError
 from patchpilot.core.inventory import Inventory, load_inventory
 from patchpilot.core.logging import configure_logging
 from patchpilot.core.settings import Settings, load_settings
 from patchpilot.core.text import inert
+from patchpilot.core.tracing import apply_tracing
 
 if TYPE_CHECKING:
     from patchpilot.core.store import Store
@@ -58,6 +64,7 @@ __all__ = [
     "FormatOpt",
     "InventoryOpt",
     "LimitOpt",
+    "OutputFileOpt",
     "OutputFormat",
     "ReportFormat",
     "app",
@@ -65,8 +72,10 @@ __all__ = [
     "err",
     "host_progress",
     "inventory_for",
+    "json_text",
     "out",
     "safe",
+    "write_report_file",
 ]
 
 MAX_CONCURRENCY = 512
@@ -91,6 +100,7 @@ class ExitCode(IntEnum):
     PARTIAL = 3
     ALL_FAILED = 4
     FINDINGS = 5
+    FEEDS_UNUSABLE = 9
     INTERRUPTED = 130
 
 
@@ -108,6 +118,8 @@ class ReportFormat(StrEnum):
     JSON = "json"
     CSV = "csv"
     MARKDOWN = "markdown"
+    SARIF = "sarif"
+    CYCLONEDX = "cyclonedx"
 
 
 # Pipes and CI logs get a wide fixed width instead of rich's 80 columns, so nothing is cut.
@@ -159,6 +171,8 @@ class Context:
                 self.config, option_names=_OPTION_NAMES, **self.overrides
             )
             configure_logging(self._settings.log_level, self._settings.log_format)
+            # before any command imports langchain: traces leave only if tracing.enabled
+            apply_tracing(self._settings.tracing)
         return self._settings
 
     @property
@@ -217,7 +231,8 @@ def _main(
 
 
 def inventory_for(ctx: Context, path: Path | None, *, required: bool) -> Inventory:
-    """The inventory of ``--inventory`` or the settings (empty when not ``required``)."""
+    """The inventory of ``--inventory`` (``-``: standard input) or the settings (empty when not
+    ``required``), completed from ssh_config per the ``ssh`` settings."""
     path = path or ctx.settings.inventory
     if path is None:
         if required:
@@ -227,12 +242,49 @@ def inventory_for(ctx: Context, path: Path | None, *, required: bool) -> Invento
                 key="inventory",
             )
         return Inventory([])  # `local` needs no inventory
-    return load_inventory(path)
+    return load_inventory(path, ssh=ctx.settings.ssh)
+
+
+def json_text(document: dict[str, Any]) -> str:
+    """One JSON document as printed (two-space indent, a final newline)."""
+    return json.dumps(document, indent=2, sort_keys=False, default=str) + "\n"
 
 
 def emit_json(document: dict[str, Any]) -> None:
     """Write one JSON document to stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.write(json_text(document))
+
+
+def write_report_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file beside it, flushed to disk, then
+    renamed over it (readers see the old file or the whole new one, never a partial one).
+
+    The file gets mode 0600 (a report describes the fleet's weaknesses), like ``mkstemp``.
+
+    Raises:
+        ReportWriteError: the directory does not exist or is not writable, the disk is full...
+    """
+    target = path.expanduser()
+    if target.is_dir():
+        raise ReportWriteError(f"--output {path}: is a directory; name a file")
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as exc:
+        raise ReportWriteError(
+            f"--output {path}: cannot write the report ({exc.strerror or exc}); check that the "
+            "directory exists and is writable"
+        ) from exc
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 @contextmanager
@@ -267,7 +319,12 @@ def host_progress(
 
 InventoryOpt = Annotated[
     Path | None,
-    typer.Option("--inventory", "-i", help="Inventory file: patchpilot YAML or Ansible INI/YAML."),
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="Inventory file: patchpilot YAML, Ansible INI/YAML or `ansible-inventory --list` "
+        "JSON; '-' reads standard input.",
+    ),
 ]
 LimitOpt = Annotated[
     str | None,
@@ -275,6 +332,16 @@ LimitOpt = Annotated[
 ]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 ReportFormatOpt = Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.")]
+OutputFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Write the report to this file (atomically) instead of standard output; not with "
+        "--format table.",
+        dir_okay=False,
+    ),
+]
 ConcurrencyOpt = Annotated[
     int | None,
     typer.Option(

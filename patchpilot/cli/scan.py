@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
+from patchpilot.app.gates import UnknownSeverity
 from patchpilot.app.report import render_csv, render_markdown
 from patchpilot.cli.app import (
     ConcurrencyOpt,
@@ -23,6 +25,7 @@ from patchpilot.cli.app import (
     FormatOpt,
     InventoryOpt,
     LimitOpt,
+    OutputFileOpt,
     OutputFormat,
     ReportFormat,
     ReportFormatOpt,
@@ -30,8 +33,10 @@ from patchpilot.cli.app import (
     err,
     host_progress,
     inventory_for,
+    json_text,
     out,
     safe,
+    write_report_file,
 )
 from patchpilot.cli.run import print_run_table, resume_patch_run
 from patchpilot.core.errors import UnknownTargetError
@@ -40,7 +45,8 @@ from patchpilot.core.models import FixStatus, Severity
 
 if TYPE_CHECKING:
     from patchpilot.app.scans import ScanReport
-    from patchpilot.core.store import FindingRecord
+    from patchpilot.core.acceptance import Acceptances
+    from patchpilot.core.store import FindingRecord, Store
 
 __all__ = ["findings_cmd", "report_cmd", "resume_cmd", "runs_cmd", "scan_cmd"]
 
@@ -76,7 +82,11 @@ def scan_cmd(
     ] = False,
     fail_on: Annotated[
         Severity | None,
-        typer.Option("--fail-on", help="Exit 5 if a finding has at least this severity."),
+        typer.Option(
+            "--fail-on",
+            help="Exit 5 if a finding has at least this severity (unknown severity counts: "
+            "see --unknown-severity).",
+        ),
     ] = None,
     fail_on_score: Annotated[
         float | None,
@@ -96,12 +106,29 @@ def scan_cmd(
             "package lists the hosts already have.",
         ),
     ] = False,
+    unknown_severity: Annotated[
+        UnknownSeverity,
+        typer.Option(
+            "--unknown-severity",
+            help="'fail' (default): a finding or pending security update of unknown severity "
+            "matches any --fail-on threshold; 'ignore': only known severities count.",
+        ),
+    ] = UnknownSeverity.FAIL,
+    require_feeds: Annotated[
+        bool,
+        typer.Option(
+            "--require-feeds",
+            help="Exit 9 when no advisory feed is imported or a feed is stale.",
+        ),
+    ] = False,
     concurrency: ConcurrencyOpt = None,
+    output: OutputFileOpt = None,
 ) -> None:
     """Scan hosts: discover, source advisories, assess, prioritize and report (one run)."""
-    from patchpilot.app import scans
+    from patchpilot.app import gates, scans
     from patchpilot.core.store import Store
 
+    _check_output(fmt, output)
     c: Context = ctx.obj
     settings = c.settings
     if concurrency is not None:
@@ -109,6 +136,7 @@ def scan_cmd(
     target = target or ("all" if (inventory or settings.inventory) else "local")
     inv = inventory_for(c, inventory, required=target != "local")
     hosts = select_hosts(inv, None if target == "all" else target, limit)
+    accepted = _acceptances(c)  # a broken accept file stops here, before the scan
     with Store(settings.store_path) as store:
         with host_progress(len(hosts), ("discover", "assess")) as on_progress:
             run_id = scans.start(
@@ -121,17 +149,37 @@ def scan_cmd(
                 refresh=refresh,
                 on_progress=on_progress,
             )
-        code = _print_scan_report(scans.report(store, run_id), fmt)
-        if code == ExitCode.OK and scans.gate(
-            store, run_id, fail_on=fail_on, fail_on_score=fail_on_score
-        ):
-            code = ExitCode.FINDINGS
+        code = _print_scan_report(
+            scans.report(store, run_id, acceptances=accepted), fmt, store=store, output=output
+        )
+        problem = gates.feeds_problem(store) if require_feeds else None
+        if problem is not None:
+            err.print(f"[red]--require-feeds:[/] {safe(problem)}")
+            if code == ExitCode.OK:
+                code = ExitCode.FEEDS_UNUSABLE
+        verdict = gates.gate(
+            store,
+            run_id,
+            fail_on=fail_on,
+            fail_on_score=fail_on_score,
+            unknown_severity=unknown_severity,
+            acceptances=accepted,
+        )
+        if verdict.failed:
+            err.print(f"[red]{safe(verdict.reason)}[/]")
+            if code == ExitCode.OK:
+                code = ExitCode.FINDINGS
     raise typer.Exit(code)
 
 
-def _print_scan_report(report: ScanReport, fmt: ReportFormat) -> int:
-    """Print a scan's report; return its exit code (3/4 when some/all hosts failed)."""
-    _emit_report(report.document, report.records, fmt)
+def _print_scan_report(
+    report: ScanReport, fmt: ReportFormat, *, store: Store, output: Path | None = None
+) -> int:
+    """Print a scan's report (or write it to ``output``); return its exit code (3/4 when
+    some/all hosts failed)."""
+    _emit_report(
+        report.document, report.records, fmt, report.acceptances, store=store, output=output
+    )
     failed = report.failed
     if fmt is ReportFormat.TABLE:
         for h in report.hosts:
@@ -144,17 +192,69 @@ def _print_scan_report(report: ScanReport, fmt: ReportFormat) -> int:
     return ExitCode.ALL_FAILED if len(failed) == len(report.hosts) else ExitCode.PARTIAL
 
 
+def _acceptances(c: Context) -> Acceptances:
+    """The risk acceptances as they stand today (``patchpilot accept``)."""
+    from patchpilot.app import acceptances
+
+    return acceptances.load(c.settings)
+
+
+def _check_output(fmt: ReportFormat, output: Path | None) -> None:
+    """Refuse ``--output`` with the table (before any work): a table is for a terminal."""
+    if output is not None and fmt is ReportFormat.TABLE:
+        raise typer.BadParameter(
+            "the table is for a terminal; with --output choose --format json, csv, markdown, "
+            "sarif or cyclonedx",
+            param_hint="'--output'",
+        )
+
+
+def _report_text(
+    document: dict[str, Any],
+    records: Sequence[FindingRecord],
+    fmt: ReportFormat,
+    acceptances: Acceptances | None,
+    *,
+    store: Store,
+    run_id: str | None,
+) -> str:
+    """The report in ``fmt`` (any format but the table) as text."""
+    if fmt is ReportFormat.CSV:
+        return render_csv(records, acceptances)
+    if fmt is ReportFormat.MARKDOWN:
+        return render_markdown(document)
+    if fmt is ReportFormat.SARIF:
+        from patchpilot.app.exports import sarif_report
+
+        return sarif_report(store, document)
+    if fmt is ReportFormat.CYCLONEDX:
+        from patchpilot.app.exports import cyclonedx_report
+
+        return cyclonedx_report(store, document, run_id=run_id)
+    return json_text(document)
+
+
 def _emit_report(
-    document: dict[str, Any], records: Sequence[FindingRecord], fmt: ReportFormat
+    document: dict[str, Any],
+    records: Sequence[FindingRecord],
+    fmt: ReportFormat,
+    acceptances: Acceptances | None = None,
+    *,
+    store: Store,
+    output: Path | None = None,
+    run_id: str | None = None,
 ) -> None:
-    if fmt is ReportFormat.JSON:
-        emit_json(document)
-    elif fmt is ReportFormat.CSV:
-        sys.stdout.write(render_csv(records))
-    elif fmt is ReportFormat.MARKDOWN:
-        sys.stdout.write(render_markdown(document))
-    else:
+    """Print the report in ``fmt``, or write it to ``output`` (``run_id``: the run of stored
+    findings, ``findings --run``, whose snapshots the CycloneDX components come from)."""
+    if fmt is ReportFormat.TABLE:
         _print_findings_table(document)
+        return
+    text = _report_text(document, records, fmt, acceptances, store=store, run_id=run_id)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    write_report_file(output, text)
+    err.print(f"wrote the {fmt.value} report to {safe(output)}")
 
 
 def _print_hosts_table(hosts: list[dict[str, Any]]) -> None:
@@ -189,9 +289,12 @@ def _print_findings_table(document: dict[str, Any]) -> None:
     if data.get("stale_feeds"):
         err.print(f"[yellow]stale feeds:[/] {safe(', '.join(data['stale_feeds']))}")
     summary = document["summary"]
+    fixes = document.get("fixes") or []
+    accepted = any(g.get("accepted") for g in fixes)
     table = Table(
-        title=f"{summary['findings']} finding(s), {summary['actionable']} actionable, "
-        f"{summary['kev']} in KEV",
+        title=f"{summary['findings']} finding(s) in {len(fixes)} fix(es) (one row per host "
+        f"and upgrade), {summary['actionable']} actionable, {summary['kev']} in KEV"
+        + (f", {summary.get('accepted', 0)} accepted" if accepted else ""),
         title_justify="left",
     )
     for col in (
@@ -202,34 +305,63 @@ def _print_findings_table(document: dict[str, Any]) -> None:
         "source",
         "installed",
         "fixed",
-        "advisory",
+        "advisories",
         "CVEs",
     ):
         table.add_column(col, overflow="fold")
-    for f in document["findings"]:
-        risk = f["risk"] or {}
-        cves = " ".join(f["cves"][:3]) + (f" +{len(f['cves']) - 3}" if len(f["cves"]) > 3 else "")
+    if accepted:
+        table.add_column("accepted", overflow="fold")
+    for g in fixes:
+        state, whole = _accepted_cell(g)
         table.add_row(
-            safe(risk.get("score", "-")),
-            safe(risk.get("ssvc", "-")),
-            safe(risk.get("due") or "-"),
-            safe(f["host"]),
-            safe(f["source_package"]),
-            safe(f["installed_version"]),
-            safe(f["fixed_version"]) if f["fixed_version"] else f"[dim]{safe(f['fix_state'])}[/]",
-            safe(f["advisory"]),
-            safe(cves or "-"),
+            safe(g["score"] if g["score"] is not None else "-"),
+            safe(g["ssvc"] or "-"),
+            safe(g["due"] or "-"),
+            safe(g["host"]),
+            safe(g["source_package"]),
+            safe(g["installed_version"]),
+            _fixed_cell(g),
+            safe(_first(g["advisories"], 2) or "-"),
+            safe(_first(g["cves"], 3) or "-"),
+            *([state] if accepted else []),
+            style="dim" if whole else None,
         )
     out.print(table)
-    top = [f for f in document["findings"] if f["risk"]][:TOP_EXPLAINED]
+    top = [g for g in fixes if g["rationale"]][:TOP_EXPLAINED]
     if top:
         out.print(f"[bold]Why the top {len(top)}:[/]")
-        for f in top:
+        for g in top:
             out.print(
-                f"  {f['risk']['score']:>5} {safe(f['host'])} {safe(f['source_package'])} "
-                f"({safe(f['advisory'])}): {safe(f['risk']['rationale'])}"
+                f"  {g['score']:>5} {safe(g['host'])} {safe(g['source_package'])} "
+                f"({safe(_first(g['advisories'], 1))}): {safe(g['rationale'])}"
             )
-        out.print("[dim](every rationale: --format json, csv or markdown)[/]")
+        out.print("[dim](every finding and rationale: --format json, csv or markdown)[/]")
+
+
+def _accepted_cell(group: dict[str, Any]) -> tuple[str, bool]:
+    """The "accepted" cell of a fix group, and whether all its findings are accepted."""
+    accepted = group.get("accepted")
+    if not accepted:
+        return "", False
+    if accepted["findings"] == accepted["of"]:
+        return f"accepted until {safe(accepted['until'])}", True
+    return f"{accepted['findings']}/{accepted['of']} accepted", False
+
+
+def _first(values: list[str], n: int) -> str:
+    """The first ``n`` values and how many more, e.g. ``"DSA-1 DSA-2 +3"``."""
+    more = f" +{len(values) - n}" if len(values) > n else ""
+    return " ".join(values[:n]) + more
+
+
+def _fixed_cell(finding: dict[str, Any]) -> str:
+    """The "fixed" column: the version, marked when a hold keeps it off; else the state."""
+    state, version = finding["fix_state"], finding["fixed_version"]
+    if not version:
+        return f"[dim]{safe(state)}[/]"
+    if state != "fixed":
+        return f"{safe(version)} [yellow]({safe(state)})[/]"
+    return safe(version)
 
 
 def findings_cmd(
@@ -251,10 +383,12 @@ def findings_cmd(
         str | None, typer.Option("--run", help="A run id (default: each host's latest scan).")
     ] = None,
     fmt: ReportFormatOpt = ReportFormat.TABLE,
+    output: OutputFileOpt = None,
 ) -> None:
     """List stored findings with filters (latest scan of each host by default)."""
     from patchpilot.app import scans
 
+    _check_output(fmt, output)
     c: Context = ctx.obj
     with c.store() as store:
         report = scans.findings(
@@ -265,41 +399,69 @@ def findings_cmd(
             kev=kev,
             fix_status=fix_state,
             actionable=True if actionable else None,
+            acceptances=_acceptances(c),
         )
-    _emit_report(report.document, report.records, fmt)
+        _emit_report(
+            report.document,
+            report.records,
+            fmt,
+            report.acceptances,
+            store=store,
+            output=output,
+            run_id=run,
+        )
 
 
 def report_cmd(
     ctx: typer.Context,
     run_id: Annotated[str | None, typer.Argument(help="Run id (default: the latest scan).")] = None,
     fmt: ReportFormatOpt = ReportFormat.TABLE,
+    output: OutputFileOpt = None,
 ) -> None:
-    """Print the report of a scan run (table, JSON, CSV or Markdown)."""
+    """Print the report of a scan run (table, JSON, CSV, Markdown, SARIF or CycloneDX)."""
     from patchpilot.app import scans
 
+    _check_output(fmt, output)
     c: Context = ctx.obj
     with c.store() as store:
         if run_id is None:
             run_id = scans.latest_run_id(store)
         run = store.get_run(run_id)
         if run is not None and run.kind == "run":
-            _print_patch_run_report(c, run_id, fmt)
+            _print_patch_run_report(c, run_id, fmt, output)
             return
-        _print_scan_report(scans.report(store, run_id), fmt)
+        _print_scan_report(
+            scans.report(store, run_id, acceptances=_acceptances(c)),
+            fmt,
+            store=store,
+            output=output,
+        )
 
 
-def _print_patch_run_report(c: Context, run_id: str, fmt: ReportFormat) -> None:
-    """A patch run: the scan report plus its plan, deployments and per-host compliance."""
+def _print_patch_run_report(
+    c: Context, run_id: str, fmt: ReportFormat, output: Path | None = None
+) -> None:
+    """A patch run: the scan report plus its plan, deployments and per-host compliance (JSON;
+    the other formats show its scan part)."""
     from patchpilot.app import runs, scans
 
     with c.store() as store:
         combined, details = runs.patch_run_report(c.settings, store, run_id)
         if fmt is not ReportFormat.JSON or details is None:
-            _print_scan_report(scans.report(store, run_id), fmt)
+            _print_scan_report(
+                scans.report(store, run_id, acceptances=_acceptances(c)),
+                fmt,
+                store=store,
+                output=output,
+            )
             if details is not None and fmt is ReportFormat.TABLE:
                 print_run_table(details)
             return
-    emit_json(combined)
+    if output is None:
+        emit_json(combined)
+        return
+    write_report_file(output, json_text(combined))
+    err.print(f"wrote the {fmt.value} report to {safe(output)}")
 
 
 def runs_cmd(
@@ -357,5 +519,7 @@ def resume_cmd(
         return
     with c.store() as store:
         scans.resume(c.settings, store, run_id, actor=c.actor)
-        code = _print_scan_report(scans.report(store, run_id), fmt)
+        code = _print_scan_report(
+            scans.report(store, run_id, acceptances=_acceptances(c)), fmt, store=store
+        )
     raise typer.Exit(code)

@@ -11,12 +11,16 @@ that raises them (the module is named in brackets; ``core`` is :mod:`patchpilot.
 :mod:`patchpilot.tools`...) and catchable as :class:`PatchpilotError` everywhere::
 
     PatchpilotError
-    ├── ConfigError (ValueError)                 bad settings / policy / inventory file
+    ├── ConfigError (ValueError)                 bad settings / policy / inventory / accept file
     │   └── UnknownTargetError (LookupError)     a target or --limit pattern matched no host
     ├── UnsafeArgumentError (ValueError)         a value refused before it could reach a shell
     ├── InvalidInputError (ValueError)           free text (comment, chat line, pattern) refused
     ├── NotAuthorizedError (PermissionError)     an identity not allowed to do this (approve)
     ├── InvalidVersionError (ValueError)         a version string the ecosystem does not accept
+    │   └── UnparseableVersionError              not even orderable (empty, control characters,
+    │                                            over-long, a dpkg syntax error): compare()
+    │                                            raises only this; matching reports it as a
+    │                                            data-quality warning
     ├── UnknownEcosystemError (ValueError)       no version ordering for this ecosystem
     │                                            [core.versions]
     ├── FactParseError (ValueError)              command output that does not parse
@@ -26,6 +30,8 @@ that raises them (the module is named in brackets; ``core`` is :mod:`patchpilot.
     │                                            by core.store)
     ├── AuditError (OSError)                     the audit log could not be written or read
     │                                            [core.audit]
+    ├── ReportWriteError (OSError)               the report file of --output could not be
+    │                                            written (nothing was left half-written)
     ├── LabError                                 the lab fleet (`patchpilot lab`) failed
     ├── FeedError (ValueError)                   bad, oversized, wrong-schema or non-UTF-8 feed
     ├── FeedFetchError (ConnectionError)         feed download failed after our retries
@@ -34,6 +40,10 @@ that raises them (the module is named in brackets; ``core`` is :mod:`patchpilot.
     │   ├── HostKeyError                         unknown or changed host key (never retried)
     │   ├── AuthenticationError                  key / agent refused
     │   ├── CommandTimeoutError (TimeoutError)   a command ran past its timeout
+    │   ├── BecomeRefusedError                   the inventory forbids the privileged command
+    │   │                                        (ansible_become=false, or a become_user other
+    │   │                                        than root); nothing ran
+    │   │                                        [tools.transport.base]
     │   └── CommandFailedError                   non-zero exit where success was required
     │       └── SudoRefusedError                 sudo refused a privileged command (a privilege
     │                                            problem on the host) [tools.transport.base]
@@ -101,9 +111,11 @@ __all__ = [
     "LabError",
     "NotAuthorizedError",
     "PatchpilotError",
+    "ReportWriteError",
     "StoreError",
     "TransportError",
     "UnknownTargetError",
+    "UnparseableVersionError",
     "UnsafeArgumentError",
     "UnsupportedPlatformError",
 ]
@@ -161,8 +173,20 @@ class InvalidVersionError(PatchpilotError, ValueError):
     def __init__(self, ecosystem: str, version: str, reason: str = "") -> None:
         self.ecosystem = ecosystem
         self.version = version
+        self.reason = reason
         detail = f": {reason}" if reason else ""
         super().__init__(f"invalid {ecosystem} version {version!r}{detail}")
+
+
+class UnparseableVersionError(InvalidVersionError):
+    """A version string no ordering applies to (``compare`` raises only this).
+
+    Malformed but orderable strings are ordered as the package manager orders them; this is the
+    rest: a non-string, an empty or blank string, control characters or unpaired surrogates,
+    more than :data:`patchpilot.core.versions.MAX_LENGTH` characters, and per ecosystem what
+    the package manager itself refuses to compare (dpkg's syntax *errors*). ``version`` is the
+    offending string (shortened when over-long), ``reason`` the problem.
+    """
 
 
 class FactParseError(PatchpilotError, ValueError):
@@ -185,6 +209,14 @@ class StoreError(PatchpilotError):
     Raised for an unusable database file (corrupt, or written by a newer patchpilot), for a
     reference to an unknown run, for invalid data (an invalid fixed version, a finding of
     another host) and for SQLite errors, which are chained as ``__cause__``.
+    """
+
+
+class ReportWriteError(PatchpilotError, OSError):
+    """The report file asked for with ``--output`` could not be written.
+
+    The file is written to a temporary file beside it and renamed over it, so a failure
+    leaves the previous file (or none) in place, never a truncated report.
     """
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "EPSS",
     "Advisory",
     "AptSource",
+    "ChangelogUrgency",
     "CommandResult",
     "DeletedLibraryUse",
     "Ecosystem",
@@ -30,11 +31,14 @@ __all__ = [
     "HostFacts",
     "InstallState",
     "InstalledPackage",
+    "JumpHost",
     "KEVEntry",
     "ListeningSocket",
+    "LoadedPackages",
     "OSFamily",
     "OSInfo",
     "PendingUpdate",
+    "ProcessPackages",
     "Provenance",
     "RiskAssessment",
     "RiskFactor",
@@ -136,6 +140,21 @@ class Severity(StrEnum):
         return list(Severity).index(self)
 
 
+class ChangelogUrgency(StrEnum):
+    """A Debian changelog entry's ``urgency=`` (Debian policy 5.6.17), lowest first."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    EMERGENCY = "emergency"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Ordering rank (``low`` 0 ... ``critical`` 4)."""
+        return list(ChangelogUrgency).index(self)
+
+
 class FixStatus(StrEnum):
     """Distinct fix states. Only ``fixed`` (and reachable) is actionable."""
 
@@ -146,6 +165,9 @@ class FixStatus(StrEnum):
     END_OF_LIFE = "end-of-life"
     NOT_AFFECTED = "not-affected"
     UNIMPORTANT = "unimportant"
+    HELD = "held"
+    """A finding's state, never an advisory's: a fixed version exists, but the host holds the
+    package (``apt-mark hold``); the exposure stays visible, not actionable until released."""
 
 
 class SSVCOutcome(StrEnum):
@@ -160,6 +182,41 @@ class SSVCOutcome(StrEnum):
 # --------------------------------------------------------------------------- hosts
 
 
+class JumpHost(Record):
+    """One SSH bastion ("jump host") on the way to a :class:`Host`, as OpenSSH's ProxyJump.
+
+    The address, port and user are checked as the transport checks a host's (DNS name or IP
+    address, 1-65535, a POSIX user name), so a hostile value never reaches paramiko.
+    """
+
+    name: str = Field(description="the jump host as written (an ssh_config alias or address)")
+    address: str = Field(description="where to connect (ssh_config HostName, else the name)")
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str | None = Field(default=None, description="login user (default: ssh.default_user)")
+    key_file: str | None = Field(default=None, description="private key for this jump host")
+
+    @field_validator("name", "address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        from patchpilot.core.validate import validate_hostname  # it imports this module
+
+        return validate_hostname(value)
+
+    @field_validator("user")
+    @classmethod
+    def _check_user(cls, value: str | None) -> str | None:
+        from patchpilot.core.validate import validate_user  # it imports this module
+
+        return None if value is None else validate_user(value)
+
+    @property
+    def spec(self) -> str:
+        """``[user@]address[:port]``, for messages."""
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{address}" + (f":{self.port}" if self.port != 22 else "")
+
+
 class Host(Record):
     """One inventory host (from patchpilot YAML or an Ansible inventory)."""
 
@@ -170,6 +227,21 @@ class Host(Record):
     key_file: str | None = None
     known_hosts: str | None = Field(
         default=None, description="extra known_hosts file with this host's keys"
+    )
+    jump: tuple[JumpHost, ...] = Field(
+        default=(),
+        max_length=8,
+        description="SSH bastions to go through, first to last (ProxyJump); empty: direct",
+    )
+    become: bool = Field(
+        default=True,
+        description="privileged commands may run through `sudo -n` (Ansible ansible_become); "
+        "false: they are refused unless the login user is root",
+    )
+    become_user: str = Field(
+        default="root",
+        pattern=r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$",
+        description="ansible_become_user; privileged commands are refused unless it is root",
     )
     transport: Literal["ssh", "local"] = "ssh"
     tags: frozenset[str] = frozenset()
@@ -259,6 +331,28 @@ class ListeningSocket(Record):
     pid: int | None = None
 
 
+class ProcessPackages(Record):
+    """A listening process and the installed packages owning a file it maps executable."""
+
+    pid: int = Field(ge=1)
+    command: str = Field(description="process name (comm)")
+    packages: tuple[str, ...] = Field(
+        default=(), description="binary package names (no :arch), sorted"
+    )
+
+
+class LoadedPackages(Record):
+    """Which installed packages running processes have loaded (``/proc/PID/maps`` joined with
+    dpkg's file lists): the listening processes one by one, and every process together."""
+
+    listening: tuple[ProcessPackages, ...] = Field(
+        default=(), description="one entry per listening process (pid) that could be read"
+    )
+    running: tuple[str, ...] = Field(
+        default=(), description="packages any running process maps (libraries, executables)"
+    )
+
+
 class HostFacts(Record):
     """What discovery learned about one host at one time.
 
@@ -288,6 +382,11 @@ class HostFacts(Record):
     apt_sources: tuple[AptSource, ...] | None = Field(
         default=None, description="apt's configured package indexes and their origins"
     )
+    loaded_packages: LoadedPackages | None = Field(
+        default=None,
+        description="packages whose code running and listening processes have loaded "
+        "(None when not collected)",
+    )
 
 
 class PendingUpdate(Record):
@@ -312,6 +411,16 @@ class PendingUpdate(Record):
     )
     cves_from: Literal["changelog"] | None = Field(
         default=None, description="where the CVEs were read; None = not looked up"
+    )
+    urgency: ChangelogUrgency | None = Field(
+        default=None,
+        description="the highest changelog urgency= between the installed and the candidate "
+        "version; None = not read (or no entry states one)",
+    )
+    held: bool = Field(
+        default=False,
+        description="the host holds the package: its package manager offers the candidate but "
+        "will not install it until the hold is released",
     )
 
 
@@ -354,9 +463,10 @@ class FixState(Record):
 
     @model_validator(mode="after")
     def _version_matches_status(self) -> Self:
-        if self.status is FixStatus.FIXED and not self.version:
-            raise ValueError("a 'fixed' state needs the fixed version")
-        if self.status is not FixStatus.FIXED and self.version:
+        versioned = self.status in (FixStatus.FIXED, FixStatus.HELD)
+        if versioned and not self.version:
+            raise ValueError(f"a {self.status.value!r} state needs the fixed version")
+        if not versioned and self.version:
             raise ValueError(f"a {self.status.value!r} state has no fixed version")
         return self
 
@@ -364,6 +474,12 @@ class FixState(Record):
     def fixed(cls, version: str, vendor_state: str | None = None) -> FixState:
         """Build a ``fixed(version)`` state."""
         return cls(status=FixStatus.FIXED, version=version, vendor_state=vendor_state)
+
+    def held(self) -> FixState:
+        """This ``fixed`` state as ``held``: the same fixed version, blocked by a hold."""
+        if self.status is not FixStatus.FIXED:
+            return self
+        return FixState(status=FixStatus.HELD, version=self.version, vendor_state=self.vendor_state)
 
 
 class Advisory(Record):
@@ -380,6 +496,12 @@ class Advisory(Record):
     summary: str | None = Field(default=None, description="untrusted feed text; data only")
     feed: str
     provenance: Provenance
+
+    @model_validator(mode="after")
+    def _not_held(self) -> Self:
+        if self.fix.status is FixStatus.HELD:
+            raise ValueError("'held' is a host's state of a finding, never an advisory's")
+        return self
 
     @property
     def cves(self) -> tuple[str, ...]:

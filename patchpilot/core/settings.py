@@ -38,7 +38,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -53,6 +60,7 @@ from patchpilot.core.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "OTHER_ENV_VARS",
+    "AcceptanceSettings",
     "DiscoverySettings",
     "SSHSettings",
     "Settings",
@@ -111,6 +119,16 @@ class SSHSettings(BaseModel):
     max_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     default_user: str | None = None
     default_key_file: Path | None = None
+    use_ssh_config: bool = Field(
+        default=True,
+        description="read HostName, Port, User, IdentityFile and ProxyJump of inventory hosts "
+        "from ssh.config_file (default ~/.ssh/config); the inventory's own values win",
+    )
+    config_file: Path | None = Field(
+        default=None,
+        description="the OpenSSH client config to read (default ~/.ssh/config, when it exists); "
+        "a configured file must exist",
+    )
 
 
 class FeedSettings(BaseModel):
@@ -148,6 +166,66 @@ class DiscoverySettings(BaseModel):
     apt_sources: bool = Field(
         default=True, description="collect apt's sources and classify update origins"
     )
+    loaded_packages: bool = Field(
+        default=True,
+        description="collect which installed packages listening and running processes have "
+        "loaded (/proc/PID/maps joined with dpkg's file lists; Debian family; needs sudo): "
+        "the 'reachable' and 'restart' signals of prioritization",
+    )
+
+
+def _check_http_url(value: str, example: str) -> str:
+    """``value`` if it is an http(s) URL with a host: never a file, an ftp server or a word."""
+    from urllib.parse import urlsplit
+
+    if len(value) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError(
+            "must be an http:// or https:// URL of at most 2048 characters, without "
+            f"spaces or control characters, {example}"
+        )
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError(f"must be an http:// or https:// URL, {example}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValueError(f"must be an http:// or https:// URL ({scheme}), {example}")
+    if not parts.hostname:
+        raise ValueError(f"must name a host, {example}")
+    return value
+
+
+_ENV_NAME: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+_HEADER_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")  # an RFC 9110 token
+_HEADER_ENV_REF: Final = re.compile(r"\$\{ENV:(" + _ENV_NAME + r")\}")
+_MANAGED_HEADERS: Final = frozenset(
+    {
+        "accept-encoding",  # the response size cap decodes only what it asks for
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "host",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers the HTTP layer sets itself: ``llm.headers`` may not replace them."""
+
+
+def _header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as a header value (``None``: it can)."""
+    if len(value) > 8192:
+        return "is longer than 8192 characters"
+    if any(ch in "\r\n\0" for ch in value):
+        return "contains CR, LF or NUL (header injection)"
+    if any(not (ch == "\t" or " " <= ch <= "~") for ch in value):
+        return "must be printable ASCII"
+    return None
 
 
 class LLMSettings(BaseModel):
@@ -155,7 +233,8 @@ class LLMSettings(BaseModel):
 
     Unset ``base_url`` (the default) means no LLM: every agent runs its deterministic core.
     The API key is read from the environment variable named by ``api_key_env``, never from a
-    file.
+    file. ``headers`` (for LLM gateways) are sent on chat and embedding requests; a value may
+    name environment variables as ``${ENV:NAME}`` so secrets stay out of the settings file.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -193,8 +272,28 @@ class LLMSettings(BaseModel):
     max_retries: int = Field(
         default=3, ge=0, le=10, description="retries on 429/5xx/timeouts/invalid JSON"
     )
-    max_tokens: int = Field(default=1024, ge=16, le=32768, description="per answer")
-    temperature: float = Field(default=0.0, ge=0, le=2)
+    max_tokens: int = Field(
+        default=1024,
+        ge=16,
+        le=131_072,
+        description="per answer (reasoning models count their reasoning in it too)",
+    )
+    token_limit_param: Literal["auto", "max_completion_tokens", "max_tokens"] = Field(
+        default="auto",
+        description="how max_tokens is sent: auto sends max_completion_tokens and switches to "
+        "max_tokens when the server rejects it (remembered per endpoint and model); servers "
+        "that silently ignore max_completion_tokens need max_tokens here",
+    )
+    temperature: float | None = Field(
+        default=0.0,
+        ge=0,
+        le=2,
+        description="null: never sent (the model's default); a model that rejects it gets "
+        "none, learned from its error and remembered",
+    )
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(
+        default=None, description="sent only when set: reasoning models (o-series, gpt-5)"
+    )
     max_calls_per_run: int = Field(default=50, ge=1, le=10_000)
     max_tokens_per_run: int = Field(default=200_000, ge=1_000, le=100_000_000)
     structured_output: Literal["json_schema", "json_object"] = Field(
@@ -205,37 +304,143 @@ class LLMSettings(BaseModel):
     embeddings_model: str | None = Field(
         default=None, description="use the endpoint's /embeddings for the vector memory"
     )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="extra HTTP headers for an LLM gateway, on chat and embedding requests; "
+        "a value may hold ${ENV:NAME} (replaced by that environment variable when the client "
+        "is made) so secrets stay out of this file",
+    )
+    allow_authorization_header: bool = Field(
+        default=False,
+        description="let llm.headers replace Authorization (else the key of api_key_env is "
+        "sent as Authorization: Bearer)",
+    )
 
     @field_validator("base_url", mode="after")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         """Only an http(s) URL with a host: never a file, an ftp server or a bare word."""
-        from urllib.parse import urlsplit
-
         if value is None:
             return None
-        example = "e.g. http://127.0.0.1:11434/v1 or https://api.openai.com/v1"
-        if len(value) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in value):
-            raise ValueError(
-                "must be an http:// or https:// URL of at most 2048 characters, without "
-                f"spaces or control characters, {example}"
-            )
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a malformed port
-        except ValueError:
-            raise ValueError(f"must be an http:// or https:// URL, {example}") from None
-        if parts.scheme.lower() not in ("http", "https"):
-            scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-            raise ValueError(f"must be an http:// or https:// URL ({scheme}), {example}")
-        if not parts.hostname:
-            raise ValueError(f"must name a host, {example}")
+        return _check_http_url(value, "e.g. http://127.0.0.1:11434/v1 or https://api.openai.com/v1")
+
+    @field_validator("headers", mode="after")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        """Header names are tokens, values cannot break the request, ``${...}`` is ENV only."""
+        seen: set[str] = set()
+        for name, raw in value.items():
+            lower = name.lower()
+            if not _HEADER_NAME.match(name):
+                raise ValueError(
+                    f"header name {name[:40]!r} is not an HTTP token (letters, digits and "
+                    "!#$%&'*+.^_`|~- only)"
+                )
+            if lower in seen:
+                raise ValueError(f"header {name!r} is given twice (names ignore case)")
+            seen.add(lower)
+            if lower in _MANAGED_HEADERS or lower.startswith("x-stainless-"):
+                raise ValueError(f"header {name!r} is set by patchpilot's HTTP client itself")
+            problem = _header_value_problem(raw)
+            if problem is not None:
+                raise ValueError(f"the value of header {name!r} {problem}")
+            if "${" in _HEADER_ENV_REF.sub("", raw):
+                raise ValueError(
+                    f"the value of header {name!r} has a '${{' that is not ${{ENV:NAME}}; "
+                    "only environment references are replaced"
+                )
         return value
+
+    @model_validator(mode="after")
+    def _authorization_allowed(self) -> LLMSettings:
+        if not self.allow_authorization_header and any(
+            name.lower() == "authorization" for name in self.headers
+        ):
+            raise ValueError(
+                "llm.headers may not replace Authorization (the key of llm.api_key_env is "
+                "sent there); set llm.allow_authorization_header: true if the gateway needs "
+                "its own Authorization"
+            )
+        return self
 
     @property
     def configured(self) -> bool:
         """Whether an endpoint is configured."""
         return self.base_url is not None
+
+    def header_env_names(self) -> list[str]:
+        """The environment variables ``headers`` refer to (``${ENV:NAME}``), in order."""
+        names: list[str] = []
+        for raw in self.headers.values():
+            names.extend(n for n in _HEADER_ENV_REF.findall(raw) if n not in names)
+        return names
+
+    def resolved_headers(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """``headers`` with every ``${ENV:NAME}`` replaced from ``environ``.
+
+        Raises:
+            ConfigError: a referenced variable is unset, or its value cannot be sent in a
+                header (CR/LF, not printable ASCII); the error names the header and the
+                variable, never the value.
+        """
+        resolved: dict[str, str] = {}
+        for name, raw in self.headers.items():
+
+            def substitute(found: re.Match[str], header: str = name) -> str:
+                var = found.group(1)
+                value = environ.get(var)
+                if value is None:
+                    raise ConfigError(
+                        f"header {header!r} refers to environment variable {var}, which is "
+                        f"unset: export it or remove the header",
+                        key=f"llm.headers.{header}",
+                    )
+                return value
+
+            value = _HEADER_ENV_REF.sub(substitute, raw)
+            problem = _header_value_problem(value)
+            if problem is not None:
+                names = ", ".join(_HEADER_ENV_REF.findall(raw))
+                raise ConfigError(
+                    f"header {name!r}, once {names} is replaced, {problem}",
+                    key=f"llm.headers.{name}",
+                )
+            resolved[name] = value
+        return resolved
+
+
+class TracingSettings(BaseModel):
+    """Whether LangSmith/LangChain tracing may send graph traces off this machine.
+
+    Traces hold what the graphs see: host names, package lists, findings, prompts. Off (the
+    default) means off even when ``LANGSMITH_TRACING=true`` is in the environment: every
+    entry point neutralises those variables at start (:mod:`patchpilot.core.tracing`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=False, description="send graph traces to endpoint")
+    endpoint: str | None = Field(
+        default=None,
+        description="where traces go, e.g. a self-hosted LangSmith; null: LangSmith's own "
+        "(https://api.smith.langchain.com) or LANGSMITH_ENDPOINT from the environment",
+    )
+    project: str | None = Field(
+        default=None, min_length=1, max_length=128, description="the LangSmith project name"
+    )
+    api_key_env: str = Field(
+        default="LANGSMITH_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the tracing API key",
+    )
+
+    @field_validator("endpoint", mode="after")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _check_http_url(value, "e.g. https://api.smith.langchain.com")
 
 
 class MemorySettings(BaseModel):
@@ -249,6 +454,26 @@ class MemorySettings(BaseModel):
         description="hashing: offline, no download; openai: llm.base_url + llm.embeddings_model",
     )
     top_k: int = Field(default=5, ge=1, le=100, description="items recalled per query")
+
+
+class AcceptanceSettings(BaseModel):
+    """Risk acceptances (``patchpilot accept``; :mod:`patchpilot.core.acceptance`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: Path | None = Field(
+        default=None, description="the accept file; default HOME/acceptances.yaml"
+    )
+    max_days: int = Field(
+        default=365, ge=1, le=3650, description="longest acceptance, in days after its creation"
+    )
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _file_not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: give a file, or unset it for HOME/acceptances.yaml")
+        return value
 
 
 class Settings(BaseSettings):
@@ -272,6 +497,8 @@ class Settings(BaseSettings):
     discovery: DiscoverySettings = Field(default_factory=DiscoverySettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
+    acceptances: AcceptanceSettings = Field(default_factory=AcceptanceSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     @field_validator("home", "inventory", "policy", mode="before")
     @classmethod
@@ -325,6 +552,13 @@ class Settings(BaseSettings):
     def memory_dir(self) -> Path:
         """Chroma vector memory."""
         return self.home / "memory"
+
+    @property
+    def acceptances_path(self) -> Path:
+        """The accept file (``acceptances.file``, else HOME/acceptances.yaml)."""
+        if self.acceptances.file is not None:
+            return self.acceptances.file.expanduser()
+        return self.home / "acceptances.yaml"
 
     @property
     def known_hosts_path(self) -> Path:
@@ -508,6 +742,6 @@ def load_settings(
         raise ConfigError(reason, file=where, key=key) from exc
     finally:
         _CONFIG_DATA.reset(token)
-    api_key_env = settings.llm.api_key_env
-    check_environment(environ, allowed=[api_key_env])
+    named = [settings.llm.api_key_env, *settings.llm.header_env_names()]
+    check_environment(environ, allowed=[*named, settings.tracing.api_key_env])
     return settings

@@ -311,4 +311,24 @@ def test_a_held_package_is_reported_not_silently_skipped(lab: LabHandle, tmp_pat
     assert (held["host"], held["package"]) == ("db-1", "acme-web")
     assert "held on db-1" in doc["reason"]
     assert doc["plan"]["unmatched_only"] == []
+    assert doc["compliance"] == {"db-1": "missing"}, "a hold keeps a known fix off the host"
     assert _version(lab, "db-1") == "1.0.0 hi"
+
+    # Issue 13: the held package's exposure stays visible in the scan, as ``held``.
+    scan = run_json(
+        home,
+        "scan",
+        "-i",
+        str(lab.inventory_path),
+        "--offline",
+        "-l",
+        "db-1",
+        expect=0,
+        PATCHPILOT_DISCOVERY__CHANGELOGS="all",  # the CVE comes from the update's changelog
+    )
+    (acme,) = [f for f in scan["findings"] if f["source_package"] == "acme-web"]
+    assert (acme["host"], acme["fix_state"], acme["fixed_version"]) == ("db-1", "held", "1.2.0")
+    assert "CVE-2024-99901" in acme["cves"]
+    assert not acme["actionable"]
+    (update,) = [u for u in scan["hosts"][0]["pending_updates"] if u["package"] == "acme-web"]
+    assert update["held"] is True

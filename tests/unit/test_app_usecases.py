@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from patchpilot.app import approvals, runs, scans
+from patchpilot.app import approvals, gates, runs, scans
 from patchpilot.app.approvals import DecisionSource, record_decision
 from patchpilot.core.audit import AUDIT_FILE
 from patchpilot.core.errors import InvalidInputError, UnknownTargetError
@@ -104,7 +104,7 @@ def test_scan_use_cases_read_the_store(settings: Settings) -> None:
         empty = scans.findings(store)
         store.create_run("scan-1", kind="scan", target="all", params={}, started_at=T0)
         assert scans.latest_run_id(store) == "scan-1"
-        assert not scans.gate(store, "scan-1", fail_on=Severity.LOW, fail_on_score=None)
+        assert not gates.gate(store, "scan-1", fail_on=Severity.LOW, fail_on_score=None).failed
     assert empty.document["summary"]["findings"] == 0
     assert empty.hosts == ()
 

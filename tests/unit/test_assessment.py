@@ -690,7 +690,7 @@ def test_two_installed_versions_of_one_source_give_one_finding() -> None:
 # per finding, one first_seen upsert per finding) on this synthetic fleet; the other checks
 # compare against uncached computations of the current code.
 
-_FLEET_GOLDEN = "f0b56f922481d3379d8bdc9fc172022045a8937db0c89510090f2aea503ce8fe"
+_FLEET_GOLDEN = "6fbd7364b4a090900858704f5618b6fdd2accbb34434456001b91affe1cfb69f"
 _FLEET_NOW = datetime(2025, 3, 1, 8, 30, tzinfo=UTC)
 _FLEET_RELEASE = "bookworm"
 
@@ -791,7 +791,8 @@ def _fleet_hosts() -> list[tuple[Any, HostFacts, list[InstalledPackage], Any, An
             pkg("bash", "5.2.15-2+b7", "bash", "5.2.15-2"),
             pkg("curl", "7.88.1-10+deb12u8"),
             pkg("libcurl4", "7.88.1-10+deb12u8", "curl"),
-            pkg("badver", "!!broken" if i % 9 == 0 else "1:1.0-1"),
+            # unparseable (dpkg refuses embedded spaces): a data-quality warning, no verdict
+            pkg("badver", "!! broken" if i % 9 == 0 else "1:1.0-1"),
             pkg("zlib1g", "1:1.2.13.dfsg-1", "zlib"),
             pkg("tzdata", rng.choice(("2024a-0+deb12u1", "2025a-0+deb12u1"))),
             pkg(

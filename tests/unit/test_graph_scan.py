@@ -155,3 +155,74 @@ def test_a_scan_step_that_raises_fails_the_scan_and_resume_finishes_it(
         run = store.get_run("scan-1")
         assert run is not None
         assert run.status == "completed"
+
+
+def test_with_no_feeds_pending_security_updates_fail_the_gate(tmp_path: Path) -> None:
+    """Issue 13: a gate fails closed: without feeds every severity is unknown."""
+    from patchpilot.app.gates import UnknownSeverity, gate
+    from patchpilot.core.models import Severity
+
+    home = tmp_path / "home"
+    scan(home)
+    with Store(Settings(home=home).store_path) as store:
+        verdict = gate(store, "scan-1", fail_on=Severity.LOW, fail_on_score=None)
+        assert verdict.failed
+        assert verdict.unknown_severity == 2
+        opted_out = gate(
+            store,
+            "scan-1",
+            fail_on=Severity.LOW,
+            fail_on_score=None,
+            unknown_severity=UnknownSeverity.IGNORE,
+        )
+        assert not opted_out.failed
+
+
+def test_a_held_vulnerable_package_stays_visible_as_held(tmp_path: Path) -> None:
+    """Issue 13: apt leaves held packages out of its upgrades; their exposure must not vanish."""
+    from datetime import UTC, datetime
+
+    from patchpilot.agents.planning import build_plan
+    from patchpilot.core.models import FixStatus, Host
+    from patchpilot.core.plan import ExclusionReason
+
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+    fleet = make_fleet()
+    fleet["db-1"].held = frozenset({"openssl"})
+    with Store(settings.store_path) as store:
+        context = ScanContext(
+            settings=settings,
+            store=store,
+            policy=load_policy(REPO / "configs" / "policy.yaml"),
+            transport_factory=fleet_factory(fleet),
+        )
+        start_scan(HOSTS, context, target="all", offline=True, run_id="scan-1")
+        stored = store.findings(run_id="scan-1")
+        records = {r.finding.host: r.finding for r in stored}
+        assert records["web-1"].fix.status is FixStatus.FIXED
+        assert records["web-1"].actionable
+        held = records["db-1"]
+        assert (held.source_package, held.fix.status, held.fixed_version) == (
+            "openssl",
+            FixStatus.HELD,
+            "3.0.2-1",
+        )
+        assert not held.actionable
+        snapshot = store.load_host_snapshot("scan-1", "db-1")
+        assert snapshot is not None
+        (update,) = [u for u in snapshot.pending if u.name == "openssl"]
+        assert update.held
+        assert update.candidate_version == "3.0.2-1"
+        plan = build_plan(
+            "run-1",
+            stored,
+            {"db-1": snapshot.pending},
+            [Host(name="db-1", address="127.0.0.1")],
+            load_policy(REPO / "configs" / "policy.yaml"),
+            now=datetime.now(UTC),
+        )
+        assert all(i.package != "openssl" for i in plan.items)
+        (excluded,) = [e for e in plan.excluded if e.package == "openssl"]
+        assert excluded.exclusion is ExclusionReason.HELD
+        assert "held on db-1" in excluded.reason

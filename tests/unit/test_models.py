@@ -31,11 +31,23 @@ def test_fixed_state_requires_version() -> None:
     assert FixState.fixed("1:9.2p1-2+deb12u3").version == "1:9.2p1-2+deb12u3"
 
 
-@pytest.mark.parametrize("status", [s for s in FixStatus if s is not FixStatus.FIXED])
+@pytest.mark.parametrize(
+    "status", [s for s in FixStatus if s not in (FixStatus.FIXED, FixStatus.HELD)]
+)
 def test_unfixed_states_carry_no_version(status: FixStatus) -> None:
     assert FixState(status=status).version is None
     with pytest.raises(ValidationError, match="has no fixed version"):
         FixState(status=status, version="1.0")
+
+
+def test_held_keeps_the_fixed_version_and_is_not_actionable() -> None:
+    with pytest.raises(ValidationError, match="needs the fixed version"):
+        FixState(status=FixStatus.HELD)
+    held = FixState.fixed("1.2").held()
+    assert (held.status, held.version) == (FixStatus.HELD, "1.2")
+    assert FixState(status=FixStatus.NO_FIX_YET).held().status is FixStatus.NO_FIX_YET
+    assert not _finding(held, True).actionable
+    assert _finding(held, True).fixed_version == "1.2"
 
 
 def _finding(fix: FixState, reachable: bool | None) -> Finding:
@@ -89,6 +101,8 @@ def test_advisory_cves_from_id_and_aliases() -> None:
         provenance=PROV,
     )
     assert adv.cves == ("CVE-2024-6387",)
+    with pytest.raises(ValidationError, match="never an advisory's"):
+        adv.model_validate({**adv.model_dump(), "fix": FixState.fixed("1.0").held()})
 
 
 def test_enrichment_validates_cve_and_picks_newest_cvss() -> None:

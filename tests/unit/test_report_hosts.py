@@ -85,6 +85,8 @@ def test_reachable_host_has_the_contract_fields() -> None:
         "security": True,
         "cves": ["CVE-2026-0001"],
         "cves_from": "changelog",
+        "held": False,
+        "urgency": None,
     }
     # the first version's fields are still there
     assert doc["host"] == "web-1"

@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from patchpilot.core.errors import ConfigError
@@ -227,8 +228,13 @@ def test_off_neutralises_every_spelling_and_removes_the_keys() -> None:
 
 def test_off_without_tracing_variables_only_logs_at_debug() -> None:
     environ: dict[str, str] = {"LANGSMITH_TRACING": "false"}
-    with capture_logs() as logs:
-        state = apply_tracing(TracingSettings(), environ)
+    saved = structlog.get_config()
+    structlog.reset_defaults()  # an earlier test may have configured an INFO level filter
+    try:
+        with capture_logs() as logs:
+            state = apply_tracing(TracingSettings(), environ)
+    finally:
+        structlog.configure(**saved)
     assert (state.requested, state.neutralised) == (False, ())
     assert [e["log_level"] for e in logs] == ["debug"]
 

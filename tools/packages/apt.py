@@ -151,6 +151,7 @@ class AptPackageManager:
             else u
             for u in updates
         ]
+        updates += self._held_updates(transport, facts, packages, updates, warnings)
         if updates and facts.apt_sources is not None:
             names = sorted({u.name for u in updates})
             policies = _best_effort(
@@ -158,6 +159,59 @@ class AptPackageManager:
             )
             return classify_updates(updates, policies or {}, facts.apt_sources)
         return [classify_update(u, None, ()) for u in updates]
+
+    def _held_updates(
+        self,
+        transport: Transport,
+        facts: HostFacts,
+        packages: Sequence[InstalledPackage],
+        updates: Sequence[PendingUpdate],
+        warnings: list[str],
+    ) -> list[PendingUpdate]:
+        """The upgrades apt would offer held packages (``apt-get -s`` leaves them out).
+
+        A held package is the one most likely to stay vulnerable: its candidate (from
+        ``apt-cache policy``) is reported as a pending update marked ``held``, so its exposure
+        stays visible; planning never installs it.
+        """
+        offered = {u.name for u in updates}
+        by_name = {p.name: p for p in packages}
+        names = sorted(
+            {h.split(":", 1)[0] for h in facts.held_packages or ()} & by_name.keys() - offered
+        )
+        if not names:
+            return []
+        policies = _best_effort(
+            "candidates of held packages",
+            warnings,
+            lambda: gather(transport, AptCandidatePolicy(names)),
+        )
+        held: list[PendingUpdate] = []
+        for name in names:
+            policy = (policies or {}).get(name)
+            installed = by_name[name]
+            if policy is None or policy.candidate is None:
+                continue
+            try:
+                newer = self.compare(policy.candidate, installed.version) > 0
+            except PatchpilotError:
+                continue
+            if not newer:
+                continue
+            suites = tuple(dict.fromkeys(src.dist for src in policy.sources_of(policy.candidate)))
+            held.append(
+                PendingUpdate(
+                    name=name,
+                    arch=installed.arch,
+                    installed_version=installed.version,
+                    candidate_version=policy.candidate,
+                    origins=suites,
+                    security=any(s.endswith("-security") for s in suites),
+                    source_name=installed.source_name,
+                    held=True,
+                )
+            )
+        return held
 
     def available_versions(
         self, transport: Transport, names: Sequence[str]
