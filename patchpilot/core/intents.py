@@ -25,13 +25,14 @@ Safety rules carried by the model itself, whichever parser built it:
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from patchpilot.core.errors import UnsafeArgumentError
-from patchpilot.core.models import Ecosystem, Severity
+from patchpilot.core.models import Ecosystem, FixStatus, Severity
 from patchpilot.core.validate import validate_hostname, validate_package_name, validate_version
 
 __all__ = [
@@ -107,7 +108,17 @@ class StatusTopic(StrEnum):
     APPROVALS = "approvals"
     RUNS = "runs"
     COMPLIANCE = "compliance"
+    """Compliance and SLA state per host (due and overdue findings)."""
     FINDINGS = "findings"
+    """Findings by any filter the CLI has (severity, KEV, fix state, overdue, package, CVE)."""
+    PENDING = "pending"
+    """Pending updates per host, tag or group (``security_only`` for the security ones)."""
+    REBOOT = "reboot"
+    """Hosts that need a reboot or a service restart."""
+    HOLDS = "holds"
+    """Held packages, per host."""
+    FEEDS = "feeds"
+    """Feed freshness."""
     GENERAL = "general"
 
 
@@ -244,6 +255,15 @@ class ChatRequest(_Frozen):
     dry_run: bool = False
     run_id: str | None = None
     status_topic: StatusTopic | None = None
+    security_only: bool = False
+    """Only security updates/findings ("what security updates are pending")."""
+    overdue: bool = False
+    """Only findings past their SLA due date ("everything that's overdue")."""
+    fix_state: FixStatus | None = None
+    """Only findings in this fix state ("which held packages are vulnerable")."""
+    not_before: datetime | None = None
+    """A change may not start before this time (UTC): "tonight", "at 22:00", "on Saturday"
+    (the run then waits for it inside the policy's windows)."""
     comment: str | None = Field(default=None, max_length=MAX_COMMENT_LENGTH)
     newest: bool = False
     confidence: float = Field(default=0.0, ge=0.0, le=1.0)
