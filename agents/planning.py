@@ -4,15 +4,30 @@ Pure and deterministic: the same inputs (in any order) and the same ``now`` give
 and the same content hash. Baseline semantics follow SSM (research note b3): approval rules with
 a delay counted from *first seen* (package managers publish no release dates), an approved
 list, and a rejected list with ``allow-as-dependency`` or ``block``. The plan never invents
-versions: a target is the candidate of the host's package manager or, with
+versions. A target is the candidate of the host's package manager or, with
 ``--only PKG=VERSION``, a version the host's repositories offer (``available``).
+
+``--only NAME`` names packages as people and advisories do: a binary package (``zlib1g``) or a
+source package (``zlib``, as advisories name it), matched per host against each pending update's
+binary name and its source (:attr:`PendingUpdate.source_name`, else the installed package's
+source). A source name selects every binary of that source with a pending update; the plan items
+stay per binary. A binary named explicitly wins over its source named in the same ``--only``.
+``--only SOURCE=VERSION`` selects the binaries built from that source version: a binary's
+candidate (or a version its repositories offer) equal to VERSION or to its binNMU
+``VERSION+bN`` (:func:`is_binnmu_of`); a binary of that source at another version (a binary
+versioned apart from its source) is excluded ``version-not-offered`` with the versions it has.
+A name that matches nothing is listed in ``unmatched_only`` with a sentence in ``suggestions``:
+up to date where installed, a question naming a close binary or source ("zlib is the source of
+zlib1g: patch zlib1g?"), or "no pending update matches NAME".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from difflib import get_close_matches
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -22,6 +37,7 @@ from patchpilot.core.errors import ConfigError
 from patchpilot.core.models import (
     Ecosystem,
     Host,
+    InstalledPackage,
     PendingUpdate,
     Severity,
     SSVCOutcome,
@@ -44,6 +60,7 @@ __all__ = [
     "approval_required",
     "build_plan",
     "build_rollback_plan",
+    "is_binnmu_of",
 ]
 
 log = structlog.get_logger(__name__)
@@ -139,6 +156,45 @@ def _ecosystem_of(host: str, ecosystems: Mapping[str, Ecosystem | None] | None) 
     return (ecosystems or {}).get(host) or Ecosystem.DEBIAN
 
 
+_BINNMU_RE = re.compile(r"\+b[0-9]+")
+
+
+def is_binnmu_of(binary_version: str, source_version: str) -> bool:
+    """Whether ``binary_version`` is ``source_version`` or a binNMU of it (``VERSION+bN``).
+
+    >>> is_binnmu_of("1:1.2.13.dfsg-1+b1", "1:1.2.13.dfsg-1")
+    True
+    >>> is_binnmu_of("1:1.2.13.dfsg-1", "1:1.2.13.dfsg-1")
+    True
+    >>> is_binnmu_of("1:1.2.13.dfsg-10", "1:1.2.13.dfsg-1")
+    False
+    """
+    if binary_version == source_version:
+        return True
+    rest = binary_version.removeprefix(source_version)
+    return rest != binary_version and _BINNMU_RE.fullmatch(rest) is not None
+
+
+@dataclass(frozen=True)
+class _Named:
+    """How ``--only`` names one pending update: the spec's name (binary or source) and version."""
+
+    key: str
+    version: str | None
+    by_source: bool
+
+
+def _named(
+    update: PendingUpdate, source: str | None, wanted: Mapping[str, str | None]
+) -> _Named | None:
+    """The ``--only`` spec naming ``update`` (its binary name first, then its source)."""
+    if update.name in wanted:
+        return _Named(update.name, wanted[update.name], by_source=False)
+    if source is not None and source in wanted:
+        return _Named(source, wanted[source], by_source=True)
+    return None
+
+
 def _parse_only(only: Sequence[tuple[str, str | None]]) -> dict[str, str | None]:
     wanted: dict[str, str | None] = {}
     for name, version in only:
@@ -196,12 +252,13 @@ def _decide(
     first_seen: Mapping[tuple[str, str, str], datetime] | None,
     dependencies: Mapping[str, Mapping[str, Sequence[str]]] | None,
     ecosystem: Ecosystem = Ecosystem.DEBIAN,
+    named: _Named | None = None,
 ) -> PlanItem | ExcludedItem:
     """The plan item for one pending update, or why it is excluded (versions of the host's
-    ``ecosystem``)."""
+    ``ecosystem``; ``named``: the ``--only`` spec that names it, if any)."""
     target = update.candidate_version
     pinned = False
-    if update.held and (not wanted or update.name in wanted):
+    if update.held and (not wanted or named is not None):
         return _excluded(
             host,
             update,
@@ -209,16 +266,32 @@ def _decide(
             ExclusionReason.HELD,
             f"{update.name} is held on {host} (apt-mark hold): apt never upgrades it; unhold "
             "it first if it should be patched",
-            wanted.get(update.name) or target if wanted else target,
+            (named.version if named is not None else None) or target,
         )
     if wanted:
-        if update.name not in wanted:
+        if named is None:
             return _excluded(
                 host, update, ctx, ExclusionReason.NOT_IN_ONLY, "not named by --only", target
             )
-        version = wanted[update.name]
+        version = named.version
+        spec = f"--only {named.key}={version}"
+        offered = list((available or {}).get(host, {}).get(update.name, ()))
+        if version is not None and named.by_source:
+            # A source version selects the binary built from it: VERSION or its binNMU.
+            built = [v for v in (target, *offered) if is_binnmu_of(v, version)]
+            if not built:
+                shown = ", ".join(sorted(set(offered) | {target}))
+                return _excluded(
+                    host,
+                    update,
+                    ctx,
+                    ExclusionReason.VERSION_NOT_OFFERED,
+                    f"{spec} (source of {update.name}): no version of {update.name} built "
+                    f"from it is offered on {host} (offered: {shown})",
+                    version,
+                )
+            version = built[0]
         if version is not None and version != target:
-            offered = list((available or {}).get(host, {}).get(update.name, ()))
             if version not in offered:
                 shown = ", ".join(sorted(set(offered) | {target}))
                 return _excluded(
@@ -226,8 +299,7 @@ def _decide(
                     update,
                     ctx,
                     ExclusionReason.VERSION_NOT_OFFERED,
-                    f"--only {update.name}={version}: {host}'s repositories do not "
-                    f"offer it (offered: {shown})",
+                    f"{spec}: {host}'s repositories do not offer it (offered: {shown})",
                     version,
                 )
             if update.installed_version is not None and (
@@ -238,8 +310,7 @@ def _decide(
                     update,
                     ctx,
                     ExclusionReason.VERSION_NOT_OFFERED,
-                    f"--only {update.name}={version} is not an upgrade of the installed "
-                    f"{update.installed_version}",
+                    f"{spec} is not an upgrade of the installed {update.installed_version}",
                     version,
                 )
             target, pinned = version, True
@@ -327,6 +398,8 @@ def _decide(
         reason = f"approved by baseline rule {approved.name!r}"
     if pinned:
         reason += f"; pinned by --only to {target} (candidate {update.candidate_version})"
+    if named is not None and named.by_source:
+        reason += f"; --only {named.key} names its source package"
     return PlanItem(
         **_item_fields(host, update, target, () if pinned else ctx.cves),
         ecosystem=ecosystem,
@@ -351,6 +424,7 @@ def build_plan(
     first_seen: Mapping[tuple[str, str, str], datetime] | None = None,
     dependencies: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     ecosystems: Mapping[str, Ecosystem | None] | None = None,
+    installed: Mapping[str, Sequence[InstalledPackage]] | None = None,
 ) -> PatchPlan:
     """Apply the baseline to every pending update of ``hosts`` and freeze the plan.
 
@@ -361,7 +435,9 @@ def build_plan(
         hosts: The targets; pending updates of other hosts are ignored.
         policy: The policy (its ``baseline``).
         only: ``--only`` specs ``(package, version or None)``; when given, nothing else is planned.
-            A version must be the host's candidate or in ``available`` for that host.
+            A package is a binary or a source name (see the module docstring); a version must be
+            the host's candidate or in ``available`` for that host (for a source name: the
+            binaries built from that source version).
         now: The evaluation time (timezone-aware); approval delays are compared to it.
         available: Host -> package -> versions its repositories offer (to pin a non-candidate).
         first_seen: ``(host, package, version)`` -> when that update was first seen; else the
@@ -370,6 +446,9 @@ def build_plan(
             used with ``rejected_action: block``.
         ecosystems: Host -> its package ecosystem (``HostFacts.ecosystem``): the items'
             ``ecosystem`` and version ordering; a host missing here (or ``None``) is debian.
+        installed: Host -> its installed packages: the source of a pending update that does not
+            name one, and, for a ``--only`` name that matches no pending update, whether it is
+            installed (up to date) or unknown (``suggestions``).
 
     Returns:
         The plan; ``excluded`` says why every other pending update was left out.
@@ -396,10 +475,12 @@ def build_plan(
     excluded: list[ExcludedItem] = []
     for host in sorted(host_names):
         updates = sorted(pending_by_host.get(host, ()), key=lambda u: (u.name, u.arch))
+        sources = {p.name: p.source_name for p in (installed or {}).get(host, ())}
         for update in updates:
             ctx = _context(update, _related(host, update, findings))
-            if wanted and update.name in wanted:
-                matched_only.add(update.name)
+            named = _named(update, update.source_name or sources.get(update.name), wanted)
+            if named is not None:
+                matched_only.add(named.key)
             outcome = _decide(
                 host,
                 update,
@@ -411,6 +492,7 @@ def build_plan(
                 first_seen,
                 dependencies,
                 _ecosystem_of(host, ecosystems),
+                named,
             )
             if isinstance(outcome, PlanItem):
                 items.append(outcome)
@@ -421,10 +503,24 @@ def build_plan(
         for name, version in wanted.items()
         if name not in matched_only
     )
+    suggestions: dict[str, str] = {}
+    up_to_date: list[str] = []
+    for spec in unmatched:
+        name = spec.partition("=")[0]
+        text, is_installed = _suggestion(name, sorted(host_names), pending_by_host, installed or {})
+        suggestions[spec] = text
+        if is_installed:
+            up_to_date.append(spec)
     if unmatched:
-        log.warning("plan.only_unmatched", only=unmatched)
+        log.warning("plan.only_unmatched", only=unmatched, suggestions=suggestions)
     plan = PatchPlan.create(
-        run_id=run_id, created_at=now, items=items, excluded=excluded, unmatched_only=unmatched
+        run_id=run_id,
+        created_at=now,
+        items=items,
+        excluded=excluded,
+        unmatched_only=unmatched,
+        suggestions=suggestions,
+        up_to_date=up_to_date,
     )
     log.info(
         "plan.built",
@@ -434,6 +530,47 @@ def build_plan(
         content_hash=plan.content_hash,
     )
     return plan
+
+
+def _suggestion(
+    name: str,
+    hosts: Sequence[str],
+    pending_by_host: Mapping[str, Sequence[PendingUpdate]],
+    installed: Mapping[str, Sequence[InstalledPackage]],
+) -> tuple[str, bool]:
+    """What to tell about a ``--only`` name that matched no pending update, and whether it is
+    installed on a target (then it is up to date: nothing to patch, not a mistake)."""
+    found: dict[str, str] = {}  # host -> "zlib1g 1:1.2.13" (binary and installed version)
+    for host in hosts:
+        for package in installed.get(host, ()):
+            if name in (package.name, package.source_name) and host not in found:
+                found[host] = f"{package.name} {package.version}"
+    if found:
+        where = ", ".join(f"{h} ({v})" for h, v in found.items())
+        return f"{name} has no pending update: installed and up to date on {where}", True
+    binaries: dict[str, set[str]] = {}  # a pending binary or source name -> its binaries
+    for host in hosts:
+        sources = {p.name: p.source_name for p in installed.get(host, ())}
+        for update in pending_by_host.get(host, ()):
+            binaries.setdefault(update.name, set()).add(update.name)
+            source = update.source_name or sources.get(update.name)
+            if source is not None:
+                binaries.setdefault(source, set()).add(update.name)
+    names = sorted(binaries)
+    # A name typed short ("zlib" for zlib1g) or mistyped; a pending name that is only a prefix
+    # of what was typed ("patch" for "patchpilot-tools") is not a suggestion.
+    close = [n for n in names if n.startswith(name)]
+    close += [n for n in get_close_matches(name, names, n=3, cutoff=0.75) if n not in close]
+    if not close:
+        return f"no pending update matches {name} on {', '.join(hosts) or 'no host'}", False
+    best = close[0]
+    targets = sorted(binaries[best])
+    shown = ", ".join(targets)
+    if targets == [best]:
+        return f"no pending update matches {name}: did you mean {best}?", False
+    return f"no pending update matches {name}: {best} is the source of {shown}: patch {shown}?", (
+        False
+    )
 
 
 def approval_required(

@@ -1,37 +1,68 @@
 """Chat-intake benchmark: how often the request parser gets every field right, and whether its
-misses are safe.
+misses are safe, on a development half and a held-back half.
+
+The cases live in data files, one YAML list each (see ``benchmarks/intents/README.md``):
+
+* ``benchmarks/intents/dev.yaml``: the development half; the grammar is tuned on it;
+* ``benchmarks/intents/heldout.yaml``: the held-back half, written before the grammar was tuned
+  for issue 14 and never tuned on; it measures how the grammar does on phrasings it was not
+  written for.
 
 Each case is an operator message with the expected :class:`~patchpilot.core.intents.ChatRequest`
-fields (intent; scope hosts, tags, tag match, groups, all hosts; packages with versions; CVEs;
-severity floor; KEV only; newest; when; dry run; run id; whether a clarification is expected).
-A case is correct only if every one of those fields matches.
+fields (intent; status topic; scope hosts, tags, tag match, groups, all hosts; packages with
+versions; CVEs; severity floor; KEV only; security only; overdue; fix state; newest; when; dry
+run; run id; whether a clarification is expected). A case is correct only if every one of those
+fields matches. Cases are validated when loaded (pydantic, unknown keys refused, every package
+name/version, CVE, run id and host checked by the same model the parser fills).
 
 Safety: a miss is SAFE when the parsed request would not act (``ChatRequest.acts`` is false:
 unknown intent, a question, or ``needs_clarification`` set), so the operator is answered or asked
 again; it is UNSAFE when the request would act (patch/rollback, or approve/reject a run) with
 anything different from what was meant.
 
-    .venv/bin/python benchmarks/intents.py            # the deterministic parser
+    .venv/bin/python benchmarks/intents.py            # the deterministic parser, both halves
     .venv/bin/python benchmarks/intents.py --llm      # also the LLM intake (llm.base_url set)
     .venv/bin/python benchmarks/intents.py --verbose  # every case, not only misses
+    .venv/bin/python benchmarks/intents.py --half dev # one half only
+    .venv/bin/python benchmarks/intents.py --summary  # numbers only, no misses listed
 
-Exit status: 1 if the deterministic accuracy is below 90 % or any miss is unsafe.
+Exit status: 1 if the held-back half is below 90 % exact, the development half below its floor
+(90 %), or any miss in either half is unsafe.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from patchpilot.core.intents import ChatRequest, Intent, TagMatch, When
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from patchpilot.core.intents import (
+    ChatRequest,
+    Intent,
+    PackageSpec,
+    Scope,
+    StatusTopic,
+    TagMatch,
+    When,
+    normalize_cve,
+    normalize_run_id,
+)
 from patchpilot.core.logging import configure_logging
-from patchpilot.core.models import Severity
+from patchpilot.core.models import FixStatus, Severity
+
+DATA: Final = Path(__file__).resolve().parent / "intents"
+HALVES: Final = ("dev", "heldout")
 
 HOSTS = ("canary-1", "web-1", "web-2", "db-1", "db-2", "staging-1")
 TAGS = ("web", "db", "prod", "staging", "canary")
@@ -47,47 +78,92 @@ PACKAGES = (
     "python3.11",
     "perl",
     "apt",
+    # source and binary names side by side, as the chat knows them (findings + pending updates)
+    "zlib",
+    "zlib1g",
+    "curl",
+    "libcurl4",
+    "sudo",
 )
+NOW: Final = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+"""The clock the grammar reads time words against ("tonight" = 20:00 that day), in UTC, as the
+chat does with the policy's time zone."""
 ACCURACY_TARGET = 0.90
-RUN = "20261127T101941Z-31b1dc"
-RUN2 = "20261128T020000Z-0a9f3e"
+"""Exact-match floor of each half (the held-back one is the one that counts)."""
 
 Parser = Callable[..., ChatRequest]
 
-P = Intent.PATCH
-RB = Intent.ROLLBACK
-EXP = Intent.EXPOSURE
-EXPL = Intent.EXPLAIN
-HIST = Intent.HISTORY
-ST = Intent.STATUS
-OK = Intent.APPROVE
-NO = Intent.REJECT
-UNK = Intent.UNKNOWN
-CRIT = Severity.CRITICAL
-HIGH = Severity.HIGH
-MED = Severity.MEDIUM
+
+class _Repeat(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    text: str = Field(min_length=1)
+    times: int = Field(ge=1, le=10_000)
 
 
-@dataclass(frozen=True)
-class Case:
-    """One message and the request fields it must produce."""
+class Case(BaseModel):
+    """One message and the request fields it must produce (one entry of a data file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     text: str
+    repeat: _Repeat | None = None
+    """Appended ``times`` times to ``text`` (for the over-long message cases)."""
     intent: Intent
+    status_topic: StatusTopic | None = None
     hosts: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     tag_match: TagMatch = TagMatch.ANY
     groups: tuple[str, ...] = ()
     all_hosts: bool = False
-    packages: tuple[tuple[str, str | None], ...] = ()
+    packages: tuple[str, ...] = ()
+    """``name`` or ``name=version``."""
     cves: tuple[str, ...] = ()
     severity: Severity | None = None
     kev_only: bool = False
+    security_only: bool = False
+    overdue: bool = False
+    fix_state: FixStatus | None = None
     newest: bool = False
     when: When = When.UNSPECIFIED
+    not_before: bool | None = None
+    """When given, whether the request must carry a not-before time."""
     dry_run: bool = False
     run_id: str | None = None
     clarify: bool = False
+    note: str | None = None
+    """Why the expectation is what it is (free text, not compared)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Case:
+        # The same validators as the request the parser fills: a case cannot expect an invalid
+        # host, tag, package, version, CVE or run id.
+        Scope(hosts=self.hosts, tags=self.tags, groups=self.groups, tag_match=self.tag_match)
+        for spec in self.package_specs:
+            PackageSpec(name=spec[0], version=spec[1])
+        for cve in self.cves:
+            if normalize_cve(cve) != cve:
+                raise ValueError(f"write CVE ids upper case: {cve}")
+        if self.run_id is not None and normalize_run_id(self.run_id) != self.run_id:
+            raise ValueError(f"write run ids normalised: {self.run_id}")
+        if self.intent is Intent.STATUS and self.status_topic is None and not self.clarify:
+            raise ValueError(f"a status case needs its status_topic: {self.text!r}")
+        if self.intent is not Intent.STATUS and self.status_topic is not None:
+            raise ValueError(f"status_topic only goes with intent status: {self.text!r}")
+        return self
+
+    @property
+    def message(self) -> str:
+        """The text sent to the parser."""
+        return self.text + (self.repeat.text * self.repeat.times if self.repeat else "")
+
+    @property
+    def package_specs(self) -> tuple[tuple[str, str | None], ...]:
+        """``packages`` as (name, version or None) pairs."""
+        specs = []
+        for value in self.packages:
+            name, sep, version = value.partition("=")
+            specs.append((name, version if sep else None))
+        return tuple(specs)
 
     def expected(self) -> dict[str, object]:
         """The compared fields, as comparable values.
@@ -97,29 +173,37 @@ class Case:
         """
         if self.clarify:
             return {"intent": self.intent, "run_id": self.run_id, "clarify": True}
-        return {
+        want: dict[str, object] = {
             "intent": self.intent,
+            "status_topic": self.status_topic,
             "hosts": frozenset(self.hosts),
             "tags": frozenset(self.tags),
             "tag_match": self.tag_match,
             "groups": frozenset(self.groups),
             "all_hosts": self.all_hosts,
-            "packages": frozenset(self.packages),
+            "packages": frozenset(self.package_specs),
             "cves": frozenset(self.cves),
             "severity": self.severity,
             "kev_only": self.kev_only,
+            "security_only": self.security_only,
+            "overdue": self.overdue,
+            "fix_state": self.fix_state,
             "newest": self.newest,
             "when": self.when,
             "dry_run": self.dry_run,
             "run_id": self.run_id,
             "clarify": self.clarify,
         }
+        if self.not_before is not None:
+            want["not_before"] = self.not_before
+        return want
 
 
 def actual(req: ChatRequest) -> dict[str, object]:
     """The compared fields of a parsed request (same keys as :meth:`Case.expected`)."""
     return {
         "intent": req.intent,
+        "status_topic": req.status_topic,
         "hosts": frozenset(req.scope.hosts),
         "tags": frozenset(req.scope.tags),
         "tag_match": req.scope.tag_match,
@@ -129,248 +213,91 @@ def actual(req: ChatRequest) -> dict[str, object]:
         "cves": frozenset(req.cves),
         "severity": req.severity_at_least,
         "kev_only": req.kev_only,
+        "security_only": req.security_only,
+        "overdue": req.overdue,
+        "fix_state": req.fix_state,
         "newest": req.newest,
         "when": req.when,
+        "not_before": req.not_before is not None,
         "dry_run": req.dry_run,
         "run_id": req.run_id,
         "clarify": req.needs_clarification is not None,
     }
 
 
-C = Case
-CASES: tuple[Case, ...] = (
-    # ---------------------------------------------------------------- patch
-    C("patch the critical ones on staging tonight", P, tags=("staging",), severity=CRIT,
-      when=When.TONIGHT),
-    C("upgrade acme-web to 1.1.0 on staging now", P, tags=("staging",),
-      packages=(("acme-web", "1.1.0"),), when=When.NOW),
-    C("Upgrade acme-web=1.1.0 on canary-1", P, hosts=("canary-1",),
-      packages=(("acme-web", "1.1.0"),)),
-    C("please upgrade openssl on web-1 and db-1", P, hosts=("web-1", "db-1"),
-      packages=(("openssl", None),)),
-    C("could you patch web-2 asap?", P, hosts=("web-2",), when=When.NOW),
-    C("install security updates on db-1 right away", P, hosts=("db-1",), when=When.NOW),
-    C("update tzdata on all hosts during the next maintenance window", P, all_hosts=True,
-      packages=(("tzdata", None),), when=When.NEXT_WINDOW),
-    C("patch the prod web servers tonight", P, tags=("prod", "web"), tag_match=TagMatch.ALL,
-      when=When.TONIGHT),
-    C("patch staging and canary", P, tags=("staging", "canary")),
-    C("patch staging, canary", P, tags=("staging", "canary")),
-    C("apply all critical KEV fixes on prod immediately", P, tags=("prod",), severity=CRIT,
-      kev_only=True, when=When.NOW),
-    C("patch CVE-2024-6387 on the prod web servers", P, tags=("prod", "web"),
-      tag_match=TagMatch.ALL, cves=("CVE-2024-6387",)),
-    C("upgrade openssl and libssl3 on web-1, web-2 and db-2 this evening", P,
-      hosts=("web-1", "web-2", "db-2"), packages=(("openssl", None), ("libssl3", None)),
-      when=When.TONIGHT),
-    C("upgrade openssl to 3.0.15-1~deb12u1 on web-2", P, hosts=("web-2",),
-      packages=(("openssl", "3.0.15-1~deb12u1"),)),
-    C("update python3.11 on db-1", P, hosts=("db-1",), packages=(("python3.11", None),)),
-    C("upgrade openssl everywhere", P, all_hosts=True, packages=(("openssl", None),)),
-    C("update the whole fleet tonight", P, all_hosts=True, when=When.TONIGHT),
-    C("patch high and above on db hosts", P, tags=("db",), severity=HIGH),
-    C("patch important vulnerabilities on staging-1", P, hosts=("staging-1",), severity=HIGH),
-    C("go ahead and patch canary-1 now", P, hosts=("canary-1",), when=When.NOW),
-    C("I want to upgrade expat and libexpat1 on the web servers", P, tags=("web",),
-      packages=(("expat", None), ("libexpat1", None))),
-    C("tonight, patch the databases", P, tags=("db",), when=When.TONIGHT),
-    C("patch group dmz", P, groups=("dmz",)),
-    C("deploy acme-web version 1.2.0 to staging", P, tags=("staging",),
-      packages=(("acme-web", "1.2.0"),)),
-    C("remediate CVE-2023-38545 and CVE-2023-38546 on all servers", P, all_hosts=True,
-      cves=("CVE-2023-38545", "CVE-2023-38546")),
-    C("PATCH PRODUCTION NOW", P, tags=("prod",), when=When.NOW),
-    C("can you upgrade openssl on all the web boxes tonight", P, tags=("web",),
-      packages=(("openssl", None),), when=When.TONIGHT),
-    C("Upgrade OpenSSL on WEB-1", P, hosts=("web-1",), packages=(("openssl", None),)),
-    C("patch db-1 db-2", P, hosts=("db-1", "db-2")),
-    C("I'd like to patch web-1 tonight", P, hosts=("web-1",), when=When.TONIGHT),
-    C("patch all hosts in staging", P, tags=("staging",)),
-    C("patch every web server", P, tags=("web",)),
-    C("patch web-1 with high or critical updates tonight", P, hosts=("web-1",), severity=HIGH,
-      when=When.TONIGHT),
-    C("get db-1 and db-2 patched tonight", P, hosts=("db-1", "db-2"), when=When.TONIGHT),
-    C("update acme-web to v1.1.0 on staging", P, tags=("staging",),
-      packages=(("acme-web", "1.1.0"),)),
-    C("patch prod (web only)", P, tags=("prod", "web"), tag_match=TagMatch.ALL),
-    C("Update: please upgrade acme-agent on canary-1.", P, hosts=("canary-1",),
-      packages=(("acme-agent", None),)),
-    C("ROLLBACK ACME-WEB ON WEB-2 NOW!!!", RB, hosts=("web-2",),
-      packages=(("acme-web", None),), when=When.NOW),
-    C("kick off patching on staging", P, tags=("staging",)),
-    C("hotfix openssl on db-2", P, hosts=("db-2",), packages=(("openssl", None),)),
-    # ---------------------------------------------------------------- patch: typos
-    C("upgrdae openssl on web-1 and web-2 tonite", P, hosts=("web-1", "web-2"),
-      packages=(("openssl", None),), when=When.TONIGHT),
-    C("pacth stagging", P, tags=("staging",)),
-    C("udpate opensl on web1", P, hosts=("web-1",), packages=(("openssl", None),)),
-    C("upgarde acme-wbe to 1.1.0 on canary", P, tags=("canary",),
-      packages=(("acme-web", "1.1.0"),)),
-    C("pach the criticl ones on prod imediately", P, tags=("prod",), severity=CRIT,
-      when=When.NOW),
-    # ---------------------------------------------------------------- dry runs
-    C("dry run: upgrade openssl on staging", P, tags=("staging",),
-      packages=(("openssl", None),), dry_run=True),
-    C("simulate patching everything on web-1", P, hosts=("web-1",), dry_run=True),
-    C("what would happen if we upgraded openssl on prod?", P, tags=("prod",),
-      packages=(("openssl", None),), dry_run=True),
-    C("preview the acme-web upgrade on canary-1", P, hosts=("canary-1",),
-      packages=(("acme-web", None),), dry_run=True),
-    C("plan only: patch high and above on db-1 and db-2", P, hosts=("db-1", "db-2"),
-      severity=HIGH, dry_run=True),
-    C("should we patch web-1 tonight?", P, hosts=("web-1",), when=When.TONIGHT, dry_run=True),
-    # ---------------------------------------------------------------- rollback
-    C("roll back acme-web on web-2", RB, hosts=("web-2",), packages=(("acme-web", None),)),
-    C("rolback acme-web on web-2", RB, hosts=("web-2",), packages=(("acme-web", None),)),
-    C("revert the openssl upgrade on db-1 and db-2 now", RB, hosts=("db-1", "db-2"),
-      packages=(("openssl", None),), when=When.NOW),
-    C("downgrade acme-web to 1.0.0 on canary-1", RB, hosts=("canary-1",),
-      packages=(("acme-web", "1.0.0"),)),
-    C("please go back to the previous acme-agent on staging tonight", RB, tags=("staging",),
-      packages=(("acme-agent", None),), when=When.TONIGHT),
-    C("undo tzdata on all hosts", RB, all_hosts=True, packages=(("tzdata", None),)),
-    # ---------------------------------------------------------------- exposure
-    C("which hosts are exposed to CVE-2024-6387?", EXP, cves=("CVE-2024-6387",)),
-    C("which lab hosts are exposed to the newest openssl advisory?", EXP,
-      packages=(("openssl", None),), newest=True),
-    C("is web-1 vulnerable to cve-2024-3094", EXP, hosts=("web-1",), cves=("CVE-2024-3094",)),
-    C("who is affected by the latest expat advisory", EXP, packages=(("expat", None),),
-      newest=True),
-    C("are any prod servers at risk from known exploited vulns?", EXP, tags=("prod",),
-      kev_only=True),
-    C("which servers run openssh-server?", EXP, packages=(("openssh-server", None),)),
-    C("show me hosts impacted by critical findings on staging", EXP, tags=("staging",),
-      severity=CRIT),
-    C("CVE-2023-4863", EXP, cves=("CVE-2023-4863",)),
-    C("which hosts still need the openssl fix", EXP, packages=(("openssl", None),)),
-    C("I'd like to know which hosts are exposed to CVE-2024-6387", EXP,
-      cves=("CVE-2024-6387",)),
-    C("what needs patching on web-2?", EXP, hosts=("web-2",)),
-    C("are we vulnerable to regreSSHion?", EXP),
-    C("which db servers have high or critical findings?", EXP, tags=("db",), severity=HIGH),
-    C("exposure report for cve 2023 38545", EXP, cves=("CVE-2023-38545",)),
-    # ---------------------------------------------------------------- explain
-    C("why is web-2 non-compliant?", EXPL, hosts=("web-2",)),
-    C("why was openssl not patched on db-1?", EXPL, hosts=("db-1",),
-      packages=(("openssl", None),)),
-    C("why is this finding high?", EXPL),
-    C("what is the reason web-2 is non-compliant?", EXPL, hosts=("web-2",)),
-    C("explain why CVE-2024-6387 is still open on web-1", EXPL, hosts=("web-1",),
-      cves=("CVE-2024-6387",)),
-    C(f"why did {RUN} fail?", EXPL, run_id=RUN),
-    C("how come db-2 still has the old tzdata", EXPL, hosts=("db-2",),
-      packages=(("tzdata", None),)),
-    # ---------------------------------------------------------------- history
-    C("what happened the last time we upgraded openssl?", HIST, packages=(("openssl", None),)),
-    C("how did the last acme-web upgrade go?", HIST, packages=(("acme-web", None),)),
-    C("show the upgrade history of tzdata", HIST, packages=(("tzdata", None),)),
-    C("did upgrading perl break anything before?", HIST, packages=(("perl", None),)),
-    C("past outcomes for acme-agent on canary-1", HIST, hosts=("canary-1",),
-      packages=(("acme-agent", None),)),
-    C("when did we last roll back acme-web?", HIST, packages=(("acme-web", None),)),
-    # ---------------------------------------------------------------- status
-    C("show pending approvals", ST),
-    C("what's waiting for approval?", ST),
-    C("list recent runs", ST),
-    C(f"status of {RUN}", ST, run_id=RUN),
-    C("give me a compliance summary for prod", ST, tags=("prod",)),
-    C("how many critical findings do we have?", ST, severity=CRIT),
-    C("is the fleet compliant?", ST, all_hosts=True),
-    C("patch status of web-1", ST, hosts=("web-1",)),
-    C("are there critical updates pending for web-2?", ST, hosts=("web-2",), severity=CRIT),
-    C("show compliance for db hosts", ST, tags=("db",)),
-    C("any pending approvals for openssl?", ST, packages=(("openssl", None),)),
-    C("list findings for CVE-2024-6387", ST, cves=("CVE-2024-6387",)),
-    C(f"what happened with run {RUN}", ST, run_id=RUN),
-    # ---------------------------------------------------------------- approve / reject
-    C(f"approve {RUN}", OK, run_id=RUN),
-    C(f"aprove {RUN.lower()} please", OK, run_id=RUN),
-    C(f"lgtm, approve {RUN}", OK, run_id=RUN),
-    C(f"go ahead with {RUN}", OK, run_id=RUN),
-    C(f"reject {RUN} because the canary failed", NO, run_id=RUN),
-    C(f"deny run {RUN}: too risky before the release", NO, run_id=RUN),
-    C(f"reject {RUN} because it's not tested", NO, run_id=RUN),
-    C("approve the run", OK, clarify=True),
-    C(f"approve {RUN} and {RUN2}", OK, run_id=RUN, clarify=True),
-    # ---------------------------------------------------------------- ambiguous / unsafe
-    C("patch everything", P, clarify=True),
-    C("patch", P, clarify=True),
-    C("roll back", RB, clarify=True),
-    C("upgrade openssl", P, packages=(("openssl", None),), clarify=True),
-    C("upgrade acme-web to 1.1.0", P, packages=(("acme-web", "1.1.0"),), clarify=True),
-    C("patch all", P, clarify=True),
-    C("fix it", P, clarify=True),
-    C("patch web-3", P, clarify=True),
-    C("upgrade nginx on web-1", P, hosts=("web-1",), clarify=True),
-    C("upgrade libssl on web-1", P, hosts=("web-1",), clarify=True),
-    C("patch everything except db-1", P, hosts=("db-1",), clarify=True),
-    C("don't patch prod", P, tags=("prod",), clarify=True),
-    C("patch web-1 and roll back acme-web on web-2", P, hosts=("web-1", "web-2"),
-      packages=(("acme-web", None),), clarify=True),
-    C("patch staging tomorrow morning", P, tags=("staging",), clarify=True),
-    C("patch web-1 now or tonight", P, hosts=("web-1",), clarify=True),
-    C("roll back web-2", RB, hosts=("web-2",), clarify=True),
-    C("upgrade to 1.1.0 on web-1", P, hosts=("web-1",), clarify=True),
-    C("upgrade acme-web=1.1.0;reboot on web-1", P, hosts=("web-1",), clarify=True),
-    C("patch $(rm -rf /) on web-1", P, hosts=("web-1",), clarify=True),
-    C("upgrade acme-web to 1.1.0 on the lab boxes", P, packages=(("acme-web", "1.1.0"),),
-      clarify=True),
-    C("patch the web and db servers in prod", P, tags=("web", "db", "prod"),
-      tag_match=TagMatch.ALL, clarify=True),
-    C("upgrade all the things on web-1", P, hosts=("web-1",), clarify=True),
-    C("upgrade the kernel on web-1", P, clarify=True),
-    C("patch the whole fleet but db", P, clarify=True),
-    C("patch all servers other than db-1", P, clarify=True),
-    C("patch non kev findings on web-1", P, clarify=True),
-    C("patch web-1 then web-2", P, clarify=True),
-    C("patch web-1 before db-1", P, clarify=True),
-    C("patch canary-1 and, if ok, prod", P, clarify=True),
-    C("patch web-1 dry", P, clarify=True),
-    C("patch web-1 with low risk", P, clarify=True),
-    C(f"approve {RUN} and patch web-1", OK, run_id=RUN, clarify=True),
-    C("patch some web servers", P, clarify=True),
-    C("patch web-1 or web-2", P, clarify=True),
-    C("patch staging or canary", P, clarify=True),
-    C("patch from staging to prod", P, clarify=True),
-    C("patch web-1 when done with db-1", P, clarify=True),
-    C("patch web-1 and reboot", P, clarify=True),
-    C("dry run: patch web-1 if db-1 is fine", P, clarify=True),
-    C("approve it", OK, clarify=True),
-    C("patch web-1 and web-2 but not db-1", P, clarify=True),
-    C("patch web-*", P, clarify=True),
-    C("patch canary first, then prod", P, clarify=True),
-    C("upgrade openssl on staging-1 at 22:00", P, clarify=True),
-    C("upgrade openssl on web-1 and nginx", P, clarify=True),
-    C("rollback the last deployment on web-2", RB, clarify=True),
-    C("Please patch canary-1 first thing tomorrow", P, clarify=True),
-    C("patch web-1\nthen reboot it", P, clarify=True),
-    C("patch w\u0435b-1", P, clarify=True),
-    C("upgrade openssl on web-1 and web-2, web-3", P, clarify=True),
-    C("patch " + "web-1 " * 600, UNK, clarify=True),
-    # ---------------------------------------------------------------- unknown
-    C("asdf qwerty zxcv", UNK),
-    C("lorem ipsum dolor sit amet", UNK),
-    C("what's the weather like today?", UNK),
-    C("tell me a joke", UNK),
-    C("", UNK),
-    C("help", UNK),
-    C("openssl web-1 tonight", UNK),
-    C("reboot web-1", UNK),
-    C("remove openssl from web-1", UNK),
-)  # fmt: skip
+class BenchmarkDataError(ValueError):
+    """A data file is missing, not a YAML list, or holds an invalid or duplicated case."""
 
 
-def evaluate(parser: Parser, cases: tuple[Case, ...] = CASES) -> tuple[int, list[str], list[str]]:
-    """Run ``parser`` over ``cases``.
+def load_cases(half: str) -> tuple[Case, ...]:
+    """Load and validate one half (``dev`` or ``heldout``).
 
-    Returns:
-        (number correct, descriptions of safe misses, descriptions of unsafe misses).
+    Raises:
+        BenchmarkDataError: the file is unreadable or a case is invalid (with its position).
     """
+    if half not in HALVES:
+        raise BenchmarkDataError(f"unknown half {half!r}: one of {', '.join(HALVES)}")
+    path = DATA / f"{half}.yaml"
+    try:
+        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise BenchmarkDataError(f"{path}: {exc}") from None
+    if not isinstance(raw, list):
+        raise BenchmarkDataError(f"{path}: expected a YAML list of cases")
+    cases: list[Case] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw, 1):
+        try:
+            case = Case.model_validate(entry)
+        except ValidationError as exc:
+            raise BenchmarkDataError(f"{path}: case {i}: {exc}") from None
+        if case.message in seen:
+            raise BenchmarkDataError(f"{path}: case {i}: duplicate text {case.text!r}")
+        seen.add(case.message)
+        cases.append(case)
+    return tuple(cases)
+
+
+def load_all() -> dict[str, tuple[Case, ...]]:
+    """Both halves; a text may appear in only one of them."""
+    halves = {half: load_cases(half) for half in HALVES}
+    dev = {c.message for c in halves["dev"]}
+    shared = [c.text for c in halves["heldout"] if c.message in dev]
+    if shared:
+        raise BenchmarkDataError(f"cases in both halves: {shared[:5]}")
+    return halves
+
+
+@dataclass(frozen=True)
+class Result:
+    """How a parser did on one half."""
+
+    total: int
+    correct: int
+    safe: tuple[str, ...]
+    unsafe: tuple[str, ...]
+
+    @property
+    def accuracy(self) -> float:
+        """Exact-match share."""
+        return self.correct / self.total if self.total else 0.0
+
+
+def grammar() -> Parser:
+    """The deterministic parser as the chat calls it (with a clock, so times are read)."""
+    intake = importlib.import_module("patchpilot.agents.intake")
+    return functools.partial(intake.parse_request, now=NOW, timezone="UTC")
+
+
+def evaluate(parser: Parser, cases: Iterable[Case]) -> Result:
+    """Run ``parser`` over ``cases``: correct count, safe misses, unsafe misses."""
     correct = 0
+    total = 0
     safe: list[str] = []
     unsafe: list[str] = []
     for case in cases:
-        req = parser(case.text, known_hosts=HOSTS, known_tags=TAGS, known_packages=PACKAGES)
+        total += 1
+        req = parser(case.message, known_hosts=HOSTS, known_tags=TAGS, known_packages=PACKAGES)
         want = case.expected()
         got = {k: v for k, v in actual(req).items() if k in want}
         if want == got:
@@ -379,9 +306,9 @@ def evaluate(parser: Parser, cases: tuple[Case, ...] = CASES) -> tuple[int, list
         diff = ", ".join(
             f"{k}: want {_show(want[k])} got {_show(got[k])}" for k in want if want[k] != got[k]
         )
-        line = f"{case.text!r}\n      -> {req.describe()}\n      {diff}"
+        line = f"{case.text[:120]!r}\n      -> {req.describe()[:300]}\n      {diff}"
         (unsafe if req.acts else safe).append(line)
-    return correct, safe, unsafe
+    return Result(total, correct, tuple(safe), tuple(unsafe))
 
 
 def _show(value: object) -> str:
@@ -390,27 +317,31 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def _report(name: str, parser: Parser, *, verbose: bool) -> tuple[float, int]:
-    correct, safe, unsafe = evaluate(parser)
-    total = len(CASES)
-    accuracy = correct / total
-    misses = total - correct
-    print(f"== {name}: {total} cases")
-    print(f"accuracy: {correct}/{total} = {accuracy:.1%} (target ≥ {ACCURACY_TARGET:.0%})")
+def _report(
+    name: str, parser: Parser, cases: tuple[Case, ...], *, verbose: bool, summary: bool
+) -> Result:
+    result = evaluate(parser, cases)
+    misses = result.total - result.correct
+    print(f"== {name}: {result.total} cases")
     print(
-        f"misses: {misses}; safe (not acted on): {len(safe)}; "
-        f"UNSAFE (would act wrongly): {len(unsafe)}"
+        f"exact: {result.correct}/{result.total} = {result.accuracy:.1%} "
+        f"(floor {ACCURACY_TARGET:.0%})"
+    )
+    print(
+        f"misses: {misses}; safe (not acted on): {len(result.safe)}; "
+        f"UNSAFE (would act wrongly): {len(result.unsafe)}"
     )
     if misses:
-        print(f"safe-miss rate: {len(safe)}/{misses} = {len(safe) / misses:.0%}")
-    for label, lines in (("UNSAFE", unsafe), ("safe miss", safe)):
-        for line in lines:
-            print(f"  [{label}] {line}")
+        print(f"safe-miss rate: {len(result.safe)}/{misses} = {len(result.safe) / misses:.0%}")
+    if not summary:
+        for label, lines in (("UNSAFE", result.unsafe), ("safe miss", result.safe)):
+            for line in lines:
+                print(f"  [{label}] {line}")
     if verbose:
-        for case in CASES:
-            req = parser(case.text, known_hosts=HOSTS, known_tags=TAGS, known_packages=PACKAGES)
-            print(f"  {case.text!r}\n      -> {req.describe()}")
-    return accuracy, len(unsafe)
+        for case in cases:
+            req = parser(case.message, known_hosts=HOSTS, known_tags=TAGS, known_packages=PACKAGES)
+            print(f"  {case.text[:120]!r}\n      -> {req.describe()[:300]}")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -421,12 +352,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also evaluate the LLM intake (patchpilot.app.chat.parse_with_llm; llm.base_url)",
     )
+    ap.add_argument("--half", choices=(*HALVES, "both"), default="both")
     ap.add_argument("--verbose", action="store_true", help="print every case's parse")
+    ap.add_argument("--summary", action="store_true", help="numbers only, no misses listed")
     args = ap.parse_args(argv)
     configure_logging("warning")
-    intake = importlib.import_module("patchpilot.agents.intake")
-    accuracy, unsafe = _report("deterministic parser", intake.parse_request, verbose=args.verbose)
-    status = 0 if accuracy >= ACCURACY_TARGET and unsafe == 0 else 1
+    try:
+        halves = load_all()
+    except BenchmarkDataError as exc:
+        print(f"benchmark data: {exc}", file=sys.stderr)
+        return 2
+    chosen = HALVES if args.half == "both" else (args.half,)
+    status = 0
+    for half in chosen:
+        result = _report(
+            f"deterministic parser, {half}",
+            grammar(),
+            halves[half],
+            verbose=args.verbose,
+            summary=args.summary,
+        )
+        if result.accuracy < ACCURACY_TARGET or result.unsafe:
+            status = 1
     if args.llm:
         from patchpilot.core.settings import load_settings
 
@@ -434,10 +381,17 @@ def main(argv: list[str] | None = None) -> int:
         if not load_settings().llm.configured:
             print("== LLM parser: no endpoint configured (PATCHPILOT_LLM__BASE_URL); skipped")
         else:
-            llm_accuracy, llm_unsafe = _report("LLM parser", llm, verbose=args.verbose)
-            if llm_unsafe:
-                status = 1
-            print(f"LLM accuracy {llm_accuracy:.1%}, unsafe misses {llm_unsafe}")
+            for half in chosen:
+                res = _report(
+                    f"LLM parser, {half}",
+                    llm,
+                    halves[half],
+                    verbose=args.verbose,
+                    summary=args.summary,
+                )
+                if res.unsafe:
+                    status = 1
+                print(f"LLM accuracy {res.accuracy:.1%}, unsafe misses {len(res.unsafe)}")
     print("PASS" if status == 0 else "FAIL")
     return status
 

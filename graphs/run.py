@@ -23,7 +23,9 @@
   lists it and another process decides it (``patchpilot approve RUN_ID``), which resumes the
   graph with ``Command(resume=decision)``, validated as an :class:`ApprovalDecision`
   (``interrupt(..., response_schema=ApprovalDecision)``). The decision is bound to the plan's
-  content hash. A closed maintenance window interrupts with a :class:`WindowWait`.
+  content hash. A closed maintenance window interrupts with a :class:`WindowWait`, and so does
+  a not-before time that has not come (``start_run(not_before=...)``: "tonight", "at 22:00",
+  ``--not-before``): the deployment starts at ``max(not_before, next window opening)``.
 * The assistance records and the LLM usage of each step are in the state, appended by a
   reducer (``Annotated[list, operator.add]``): a run resumed in another process (every
   ``approve``) keeps them, and the summary's ``llm_usage`` is the sum over every process that
@@ -53,7 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import structlog
@@ -70,6 +72,7 @@ from patchpilot.agents.deployment import (
     TransportFactory,
     deploy_ring,
 )
+from patchpilot.agents.intake.when import format_local, policy_timezone
 from patchpilot.agents.planning import approval_required, build_plan, build_rollback_plan
 from patchpilot.agents.scheduling import assign_rings, can_start, next_window
 from patchpilot.agents.testing import judge_compatibility, recall_similar, test_plan
@@ -217,16 +220,20 @@ class ApprovalRequest(_Frozen):
 
 
 class WindowWait(_Frozen):
-    """The maintenance-window ``interrupt`` payload: the ring waits for the window."""
+    """The maintenance-window ``interrupt`` payload: the ring waits for the window, or for the
+    run's not-before time (``not_before`` set: a person asked for "tonight", "at 22:00"...)."""
 
     kind: Literal["window"] = "window"
     run_id: str
     reason: str
     ring: str
+    not_before: AwareDatetime | None = Field(
+        default=None, description="the run's not-before time, while it has not come"
+    )
 
     def payload(self) -> dict[str, Any]:
-        """The JSON form."""
-        return self.model_dump(mode="json")
+        """The JSON form (``not_before`` only while the run waits for it)."""
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 class WindowResume(_Frozen):
@@ -279,6 +286,10 @@ class RunState(ScanState):
     limit: str | None = None
     must_approve: str | None = Field(
         default=None, description="a reason a person must approve whatever the policy says"
+    )
+    not_before: AwareDatetime | None = Field(
+        default=None,
+        description="deployment starts no earlier (and only inside the policy's windows)",
     )
     plan: PatchPlan | None = None
     testing: TestReport | None = None
@@ -422,6 +433,7 @@ def begin(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             "limit": state.limit,
             "only": [f"{n}={v}" if v else n for n, v in state.only],
             "dry_run": state.dry_run,
+            "not_before": state.not_before.isoformat() if state.not_before else None,
         },
     )
     log.info("run.scope_resolved", run_id=state.run_id, target=state.target, hosts=names)
@@ -475,8 +487,16 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             reason=f"rollback of {package} requested ({state.target})",
         )
         return _planned(plan)
-    pinned = sorted({name for name, version in state.only if version})
-    available = _available(discovered, pinned, ctx) if pinned else None
+    pinned = {name for name, version in state.only if version}
+    # A pinned source name (`--only zlib=VERSION`): ask for the versions of its binaries.
+    pinned |= {
+        u.name
+        for snap in snapshots.values()
+        for u in snap.pending
+        if u.source_name in pinned
+        or any(p.name == u.name and p.source_name in pinned for p in snap.packages)
+    }
+    available = _available(discovered, sorted(pinned), ctx) if pinned else None
     plan = build_plan(
         state.run_id,
         store.findings(run_id=state.run_id),
@@ -486,6 +506,7 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         only=state.only,
         now=ctx.clock(),
         available=available,
+        installed={n: s.packages for n, s in snapshots.items()},
     )
     return _planned(_with_held(plan, state, snapshots))
 
@@ -493,7 +514,8 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 def _with_held(
     plan: PatchPlan, state: RunState, snapshots: Mapping[str, HostSnapshot]
 ) -> PatchPlan:
-    """Say so when ``--only`` names a package a host holds (apt never offers it as an update)."""
+    """Say so when ``--only`` names a package a host holds (apt never offers it as an update):
+    by its binary name or its source name (every held binary of that source)."""
     if not state.only:
         return plan
     planned = {i.key for i in plan.items} | {
@@ -504,29 +526,41 @@ def _with_held(
     for host_name, snapshot in snapshots.items():
         if not snapshot.facts.held_packages:
             continue
-        installed = {p.name: p.version for p in snapshot.packages}
-        for name, version in state.only:
-            if name in snapshot.facts.held_packages and (host_name, name) not in planned:
-                held_somewhere.add(name)
-                extra.append(
-                    ExcludedItem(
-                        host=host_name,
-                        package=name,
-                        from_version=installed.get(name),
-                        to_version=version or "(any)",
-                        exclusion=ExclusionReason.HELD,
-                        reason=f"{name} is held on {host_name} (apt-mark hold): apt never "
-                        "upgrades it; unhold it first if it should be patched",
-                    )
+        for package in snapshot.packages:
+            name = package.name
+            if name not in snapshot.facts.held_packages or (host_name, name) in planned:
+                continue
+            spec = next(
+                ((n, v) for n, v in state.only if n == name),
+                next(((n, v) for n, v in state.only if n == package.source_name), None),
+            )
+            if spec is None:
+                continue
+            held_somewhere.add(spec[0])
+            planned.add((host_name, name))
+            extra.append(
+                ExcludedItem(
+                    host=host_name,
+                    package=name,
+                    from_version=package.version,
+                    to_version=spec[1] or "(any)",
+                    source_package=package.source_name,
+                    exclusion=ExclusionReason.HELD,
+                    reason=f"{name} is held on {host_name} (apt-mark hold): apt never "
+                    "upgrades it; unhold it first if it should be patched",
                 )
+            )
     if not extra:
         return plan
+    unmatched = [u for u in plan.unmatched_only if u.split("=")[0] not in held_somewhere]
     return PatchPlan.create(
         run_id=plan.run_id,
         created_at=plan.created_at,
         items=plan.items,
         excluded=(*plan.excluded, *extra),
-        unmatched_only=[u for u in plan.unmatched_only if u.split("=")[0] not in held_somewhere],
+        unmatched_only=unmatched,
+        suggestions={k: v for k, v in plan.suggestions.items() if k in unmatched},
+        up_to_date=[u for u in plan.up_to_date if u in unmatched],
     )
 
 
@@ -540,9 +574,26 @@ def _planned(plan: PatchPlan) -> dict[str, Any]:
             or any(e.exclusion is ExclusionReason.HELD for e in explained)
         ):
             reason = "nothing to deploy: " + "; ".join(e.reason for e in explained[:3])
-        if plan.unmatched_only:
-            reason += f" (--only matched nothing: {', '.join(plan.unmatched_only)})"
-        update["outcome"] = RunOutcome(status="completed", reason=reason)
+        named = [e for e in plan.excluded if e.exclusion is not ExclusionReason.NOT_IN_ONLY]
+        if named and len(named) < len(plan.excluded):
+            # --only named packages: say why each of those was left out, not the baseline.
+            reason = "nothing to deploy: " + "; ".join(e.reason for e in named[:3])
+        unknown = [u for u in plan.unmatched_only if u not in plan.up_to_date]
+        if unknown:
+            # A name that matched nothing is a question for the person, never "completed".
+            said = "; ".join(
+                plan.suggestions.get(u, f"no pending update matches {u}") for u in unknown
+            )
+            update["outcome"] = RunOutcome(
+                status="failed",
+                reason=_clip(f"nothing to deploy: --only matched nothing: {said}", _REASON_TEXT),
+            )
+            return update
+        if plan.up_to_date:
+            reason = "nothing to deploy: " + "; ".join(
+                plan.suggestions.get(u, u) for u in plan.up_to_date
+            )
+        update["outcome"] = RunOutcome(status="completed", reason=_clip(reason, _REASON_TEXT))
     return update
 
 
@@ -581,7 +632,9 @@ def schedule(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     hosts = _hosts(state)
     targets = [hosts[name] for name in state.plan.hosts if name in hosts]
     rings = assign_rings(targets, state.policy.schedule.rings)
-    slot = next_window(state.policy.schedule, runtime.context.clock())
+    now = runtime.context.clock()
+    # The window the deployment can start in: the first one from the not-before time on.
+    slot = next_window(state.policy.schedule, max(now, state.not_before or now))
     log.info(
         "run.scheduled",
         run_id=state.run_id,
@@ -710,6 +763,25 @@ def after_approve(state: RunState) -> Literal["deploy_ring", "finish"]:
     return "deploy_ring"
 
 
+def _wait_reason(state: RunState, now: datetime) -> str | None:
+    """Why no host may start at ``now`` (``None``: it may): the run's not-before time has not
+    come, or the maintenance window is closed. The deployment starts at ``max(not_before, the
+    next window opening)``."""
+    schedule = state.policy.schedule
+    if state.not_before is not None and now < state.not_before:
+        tz = policy_timezone(schedule)
+        reason = f"not before {format_local(state.not_before, tz)} (asked for)"
+        slot = next_window(schedule, state.not_before)
+        if slot is None:
+            return f"{reason}; no maintenance window is scheduled after it"
+        if not can_start(state.not_before, slot) and slot.start > state.not_before:
+            reason += f"; then the maintenance window {slot.window} opens at " + format_local(
+                slot.start, tz
+            )
+        return reason
+    return _window_reason(next_window(schedule, now), now)
+
+
 def _window_reason(slot: WindowSlot | None, now: datetime) -> str | None:
     if can_start(now, slot):
         return None
@@ -749,8 +821,7 @@ class _RunRingHooks(RingHooks):
     def may_start(self) -> str | None:
         if self._state.dry_run:
             return None
-        moment = self._ctx.clock()
-        return _window_reason(next_window(self._state.policy.schedule, moment), moment)
+        return _wait_reason(self._state, self._ctx.clock())
 
     def approved(self, host: Host) -> bool:
         return self._approved
@@ -783,18 +854,18 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
     rlog = log.bind(run_id=state.run_id, ring=ring.name)
     audit = ctx.audit_log(state.run_id)
     now = ctx.clock()
-    slot = next_window(state.policy.schedule, now)
-    closed = _window_reason(slot, now)
+    closed = _wait_reason(state, now)
     while closed is not None and not state.dry_run:
-        # Each resume answers one interrupt; the window is checked again with the time then.
+        # Each resume answers one interrupt; the time and the window are checked again then.
         store.set_run_status(state.run_id, "waiting_window")
         rlog.info("run.waiting_for_window", reason=closed)
+        waiting_for = state.not_before if state.not_before and now < state.not_before else None
         interrupt(
-            WindowWait(run_id=state.run_id, reason=closed, ring=ring.name),
+            WindowWait(run_id=state.run_id, reason=closed, ring=ring.name, not_before=waiting_for),
             response_schema=WindowResume,
         )
         now = ctx.clock()
-        closed = _window_reason(next_window(state.policy.schedule, now), now)
+        closed = _wait_reason(state, now)
     store.set_run_status(state.run_id, "running")
 
     hosts = _hosts(state)
@@ -1183,14 +1254,20 @@ def start_run(
     run_id: str | None = None,
     rollback: dict[str, str] | None = None,
     must_approve: str | None = None,
+    not_before: datetime | None = None,
 ) -> RunResult:
-    """Run the whole graph until it ends or waits (approval, window).
+    """Run the whole graph until it ends or waits (approval, window, not-before time).
 
     ``rollback`` (host -> version) plans a downgrade of ``only[0]``'s package instead of
-    applying the baseline to pending updates.
+    applying the baseline to pending updates. ``not_before`` (naive: UTC): no host starts
+    before it; the deployment starts at ``max(not_before, the next window opening)`` (the run
+    waits as for a closed window: ``waiting: window``, ``patchpilot resume`` continues it).
+    Planning, testing and the approval happen at once, so a person can approve before then.
     """
     if rollback and (not only or len(only) != 1):
         raise ValueError("a rollback names exactly one package in only")
+    if not_before is not None and not_before.tzinfo is None:
+        not_before = not_before.replace(tzinfo=UTC)  # ChatRequest.not_before is UTC
     run_id = run_id or new_run_id()
     state = RunState(
         run_id=run_id,
@@ -1204,6 +1281,7 @@ def start_run(
         limit=limit,
         rollback=dict(rollback or {}),
         must_approve=must_approve,
+        not_before=not_before.astimezone(UTC) if not_before is not None else None,
     )
     return _drive(run_id, context, state)
 

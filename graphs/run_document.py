@@ -5,11 +5,21 @@
     {"schema": "patchpilot.run/v1", "run_id": ..., "status": "completed" | "partial"
      | "awaiting_approval" | "halted" | "failed" | "rejected", "reason": ...,
      "waiting": "approval" | "window" | null, "hint": ..., "dry_run": ..., "plan": {...},
-     "approval": {...}, "rings": [...],
+     "not_before": ISO 8601 | null, "approval": {...}, "rings": [...],
      "deployments": [{"host", "package", "from", "to", "status", "reason", "ring",
                       "compliance"}],
      "unreachable": [{"host": ..., "error": ...}],
      "compliance": {"HOST": "installed" | ...}}
+
+``waiting: "window"`` covers both a closed maintenance window and a not-before time that has not
+come (``not_before``: "tonight", "at 22:00", ``--not-before``); ``reason`` names the time and
+``patchpilot resume RUN_ID`` continues the run once it has come. ``plan.unmatched_only`` lists
+``--only`` names that matched no pending update (by binary or source name), ``plan.suggestions``
+says for each what to do (a question such as "zlib is the source of zlib1g: patch zlib1g?", or
+that it is up to date) and ``plan.up_to_date`` those installed with no pending update. A run
+whose ``--only`` names matched nothing and that has nothing to deploy ends ``failed`` (never a
+silent ``completed``) with the suggestions in ``reason`` and ``hint``; one whose names are only
+up to date ends ``completed`` and says so.
 
 ``deployments[].status`` is ``installed``, ``failed``, ``rolled_back``, ``skipped`` or
 ``pending``; every plan item has exactly one row. A host's ``compliance`` is the worst SSM state
@@ -193,7 +203,17 @@ def _hint(result: RunResult, snapshot: RunSnapshot | None, unreached: Sequence[s
             f"`patchpilot reject {result.run_id}`"
         )
     if result.waiting == "window":
+        if result.interrupt is not None and result.interrupt.get("not_before"):
+            return (
+                f"continue with `patchpilot resume {result.run_id}` once it is "
+                f"{result.interrupt['not_before']} or later (and the window is open)"
+            )
         return f"continue with `patchpilot resume {result.run_id}` once the window is open"
+    plan = snapshot.state.plan if snapshot is not None else None
+    unknown = [u for u in plan.unmatched_only if u not in plan.up_to_date] if plan else []
+    if plan is not None and not plan.items and unknown:
+        asked = [plan.suggestions.get(u, f"no pending update matches {u}") for u in unknown]
+        return "--only matched nothing: " + "; ".join(asked)
     finished = snapshot is not None and not snapshot.next and not snapshot.interrupts
     if result.status == "failed" and not finished:
         return f"after fixing the cause, `patchpilot resume {result.run_id}` continues the run"
@@ -274,6 +294,8 @@ def _plan_json(snapshot: RunSnapshot) -> dict[str, Any] | None:
             for e in plan.excluded
         ],
         "unmatched_only": list(plan.unmatched_only),
+        "suggestions": dict(plan.suggestions),
+        "up_to_date": list(plan.up_to_date),
     }
 
 
@@ -320,6 +342,7 @@ def run_document(
         "target": state.target if state else None,
         "hosts": hosts,
         "plan": _plan_json(snapshot) if snapshot else None,
+        "not_before": state.not_before.isoformat() if state and state.not_before else None,
         "approval": _approval_json(approval, state.approval_reasons if state else []),
         "window": state.window.model_dump(mode="json") if state and state.window else None,
         "rings": rings,

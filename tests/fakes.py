@@ -178,6 +178,8 @@ class FakeDebianHost:
             read one by one).
         changelogs: package -> the ``debian/changelog`` text its candidate ``.deb`` ships,
             answered by the changelog fetch script (others: "not scripted").
+        sources: binary package -> its source package (others: the binary's own name), as
+            ``dpkg-query`` reports it (e.g. ``{"zlib1g": "zlib"}``).
     """
 
     def __init__(
@@ -196,6 +198,7 @@ class FakeDebianHost:
         listening: Mapping[int, tuple[str, str, int]] | None = None,
         loaded: Mapping[int, Sequence[str]] | None = None,
         changelogs: Mapping[str, str] | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
         self.installed = dict(installed)
@@ -210,6 +213,7 @@ class FakeDebianHost:
         self.listening = dict(listening or {})
         self.loaded = {pid: tuple(names) for pid, names in (loaded or {}).items()}
         self.changelogs = dict(changelogs or {})
+        self.sources = dict(sources or {})
         self.installs: list[tuple[str, ...]] = []
         """Every real (not simulated) ``apt-get install``, as run."""
         self.health_checks = 0
@@ -260,7 +264,10 @@ class FakeDebianHost:
             )
         if argv[0] == "dpkg-query" and any("binary:Package" in a for a in argv):
             return _ok(
-                "".join(f"{n}\tii \t{v}\tamd64\t{n}\t{v}\n" for n, v in self.installed.items())
+                "".join(
+                    f"{n}\tii \t{v}\tamd64\t{self.sources.get(n, n)}\t{v}\n"
+                    for n, v in self.installed.items()
+                )
             )
         if argv == ("apt-cache", "policy"):
             return _ok(_APT_POLICY)

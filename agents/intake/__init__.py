@@ -35,13 +35,25 @@ Intents (first rule that applies wins):
   "should we ...", "without applying" make it a dry run (also with past forms:
   "what would happen if we upgraded openssl on prod?").
 * ``history``: "what happened", "last time", "history", "previously", "past", "outcome",
-  "track record", "how did ... go", "did ... (upgrade/patch)" questions, "last" with a patch verb.
+  "track record", "how did ... go", "did ... (upgrade/patch)" questions, "last" with a patch verb,
+  "incident(s)", "failure(s)", "broke(n)", "what went wrong".
 * ``exposure``: "exposed", "exposure", "affected", "vulnerable", "impacted", "at risk", or a
   which/what/show question about hosts and a CVE, package, severity or KEV; a bare CVE id too.
 * ``status``: "status", "pending", "approval(s)", "waiting", "runs", "progress", "compliance",
-  "compliant", "summary", "overview", "dashboard", "report", "findings"; a bare run id too.
-  ``status_topic`` is approvals, runs, compliance, findings or general.
-* otherwise ``unknown``.
+  "compliant", "sla", "summary", "overview", "dashboard", "report", "findings", "vulns", "cves",
+  "reboot", "restart", "held", "holds", "on hold", "pinned", "feeds", "freshness", "overdue",
+  "past due", "breach"...; a bare run id, or findings filters alone ("any KEV stuff on the
+  fleet?") too. ``status_topic`` (the first that applies): ``feeds`` (feed, feeds, freshness,
+  advisory data); ``reboot`` (reboot(s), restart(s), reboot required: "which hosts need a
+  reboot?"); ``holds`` (held, holds, on hold, pinned; with a findings word it is findings in
+  fix state held instead); ``approvals`` (approval, awaiting, waiting, queue, sign off);
+  ``runs`` (runs, progress, a run id: "what did RUN do?"); ``compliance`` (compliance, compliant,
+  SLA, breach, out of SLA); ``findings`` (findings, vulns, CVEs, overdue, a fix state, or only
+  severity/KEV/CVE filters); ``pending`` (pending, outstanding, available, upgradable, or
+  updates/patches/fixes without an approval word: "whats pending on the prod boxes", "security
+  updates waiting on the web nodes"); else ``general``.
+* otherwise ``unknown``. A message starting with a bare "reboot"/"restart" is a command the
+  grammar does not take (``unknown``), never a question.
 
 Scope (required for patch/rollback, optional for questions):
 
@@ -61,6 +73,15 @@ valid Debian name right after a patch/rollback verb or "package", or followed by
 "advisory". Versions: "acme-web to 1.1.0", "acme-web to version 1.1.0", "acme-web 1.1.0",
 "acme-web=1.1.0" (also ``==``). A version without a package asks which package.
 
+Question filters (questions only; in a change request they are asked back, never ignored):
+"overdue", "past due", "breach(es/ing)", "out of SLA" -> ``overdue``; "fixable", "with a fix",
+"fix available" -> fix state fixed; "no fix (yet)", "without a fix", "unfixed" -> no-fix-yet;
+"won't fix" -> will-not-fix; "deferred", "postponed" -> deferred; "end of life", "eol" ->
+end-of-life; "held"/"held back" with a findings word -> held. "everything" and "anywhere" mean all
+hosts in a question ("show me everything that's overdue"); in a change "everything" is about
+packages and "anywhere" is asked back. "security" ("security updates", "the zlib security fix")
+-> ``security_only``, in questions and changes (it only narrows a change).
+
 Filters: CVE ids (``CVE-2024-6387``, "cve 2024 6387"); severity "critical"/"crit",
 "high"/"important"/"severe", "medium"/"moderate", "low" (the lowest one named is the floor:
 "high and above" -> high); "kev", "known exploited", "actively exploited" -> ``kev_only``;
@@ -68,7 +89,15 @@ Filters: CVE ids (``CVE-2024-6387``, "cve 2024 6387"); severity "critical"/"crit
 
 Time: "now", "right now", "right away", "immediately", "asap", "at once" -> now; "tonight",
 "tonite", "this evening" -> tonight; "next (maintenance) window", "maintenance window", "patch
-window" -> next_window. Other times ("tomorrow", "monday", "at 3pm") ask again.
+window", "maint window" -> next_window. With a clock (``parse_request(..., now=...)``, as the chat
+should call it) a change's time words are read by :func:`patchpilot.agents.intake.when.read_when`:
+"tonight", "at 22:00", "on Saturday", "tomorrow morning", "in 2 hours" set ``when`` and
+``not_before``, unclear ones ("later", "at 9", "before 22:00", two times) are asked back. Without
+a clock other times ("tomorrow", "monday", "at 3pm") ask again.
+
+Versions: with one package named, a version written after "to" ("revert openssl on web-1 to
+3.0.11-1") is that package's; in a question any stray version is ("why is acme-web not at 1.1.0
+on db-1").
 
 Clarification (intent kept, nothing done) for patch/rollback when: no explicit scope; a negation
 or exclusion ("don't", "not", "non", "except", "but", "other", "without", "unless", "skip"); an

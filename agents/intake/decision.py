@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from patchpilot.agents.intake.extraction import _Found, _is_content, _next_content
 from patchpilot.agents.intake.lexicon import (
     _ANY_VERBS,
+    _APPROVAL_WORDS,
     _HISTORY_CUES,
     _LEADING,
     _NOUN_AFTER_VERB,
+    _STATUSISH,
     _TOPIC_ORDER,
     _VERBS,
     _Cat,
@@ -74,6 +76,9 @@ def _decide(items: Sequence[_Item], found: _Found) -> _Decision:
         if intent is Intent.PATCH and later & {_Cat.ROLLBACK_V, _Cat.ROLLBACK_X}:
             conflict = "patch or roll back"
         return _Decision(intent, 0.95, dry_run=found.dry, conflict=conflict)
+    about_feeds = any(it.cat is _Cat.STATUS and it.payload == "feeds" for it in kws)
+    if about_feeds and not base_verbs:  # "when were the feeds last updated": not history
+        return _Decision(Intent.STATUS, 0.85)
     hypothetical = catset & {_Cat.WHATWOULD, _Cat.SHOULD} or (
         lead is not None and lead.cat is _Cat.DRYRUN
     )
@@ -93,31 +98,51 @@ def _decide(items: Sequence[_Item], found: _Found) -> _Decision:
         return _Decision(Intent.HISTORY, 0.9)
     if lead is not None and lead.value == "did" and action is not None and not found.run_ids:
         return _Decision(Intent.HISTORY, 0.75)
-    about_hosts = _Cat.SCOPE_NOUN in catset or bool(found.hosts)
-    specific = bool(found.cves or found.packages or found.severities or found.kev)
-    which_hosts = lead is not None and lead.value in {"which", "what", "who"} and about_hosts
     if is_question:
-        if _Cat.EXPOSURE in catset or (which_hosts and specific):
-            return _Decision(Intent.EXPOSURE, 0.9)
-        if _Cat.STATUS in catset or found.run_ids:
-            return _Decision(Intent.STATUS, 0.85)
-        if found.cves or (about_hosts and specific) or found.newest:
-            return _Decision(Intent.EXPOSURE, 0.75)
-        if base_verbs and action is not None:
-            return _Decision(action, 0.7, dry_run=True, conflict=_verb_conflict(cats))
-        if about_hosts and action is not None:  # "what needs patching on web-2?"
-            return _Decision(Intent.EXPOSURE, 0.7)
-        return _Decision(Intent.UNKNOWN, 0.0)
+        return _question_intent(lead, cats, found, action=action, base_verbs=bool(base_verbs))
     if base_verbs and action is not None and not noun_after:
         return _Decision(action, 0.85, dry_run=found.dry, conflict=_verb_conflict(cats))
     if items and items[0].value == "get" and action is not None:  # "get db-1 patched tonight"
         return _Decision(action, 0.8, dry_run=found.dry, conflict=_verb_conflict(cats))
     if _Cat.EXPOSURE in catset:
         return _Decision(Intent.EXPOSURE, 0.8)
-    if _Cat.STATUS in catset or found.run_ids:
+    first = next((it for it in items if _is_content(it)), None)
+    if first is not None and first.value in {"reboot", "restart"}:
+        return _Decision(Intent.UNKNOWN, 0.0)  # "reboot db-1" is a command we do not take
+    # Findings filters alone ("any KEV stuff on the fleet?", "critical ones on db-1?").
+    filters_only = action is None and bool(found.kev or found.severities)
+    if catset & _STATUSISH or found.run_ids or filters_only:
         return _Decision(Intent.STATUS, 0.75)
     if found.cves:
         return _Decision(Intent.EXPOSURE, 0.6)
+    return _Decision(Intent.UNKNOWN, 0.0)
+
+
+def _question_intent(
+    lead: _Item | None,
+    cats: Sequence[_Cat],
+    found: _Found,
+    *,
+    action: Intent | None,
+    base_verbs: bool,
+) -> _Decision:
+    """The intent of a question (a message led by which/what/show/is/does ...)."""
+    catset = set(cats)
+    about_hosts = _Cat.SCOPE_NOUN in catset or bool(found.hosts)
+    specific = bool(found.cves or found.packages or found.severities or found.kev)
+    which_hosts = lead is not None and lead.value in {"which", "what", "who"} and about_hosts
+    if _Cat.EXPOSURE in catset or (which_hosts and specific):
+        return _Decision(Intent.EXPOSURE, 0.9)
+    if catset & _STATUSISH or found.run_ids:
+        return _Decision(Intent.STATUS, 0.85)
+    if found.cves or (about_hosts and specific) or found.newest:
+        return _Decision(Intent.EXPOSURE, 0.75)
+    if base_verbs and action is not None:
+        return _Decision(action, 0.7, dry_run=True, conflict=_verb_conflict(cats))
+    if about_hosts and action is not None:  # "what needs patching on web-2?"
+        return _Decision(Intent.EXPOSURE, 0.7)
+    if action is None and (found.kev or found.severities):  # "what kev stuff is there?"
+        return _Decision(Intent.STATUS, 0.75)
     return _Decision(Intent.UNKNOWN, 0.0)
 
 
@@ -139,14 +164,31 @@ def _before_comment(items: Sequence[_Item]) -> set[_Cat]:
 
 
 def _topic(items: Sequence[_Item], found: _Found) -> StatusTopic:
-    topics = {StatusTopic(it.payload) for it in items if it.cat is _Cat.STATUS}
-    if any(it.cat is _Cat.PATCH_X for it in items) and not any(
-        it.value in {"approval", "approvals"} for it in items
-    ):
-        topics.discard(StatusTopic.APPROVALS)  # "pending updates" are findings, not approvals
-        topics.add(StatusTopic.FINDINGS)
+    """What a status question is about (see :data:`_TOPIC_ORDER` for which one wins)."""
+    topics: set[StatusTopic] = set()
+    approvals_named = False
+    for it in items:
+        if it.cat in {_Cat.STATUS, _Cat.OVERDUE}:
+            topics.add(StatusTopic(it.payload))
+        elif it.cat is _Cat.REBOOT:
+            topics.add(StatusTopic.REBOOT)
+        elif it.cat is _Cat.HOLDWORD:
+            topics.add(StatusTopic.HOLDS)
+        elif it.cat is _Cat.FIXSTATE:
+            topics.add(StatusTopic.FINDINGS)
+        elif it.cat is _Cat.APPROVE_V:  # "waiting for sign off"
+            topics.add(StatusTopic.APPROVALS)
+        approvals_named = approvals_named or it.cat is _Cat.APPROVE_V or it.value in _APPROVAL_WORDS
+    if any(it.cat is _Cat.PATCH_X for it in items) and not approvals_named:
+        # "updates waiting", "pending patches": updates to install, not approvals
+        topics.discard(StatusTopic.APPROVALS)
+        topics.add(StatusTopic.PENDING)
+    if StatusTopic.HOLDS in topics and StatusTopic.FINDINGS in topics:
+        topics.discard(StatusTopic.HOLDS)  # "vulns that are held": findings in fix state held
     if found.run_ids:
         topics.add(StatusTopic.RUNS)
+    if not topics and (found.kev or found.severities or found.cves):
+        topics.add(StatusTopic.FINDINGS)
     for topic in _TOPIC_ORDER:
         if topic in topics:
             return topic

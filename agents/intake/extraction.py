@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
-from patchpilot.agents.intake.lexicon import _PKG_INTRO, _Cat
+from patchpilot.agents.intake.lexicon import _INCIDENT_CUES, _PKG_INTRO, _QUESTION_ONLY, _Cat
 from patchpilot.agents.intake.tokens import _HOST_SHAPE_RE, _Item, _Kind, _Lexicon
 from patchpilot.core.errors import UnsafeArgumentError
 from patchpilot.core.intents import (
@@ -17,7 +18,7 @@ from patchpilot.core.intents import (
     TagMatch,
     When,
 )
-from patchpilot.core.models import Ecosystem, Severity
+from patchpilot.core.models import Ecosystem, FixStatus, Severity
 from patchpilot.core.validate import validate_hostname, validate_package_name, validate_version
 
 
@@ -34,9 +35,20 @@ class _Found:
     cves: list[str] = field(default_factory=list)
     severities: list[Severity] = field(default_factory=list)
     kev: bool = False
+    security: bool = False
+    overdue: bool = False
+    fix_states: list[FixStatus] = field(default_factory=list)
+    holds: bool = False
+    anywhere: bool = False
+    everything: bool = False
+    question_only: list[str] = field(default_factory=list)
+    """Words that only make sense in a question (a change naming one is asked back)."""
     newest: bool = False
     whens: list[When] = field(default_factory=list)
     bad_times: list[str] = field(default_factory=list)
+    not_before: datetime | None = None
+    when_question: str | None = None
+    """:func:`~patchpilot.agents.intake.when.read_when`'s question about unclear time words."""
     dry: bool = False
     run_ids: list[str] = field(default_factory=list)
     unknown_hosts: list[str] = field(default_factory=list)
@@ -44,6 +56,8 @@ class _Found:
     unknown_scope: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     orphan_versions: list[str] = field(default_factory=list)
+    to_versions: list[str] = field(default_factory=list)
+    """Orphan versions written right after "to"/"version" ("... on web-1 to 1.2.0")."""
     negations: list[str] = field(default_factory=list)
     sequence: list[str] = field(default_factory=list)
     choices: list[str] = field(default_factory=list)
@@ -187,6 +201,8 @@ def _package_or_version(found: _Found, items: Sequence[_Item], i: int, used: set
         after_to = prev is not None and items[prev].cat in {_Cat.TO, _Cat.VERSION_WORD}
         if item.kind is _Kind.VERSION or after_to:
             _add(found.orphan_versions, item.value)
+            if after_to:
+                _add(found.to_versions, item.value)
         else:
             _add(found.unparsed, item.raw)
 
@@ -215,6 +231,16 @@ def _keyword(found: _Found, items: Sequence[_Item], i: int, used: set[int]) -> N
         found.severities.append(Severity(item.payload))
     elif cat is _Cat.KEV:
         found.kev = True
+    elif cat is _Cat.SECURITY:
+        found.security = True
+    elif cat in _QUESTION_ONLY:
+        _question_only(found, item)
+    elif cat is _Cat.HISTORY and item.value in _INCIDENT_CUES:
+        _add(found.question_only, item.raw)
+    elif cat is _Cat.STATUS and item.payload == "feeds":
+        _add(found.question_only, item.raw)  # "update the feeds" is not a patch
+    elif cat is _Cat.ALLPKGS and item.value == "everything":
+        found.everything = True
     elif cat is _Cat.NEWEST:
         found.newest = True
     elif cat is _Cat.TIME:
@@ -241,6 +267,21 @@ def _keyword(found: _Found, items: Sequence[_Item], i: int, used: set[int]) -> N
         _add(found.choices, item.raw)
     elif cat is _Cat.GROUP_NOUN:
         _group(found, items, i, used)
+
+
+def _question_only(found: _Found, item: _Item) -> None:
+    """A filter or topic of questions: recorded, and remembered as blocking any change."""
+    _add(found.question_only, item.raw)
+    if item.cat is _Cat.OVERDUE:
+        found.overdue = True
+    elif item.cat is _Cat.FIXSTATE:
+        state = FixStatus(item.payload)
+        if state not in found.fix_states:
+            found.fix_states.append(state)
+    elif item.cat is _Cat.HOLDWORD:
+        found.holds = True
+    elif item.cat is _Cat.ANYWHERE:
+        found.anywhere = True
 
 
 def _group(found: _Found, items: Sequence[_Item], i: int, used: set[int]) -> None:

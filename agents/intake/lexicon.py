@@ -13,7 +13,7 @@ from patchpilot.core.intents import (
     StatusTopic,
     When,
 )
-from patchpilot.core.models import Severity
+from patchpilot.core.models import FixStatus, Severity
 
 __all__ = ["DEFAULT_TAGS", "FUZZY_CUTOFF", "MAX_TEXT_LENGTH", "MAX_TOKENS", "WHICH_RUN"]
 
@@ -74,6 +74,12 @@ class _Cat(Enum):
     SEQUENCE = auto()  # then, first, before, after, if, once: ordering or conditions
     UNSUPPORTED = auto()  # meaningful words the grammar does not handle: never ignored
     COMMENT = auto()
+    SECURITY = auto()  # "security updates": security_only
+    OVERDUE = auto()  # payload: StatusTopic value (findings or compliance); questions only
+    FIXSTATE = auto()  # payload: FixStatus value; questions only
+    REBOOT = auto()  # reboots and service restarts; questions only (never an action)
+    HOLDWORD = auto()  # held packages; questions only (never an action)
+    ANYWHERE = auto()  # "anywhere": all hosts, in questions only
     STOP = auto()
 
 
@@ -113,7 +119,7 @@ _KEYWORDS: Final[dict[str, tuple[_Cat, str]]] = _vocabulary(
     _words(
         _Cat.HISTORY,
         "whathappened lasttime history historically previously past outcome outcomes howdid "
-        "happened went",
+        "happened went incident incidents failure failures broke broken",
     ),
     _words(_Cat.LAST, "last"),
     _words(
@@ -121,14 +127,34 @@ _KEYWORDS: Final[dict[str, tuple[_Cat, str]]] = _vocabulary(
         "exposed exposure exposures affected vulnerable impacted susceptible atrisk",
     ),
     _words(_Cat.STATUS, "status summary overview dashboard report state", "general"),
-    _words(_Cat.STATUS, "pending approval approvals awaiting waiting queue queued", "approvals"),
+    _words(_Cat.STATUS, "approval approvals awaiting waiting queue queued", "approvals"),
+    _words(_Cat.STATUS, "pending outstanding available upgradable upgradeable", "pending"),
+    _words(_Cat.STATUS, "feed feeds freshness feeddata", "feeds"),
     _words(_Cat.STATUS, "approved rejected denied declined", "approvals"),
     _words(_Cat.STATUS, "run runs progress running deployments", "runs"),
     _words(
-        _Cat.STATUS, "compliance compliant noncompliant non-compliant uncompliant", "compliance"
+        _Cat.STATUS,
+        "compliance compliant noncompliant non-compliant uncompliant sla slas",
+        "compliance",
     ),
-    _words(_Cat.STATUS, "findings finding vulnerabilities", "findings"),
-    _words(_Cat.QLEAD, "which what who how show list tell give display where when"),
+    _words(
+        _Cat.STATUS, "findings finding vulnerabilities vulnerability vulns vuln cves", "findings"
+    ),
+    _words(_Cat.OVERDUE, "overdue pastdue", "findings"),
+    _words(_Cat.OVERDUE, "breach breaches breaching breached outofsla", "compliance"),
+    _words(_Cat.FIXSTATE, "fixable", FixStatus.FIXED.value),
+    _words(_Cat.FIXSTATE, "unfixed nofix", FixStatus.NO_FIX_YET.value),
+    _words(_Cat.FIXSTATE, "wontfix", FixStatus.WILL_NOT_FIX.value),
+    _words(_Cat.FIXSTATE, "deferred postponed", FixStatus.DEFERRED.value),
+    _words(_Cat.FIXSTATE, "eol endoflife", FixStatus.END_OF_LIFE.value),
+    _words(
+        _Cat.REBOOT,
+        "reboot reboots rebooting rebooted restart restarts restarting restarted rebootrequired",
+    ),
+    _words(_Cat.HOLDWORD, "held holds onhold heldback pinned"),
+    _words(_Cat.SECURITY, "security"),
+    _words(_Cat.ANYWHERE, "anywhere"),
+    _words(_Cat.QLEAD, "which what whats who how show list tell give display where when"),
     _words(_Cat.AUX, "is are was were do does did has have"),
     _words(_Cat.SHOULD, "should shall"),
     _words(_Cat.WHATWOULD, "whatwould"),
@@ -178,8 +204,8 @@ _KEYWORDS: Final[dict[str, tuple[_Cat, str]]] = _vocabulary(
     ),
     _words(
         _Cat.UNSUPPORTED,
-        "some few several half random like similar old older newer check see verify reboot "
-        "restart shutdown poweroff halt delete remove purge uninstall reinstall wipe erase kill "
+        "some few several half random like similar old older newer check see verify "
+        "shutdown poweroff halt delete remove purge uninstall reinstall wipe erase kill "
         "stop start disable enable hold unhold pin unpin freeze unfreeze lock unlock rebuild "
         "reimage destroy drop migrate",
     ),
@@ -191,9 +217,9 @@ _KEYWORDS: Final[dict[str, tuple[_Cat, str]]] = _vocabulary(
         "so ok okay hey hi hello thanks thank thx cheers team folks guys lets let go want "
         "wanna need needs wouldlike know ones only still yet already currently "
         "whole entire previous prior many much about regarding re into up out over "
-        "as well than get make sure doing done be been being id im ive whats "
-        "atleast orabove security tag tags tagged env environment environments "
-        "happen time times any more ago wasnt werent during by",
+        "as well than get make sure doing done be been being id im ive "
+        "atleast orabove tag tags tagged env environment environments "
+        "happen time times any more ago wasnt werent during by stuff looklike",
     ),
 )
 """word -> (category, payload). Multi-word phrases are first merged by :data:`_PHRASES`."""
@@ -256,6 +282,26 @@ _PHRASES: Final[dict[tuple[str, ...], str]] = {
     ("would", "like"): "wouldlike",
     ("id", "like"): "wouldlike",
     ("wed", "like"): "wouldlike",  # we'd like
+    ("look", "like"): "looklike",  # "what would an upgrade ... look like"
+    ("next", "maint", "window"): "nextwindow",
+    ("maint", "window"): "nextwindow",
+    ("past", "due"): "pastdue",
+    ("out", "of", "sla"): "outofsla",
+    ("no", "fix", "yet"): "nofix",
+    ("no", "fix"): "nofix",
+    ("without", "a", "fix"): "nofix",
+    ("without", "fix"): "nofix",
+    ("with", "a", "fix"): "fixable",
+    ("fix", "available"): "fixable",
+    ("wont", "fix"): "wontfix",
+    ("will", "not", "fix"): "wontfix",
+    ("end", "of", "life"): "endoflife",
+    ("on", "hold"): "onhold",
+    ("held", "back"): "heldback",
+    ("reboot", "required"): "rebootrequired",
+    ("restart", "required"): "rebootrequired",
+    ("advisory", "data"): "feeddata",
+    ("vulnerability", "data"): "feeddata",
 }
 _MAX_PHRASE: Final = max(len(k) for k in _PHRASES)
 _PHRASE_PARTS: Final = frozenset(w for k in _PHRASES for w in k)
@@ -304,7 +350,11 @@ _PKG_INTRO: Final = _ANY_VERBS | {_Cat.PKG_NOUN}
 _NOUN_AFTER_VERB: Final = frozenset(
     {"status", "history", "report", "summary", "compliance", "progress", "outcome", "outcomes"}
 )
-_HISTORY_CUES: Final = frozenset(
+_INCIDENT_CUES: Final = frozenset(
+    {"incident", "incidents", "failure", "failures", "broke", "broken"}
+)
+"""History words that never belong in a change request (they block one, as unknown words do)."""
+_HISTORY_CUES: Final = _INCIDENT_CUES | frozenset(
     {
         "whathappened",
         "lasttime",
@@ -319,9 +369,25 @@ _HISTORY_CUES: Final = frozenset(
         "went",
     }
 )
+_QUESTION_ONLY: Final = frozenset(
+    {_Cat.OVERDUE, _Cat.FIXSTATE, _Cat.REBOOT, _Cat.HOLDWORD, _Cat.ANYWHERE}
+)
+"""Question filters and topics with no meaning in a change: a change request naming one is
+asked back (like an unknown word), never acted on with the word ignored."""
+_STATUSISH: Final = frozenset(
+    {_Cat.STATUS, _Cat.OVERDUE, _Cat.FIXSTATE, _Cat.REBOOT, _Cat.HOLDWORD}
+)
+"""Categories that make a question a ``status`` question."""
+_APPROVAL_WORDS: Final = frozenset(
+    {"approval", "approvals", "approve", "approved", "rejected", "denied", "declined"}
+)
 _TOPIC_ORDER: Final = (
+    StatusTopic.FEEDS,
+    StatusTopic.REBOOT,
+    StatusTopic.HOLDS,
     StatusTopic.APPROVALS,
     StatusTopic.RUNS,
     StatusTopic.COMPLIANCE,
     StatusTopic.FINDINGS,
+    StatusTopic.PENDING,
 )

@@ -5,6 +5,8 @@ the clarifying questions and :func:`help_text`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -29,15 +31,19 @@ from patchpilot.agents.intake.tokens import (
     _normalise,
     _tokenise,
 )
+from patchpilot.agents.intake.when import WhenReading, read_when
 from patchpilot.core.intents import (
     ACTION_INTENTS,
     DECISION_INTENTS,
     ChatRequest,
     Intent,
+    PackageSpec,
     Scope,
+    StatusTopic,
     TagMatch,
     When,
 )
+from patchpilot.core.models import FixStatus
 
 log = structlog.get_logger("patchpilot.agents.intake")
 
@@ -88,6 +94,12 @@ def _action_question(decision: _Decision, found: _Found, lex: _Lexicon) -> str |
             f"I don't know which hosts {_listed(found.unknown_scope)} means. Name hosts, "
             f"tags ({tags}) or say 'all hosts'."
         )
+    if found.question_only:
+        return (
+            f"I can answer questions about {_listed(found.question_only)}, but not act on "
+            f"them in a change. Please name exactly what to {verb} and where, e.g. "
+            f"'{verb} openssl on web-1'."
+        )
     if found.orphan_versions:
         return (
             f"Which package should go to version {_listed(found.orphan_versions)}? "
@@ -100,6 +112,8 @@ def _action_question(decision: _Decision, found: _Found, lex: _Lexicon) -> str |
         )
     if decision.intent is Intent.ROLLBACK and not found.packages:
         return "Which package should I roll back (e.g. 'roll back acme-web on web-2')?"
+    if found.when_question is not None:
+        return found.when_question
     if len(found.whens) > 1 or found.bad_times:
         extra = f" ({_listed(found.bad_times)} is not supported yet)" if found.bad_times else ""
         return f"When: now, tonight or at the next maintenance window?{extra}"
@@ -171,20 +185,32 @@ def parse_request(
     known_hosts: Iterable[str] = (),
     known_tags: Iterable[str] = (),
     known_packages: Iterable[str] = (),
+    now: datetime | None = None,
+    timezone: str | ZoneInfo = "UTC",
 ) -> ChatRequest:
     """Parse one chat message into a :class:`ChatRequest` (see the module docstring's grammar).
 
-    Deterministic and side-effect free: the same text and known lists give the same request.
+    Deterministic and side-effect free: the same text, known lists and ``now`` give the same
+    request.
 
     Args:
         text: the operator's message (untrusted; at most :data:`MAX_TEXT_LENGTH` characters).
         known_hosts: inventory host names; when given, other host-like names are refused.
         known_tags: inventory tags; defaults to :data:`DEFAULT_TAGS` when empty.
         known_packages: package names the fleet has; when given, other names are refused.
+        now: the current time (timezone-aware). When given, a change's time words are read by
+            :func:`~patchpilot.agents.intake.when.read_when` ("tonight", "at 22:00", "on
+            Saturday", "in 2 hours"...) into ``when`` and ``not_before``, and unclear ones are
+            asked back; without it only now / tonight / next window are understood and other
+            times are asked back.
+        timezone: the policy's time zone, for wall-clock times (with ``now``).
 
     Returns:
         The request. ``intent`` is ``unknown`` when nothing was understood (answer with
         :func:`help_text`); ``needs_clarification`` holds a question when it must not be acted on.
+
+    Raises:
+        ValueError: ``now`` is naive or ``timezone`` is not an IANA time zone.
     """
     if not isinstance(text, str):
         return _unknown("Please send the request as text.")
@@ -207,6 +233,8 @@ def parse_request(
         items.append(_classify(word, lex, previous))
     found = _extract(items, lex)
     decision = _decide(items, found)
+    if now is not None and decision.intent in ACTION_INTENTS:
+        _apply_when(found, read_when(normalised, now=now, timezone=timezone))
     request = _assemble(decision, found, items, normalised, lex)
     log.debug(
         "intake.parsed",
@@ -234,15 +262,19 @@ def _assemble(
             confidence=_confidence(decision, found, question),
             needs_clarification=question,
         )
-    if intent in ACTION_INTENTS:
+    is_action = intent in ACTION_INTENTS
+    _attach_version(found, question=not is_action)
+    if is_action:
         question = _action_question(decision, found, lex)
     else:
         question = _question_question(found, lex)
     tag_match = TagMatch.ALL if TagMatch.ALL in found.tag_joins else TagMatch.ANY
     if len(found.tag_joins) > 1:
         tag_match = TagMatch.ALL  # the narrower reading; a clarification is asked anyway
-    # "all hosts in staging" means the staging hosts: the narrower reading wins.
-    all_hosts = found.all_hosts and not (found.hosts or found.tags or found.groups)
+    # "all hosts in staging" means the staging hosts: the narrower reading wins. In a question,
+    # "everything" and "anywhere" mean every host too (in a change they never widen the scope).
+    wide = found.all_hosts or (not is_action and (found.everything or found.anywhere))
+    all_hosts = wide and not (found.hosts or found.tags or found.groups)
     scope = Scope(
         hosts=tuple(found.hosts),
         tags=tuple(found.tags),
@@ -253,7 +285,10 @@ def _assemble(
     severity = None
     if found.severities and intent is not Intent.EXPLAIN:
         severity = min(found.severities, key=lambda s: s.rank)
-    is_action = intent in ACTION_INTENTS
+    topic = _topic(items, found) if intent is Intent.STATUS else None
+    fix_state = found.fix_states[0] if len(found.fix_states) == 1 else None
+    if fix_state is None and found.holds and topic is StatusTopic.FINDINGS:
+        fix_state = FixStatus.HELD  # "findings that are held", "vulns held back"
     return ChatRequest(
         intent=intent,
         scope=scope,
@@ -261,15 +296,59 @@ def _assemble(
         cves=tuple(found.cves),
         severity_at_least=severity,
         kev_only=found.kev,
+        security_only=found.security,
+        overdue=found.overdue and not is_action,
+        fix_state=None if is_action else fix_state,
         when=found.whens[0] if is_action and len(found.whens) == 1 else When.UNSPECIFIED,
+        not_before=found.not_before if is_action and question is None else None,
         dry_run=decision.dry_run and is_action,
         run_id=found.run_ids[0] if found.run_ids else None,
-        status_topic=_topic(items, found) if intent is Intent.STATUS else None,
+        status_topic=topic,
         newest=found.newest,
         confidence=_confidence(decision, found, question),
         unparsed=tuple(found.unparsed[:_MAX_UNPARSED]),
         needs_clarification=question,
     )
+
+
+def _apply_when(found: _Found, reading: WhenReading) -> None:
+    """Take the time reading of :func:`read_when` in place of the grammar's own time words.
+
+    The words of the phrases it read ("at 22:00", "on saturday", "in 2 hours") are no longer
+    unknown, orderings or stray versions; any other such word still blocks the change.
+    """
+    if reading.clarification is not None:
+        found.when_question = reading.clarification
+        return
+    if reading.when is When.UNSPECIFIED:
+        return  # no time phrase it knows (a misspelt "imediately"): the grammar's reading stays
+    found.whens = [reading.when]
+    found.bad_times = []
+    found.not_before = reading.not_before
+    words = {w for phrase in reading.phrases for w in phrase.lower().split()}
+    for seq in (found.unparsed, found.sequence, found.unknown_scope, found.orphan_versions):
+        seq[:] = [w for w in seq if w.lower() not in words]
+    found.to_versions[:] = [w for w in found.to_versions if w.lower() not in words]
+
+
+def _attach_version(found: _Found, *, question: bool) -> None:
+    """One package and one stray version: the version is that package's.
+
+    "revert openssl on web-1 to 3.0.11-1" (a change: only a version written after "to") or
+    "why is acme-web not at 1.1.0 on db-1" (a question: any stray version).
+    """
+    if len(found.packages) != 1 or found.packages[0].version is not None:
+        return
+    versions = found.orphan_versions if question else found.to_versions
+    if len(found.orphan_versions) != 1 or len(versions) != 1:
+        return
+    spec = found.packages[0]
+    try:
+        found.packages[0] = PackageSpec(name=spec.name, version=versions[0])
+    except ValueError:
+        found.invalid.append(versions[0])
+    found.orphan_versions.clear()
+    found.to_versions.clear()
 
 
 def _confidence(decision: _Decision, found: _Found, question: str | None) -> float:
@@ -296,15 +375,20 @@ Change hosts (needs hosts, tags or "all hosts"; I ask again when something is un
 Questions:
   which hosts are exposed to CVE-2024-6387?
   which hosts are affected by the newest openssl advisory?
-  why is web-2 non-compliant?  /  why was openssl not patched on db-1?
-  what happened the last time we upgraded openssl?
+  what security updates are pending on db-1?  /  whats pending on the prod boxes
+  any KEV stuff on the fleet?  /  critical findings on staging with no fix yet
+  show me everything that's overdue  /  which hosts are out of SLA?
+  which hosts need a reboot?  /  what packages are on hold?  /  how fresh are the feeds?
+  why is web-2 non-compliant?  /  why wasn't db-1 upgraded to acme-web 1.1.0?
+  what happened the last time we upgraded openssl?  /  any incidents on db-1?
   show pending approvals  /  list runs  /  compliance summary for prod
-  status of {_EXAMPLE_RUN_ID}
+  status of {_EXAMPLE_RUN_ID}  /  what did {_EXAMPLE_RUN_ID} do?
 
 Decisions on a run:
   approve {_EXAMPLE_RUN_ID}
   reject {_EXAMPLE_RUN_ID} because the canary failed
 
 Words I know: severities (critical, high/important, medium, low, "and above"), KEV
-("known exploited"), times (now, asap, tonight, next window), CVE ids (CVE-2024-6387).
+("known exploited"), "security", times (now, asap, tonight, next window; with the chat's clock
+also at 22:00, on Saturday, tomorrow morning), CVE ids (CVE-2024-6387).
 """

@@ -12,7 +12,11 @@
    exposure (which hosts have an open finding for a CVE, a package, or a package's newest
    advisory), explain (why a host is non-compliant: its last run's deployments and its open,
    overdue findings), history (past outcomes of a package, recalled items cited by id), status
-   (pending approvals, recent runs). With an LLM, the ``answer`` prompt may phrase the reply
+   (pending approvals, recent runs). Pending updates, findings by filter (KEV, overdue, fix
+   state, severity), reboots, holds, compliance, runs, run details, feeds and "why was X not
+   upgraded" are answered by the typed question tools (:mod:`patchpilot.tools.queries`,
+   :mod:`patchpilot.app.questions`): their rows are the answer's facts, and the text says what
+   the question was understood as. With an LLM, the ``answer`` prompt may phrase the reply
    from those facts (fenced), citing only recalled ids; the facts are returned either way.
 3. **Changes** ("patch the critical ones on staging tonight", "upgrade acme-web to 1.1.0 on
    staging now", "roll back acme-web on web-2") start a normal patch run
@@ -38,7 +42,9 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from patchpilot.agents.intake import MAX_TEXT_LENGTH, WHICH_RUN, help_text, parse_request
+from patchpilot.agents.intake.when import policy_timezone
 from patchpilot.app.approvals import DecisionSource, decide
+from patchpilot.app.questions import CATALOG as QUESTION_TOOLS  # registers the tools
 from patchpilot.core.errors import InvalidVersionError, PatchpilotError
 from patchpilot.core.intents import (
     ACTION_INTENTS,
@@ -47,6 +53,7 @@ from patchpilot.core.intents import (
     Intent,
     PackageSpec,
     Scope,
+    StatusTopic,
     TagMatch,
     When,
 )
@@ -62,6 +69,7 @@ from patchpilot.graphs.run import RunContext, RunResult, load_run_state, result_
 from patchpilot.graphs.run_document import run_document
 from patchpilot.prompts import as_json, fence, load_prompt
 from patchpilot.tools.llm import LLMClient, LLMFallback, try_complete
+from patchpilot.tools.queries import QueryContext, call_tool
 
 __all__ = [
     "GRAMMAR_CERTAIN",
@@ -197,6 +205,9 @@ class Orchestrator:
     """Who is chatting (the identity recorded with any decision; default: the OS user)."""
     decider: Callable[..., RunResult] = field(default=decide)
     """Records a decision and continues the run (:func:`patchpilot.app.approvals.decide`)."""
+    agent_llm: LLMClient | None = None
+    """The session's LLM client for the tool-calling agent that also answers questions
+    (:mod:`patchpilot.graphs.chat_agent`; issue 14 item 5), or None (no agent)."""
     _findings: list[FindingRecord] | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ entry point
@@ -249,6 +260,47 @@ class Orchestrator:
                 answer = self._answer(
                     request, f"I could not do that: {exc}", {}, understood_by, notes
                 )
+        # ---- issue 14 item 5: with an LLM, a question also goes to the tool-calling agent
+        # (patchpilot.graphs.chat_agent: read-only tools, bounded steps and calls). Never a
+        # change or a decision; the core's text stays, the tool results it cites are added, the
+        # model's text is only an addition (escaped, shell advice withheld); an LLM failure
+        # keeps the deterministic answer.
+        if (
+            self.agent_llm is not None
+            and answer.run is None
+            and request.intent not in (*ACTION_INTENTS, *DECISION_INTENTS)
+            and (request.intent is not Intent.UNKNOWN or is_question(text))
+        ):
+            from patchpilot.graphs.chat_agent import run_chat_agent
+            from patchpilot.tools.queries import QueryContext
+
+            inv = self.inventory
+            agent = run_chat_agent(
+                self.agent_llm,
+                QueryContext(self.settings, self.store, self.policy, inv),
+                text,
+                understood=request.describe(),
+                hosts=list(inv.hosts),
+                tags=[*inv.tags, *inv.groups],
+            )
+            agent_notes = [*answer.llm_notes, *agent.notes]
+            if not agent.failed:
+                said = agent.final_text
+                problem = model_text_problem(said) if said else None
+                agent_notes += [problem] if problem else []
+                shown = inert(said) if said and not problem else None
+                cited = agent.facts_text() if agent.used else ""
+                core = "" if request.intent is Intent.UNKNOWN and cited else answer.text
+                answer = answer.model_copy(
+                    update={
+                        "text": "\n\n".join(t for t in (core, cited) if t),
+                        "llm_text": shown or answer.llm_text,
+                        "facts": {**answer.facts, "agent": agent.facts()},
+                        "answered_by": "llm" if shown else answer.answered_by,
+                    }
+                )
+            answer = answer.model_copy(update={"llm_notes": tuple(agent_notes)})
+        # ---- end of the agent block
         self.history.append(answer)
         return answer
 
@@ -272,6 +324,8 @@ class Orchestrator:
             known_hosts=list(inv.hosts),
             known_tags=list(inv.tags),
             known_packages=self._known_packages(),
+            now=self.clock(),
+            timezone=policy_timezone(self.policy.schedule),
         )
         notes: list[str] = []
         if self.understand_llm is None:
@@ -401,10 +455,138 @@ class Orchestrator:
             self._findings = self.store.findings()
         return self._findings
 
+    # -- question tools
+    def _query_context(self) -> QueryContext:
+        """What the question tools read (this session's store, inventory, memory, clock)."""
+        return QueryContext(
+            settings=self.settings,
+            store=self.store,
+            policy=self.policy,
+            inventory=self.inventory,
+            extra={"memory": self.memory, "now": self.clock()},
+        )
+
+    def _scope_args(self, request: ChatRequest) -> dict[str, Any]:
+        """The request's scope as a tool's scope arguments (all hosts: no restriction)."""
+        scope = request.scope
+        if scope.all_hosts:
+            return {}
+        return {
+            "hosts": list(scope.hosts),
+            "tags": list(scope.tags),
+            "tag_match": scope.tag_match.value,
+            "groups": list(scope.groups),
+        }
+
+    def _findings_args(self, request: ChatRequest) -> dict[str, Any]:
+        return {
+            **self._scope_args(request),
+            "severity_at_least": (
+                request.severity_at_least.value if request.severity_at_least else None
+            ),
+            "kev_only": request.kev_only,
+            "fix_state": request.fix_state.value if request.fix_state else None,
+            "overdue": request.overdue,
+            "packages": [p.model_dump() for p in request.packages],
+            "cves": list(request.cves),
+        }
+
+    def _status_tool(self, request: ChatRequest) -> tuple[str, dict[str, Any]] | None:
+        """The question tool and its arguments for a status question (None: the overview)."""
+        topic = request.status_topic or StatusTopic.GENERAL
+        scope = self._scope_args(request)
+        packages = [p.model_dump() for p in request.packages]
+        if request.run_id is not None and topic in (StatusTopic.RUNS, StatusTopic.GENERAL):
+            return "run_details", {"run_id": request.run_id}
+        if topic is StatusTopic.PENDING:
+            return "pending_updates", {
+                **scope,
+                "security_only": request.security_only,
+                "packages": packages,
+            }
+        if topic is StatusTopic.REBOOT:
+            return "reboot_needed", scope
+        if topic is StatusTopic.HOLDS:
+            return "holds", {**scope, "packages": packages}
+        if topic is StatusTopic.FEEDS:
+            return "feeds", {}
+        if topic is StatusTopic.COMPLIANCE:
+            if request.overdue and not request.scope.is_explicit:
+                return "findings", self._findings_args(request)
+            return "compliance", {**scope, "overdue_only": request.overdue}
+        if topic is StatusTopic.FINDINGS or _filtered(request):
+            return "findings", self._findings_args(request)
+        if topic is StatusTopic.RUNS:
+            return "runs", {}
+        return None
+
+    def _tool_answer(
+        self,
+        request: ChatRequest,
+        text: str,
+        understood_by: Any,
+        notes: list[str],
+        tool: str,
+        arguments: dict[str, Any],
+    ) -> ChatAnswer:
+        """Answer with one question tool: its rows are the facts, its text the answer."""
+        assert tool in QUESTION_TOOLS, tool  # a tool of this module's choosing, never a model's
+        result = call_tool(self._query_context(), tool, arguments)
+        log.info("chat.tool", tool=tool, rows=result.total, error=result.error is not None)
+        facts = {
+            "tool": result.tool,
+            "arguments": arguments,
+            "understood_as": result.understood_as,
+            "rows": [dict(r) for r in result.rows],
+            "total": result.total,
+        }
+        if result.error is not None:
+            facts["error"] = result.error
+            body = f"I could not answer that: {result.error}"
+        else:
+            body = f"{result.text}\n(understood as: {result.understood_as})"
+        return self._answer(request, body, facts, understood_by, notes, question=text, phrase=True)
+
+    def _why_not_patched(
+        self,
+        request: ChatRequest,
+        text: str,
+        hosts: list[Host],
+        understood_by: Any,
+        notes: list[str],
+    ) -> ChatAnswer:
+        """ "why wasn't db-1 upgraded to acme-web 1.1.0?": one why_not_patched call per host
+        and package (a few at most)."""
+        calls = [
+            {"host": h.name, "package": p.model_dump()}
+            for h in hosts[:5]
+            for p in request.packages[:3]
+        ]
+        if len(calls) == 1:
+            return self._tool_answer(
+                request, text, understood_by, notes, "why_not_patched", calls[0]
+            )
+        context = self._query_context()
+        results = [call_tool(context, "why_not_patched", args) for args in calls]
+        facts = {
+            "tool": "why_not_patched",
+            "arguments": calls,
+            "understood_as": "; ".join(r.understood_as for r in results),
+            "rows": [dict(row) for r in results for row in r.rows],
+            "total": sum(r.total for r in results),
+        }
+        body = "\n".join(r.error or r.text for r in results)
+        body += f"\n(understood as: {facts['understood_as']})"
+        return self._answer(request, body, facts, understood_by, notes, question=text, phrase=True)
+
     # -- exposure
     def _exposure(
         self, request: ChatRequest, text: str, understood_by: Any, notes: list[str]
     ) -> ChatAnswer:
+        if _filtered(request):  # "any KEV stuff", "everything overdue", "critical ones"
+            return self._tool_answer(
+                request, text, understood_by, notes, "findings", self._findings_args(request)
+            )
         scoped = {h.name for h in self._scope_hosts(request)} if _has_scope(request) else None
         names = {p.name for p in request.packages}
         records = [
@@ -470,6 +652,8 @@ class Orchestrator:
         self, request: ChatRequest, text: str, understood_by: Any, notes: list[str]
     ) -> ChatAnswer:
         hosts = self._scope_hosts(request)
+        if request.packages and hosts:
+            return self._why_not_patched(request, text, hosts, understood_by, notes)
         if len(hosts) != 1:
             return self._answer(
                 request,
@@ -606,6 +790,9 @@ class Orchestrator:
     def _status(
         self, request: ChatRequest, text: str, understood_by: Any, notes: list[str]
     ) -> ChatAnswer:
+        call = self._status_tool(request)
+        if call is not None:
+            return self._tool_answer(request, text, understood_by, notes, *call)
         pending = self.store.approvals("pending")
         runs = self.store.list_runs(limit=5)
         lines = [f"{len(pending)} run(s) waiting for approval" + (":" if pending else ".")]
@@ -715,6 +902,7 @@ class Orchestrator:
             offline=True,
             rollback=rollback,
             must_approve=CHAT_APPROVAL,
+            not_before=request.not_before,
         )
         return self._run_answer(request, result, understood_by, notes)
 
@@ -792,11 +980,27 @@ class Orchestrator:
                     f"- {item['host']}: {item['package']} {item['from'] or 'none'} -> {item['to']} "
                     f"(test {test}; {row.get('status', '-')})"
                 )
+        if doc.get("not_before") and result.status not in ("completed", "failed", "rejected"):
+            lines.append(
+                f"Deploys not before {doc['not_before']} (UTC), inside the policy's "
+                "maintenance windows."
+            )
         if doc.get("hint"):
             lines.append(doc["hint"])
         return self._answer(
             request, "\n".join(lines), {"run_id": result.run_id}, understood_by, notes, run=doc
         )
+
+
+def _filtered(request: ChatRequest) -> bool:
+    """Whether a question filters findings beyond a package or CVE (KEV, overdue, state,
+    severity): those are answered by the ``findings`` tool."""
+    return not request.newest and (
+        request.kev_only
+        or request.overdue
+        or request.fix_state is not None
+        or request.severity_at_least is not None
+    )
 
 
 def _has_scope(request: ChatRequest) -> bool:

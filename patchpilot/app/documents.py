@@ -311,7 +311,18 @@ class RunPlan(_Part):
     created_at: datetime
     items: list[PlanItemJson]
     excluded: list[Exclusion]
-    unmatched_only: list[str]
+    unmatched_only: list[str] = Field(
+        description="--only names (binary or source) that matched no pending update"
+    )
+    suggestions: dict[str, str] = Field(
+        default_factory=dict,
+        description="unmatched --only spec -> what to tell the person (a question naming a "
+        "close binary or source, or that it is up to date)",
+    )
+    up_to_date: list[str] = Field(
+        default_factory=list,
+        description="unmatched --only specs installed on a target with no pending update",
+    )
 
 
 class Approval(_Part):
@@ -374,6 +385,11 @@ class RunDocument(_Part):
     target: str | None
     hosts: list[str]
     plan: RunPlan | None
+    not_before: datetime | None = Field(
+        default=None,
+        description="deployment starts no earlier (inside the policy's windows); while it has "
+        "not come the run waits with waiting: window",
+    )
     approval: Approval
     window: WindowSlot | None
     rings: list[Ring]

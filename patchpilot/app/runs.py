@@ -9,6 +9,7 @@ approval is :mod:`patchpilot.app.approvals`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -54,16 +55,27 @@ def start(
     refresh: bool = False,
     limit: str | None = None,
     on_progress: Progress | None = None,
+    not_before: datetime | None = None,
 ) -> RunResult:
-    """Start a patch run of ``hosts`` and drive it until it ends or waits (approval, window).
+    """Start a patch run of ``hosts`` and drive it until it ends or waits (approval, window,
+    not-before time).
 
     Feeds are fetched first when the settings allow it, ``offline`` is false and the store
-    holds no advisories yet.
+    holds no advisories yet. ``not_before`` (timezone-aware): no host starts before it; the
+    deployment starts at ``max(not_before, the next window opening)`` and the run waits
+    (``waiting: window``) until ``resume`` finds that time has come.
     """
     fetch = settings.feeds.auto_update and not offline and not store.has_advisories()
     context = run_context(settings, store, policy, actor=actor)
     context.on_progress = on_progress
-    log.info("run.requested", actor=actor, target=target, hosts=len(hosts), dry_run=dry_run)
+    log.info(
+        "run.requested",
+        actor=actor,
+        target=target,
+        hosts=len(hosts),
+        dry_run=dry_run,
+        not_before=not_before.isoformat() if not_before else None,
+    )
     return start_run(
         hosts,
         context,
@@ -74,6 +86,7 @@ def start(
         offline=not fetch,
         refresh=refresh,
         limit=limit,
+        not_before=not_before,
     )
 
 

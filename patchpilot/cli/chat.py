@@ -69,6 +69,7 @@ def _session(
             memory=memory,
             understand_llm=understand,
             phrase_llm=phrase,
+            agent_llm=client,
         )
 
 

@@ -14,9 +14,12 @@ Exit codes of a patch run (added to those in :mod:`patchpilot.cli.app`):
       hosts reached completed, some targeted hosts could not be reached
 4     failed: no targeted host could be reached
 6     awaiting approval (``patchpilot approve RUN_ID``)
-7     halted (health-check failure, error threshold, maintenance window)
+7     halted (health-check failure, error threshold, maintenance window, or
+      waiting for ``--not-before``: ``patchpilot resume RUN_ID`` continues it)
 8     rejected (by a person, or the approval expired)
-1     failed (any other reason: ``patchpilot resume RUN_ID`` continues it)
+1     failed (any other reason: ``patchpilot resume RUN_ID`` continues it); also a run
+      whose ``--only`` names matched no pending update and that has nothing to deploy
+      (the document's ``hint`` asks: "zlib is the source of zlib1g: patch zlib1g?")
 2     a bad flag or input, refused before anything happened (e.g. a ``--comment``
       over 2,000 characters or with control characters)
 ====  ==========================================================================
@@ -74,8 +77,20 @@ OnlyOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--only",
-        help="Only this package (repeatable): NAME or NAME=VERSION (a version the host's "
-        "repositories offer).",
+        help="Only this package (repeatable): NAME or NAME=VERSION, NAME a binary package "
+        "(zlib1g) or a source package as advisories name it (zlib: every binary of that "
+        "source); VERSION one the host's repositories offer (for a source: the binaries built "
+        "from that source version).",
+    ),
+]
+NotBeforeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--not-before",
+        help="Deploy no earlier than this: HH:MM (the next time the clock shows it) or ISO 8601 "
+        "(2026-12-24T22:00, optionally with an offset), in the policy's time zone. The run "
+        "plans, tests and asks for approval now, then waits (exit 7) and `patchpilot resume` "
+        "deploys once the time has come and the maintenance window is open.",
     ),
 ]
 RunFormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
@@ -161,6 +176,12 @@ def print_run_table(doc: dict[str, Any]) -> None:
             err.print(
                 f"[yellow]--only matched nothing:[/] {safe(', '.join(plan['unmatched_only']))}"
             )
+            for spec in plan["unmatched_only"]:
+                said = plan.get("suggestions", {}).get(spec)
+                if said:
+                    err.print(f"  {safe(spec)}: {safe(said)}")
+    if doc.get("not_before"):
+        out.print(f"not before: {safe(doc['not_before'])}")
     for ring in doc["rings"]:
         note = f": {ring['reason']}" if ring["reason"] else ""
         out.print(
@@ -216,9 +237,11 @@ def run_cmd(
     refresh: Annotated[
         bool, typer.Option("--refresh", help="Run 'apt-get update' on each host first.")
     ] = False,
+    not_before: NotBeforeOpt = None,
     fmt: RunFormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Patch hosts: discover, assess, plan, test, schedule, approve, deploy in rings, report."""
+    from patchpilot.agents.intake.when import parse_not_before, policy_timezone
     from patchpilot.app import runs
 
     c: Context = ctx.obj
@@ -229,6 +252,14 @@ def run_cmd(
     inv = inventory_for(c, inventory, required=target != "local")
     hosts = select_hosts(inv, None if target in (None, "all") else target, limit)
     policy = load_policy(policy_file or settings.policy_path)
+    start_at = None
+    if not_before is not None:
+        try:
+            start_at = parse_not_before(
+                not_before, now=utcnow(), timezone=policy_timezone(policy.schedule)
+            )
+        except InvalidInputError as exc:
+            raise typer.BadParameter(exc.reason, param_hint="'--not-before'") from exc
     with c.store() as store:
         with host_progress(len(hosts), ("discover", "assess")) as on_progress:
             result = runs.start(
@@ -244,6 +275,7 @@ def run_cmd(
                 refresh=refresh,
                 limit=limit,
                 on_progress=on_progress,
+                not_before=start_at,
             )
         code = print_run(store, c, result, fmt)
     raise typer.Exit(code)

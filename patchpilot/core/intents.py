@@ -92,6 +92,9 @@ class When(StrEnum):
     NOW = "now"
     TONIGHT = "tonight"
     NEXT_WINDOW = "next_window"
+    SCHEDULED = "scheduled"
+    """At a given time ("at 22:00", "on Saturday", "tomorrow morning"): ``not_before`` says
+    when (:func:`patchpilot.agents.intake.when.read_when`)."""
     UNSPECIFIED = "unspecified"
 
 
@@ -343,8 +346,16 @@ class ChatRequest(_Frozen):
                 details.append(f"severity ≥ {self.severity_at_least.value}")
             if self.kev_only:
                 details.append("known-exploited only")
+            if self.security_only:
+                details.append("security only")
+            if self.overdue:
+                details.append("overdue only")
+            if self.fix_state is not None:
+                details.append(f"fix state {self.fix_state.value}")
             if self.when is not When.UNSPECIFIED:
                 details.append(self.when.value.replace("_", " "))
+            if self.not_before is not None:
+                details.append(f"not before {self.not_before:%Y-%m-%d %H:%M} UTC")
             if self.dry_run:
                 details.append("dry run")
             if self.comment:

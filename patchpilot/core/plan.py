@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Self
 
@@ -149,7 +149,20 @@ class PatchPlan(_Frozen):
     items: tuple[PlanItem, ...]
     excluded: tuple[ExcludedItem, ...] = ()
     unmatched_only: tuple[str, ...] = Field(
-        default=(), description="--only specs that matched no pending update on any host"
+        default=(),
+        description="--only specs that matched no pending update (by binary or source name) on "
+        "any host",
+    )
+    suggestions: dict[str, str] = Field(
+        default_factory=dict,
+        description="unmatched --only spec -> what to tell the person: up to date where "
+        "installed, a question naming a close binary or source ('zlib is the source of "
+        "zlib1g: patch zlib1g?'), or 'no pending update matches NAME'",
+    )
+    up_to_date: tuple[str, ...] = Field(
+        default=(),
+        description="unmatched --only specs installed on a target host with no pending "
+        "update (nothing to patch; not a mistake)",
     )
     content_hash: str
 
@@ -173,6 +186,8 @@ class PatchPlan(_Frozen):
         items: Iterable[PlanItem],
         excluded: Iterable[ExcludedItem] = (),
         unmatched_only: Iterable[str] = (),
+        suggestions: Mapping[str, str] | None = None,
+        up_to_date: Iterable[str] = (),
     ) -> PatchPlan:
         """Build a plan: sort, hash, and derive ``plan_id`` from the run id and the hash."""
         ordered = tuple(_canonical(items))
@@ -187,6 +202,8 @@ class PatchPlan(_Frozen):
                 sorted(excluded, key=lambda e: (e.host, e.package, e.arch, e.to_version))
             ),
             unmatched_only=tuple(sorted(set(unmatched_only))),
+            suggestions=dict(sorted((suggestions or {}).items())),
+            up_to_date=tuple(sorted(set(up_to_date))),
             content_hash=digest,
         )
 

@@ -296,6 +296,18 @@ class LLMSettings(BaseModel):
     )
     max_calls_per_run: int = Field(default=50, ge=1, le=10_000)
     max_tokens_per_run: int = Field(default=200_000, ge=1_000, le=100_000_000)
+    agent_max_steps: int = Field(
+        default=6,
+        ge=1,
+        le=50,
+        description="chat agent: most model turns per question (the final answer included)",
+    )
+    agent_max_tool_calls: int = Field(
+        default=12,
+        ge=0,
+        le=200,
+        description="chat agent: most read-only tool calls per question (refused ones count)",
+    )
     structured_output: Literal["json_schema", "json_object"] = Field(
         default="json_schema",
         description="json_schema: strict structured outputs; json_object: servers without it",

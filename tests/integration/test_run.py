@@ -332,3 +332,39 @@ def test_a_held_package_is_reported_not_silently_skipped(lab: LabHandle, tmp_pat
     assert not acme["actionable"]
     (update,) = [u for u in scan["hosts"][0]["pending_updates"] if u["package"] == "acme-web"]
     assert update["held"] is True
+
+
+def test_only_a_source_name_plans_its_binaries_and_not_before_waits(
+    lab: LabHandle, tmp_path: Path
+) -> None:
+    """Issue 14: ``--only zlib`` (the source, as advisories name it) plans zlib1g; a name that
+    matches nothing ends ``failed`` with a question; ``--not-before`` makes the run wait."""
+    home = tmp_path / "home"
+    common = ["-i", str(lab.inventory_path), "--policy", str(lab.lab.policy_path), "--offline"]
+    doc = run_json(home, "run", *common, "--limit", "canary-1", "--only", "zlib", "--dry-run",
+                   expect=0)  # fmt: skip
+    items = doc["plan"]["items"]
+    assert "zlib1g" in {i["package"] for i in items}, doc["plan"]
+    assert all(i["origin"] == "security" for i in items)
+    assert all("--only zlib names its source package" in i["reason"] for i in items)
+    assert doc["plan"]["unmatched_only"] == []
+
+    miss = run_json(home, "run", *common, "--limit", "canary-1", "--only", "zlibc", "--dry-run",
+                    expect=1)  # fmt: skip
+    assert miss["status"] == "failed"
+    assert miss["plan"]["unmatched_only"] == ["zlibc"]
+    assert "zlib is the source of zlib1g" in miss["plan"]["suggestions"]["zlibc"]
+    assert miss["hint"].startswith("--only matched nothing: no pending update matches zlibc")
+
+    later = "2099-01-01T00:00+00:00"
+    pol = policy(lab, tmp_path, approvals={"tags": []})
+    waiting = run_json(home, "run", "-i", str(lab.inventory_path), "--policy", str(pol),
+                       "--offline", "--limit", "canary-1", "--only", "zlib",
+                       "--not-before", later, expect=7)  # fmt: skip
+    assert waiting["waiting"] == "window"
+    assert waiting["not_before"] == "2099-01-01T00:00:00+00:00"
+    assert "not before Thu 2099-01-01 00:00" in waiting["reason"]
+    assert {d["status"] for d in waiting["deployments"]} == {"pending"}
+    bad = cli(home, "run", *common, "--limit", "canary-1", "--not-before", "25:00")
+    assert bad.returncode == 2
+    assert "not a time of day" in bad.stderr

@@ -403,11 +403,13 @@ def test_run_local_needs_no_inventory_and_prints_no_checkpoint_warning(
         "--dry-run",
         "--only",
         "patchpilot-no-such-package",
-        expect=0,
+        expect=1,
     )
-    assert doc["status"] == "completed"
+    # a name that matches nothing is never a silent "completed" (issue 14)
+    assert doc["status"] == "failed"
     assert doc["hosts"] == ["local"]
     assert doc["plan"]["unmatched_only"] == ["patchpilot-no-such-package"]
+    assert "no pending update matches patchpilot-no-such-package" in doc["hint"]
     again = cli(home, "report", doc["run_id"], "--format", "json")
     assert again.returncode == 0, again.stderr
     assert not any(w in again.stderr.lower() for w in SERDE_WARNINGS), again.stderr

@@ -498,6 +498,143 @@ def test_the_cutoff_passing_mid_ring_starts_no_new_host(harness: Callable[..., H
     assert (first.reason or "").startswith("ring all halted: outside the maintenance window")
 
 
+# --------------------------------------------------------------------------- --only by source name
+
+ZLIB = ("1:1.2.13.dfsg-1", "1:1.2.13.dfsg-1+deb12u1")
+
+
+def zlib_fleet() -> dict[str, FakeDebianHost]:
+    """The fleet with zlib1g (binary of source zlib) pending from bookworm-security."""
+    fleet = make_fleet()
+    for host in fleet.values():
+        host.installed["zlib1g"] = ZLIB[0]
+        host.available["zlib1g"] = list(ZLIB)
+        host.security = frozenset({"zlib1g"})
+        host.sources = {"zlib1g": "zlib"}
+    return fleet
+
+
+def document_of(h: Harness, result: RunResult) -> dict[str, Any]:
+    from patchpilot.graphs.run_document import run_document
+
+    with Store(h.settings.store_path) as store:
+        return run_document(
+            result,
+            load_run_state(result.run_id, h.settings),
+            store.deployments(result.run_id),
+            store.approval(result.run_id),
+        )
+
+
+def test_only_a_source_name_plans_its_binaries_on_every_host(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(zlib_fleet(), approvals={"tags": []})
+    done = h.start("zlib")
+    assert done.status == "completed", done.reason
+    snapshot = load_run_state(done.run_id, h.settings)
+    assert snapshot is not None
+    plan = snapshot.state.plan
+    assert plan is not None
+    assert {(i.host, i.package, i.source_package, i.to_version) for i in plan.items} == {
+        (n, "zlib1g", "zlib", ZLIB[1]) for n in h.fleet
+    }
+    assert plan.unmatched_only == ()
+    assert all(f.installed["zlib1g"] == ZLIB[1] for f in h.fleet.values())
+    assert all(f.installed["acme-web"] == "1.0.0" for f in h.fleet.values())  # not named
+
+
+def test_a_name_that_matches_nothing_ends_with_a_question_never_completed(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(zlib_fleet(), approvals={"tags": []})
+    miss = h.start("zlibc")
+    assert miss.status == "failed"
+    question = "no pending update matches zlibc: zlib is the source of zlib1g: patch zlib1g?"
+    assert question in (miss.reason or "")
+    doc = document_of(h, miss)
+    assert doc["plan"]["unmatched_only"] == ["zlibc"]
+    assert doc["plan"]["suggestions"] == {"zlibc": question}
+    assert doc["hint"] == f"--only matched nothing: {question}"
+    assert not any(f.installs for f in h.fleet.values())
+    # a name installed everywhere with nothing pending is up to date: completed, and said so
+    current = h.start("base-files")
+    assert current.status == "completed", current.reason
+    assert "base-files has no pending update: installed and up to date on" in (current.reason or "")
+    assert document_of(h, current)["plan"]["up_to_date"] == ["base-files"]
+
+
+# --------------------------------------------------------------------------- not before
+
+
+def test_a_run_with_a_not_before_time_waits_and_continues_once_it_has_come(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(approvals={"tags": []})  # the shipped policy: always open, UTC
+    tonight = START.replace(hour=20)
+    first = h.start(not_before=tonight)
+    assert first.status == "halted", first.reason
+    assert first.waiting == "window"
+    wait = parse_interrupt(first.interrupt)
+    assert isinstance(wait, WindowWait)
+    assert wait.not_before == tonight
+    assert first.reason == "not before Mon 2026-12-07 20:00 UTC (asked for)"
+    doc = document_of(h, first)
+    assert doc["not_before"] == tonight.isoformat()
+    assert doc["hint"] == (
+        f"continue with `patchpilot resume {first.run_id}` once it is "
+        "2026-12-07T20:00:00Z or later (and the window is open)"
+    )
+    assert {d["status"] for d in doc["deployments"]} == {"pending"}
+    # still before it: waits again, nothing deployed
+    h.clock.now = tonight - timedelta(minutes=1)
+    again = h.resume(first.run_id)
+    assert again.waiting == "window"
+    assert not any(f.installs for f in h.fleet.values())
+    # the time has come: deploys every ring
+    h.clock.now = tonight
+    done = h.resume(first.run_id)
+    assert done.status == "completed", done.reason
+    assert h.installed() == dict.fromkeys(h.fleet, "1.1.0")
+
+
+def test_not_before_and_the_window_the_later_of_the_two_wins(
+    harness: Callable[..., Harness],
+) -> None:
+    window = {
+        "name": "nightly",
+        "cron": "0 22 * * *",
+        "duration": "PT4H",
+        "cutoff": "PT1H",
+        "timezone": "Europe/Berlin",
+    }
+    h = harness(approvals={"tags": []}, schedule={"windows": [window], "always_open": False})
+    # 03:00 Berlin tomorrow: after that night's last start (01:00), so the next window is
+    # tomorrow 22:00 Berlin
+    not_before = datetime(2026, 12, 8, 2, 0, tzinfo=UTC)
+    first = h.start(not_before=not_before)
+    assert first.waiting == "window", first.reason
+    assert first.reason == (
+        "not before Tue 2026-12-08 03:00 Europe/Berlin (asked for); then the maintenance "
+        "window nightly opens at Tue 2026-12-08 22:00 Europe/Berlin"
+    )
+    # tonight's window is open, but the not-before time has not come
+    h.clock.now = datetime(2026, 12, 7, 21, 30, tzinfo=UTC)  # 22:30 Berlin
+    assert h.resume(first.run_id).waiting == "window"
+    # the not-before time has come, the window is closed
+    h.clock.now = not_before + timedelta(hours=1)
+    closed = h.resume(first.run_id)
+    assert closed.waiting == "window"
+    assert "outside the maintenance window" in (closed.reason or "")
+    assert "not_before" not in (closed.interrupt or {})
+    assert not any(f.installs for f in h.fleet.values())
+    # both: deploys
+    h.clock.now = datetime(2026, 12, 8, 21, 5, tzinfo=UTC)  # 22:05 Berlin
+    done = h.resume(first.run_id)
+    assert done.status == "completed", done.reason
+    assert h.installed() == dict.fromkeys(h.fleet, "1.1.0")
+
+
 @pytest.mark.parametrize(
     ("failpoint", "step"), [("run.after_ring:raise", "deploy_ring"), ("run.finish:raise", "finish")]
 )

@@ -16,7 +16,7 @@ from patchpilot.agents.intake import parse_request
 from patchpilot.agents.reporting import summarize_run, summary_text
 from patchpilot.agents.testing import judge_compatibility
 from patchpilot.app.chat import LLMIntake, Orchestrator, validate_intake
-from patchpilot.core.intents import Intent
+from patchpilot.core.intents import ChatRequest, Intent, PackageSpec, Scope, StatusTopic
 from patchpilot.core.inventory import Inventory
 from patchpilot.core.models import Host
 from patchpilot.core.policy import load_policy
@@ -360,3 +360,234 @@ def test_the_prod_web_servers_are_hosts_with_both_tags(orchestrator: Orchestrato
         known_packages=["openssl"],
     )  # fmt: skip
     assert sorted(h.name for h in orchestrator._scope_hosts(either)) == ["canary-1", "db-1"]
+
+
+# --------------------------------------------------------------------------- question tools
+# The questions of issue 14, answered by the read-only question tools on a filled store (see
+# tests/unit/test_queries.py). The request each should be read as is built here and handed to
+# the orchestrator in place of the grammar's reading; the parser tests below check the grammar.
+
+QUESTIONS: dict[str, ChatRequest] = {
+    "what security updates are pending on db-1?": ChatRequest(
+        intent=Intent.STATUS,
+        status_topic=StatusTopic.PENDING,
+        security_only=True,
+        scope=Scope(hosts=("db-1",)),
+    ),
+    "whats pending on the prod boxes": ChatRequest(
+        intent=Intent.STATUS, status_topic=StatusTopic.PENDING, scope=Scope(tags=("prod",))
+    ),
+    "show me everything that's overdue": ChatRequest(
+        intent=Intent.STATUS, status_topic=StatusTopic.FINDINGS, overdue=True
+    ),
+    "which hosts need a reboot?": ChatRequest(
+        intent=Intent.STATUS, status_topic=StatusTopic.REBOOT
+    ),
+    "any KEV stuff on the fleet?": ChatRequest(
+        intent=Intent.STATUS,
+        status_topic=StatusTopic.FINDINGS,
+        kev_only=True,
+        scope=Scope(all_hosts=True),
+    ),
+    "why wasn't db-1 upgraded to acme-web 1.1.0?": ChatRequest(
+        intent=Intent.EXPLAIN,
+        scope=Scope(hosts=("db-1",)),
+        packages=(PackageSpec(name="acme-web", version="1.1.0"),),
+    ),
+}
+
+
+@pytest.fixture
+def filled(settings: Settings) -> Iterator[Orchestrator]:
+    from tests.unit.test_queries import HOSTS as Q_HOSTS
+    from tests.unit.test_queries import NOW, fill
+
+    with Store(settings.store_path) as store:
+        fill(store)
+        yield Orchestrator(
+            settings=settings,
+            store=store,
+            inventory=Inventory(Q_HOSTS),
+            policy=load_policy(settings.policy_path),
+            make_context=lambda policy: pytest.fail("no run may start"),
+            clock=lambda: NOW,
+        )
+
+
+def _ask(orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch, text: str) -> Any:
+    """``text`` answered as if the grammar read it as ``QUESTIONS[text]``."""
+    import patchpilot.app.chat as chat
+
+    monkeypatch.setattr(chat, "parse_request", lambda *_a, **_k: QUESTIONS[text])
+    reply = orchestrator.handle(text)
+    assert reply.run is None  # a question never starts a run
+    assert reply.request == QUESTIONS[text]
+    assert "(understood as: " in reply.text
+    assert reply.facts["understood_as"] in reply.text
+    return reply
+
+
+def test_pending_security_updates_on_one_host(
+    filled: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reply = _ask(filled, monkeypatch, "what security updates are pending on db-1?")
+    assert reply.facts["tool"] == "pending_updates"
+    assert [(r["host"], r["package"]) for r in reply.facts["rows"]] == [("db-1", "libssl3")]
+    assert "security updates on db-1" in reply.text
+    assert "Recent runs" not in reply.text  # not the list of runs any more
+
+
+def test_pending_on_the_prod_boxes(filled: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = _ask(filled, monkeypatch, "whats pending on the prod boxes")
+    assert {r["host"] for r in reply.facts["rows"]} == {"web-1", "db-1"}
+    assert "acme-web 1.0.0 -> 1.1.0 (third-party, held)" in reply.text
+    assert "pending updates on hosts tagged prod" in reply.text
+
+
+def test_everything_overdue(filled: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = _ask(filled, monkeypatch, "show me everything that's overdue")
+    assert reply.facts["tool"] == "findings"
+    assert [(r["host"], r["overdue"]) for r in reply.facts["rows"]] == [("web-1", True)]
+    assert "OVERDUE" in reply.text
+
+
+def test_hosts_needing_a_reboot(filled: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = _ask(filled, monkeypatch, "which hosts need a reboot?")
+    assert [r["host"] for r in reply.facts["rows"]] == ["web-1"]
+    assert "need a reboot: web-1" in reply.text
+
+
+def test_kev_on_the_fleet(filled: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = _ask(filled, monkeypatch, "any KEV stuff on the fleet?")
+    assert {r["host"] for r in reply.facts["rows"]} == {"web-1", "db-1"}
+    assert all(r["kev"] for r in reply.facts["rows"])
+    assert "known-exploited (KEV) only" in reply.text
+
+
+def test_kev_as_an_exposure_question_goes_through_the_findings_tool(
+    filled: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "which hosts are exposed to known exploited stuff?"
+    QUESTIONS[text] = ChatRequest(intent=Intent.EXPOSURE, kev_only=True)
+    try:
+        reply = _ask(filled, monkeypatch, text)
+    finally:
+        del QUESTIONS[text]
+    assert reply.facts["tool"] == "findings"
+    assert reply.facts["arguments"]["kev_only"] is True
+
+
+def test_why_db1_was_not_upgraded(filled: Orchestrator, monkeypatch: pytest.MonkeyPatch) -> None:
+    reply = _ask(filled, monkeypatch, "why wasn't db-1 upgraded to acme-web 1.1.0?")
+    assert reply.facts["tool"] == "why_not_patched"
+    assert reply.facts["rows"][0]["source"] == "hold"
+    assert reply.text.splitlines()[1].startswith("- db-1 holds acme-web (apt-mark hold)")
+    assert "compliance" not in reply.text.splitlines()[0]
+
+
+def test_the_grammar_reading_of_the_why_question_gets_the_reason(filled: Orchestrator) -> None:
+    """The grammar already reads this one: end to end, without a built request."""
+    reply = filled.handle("why wasn't db-1 upgraded to acme-web 1.1.0?")
+    assert reply.request.intent is Intent.EXPLAIN
+    assert "db-1 holds acme-web" in reply.text
+
+
+def test_the_approvals_overview_is_unchanged(filled: Orchestrator) -> None:
+    reply = filled.handle("show pending approvals")
+    assert reply.text.startswith("1 run(s) waiting for approval")
+    assert reply.facts["pending_approvals"] == ["20261130T120000Z-bbb222"]
+
+
+def _reads(text: str) -> ChatRequest:
+    from tests.unit.test_queries import HOSTS as Q_HOSTS
+
+    inv = Inventory(Q_HOSTS)
+    return parse_request(
+        text,
+        known_hosts=list(inv.hosts),
+        known_tags=list(inv.tags),
+        known_packages=["acme-web", "libssl3", "openssl", "curl"],
+    )
+
+
+@pytest.mark.parametrize("text", list(QUESTIONS))
+def test_the_grammar_reads_the_questions_of_issue_14(text: str) -> None:
+    want, got = QUESTIONS[text], _reads(text)
+    assert got.intent is want.intent, got.describe()
+    assert got.needs_clarification is None
+    if want.intent is Intent.STATUS:
+        assert got.status_topic is want.status_topic, got.describe()
+    for flag in ("security_only", "overdue", "kev_only"):
+        assert getattr(got, flag) == getattr(want, flag), flag
+    assert set(got.scope.hosts) == set(want.scope.hosts)
+    assert set(got.scope.tags) | set(got.scope.groups) >= set(want.scope.tags)
+    assert [(p.name, p.version) for p in got.packages] == [
+        (p.name, p.version) for p in want.packages
+    ]
+
+
+TOOL_OF = {
+    "what security updates are pending on db-1?": "pending_updates",
+    "whats pending on the prod boxes": "pending_updates",
+    "show me everything that's overdue": "findings",
+    "which hosts need a reboot?": "reboot_needed",
+    "any KEV stuff on the fleet?": "findings",
+    "why wasn't db-1 upgraded to acme-web 1.1.0?": "why_not_patched",
+}
+
+
+@pytest.mark.parametrize("text", list(TOOL_OF))
+def test_the_questions_of_issue_14_end_to_end(filled: Orchestrator, text: str) -> None:
+    """Grammar, orchestrator and tool together: the tool meant, with facts from its rows."""
+    reply = filled.handle(text)
+    assert reply.run is None
+    assert reply.facts["tool"] == TOOL_OF[text], reply.text
+    assert reply.facts["rows"], reply.text
+    assert f"(understood as: {reply.facts['understood_as']})" in reply.text
+
+
+@pytest.mark.parametrize(
+    ("text", "tool"),
+    [
+        ("what is held on db-1?", "holds"),
+        ("are the feeds stale?", "feeds"),
+        ("give me a compliance summary for prod", "compliance"),
+        ("list recent runs", "runs"),
+        ("what did run 20261130T120000Z-bbb222 do?", "run_details"),
+    ],
+)
+def test_other_status_topics_use_their_tool(filled: Orchestrator, text: str, tool: str) -> None:
+    reply = filled.handle(text)
+    assert reply.facts["tool"] == tool, reply.text
+    assert reply.facts["rows"], reply.text
+
+
+def test_tonight_in_a_change_becomes_the_runs_not_before(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14: "tonight" is not ignored: the run gets a not-before time from the clock."""
+    from datetime import UTC, datetime
+
+    import patchpilot.app.chat as chat_module
+
+    started: dict[str, Any] = {}
+
+    def fake_start_run(hosts: Any, context: Any, **kwargs: Any) -> Any:
+        started.update(kwargs)
+        raise RuntimeError("stop here: only the arguments are checked")
+
+    monkeypatch.setattr(chat_module, "start_run", fake_start_run)
+    now = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
+    with Store(settings.store_path) as store:
+        orchestrator = Orchestrator(
+            settings=settings,
+            store=store,
+            inventory=_inventory(),
+            policy=load_policy(settings.policy_path),
+            make_context=lambda policy: object(),  # type: ignore[arg-type,return-value]
+            clock=lambda: now,
+        )
+        with pytest.raises(RuntimeError, match="stop here"):
+            orchestrator.handle("upgrade acme-web to 1.1.0 on web-1 tonight")
+    assert started["only"] == [("acme-web", "1.1.0")]
+    assert started["not_before"] == datetime(2026, 12, 7, 20, 0, tzinfo=UTC)

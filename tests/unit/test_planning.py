@@ -1,4 +1,5 @@
-"""Planning: baseline approval, --only pins, rejection, frozen hash, approvals, compliance."""
+"""Planning: baseline approval, --only pins and source names, rejection, frozen hash,
+approvals, compliance."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from patchpilot.agents.planning import approval_required, build_plan
-from patchpilot.core.models import Finding, FixState, Host, PendingUpdate, Severity, UpdateOrigin
+from patchpilot.agents.planning import approval_required, build_plan, is_binnmu_of
+from patchpilot.core.models import (
+    Ecosystem,
+    Finding,
+    FixState,
+    Host,
+    InstalledPackage,
+    PendingUpdate,
+    Severity,
+    UpdateOrigin,
+)
 from patchpilot.core.plan import (
     ComplianceState,
     ExclusionReason,
@@ -309,3 +319,150 @@ def test_rollback_plan_downgrades_only_where_an_older_offered_version_exists() -
         "c": "version-not-offered",
         "d": "not-a-rollback",
     }
+
+
+# --------------------------------------------------------------------------- --only by source name
+
+
+def _zlib(name: str = "zlib1g", candidate: str = "1:1.2.13.dfsg-1+deb12u1") -> PendingUpdate:
+    return PendingUpdate(
+        name=name,
+        installed_version="1:1.2.13.dfsg-1",
+        candidate_version=candidate,
+        security=True,
+        origin=UpdateOrigin.SECURITY,
+        source_name="zlib",
+    )
+
+
+def _installed(name: str, version: str, source: str) -> InstalledPackage:
+    return InstalledPackage(
+        name=name,
+        version=version,
+        source_name=source,
+        source_version=version,
+        ecosystem=Ecosystem.DEBIAN,
+    )
+
+
+ZLIB_PENDING = {"web-1": [_acme(), _zlib(), _zlib("zlib1g-dev")], "canary-1": [_acme()]}
+
+
+def test_only_a_source_name_plans_every_binary_of_that_source_per_host() -> None:
+    plan = build_plan("r1", [], ZLIB_PENDING, HOSTS, _policy(), now=NOW, only=[("zlib", None)])
+    assert [(i.host, i.package, i.source_package) for i in plan.items] == [
+        ("web-1", "zlib1g", "zlib"),
+        ("web-1", "zlib1g-dev", "zlib"),
+    ]
+    assert all("--only zlib names its source package" in i.reason for i in plan.items)
+    assert plan.unmatched_only == ()
+    excluded = {(e.host, e.package): e.exclusion for e in plan.excluded}
+    assert excluded == {
+        ("canary-1", "acme-web"): ExclusionReason.NOT_IN_ONLY,
+        ("web-1", "acme-web"): ExclusionReason.NOT_IN_ONLY,
+    }
+
+
+def test_only_a_binary_name_still_plans_that_binary_only() -> None:
+    plan = build_plan("r1", [], ZLIB_PENDING, HOSTS, _policy(), now=NOW, only=[("zlib1g", None)])
+    assert [(i.host, i.package) for i in plan.items] == [("web-1", "zlib1g")]
+
+
+def test_the_source_comes_from_the_installed_package_when_the_update_has_none() -> None:
+    pending = {"web-1": [_zlib().model_copy(update={"source_name": None})]}
+    installed = {"web-1": [_installed("zlib1g", "1:1.2.13.dfsg-1", "zlib")]}
+    plan = build_plan(
+        "r1", [], pending, HOSTS, _policy(), now=NOW, only=[("zlib", None)], installed=installed
+    )
+    assert [(i.host, i.package) for i in plan.items] == [("web-1", "zlib1g")]
+    assert plan.unmatched_only == ()
+
+
+def test_a_source_version_selects_the_binaries_built_from_it_binnmus_included() -> None:
+    pending = {
+        "web-1": [
+            _zlib(candidate="1:1.2.13.dfsg-1+deb12u1+b1"),  # a binNMU of the source version
+            _zlib("zlib-other", candidate="2.0-1"),  # versioned apart from its source
+        ]
+    }
+    plan = build_plan(
+        "r1",
+        [],
+        pending,
+        HOSTS,
+        _policy(),
+        now=NOW,
+        only=[("zlib", "1:1.2.13.dfsg-1+deb12u1")],
+    )
+    assert [(i.package, i.to_version) for i in plan.items] == [
+        ("zlib1g", "1:1.2.13.dfsg-1+deb12u1+b1")
+    ]
+    (other,) = plan.excluded
+    assert other.package == "zlib-other"
+    assert other.exclusion is ExclusionReason.VERSION_NOT_OFFERED
+    assert "no version of zlib-other built from it is offered on web-1" in other.reason
+    # an older source version the repositories still offer is pinned per binary
+    offered = {"web-1": {"zlib1g": ["1:1.2.13.dfsg-1", "1:1.2.13.dfsg-1+deb12u0+b2", "x"]}}
+    older = build_plan(
+        "r1",
+        [],
+        {"web-1": [_zlib()]},
+        HOSTS,
+        _policy(),
+        now=NOW,
+        only=[("zlib", "1:1.2.13.dfsg-1+deb12u0")],
+        available=offered,
+    )
+    assert [(i.package, i.to_version) for i in older.items] == [
+        ("zlib1g", "1:1.2.13.dfsg-1+deb12u0+b2")
+    ]
+    assert "pinned by --only" in older.items[0].reason
+
+
+def test_is_binnmu_of() -> None:
+    assert is_binnmu_of("1.2-1+b3", "1.2-1")
+    assert is_binnmu_of("1.2-1", "1.2-1")
+    assert not is_binnmu_of("1.2-10", "1.2-1")
+    assert not is_binnmu_of("1.2-1+bx", "1.2-1")
+    assert not is_binnmu_of("1.2-1+deb12u1", "1.2-1")
+
+
+def test_a_name_that_matches_nothing_gets_a_question_or_a_plain_answer() -> None:
+    installed = {
+        "web-1": [_installed("zlib1g", "1:1.2.13.dfsg-1", "zlib")],
+        "canary-1": [_installed("bash", "5.2.15-2", "bash")],
+    }
+    plan = build_plan(
+        "r1",
+        [],
+        {"web-1": [_openssl()], "canary-1": []},
+        HOSTS,
+        _policy(),
+        now=NOW,
+        only=[("openssl3", None), ("libssl", None), ("bash", None), ("nothere", None)],
+        installed=installed,
+    )
+    assert plan.items == ()
+    assert plan.unmatched_only == ("bash", "libssl", "nothere", "openssl3")
+    assert plan.suggestions["openssl3"] == (
+        "no pending update matches openssl3: openssl is the source of libssl3: patch libssl3?"
+    )
+    assert plan.suggestions["libssl"] == ("no pending update matches libssl: did you mean libssl3?")
+    assert plan.suggestions["bash"] == (
+        "bash has no pending update: installed and up to date on canary-1 (bash 5.2.15-2)"
+    )
+    assert plan.suggestions["nothere"] == "no pending update matches nothere on canary-1, web-1"
+    assert plan.up_to_date == ("bash",)
+    # the suggestions survive the plan's JSON (checkpoints) and never change its hash
+    again = PatchPlan.model_validate(plan.model_dump(mode="json"))
+    assert again.suggestions == plan.suggestions
+    assert again.content_hash == plan.content_hash
+
+
+def test_a_held_binary_named_by_its_source_is_excluded_held() -> None:
+    pending = {"web-1": [_zlib().model_copy(update={"held": True})]}
+    plan = build_plan("r1", [], pending, HOSTS, _policy(), now=NOW, only=[("zlib", None)])
+    assert plan.items == ()
+    (held,) = plan.excluded
+    assert held.exclusion is ExclusionReason.HELD
+    assert plan.unmatched_only == ()

@@ -49,6 +49,10 @@ Ollama or a llama.cpp server) and adds what the agents need around one chat comp
   (:mod:`patchpilot.tools.llm.params`): later calls and processes send the right request at
   once. Any other 400 fails as before; at most one adjustment per parameter per call.
   ``llm.token_limit_param`` and ``llm.temperature: null`` fix the shape instead.
+* **Tool calling.** :meth:`LLMClient.complete_with_tools` is one turn of OpenAI tool calling
+  (the chat agent's, :mod:`patchpilot.graphs.chat_agent`) under the same deadline, size cap,
+  retries, budget and request-shape adaptation; it returns the model's text or its requested
+  calls (:class:`ToolTurn`, arguments unparsed) and caches nothing.
 * **Gateway headers** (``llm.headers``): sent on every chat and embedding request, with
   ``${ENV:NAME}`` replaced from the environment when the client is made (never logged).
 
@@ -97,7 +101,7 @@ from openai import OpenAI
 from openai.lib._pydantic import to_strict_json_schema
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -128,7 +132,15 @@ from patchpilot.tools.llm.params import (
 )
 from patchpilot.tools.llm.transport import ResponseRefused, deadline_scope, make_http_client
 
-__all__ = ["DEFAULT_MAX_WAIT", "CallOptions", "LLMClient", "make_client", "try_complete"]
+__all__ = [
+    "DEFAULT_MAX_WAIT",
+    "CallOptions",
+    "LLMClient",
+    "RequestedToolCall",
+    "ToolTurn",
+    "make_client",
+    "try_complete",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -192,6 +204,29 @@ class _Call:
     def left(self) -> float:
         """Seconds left before the deadline (negative once it has passed)."""
         return self.deadline - time.monotonic()
+
+
+class RequestedToolCall(BaseModel):
+    """One tool call as the model asked for it (unvalidated: the caller checks it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(description="the model's call id ('' when it gave none)")
+    name: str = Field(description="the tool's name ('' for a call that is not a function)")
+    arguments: str = Field(description="the arguments as the JSON text the model wrote")
+
+
+class ToolTurn(BaseModel):
+    """One model turn of tool calling (:meth:`LLMClient.complete_with_tools`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    content: str | None = Field(default=None, description="the model's text, if any")
+    tool_calls: tuple[RequestedToolCall, ...] = ()
+    finish_reason: str = ""
+    model: str = ""
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    attempts: int = 0
 
 
 class LLMClient(ClosingContext):
@@ -391,6 +426,163 @@ class LLMClient(ClosingContext):
             self._count(fallbacks=1)
             self._log.warning("llm.fallback", task=task, error=type(exc).__name__)
             return LLMFallback(task=task, reason=str(exc), error=type(exc).__name__)
+
+    # ------------------------------------------------------------------ tool calling
+
+    def complete_with_tools(
+        self,
+        task: str,
+        prompt_version: str,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]],
+        **options: Unpack[CallOptions],
+    ) -> ToolTurn:
+        """One turn of OpenAI tool calling: the model answers in text or asks for tool calls.
+
+        Every bound of :meth:`complete` holds: ``llm.deadline`` for the whole call, the
+        response size cap, the retries (an answer with neither text nor a tool call, or cut at
+        the token limit, is retried like an unusable structured answer), the run's call and
+        token budget, and the reasoning-model request shape (``max_completion_tokens`` /
+        ``max_tokens`` / no temperature, learned per endpoint). Nothing is cached: tool results
+        change between calls. The tool calls are returned as the model wrote them (arguments
+        as unparsed JSON text): the caller validates them before running anything.
+
+        Args:
+            task: What is asked (the prompt's name); logged and reported.
+            prompt_version: The prompt's version; logged.
+            messages: OpenAI chat messages: ``system``/``developer``/``user`` with text,
+                ``assistant`` with text and/or ``tool_calls``, ``tool`` with ``tool_call_id``.
+            tools: OpenAI ``{"type": "function", "function": {...}}`` entries; empty: none
+                offered (the model must answer in text).
+            **options: ``temperature`` and ``max_tokens`` for this call (:class:`CallOptions`).
+
+        Raises:
+            LLMBudgetExceeded, LLMRequestError, LLMUnavailableError, LLMOutputError: as for
+                :meth:`complete`.
+            LLMConfigError: ``messages`` or ``tools`` are malformed.
+        """
+        call = self._new_call(task)
+        try:
+            chat = _check_tool_messages(messages, self._error_context(task))
+            offered = _check_tools(tools, self._error_context(task))
+            temperature = options.get("temperature")
+            max_tokens = options.get("max_tokens")
+            turn = self._with_retries(
+                call,
+                functools.partial(
+                    self._tools_once,
+                    call,
+                    chat,
+                    offered,
+                    self._settings.temperature if temperature is None else temperature,
+                    self._settings.max_tokens if max_tokens is None else max_tokens,
+                ),
+            )
+        except LLMError as exc:
+            self._count(failures=1)
+            self._log.warning(
+                "llm.tools.failed",
+                task=task,
+                prompt_version=prompt_version,
+                attempts=call.attempts,
+                error=type(exc).__name__,
+            )
+            raise
+        self._log.info(
+            "llm.tools.call",
+            task=task,
+            prompt_version=prompt_version,
+            attempts=call.attempts,
+            tools_offered=len(offered),
+            tool_calls=len(turn.tool_calls),
+            prompt_tokens=call.usage.prompt_tokens,
+            completion_tokens=call.usage.completion_tokens,
+        )
+        return turn.model_copy(update={"usage": call.usage, "attempts": call.attempts})
+
+    def _tools_once(
+        self,
+        call: _Call,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        temperature: float | None,
+        max_tokens: int,
+    ) -> ToolTurn:
+        shape = self._request_shape()
+        adjusted: set[str] = set()
+        while True:
+            body: dict[str, Any] = {
+                "model": self._settings.model,
+                "messages": cast("list[ChatCompletionMessageParam]", messages),
+                shape.limit_param: max_tokens,
+            }
+            if tools:
+                body["tools"] = tools
+                body["tool_choice"] = "auto"
+            if temperature is not None and shape.send_temperature:
+                body["temperature"] = temperature
+            if self._settings.reasoning_effort is not None:
+                body["reasoning_effort"] = self._settings.reasoning_effort
+            try:
+                response = self._send(call, functools.partial(self._create_chat, body))
+            except LLMRequestError as exc:
+                better = self._adjusted_shape(call, shape, exc, adjusted)
+                if better is None:
+                    raise
+                shape = better
+                continue
+            break
+        if not isinstance(response, ChatCompletion):
+            raise LLMOutputError(
+                f"the endpoint answered {type(response).__name__}, not a chat completion",
+                **self._error_context(call.task, call.attempts),
+            )
+        if response.usage is not None:
+            self._spend(
+                call,
+                TokenUsage(
+                    prompt_tokens=response.usage.prompt_tokens or 0,
+                    completion_tokens=response.usage.completion_tokens or 0,
+                ),
+            )
+        if not response.choices:
+            raise _Retryable("the answer has no choices", kind="output")
+        choice = response.choices[0]
+        message = choice.message
+        if choice.finish_reason == "length":
+            raise _Retryable(
+                f"the answer was cut at {shape.limit_param}={max_tokens} (finish_reason "
+                "'length'; a reasoning model spends part of it thinking: raise llm.max_tokens)",
+                kind="output",
+            )
+        if choice.finish_reason == "content_filter":
+            raise LLMOutputError(
+                "the endpoint's content filter withheld the answer",
+                **self._error_context(call.task, call.attempts),
+            )
+        if message.refusal:
+            raise LLMOutputError(
+                f"the model refused: {_clip(message.refusal)}",
+                **self._error_context(call.task, call.attempts),
+            )
+        calls: list[RequestedToolCall] = []
+        for item in message.tool_calls or ():
+            function = getattr(item, "function", None)  # custom (non-function) calls: none
+            name = getattr(function, "name", None)
+            arguments = getattr(function, "arguments", None)
+            if not isinstance(name, str) or not isinstance(arguments, str):
+                calls.append(RequestedToolCall(id=item.id or "", name="", arguments=""))
+                continue
+            calls.append(RequestedToolCall(id=item.id or "", name=name, arguments=arguments))
+        content = message.content if message.content and message.content.strip() else None
+        if content is None and not calls:
+            raise _Retryable("the answer has neither text nor a tool call", kind="output")
+        return ToolTurn(
+            content=content,
+            tool_calls=tuple(calls),
+            finish_reason=str(choice.finish_reason),
+            model=response.model or self._settings.model,
+        )
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """Embed ``texts`` with ``llm.embeddings_model`` (same retries and budget as chat).
@@ -933,6 +1125,65 @@ def _check_messages(
                 **context,
             )
         checked.append({"role": role, "content": content})
+    return checked
+
+
+_TOOL_ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+def _check_tool_messages(
+    messages: Sequence[Mapping[str, Any]], context: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Tool-calling messages, checked for shape (the roles, text, tool calls, tool results)."""
+    if isinstance(messages, str | bytes) or not messages:
+        raise LLMConfigError("messages must be a non-empty list of chat messages", **context)
+    checked: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        role = message.get("role")
+        content = message.get("content")
+        ok = role in _TOOL_ROLES and (isinstance(content, str) or content is None)
+        if role == "assistant":
+            ok = ok and set(message) <= {"role", "content", "tool_calls"}
+            ok = ok and (isinstance(content, str) or bool(message.get("tool_calls")))
+        elif role == "tool":
+            ok = ok and isinstance(content, str) and isinstance(message.get("tool_call_id"), str)
+            ok = ok and set(message) <= {"role", "content", "tool_call_id"}
+        else:
+            ok = ok and isinstance(content, str) and set(message) <= {"role", "content"}
+        if not ok:
+            raise LLMConfigError(
+                f"message {index} is not a valid {role!r} chat message (keys {sorted(message)})",
+                **context,
+            )
+        checked.append(dict(message))
+    return checked
+
+
+def _check_tools(
+    tools: Sequence[Mapping[str, Any]], context: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """OpenAI function tools, checked for shape (type, a valid unique name, parameters)."""
+    checked: list[dict[str, Any]] = []
+    names: set[str] = set()
+    for index, tool in enumerate(tools):
+        function = tool.get("function")
+        name = function.get("name") if isinstance(function, Mapping) else None
+        if (
+            tool.get("type") != "function"
+            or not isinstance(function, Mapping)
+            or not isinstance(name, str)
+            or not 0 < len(name) <= 64
+            or set(name) - _NAME_CHARS
+            or name in names
+            or not isinstance(function.get("parameters", {}), Mapping)
+        ):
+            raise LLMConfigError(
+                f"tool {index} is not an OpenAI function tool with a unique name "
+                "(^[a-zA-Z0-9_-]{1,64}$) and a parameters schema",
+                **context,
+            )
+        names.add(name)
+        checked.append(dict(tool))
     return checked
 
 

@@ -15,9 +15,22 @@ from patchpilot.tools.queries.base import (
     call_tool,
     register,
 )
+from patchpilot.tools.queries.feeds import FEEDS
+from patchpilot.tools.queries.findings import FINDINGS
+from patchpilot.tools.queries.history import HISTORY
+from patchpilot.tools.queries.hosts import HOLDS, PENDING_UPDATES, REBOOT_NEEDED
+from patchpilot.tools.queries.runs import APPROVALS, RUNS
 
 __all__ = [
+    "APPROVALS",
     "CATALOG",
+    "FEEDS",
+    "FINDINGS",
+    "HISTORY",
+    "HOLDS",
+    "PENDING_UPDATES",
+    "REBOOT_NEEDED",
+    "RUNS",
     "QueryContext",
     "QueryInput",
     "QueryResult",
