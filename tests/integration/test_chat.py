@@ -269,3 +269,61 @@ def test_llm_faults_fall_back_to_the_grammar(lab: LabHandle, tmp_path: Path) -> 
     assert (item["host"], item["to"]) == ("canary-1", "1.1.0")
     testing = next(a for a in doc["run"]["assistance"] if a["task"] == "testing")
     assert testing["by"] == "core"
+
+
+def _security_upgradable(lab: LabHandle, host: str) -> set[str]:
+    """apt's own list of security upgrades inside the host (the oracle)."""
+    listed = lab.exec(host, ["apt", "list", "--upgradable"]).stdout
+    return {
+        line.split("/", 1)[0]
+        for line in listed.splitlines()
+        if "/" in line and "-security" in line.split()[0]
+    }
+
+
+def test_the_requests_operators_asked_get_what_they_meant(lab: LabHandle, tmp_path: Path) -> None:
+    """Issue 14: each request quoted in the issue, on the lab, in JSON (no LLM)."""
+    home = tmp_path / "home"
+    scan(home, lab)
+
+    pending = ask(home, lab, "what security updates are pending on db-1?")
+    assert pending["request"]["status_topic"] == "pending"
+    assert pending["request"]["security_only"] is True
+    assert pending["facts"]["tool"] == "pending_updates"
+    rows = pending["facts"]["rows"]
+    assert {r["host"] for r in rows} == {"db-1"}
+    assert {r["package"] for r in rows} == _security_upgradable(lab, "db-1")
+
+    prod = ask(home, lab, "whats pending on the prod boxes")
+    assert prod["request"]["status_topic"] == "pending"
+    assert {r["host"] for r in prod["facts"]["rows"]} == {"web-1", "db-1"}  # tag prod
+
+    overdue = ask(home, lab, "show me everything that's overdue")
+    assert overdue["request"]["overdue"] is True
+    assert all(r["overdue"] for r in overdue["facts"]["rows"])  # new findings: none overdue
+
+    reboot = ask(home, lab, "which hosts need a reboot?")
+    assert reboot["request"]["status_topic"] == "reboot"
+    assert reboot["facts"]["tool"] == "reboot_needed"
+
+    kev = ask(home, lab, "any KEV stuff on the fleet?")
+    assert kev["request"]["kev_only"] is True
+    assert "No KEV catalog is imported" in kev["text"]  # never "none in KEV" unchecked
+
+    why = ask(home, lab, "why wasn't db-1 upgraded to acme-web 1.1.0?")
+    assert why["request"]["intent"] == "explain"
+    assert "db-1 holds acme-web" in why["text"]
+
+    zlib = ask(home, lab, "please apply the zlib security fix on all staging hosts")
+    assert zlib["run"]["status"] == "awaiting_approval"
+    assert {(i["host"], i["package"]) for i in zlib["run"]["plan"]["items"]} == {
+        ("canary-1", "zlib1g")
+    }  # the source name zlib selects its binary zlib1g; staging is canary-1
+
+    tonight = ask(home, lab, "upgrade acme-web to 1.1.0 on web-1 tonight")
+    assert tonight["request"]["when"] == "tonight"
+    assert tonight["run"]["not_before"] is not None
+    assert {(i["host"], i["package"], i["to"]) for i in tonight["run"]["plan"]["items"]} == {
+        ("web-1", "acme-web", "1.1.0")
+    }
+    assert "Deploys not before" in tonight["text"]
