@@ -83,6 +83,7 @@ from patchpilot.core.models import Host, PendingUpdate, utcnow
 from patchpilot.core.plan import ExcludedItem, ExclusionReason, PatchPlan, PlanItem
 from patchpilot.core.policy import Policy
 from patchpilot.core.schedule import WindowSlot
+from patchpilot.core.schedules import Trigger
 from patchpilot.core.settings import Settings
 from patchpilot.core.store import HostSnapshot, Store
 from patchpilot.core.testing_models import ItemStatus, TestReport
@@ -291,6 +292,12 @@ class RunState(ScanState):
         default=None,
         description="deployment starts no earlier (and only inside the policy's windows)",
     )
+    window_end: AwareDatetime | None = Field(
+        default=None, description="the schedule's window ends: the approval expires then at last"
+    )
+    cutoff_at: AwareDatetime | None = Field(
+        default=None, description="the schedule's cutoff: no new host starts from then on"
+    )
     plan: PatchPlan | None = None
     testing: TestReport | None = None
     window: WindowSlot | None = None
@@ -434,12 +441,22 @@ def begin(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             "only": [f"{n}={v}" if v else n for n, v in state.only],
             "dry_run": state.dry_run,
             "not_before": state.not_before.isoformat() if state.not_before else None,
+            "trigger": state.trigger,
+            "schedule_id": state.schedule_id,
+            "window_end": state.window_end.isoformat() if state.window_end else None,
+            "cutoff_at": state.cutoff_at.isoformat() if state.cutoff_at else None,
         },
     )
     log.info("run.scope_resolved", run_id=state.run_id, target=state.target, hosts=names)
     ctx.audit_log(state.run_id).record(
         "run.started",
-        details={"target": state.target, "hosts": names, "dry_run": state.dry_run},
+        details={
+            "target": state.target,
+            "hosts": names,
+            "dry_run": state.dry_run,
+            "trigger": state.trigger,
+            "schedule_id": state.schedule_id,
+        },
     )
     return {}
 
@@ -709,6 +726,8 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     if existing is None or existing.plan_id != plan.plan_id:
         now = ctx.clock()
         expires = now + timedelta(hours=state.policy.approvals.expires_after_hours)
+        if state.window_end is not None:  # a scheduled run: at the latest when its window ends
+            expires = min(expires, max(state.window_end, now))
         payload = approval_request(state, reasons, expires).payload()
         ctx.store.request_approval(
             state.run_id,
@@ -768,6 +787,9 @@ def _wait_reason(state: RunState, now: datetime) -> str | None:
     come, or the maintenance window is closed. The deployment starts at ``max(not_before, the
     next window opening)``."""
     schedule = state.policy.schedule
+    passed = _cutoff_passed(state, now)
+    if passed is not None:
+        return passed
     if state.not_before is not None and now < state.not_before:
         tz = policy_timezone(schedule)
         reason = f"not before {format_local(state.not_before, tz)} (asked for)"
@@ -780,6 +802,17 @@ def _wait_reason(state: RunState, now: datetime) -> str | None:
             )
         return reason
     return _window_reason(next_window(schedule, now), now)
+
+
+def _cutoff_passed(state: RunState, now: datetime) -> str | None:
+    """Why no host may start any more: the scheduled window's cutoff has passed (``None``:
+    not a scheduled run, or before its cutoff)."""
+    if state.cutoff_at is None or now < state.cutoff_at:
+        return None
+    return (
+        f"the cutoff of schedule {state.schedule_id or '?'}'s window "
+        f"({state.cutoff_at.isoformat()}) has passed: no new host starts"
+    )
 
 
 def _window_reason(slot: WindowSlot | None, now: datetime) -> str | None:
@@ -854,6 +887,16 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
     rlog = log.bind(run_id=state.run_id, ring=ring.name)
     audit = ctx.audit_log(state.run_id)
     now = ctx.clock()
+    passed = _cutoff_passed(state, now)
+    if passed is not None and not state.dry_run:
+        later = [r.name for r in state.rings[state.ring_index :] if r.hosts]
+        rlog.warning("run.cutoff_passed", reason=passed)
+        return {
+            "outcome": RunOutcome(
+                status="halted",
+                reason=f"{passed}; rings not started: {', '.join(later) or ring.name}",
+            )
+        }
     closed = _wait_reason(state, now)
     while closed is not None and not state.dry_run:
         # Each resume answers one interrupt; the time and the window are checked again then.
@@ -865,6 +908,10 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
             response_schema=WindowResume,
         )
         now = ctx.clock()
+        passed = _cutoff_passed(state, now)
+        if passed is not None:  # the window's cutoff passed while waiting
+            rlog.warning("run.cutoff_passed", reason=passed)
+            return {"outcome": RunOutcome(status="halted", reason=passed)}
         closed = _wait_reason(state, now)
     store.set_run_status(state.run_id, "running")
 
@@ -1255,6 +1302,10 @@ def start_run(
     rollback: dict[str, str] | None = None,
     must_approve: str | None = None,
     not_before: datetime | None = None,
+    trigger: Trigger = "cli",
+    schedule_id: str | None = None,
+    window_end: datetime | None = None,
+    cutoff_at: datetime | None = None,
 ) -> RunResult:
     """Run the whole graph until it ends or waits (approval, window, not-before time).
 
@@ -1263,6 +1314,9 @@ def start_run(
     before it; the deployment starts at ``max(not_before, the next window opening)`` (the run
     waits as for a closed window: ``waiting: window``, ``patchpilot resume`` continues it).
     Planning, testing and the approval happen at once, so a person can approve before then.
+    ``trigger`` says what started the run (``schedule_id`` for a schedule); a scheduled run's
+    approval expires at ``window_end`` at the latest and no host starts from ``cutoff_at`` on
+    (aware datetimes).
     """
     if rollback and (not only or len(only) != 1):
         raise ValueError("a rollback names exactly one package in only")
@@ -1282,6 +1336,10 @@ def start_run(
         rollback=dict(rollback or {}),
         must_approve=must_approve,
         not_before=not_before.astimezone(UTC) if not_before is not None else None,
+        trigger=trigger,
+        schedule_id=schedule_id,
+        window_end=window_end.astimezone(UTC) if window_end is not None else None,
+        cutoff_at=cutoff_at.astimezone(UTC) if cutoff_at is not None else None,
     )
     return _drive(run_id, context, state)
 

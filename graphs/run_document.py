@@ -5,11 +5,18 @@
     {"schema": "patchpilot.run/v1", "run_id": ..., "status": "completed" | "partial"
      | "awaiting_approval" | "halted" | "failed" | "rejected", "reason": ...,
      "waiting": "approval" | "window" | null, "hint": ..., "dry_run": ..., "plan": {...},
-     "not_before": ISO 8601 | null, "approval": {...}, "rings": [...],
+     "not_before": ISO 8601 | null, "trigger": "cli" | "api" | "chat" | "schedule",
+     "schedule_id": ... | null, "window_end": ISO 8601 | null, "cutoff_at": ISO 8601 | null,
+     "approval": {...}, "rings": [...],
      "deployments": [{"host", "package", "from", "to", "status", "reason", "ring",
                       "compliance"}],
      "unreachable": [{"host": ..., "error": ...}],
      "compliance": {"HOST": "installed" | ...}}
+
+``trigger`` says what started the run; a run a schedule started (``trigger: "schedule"``) names
+its ``schedule_id``, and its occurrence's ``window_end`` (the approval expires then at the
+latest) and ``cutoff_at`` (no host starts from then on; the run ends ``halted`` if it has not
+deployed by then).
 
 ``waiting: "window"`` covers both a closed maintenance window and a not-before time that has not
 come (``not_before``: "tonight", "at 22:00", ``--not-before``); ``reason`` names the time and
@@ -343,6 +350,10 @@ def run_document(
         "hosts": hosts,
         "plan": _plan_json(snapshot) if snapshot else None,
         "not_before": state.not_before.isoformat() if state and state.not_before else None,
+        "trigger": state.trigger if state else None,
+        "schedule_id": state.schedule_id if state else None,
+        "window_end": state.window_end.isoformat() if state and state.window_end else None,
+        "cutoff_at": state.cutoff_at.isoformat() if state and state.cutoff_at else None,
         "approval": _approval_json(approval, state.approval_reasons if state else []),
         "window": state.window.model_dump(mode="json") if state and state.window else None,
         "rings": rings,

@@ -60,6 +60,7 @@ from patchpilot.core.errors import PatchpilotError
 from patchpilot.core.failpoints import failpoint
 from patchpilot.core.models import Host
 from patchpilot.core.policy import Policy
+from patchpilot.core.schedules import Trigger
 from patchpilot.core.settings import Settings
 from patchpilot.core.store import Store, finding_key
 from patchpilot.tools.changelog import ChangelogFetcher
@@ -117,6 +118,8 @@ class ScanState(BaseModel):
     refresh: bool = Field(
         default=False, description="run apt-get update on each host before simulating"
     )
+    trigger: Trigger = Field(default="cli", description="what started the run")
+    schedule_id: str | None = Field(default=None, description="the schedule that started it")
     statuses: Annotated[list[HostStatus], operator.add] = Field(default_factory=list)
     sourcing: SourcingReport | None = None
     summary: dict[str, Any] | None = None
@@ -264,7 +267,12 @@ def plan(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
         state.run_id,
         kind="scan",
         target=state.target,
-        params={"hosts": [h.name for h in state.hosts], "offline": state.offline},
+        params={
+            "hosts": [h.name for h in state.hosts],
+            "offline": state.offline,
+            "trigger": state.trigger,
+            "schedule_id": state.schedule_id,
+        },
     )
     log.info("scan.planned", run_id=state.run_id, hosts=len(state.hosts))
     return {}
@@ -462,6 +470,8 @@ def report(state: ScanState, runtime: Runtime[ScanContext]) -> dict[str, Any]:
         "stale_feeds": list(state.sourcing.stale) if state.sourcing else [],
         "assistance": list(state.assistance),
         "data_quality": data_quality_summary(state.data_quality),
+        "trigger": state.trigger,
+        "schedule_id": state.schedule_id,
     }
     status = (
         "completed" if not failed else ("failed" if len(failed) == len(state.hosts) else "partial")
@@ -631,6 +641,8 @@ def start_scan(
     offline: bool,
     run_id: str | None = None,
     refresh: bool = False,
+    trigger: Trigger = "cli",
+    schedule_id: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Run a scan to completion; returns (run id, summary).
 
@@ -641,9 +653,18 @@ def start_scan(
         offline: never fetch feeds.
         run_id: a run id to use (default: a new one).
         refresh: run ``apt-get update`` on every host before simulating upgrades.
+        trigger: what started the scan (``schedule_id``: the schedule, for ``schedule``).
     """
     run_id = run_id or new_run_id()
-    state = ScanState(run_id=run_id, target=target, hosts=hosts, offline=offline, refresh=refresh)
+    state = ScanState(
+        run_id=run_id,
+        target=target,
+        hosts=hosts,
+        offline=offline,
+        refresh=refresh,
+        trigger=trigger,
+        schedule_id=schedule_id,
+    )
     with run_lock(context.settings, run_id), _checkpointer(context.settings) as saver:
         graph = build_scan_graph().compile(checkpointer=saver)
         out = _invoke(graph, state, run_id, context)

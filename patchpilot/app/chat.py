@@ -903,6 +903,7 @@ class Orchestrator:
             rollback=rollback,
             must_approve=CHAT_APPROVAL,
             not_before=request.not_before,
+            trigger="chat",
         )
         return self._run_answer(request, result, understood_by, notes)
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from patchpilot.core.feeds import FeedStatus
 from patchpilot.core.models import DeletedLibraryUse, ListeningSocket, Provenance, RiskFactor
 from patchpilot.core.schedule import WindowSlot
+from patchpilot.core.schedules import Trigger
 from patchpilot.core.store import RunRecord
 
 __all__ = [
@@ -389,6 +390,16 @@ class RunDocument(_Part):
         default=None,
         description="deployment starts no earlier (inside the policy's windows); while it has "
         "not come the run waits with waiting: window",
+    )
+    trigger: Trigger | None = Field(
+        default=None, description="what started the run: cli, api, chat or schedule"
+    )
+    schedule_id: str | None = Field(default=None, description="the schedule that started it")
+    window_end: datetime | None = Field(
+        default=None, description="a scheduled run's window end: its approval expires then"
+    )
+    cutoff_at: datetime | None = Field(
+        default=None, description="a scheduled run's cutoff: no new host starts from then on"
     )
     approval: Approval
     window: WindowSlot | None

@@ -21,9 +21,10 @@ from patchpilot.app.scans import report as scan_report
 from patchpilot.core.errors import UnknownTargetError
 from patchpilot.core.models import Host, utcnow
 from patchpilot.core.policy import Policy
+from patchpilot.core.schedules import Occurrence, Trigger
 from patchpilot.core.settings import Settings
 from patchpilot.core.store import Store
-from patchpilot.graphs.run import RunResult, load_run_state, result_of, start_run
+from patchpilot.graphs.run import RunContext, RunResult, load_run_state, result_of, start_run
 from patchpilot.graphs.run_document import run_document, run_exit_code
 
 __all__ = [
@@ -56,6 +57,10 @@ def start(
     limit: str | None = None,
     on_progress: Progress | None = None,
     not_before: datetime | None = None,
+    run_id: str | None = None,
+    make_context: Callable[[Policy], RunContext] | None = None,
+    trigger: Trigger = "cli",
+    occurrence: Occurrence | None = None,
 ) -> RunResult:
     """Start a patch run of ``hosts`` and drive it until it ends or waits (approval, window,
     not-before time).
@@ -63,10 +68,22 @@ def start(
     Feeds are fetched first when the settings allow it, ``offline`` is false and the store
     holds no advisories yet. ``not_before`` (timezone-aware): no host starts before it; the
     deployment starts at ``max(not_before, the next window opening)`` and the run waits
-    (``waiting: window``) until ``resume`` finds that time has come.
+    (``waiting: window``) until ``resume`` finds that time has come. ``run_id``: the id to use
+    (the service's executor creates it when the run is queued; default a new one).
+    ``make_context``: the context factory (default :func:`run_context` as ``actor``; tests and
+    the executor inject one). ``trigger``: what started the run (recorded in its document);
+    ``occurrence``: the schedule occurrence that started it (``trigger`` is then ``schedule``):
+    no host starts before its start (``not_before``) or from its cutoff on, and the approval
+    expires at its window's end at the latest.
     """
+    if occurrence is not None:
+        trigger = "schedule"
+        not_before = max(not_before or occurrence.at, occurrence.at)
     fetch = settings.feeds.auto_update and not offline and not store.has_advisories()
-    context = run_context(settings, store, policy, actor=actor)
+    if make_context is None:
+        context = run_context(settings, store, policy, actor=actor)
+    else:
+        context = make_context(policy)
     context.on_progress = on_progress
     log.info(
         "run.requested",
@@ -87,14 +104,27 @@ def start(
         refresh=refresh,
         limit=limit,
         not_before=not_before,
+        run_id=run_id,
+        trigger=trigger,
+        schedule_id=occurrence.schedule_id if occurrence else None,
+        window_end=occurrence.window_end if occurrence else None,
+        cutoff_at=occurrence.cutoff_at if occurrence else None,
     )
 
 
-def resume(settings: Settings, store: Store, run_id: str, *, actor: str) -> RunResult:
+def resume(
+    settings: Settings,
+    store: Store,
+    run_id: str,
+    *,
+    actor: str,
+    make_context: Callable[[Policy], RunContext] | None = None,
+) -> RunResult:
     """Continue a patch run: after a crash, once decided, or to re-check the window.
 
     A run waiting for an approval that is decided (or has expired, recorded here) continues
-    with that decision; one still pending stays waiting.
+    with that decision; one still pending stays waiting. ``make_context``: the context factory
+    for the run's frozen policy (default :func:`run_context_factory` as ``actor``).
 
     Raises:
         UnknownTargetError: no checkpoint for ``run_id``.
@@ -112,9 +142,8 @@ def resume(settings: Settings, store: Store, run_id: str, *, actor: str) -> RunR
         if record is not None and record.status != "pending":
             decision = decision_of(record)
     log.info("run.resume_requested", actor=actor, run_id=run_id)
-    return continue_waiting_run(
-        settings, store, run_id, decision, run_context_factory(settings, store, actor=actor)
-    )
+    factory = make_context or run_context_factory(settings, store, actor=actor)
+    return continue_waiting_run(settings, store, run_id, decision, factory)
 
 
 def document(settings: Settings, store: Store, result: RunResult) -> dict[str, Any]:

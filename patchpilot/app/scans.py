@@ -22,6 +22,7 @@ from patchpilot.core.acceptance import Acceptances
 from patchpilot.core.errors import UnknownTargetError
 from patchpilot.core.models import FixStatus, Host, Severity, utcnow
 from patchpilot.core.policy import load_policy
+from patchpilot.core.schedules import Trigger
 from patchpilot.core.settings import Settings
 from patchpilot.core.store import FindingRecord, HostResult, Store
 
@@ -66,11 +67,14 @@ def start(
     offline: bool = False,
     refresh: bool = False,
     on_progress: Progress | None = None,
+    trigger: Trigger = "cli",
+    schedule_id: str | None = None,
 ) -> str:
     """Scan ``hosts`` to completion; returns the run id.
 
     Feeds are fetched first when the settings allow it (``feeds.auto_update``), ``offline`` is
-    false and the store holds no advisories yet.
+    false and the store holds no advisories yet. ``trigger`` (and ``schedule_id`` for a
+    schedule) is recorded in the run's params and summary.
     """
     from patchpilot.app.contexts import scan_context
     from patchpilot.graphs.scan import start_scan
@@ -79,8 +83,16 @@ def start(
     fetch = settings.feeds.auto_update and not offline and not store.has_advisories()
     context = scan_context(settings, store, policy)
     context.on_progress = on_progress
-    log.info("scan.requested", actor=actor, target=target, hosts=len(hosts))
-    run_id, _summary = start_scan(hosts, context, target=target, offline=not fetch, refresh=refresh)
+    log.info("scan.requested", actor=actor, target=target, hosts=len(hosts), trigger=trigger)
+    run_id, _summary = start_scan(
+        hosts,
+        context,
+        target=target,
+        offline=not fetch,
+        refresh=refresh,
+        trigger=trigger,
+        schedule_id=schedule_id,
+    )
     return run_id
 
 

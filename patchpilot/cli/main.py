@@ -11,6 +11,9 @@ registers itself when imported):
 - :mod:`patchpilot.cli.run`: ``run``, ``approvals``, ``approve``, ``reject``, ``baseline``
 - :mod:`patchpilot.cli.chat`: ``ask``, ``chat``, ``memory search``
 - :mod:`patchpilot.cli.lab`: ``lab up|status|down|reset``
+- :mod:`patchpilot.cli.schedules`: ``schedules list|add|remove|next``
+- :mod:`patchpilot.cli.serve`: ``serve`` (the REST API and the run executor)
+- :mod:`patchpilot.cli.users`: ``users add|list|disable|token`` (the service's users)
 
 Commands import the use cases (and with them langgraph, chromadb, paramiko, openai) when they
 run, so ``patchpilot --version`` and ``patchpilot inventory`` import none of them. Exit codes:
@@ -24,9 +27,11 @@ import sys
 import structlog
 import typer
 
-from patchpilot.cli import accept, chat, feeds, inventory, run, scan
+from patchpilot.cli import accept, chat, feeds, inventory, run, scan, schedules
 from patchpilot.cli.app import ExitCode, app, err, safe
 from patchpilot.cli.lab import lab_app
+from patchpilot.cli.serve import serve_cmd
+from patchpilot.cli.users import users_app
 from patchpilot.core.errors import (
     ConfigError,
     InvalidInputError,
@@ -58,6 +63,9 @@ def register(cli: typer.Typer) -> typer.Typer:
     cli.command("ask")(chat.ask_cmd)
     cli.command("chat")(chat.chat_cmd)
     cli.add_typer(chat.memory_app, name="memory")
+    cli.command("serve")(serve_cmd)
+    cli.add_typer(schedules.schedules_app, name="schedules")
+    cli.add_typer(users_app, name="users")
     return cli
 
 

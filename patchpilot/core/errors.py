@@ -16,6 +16,7 @@ that raises them (the module is named in brackets; ``core`` is :mod:`patchpilot.
     ├── UnsafeArgumentError (ValueError)         a value refused before it could reach a shell
     ├── InvalidInputError (ValueError)           free text (comment, chat line, pattern) refused
     ├── NotAuthorizedError (PermissionError)     an identity not allowed to do this (approve)
+    │   └── SelfApprovalError                    the run's requester deciding their own run
     ├── InvalidVersionError (ValueError)         a version string the ecosystem does not accept
     │   └── UnparseableVersionError              not even orderable (empty, control characters,
     │                                            over-long, a dpkg syntax error): compare()
@@ -75,8 +76,11 @@ that raises them (the module is named in brackets; ``core`` is :mod:`patchpilot.
     │                                            function than the configured one
     ├── RateControlError (RuntimeError)          the rollout rate controller was used out of
     │                                            order (a caller's bug) [agents.scheduling]
-    └── RunBusyError                             another process is driving this run right now
-                                                 [graphs.scan]
+    ├── RunBusyError                             another process is driving this run right now
+    │                                            [graphs.scan]
+    └── HostBusyError                            a host of the run is in another active run
+                                                 (queued, running or waiting for a person or
+                                                 its window); the API answers 409
 
 Outside the tree, on purpose (never shown to an operator as a patchpilot error):
 
@@ -104,6 +108,7 @@ __all__ = [
     "FactParseError",
     "FeedError",
     "FeedFetchError",
+    "HostBusyError",
     "HostConnectError",
     "HostKeyError",
     "InvalidInputError",
@@ -112,6 +117,7 @@ __all__ = [
     "NotAuthorizedError",
     "PatchpilotError",
     "ReportWriteError",
+    "SelfApprovalError",
     "StoreError",
     "TransportError",
     "UnknownTargetError",
@@ -167,6 +173,11 @@ class NotAuthorizedError(PatchpilotError, PermissionError):
     """The acting identity is not allowed to do this (e.g. decide an approval)."""
 
 
+class SelfApprovalError(NotAuthorizedError):
+    """The person who requested a run tried to approve or reject it (separation of duties:
+    another approver must decide). The API answers 403."""
+
+
 class InvalidVersionError(PatchpilotError, ValueError):
     """A version string is not valid in its ecosystem."""
 
@@ -210,6 +221,24 @@ class StoreError(PatchpilotError):
     reference to an unknown run, for invalid data (an invalid fixed version, a finding of
     another host) and for SQLite errors, which are chained as ``__cause__``.
     """
+
+
+class HostBusyError(PatchpilotError):
+    """A host of a new run is in another active run (queued, running, or waiting for an approval
+    or its window): at most one active run per host. The API answers 409.
+
+    Args:
+        message: What is busy, and how to proceed.
+        hosts: The busy hosts.
+        run_id: The active run holding them.
+    """
+
+    def __init__(
+        self, message: str, *, hosts: Sequence[str] = (), run_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.hosts = tuple(hosts)
+        self.run_id = run_id
 
 
 class ReportWriteError(PatchpilotError, OSError):

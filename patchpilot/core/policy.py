@@ -52,6 +52,7 @@ from patchpilot.core.settings import format_validation_error
 __all__ = [
     "ApprovalRule",
     "ApprovalsPolicy",
+    "ApproverGroup",
     "Baseline",
     "Blackout",
     "BlackoutPeriod",
@@ -386,8 +387,26 @@ class Baseline(_Strict):
         return any(package_spec_matches(s, name, version) for s in self.approved_packages)
 
 
+class ApproverGroup(_Strict):
+    """The people who must take part in approving runs that touch hosts with given tags.
+
+    >>> ApproverGroup(name="db-owners", tags=("db",), approvers=("dana",)).name
+    'db-owners'
+    """
+
+    name: str = Field(min_length=1, max_length=64)
+    tags: tuple[str, ...] = Field(min_length=1, description="hosts with any of these tags")
+    approvers: tuple[str, ...] = Field(
+        min_length=1, description="identities of the group; one of them must approve"
+    )
+
+
 class ApprovalsPolicy(_Strict):
-    """When a person must approve a plan before deployment (any condition is enough)."""
+    """When a person must approve a plan before deployment (any condition is enough), and who
+    must: ``required`` distinct people (one rejection rejects), never the run's requester once
+    the store has users (the service) or with ``refuse_self_approval``, and one member of each
+    :class:`ApproverGroup` whose tags the run's hosts carry.
+    """
 
     always: bool = False
     tags: tuple[str, ...] = Field(default=(), description="hosts with any of these tags")
@@ -401,6 +420,30 @@ class ApprovalsPolicy(_Strict):
         description="identities allowed to approve or reject (empty: anyone who can run "
         "patchpilot on this machine)",
     )
+    required: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="distinct approvers needed before the run continues (one rejection rejects)",
+    )
+    refuse_self_approval: bool = Field(
+        default=False,
+        description="the run's requester may not decide it even on a store without users (a "
+        "local install); once users exist (the service) it is always refused",
+    )
+    groups: tuple[ApproverGroup, ...] = Field(
+        default=(),
+        description="per scope: a run touching hosts with a group's tags needs, besides the "
+        "required count, one approval from a member of that group",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, groups: tuple[ApproverGroup, ...]) -> tuple[ApproverGroup, ...]:
+        names = [g.name for g in groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"approver group names must be unique: {names}")
+        return groups
 
 
 _PACKAGE_GLOB = re.compile(r"^[A-Za-z0-9*?\[\]][A-Za-z0-9.+*?\[\]_-]*$")

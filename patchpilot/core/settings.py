@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -62,7 +62,9 @@ __all__ = [
     "OTHER_ENV_VARS",
     "AcceptanceSettings",
     "DiscoverySettings",
+    "NotificationSettings",
     "SSHSettings",
+    "ServiceSettings",
     "Settings",
     "check_environment",
     "config_file_path",
@@ -468,6 +470,254 @@ class MemorySettings(BaseModel):
     top_k: int = Field(default=5, ge=1, le=100, description="items recalled per query")
 
 
+class ServiceSettings(BaseModel):
+    """The service (``patchpilot serve``): its run executor (:mod:`patchpilot.app.executor`)
+    and its REST API (:mod:`patchpilot.api`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    workers: int = Field(default=2, ge=1, le=64, description="runs and scans executed at once")
+    tick: float = Field(
+        default=5.0,
+        ge=0.05,
+        le=3600,
+        description="seconds between scheduler ticks (due schedules, expired approvals, "
+        "windows that opened)",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=255,
+        description="address the API listens on (loopback; put TLS in a reverse proxy)",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="TCP port of the API")
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="largest request body accepted (larger: 413)",
+    )
+    max_wait: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        allow_inf_nan=False,
+        description="longest GET /api/v1/runs/{id}/wait, in seconds",
+    )
+    metrics_public: bool = Field(
+        default=False, description="serve /metrics without a token (default: a viewer token)"
+    )
+
+
+_ADDRESS: Final = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+"""A plain e-mail address (``ops@example.org``): no display name, no spaces or controls."""
+
+
+def _check_header_env_values(value: dict[str, str]) -> dict[str, str]:
+    """Header names are tokens, values cannot break a request, ``${...}`` is ENV only."""
+    seen: set[str] = set()
+    for name, raw in value.items():
+        lower = name.lower()
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name[:40]!r} is not an HTTP token")
+        if lower in seen:
+            raise ValueError(f"header {name!r} is given twice (names ignore case)")
+        seen.add(lower)
+        if lower in _MANAGED_HEADERS:
+            raise ValueError(f"header {name!r} is set by patchpilot's HTTP client itself")
+        problem = _header_value_problem(raw)
+        if problem is not None:
+            raise ValueError(f"the value of header {name!r} {problem}")
+        if "${" in _HEADER_ENV_REF.sub("", raw):
+            raise ValueError(
+                f"the value of header {name!r} has a '${{' that is not ${{ENV:NAME}}; "
+                "only environment references are replaced"
+            )
+    return value
+
+
+class WebhookSettings(BaseModel):
+    """One webhook: patchpilot POSTs each event as JSON (``{event, run_id, title, detail,
+    link, at}``) to ``url``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="http(s) URL the events are POSTed to")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="extra headers (e.g. Authorization: Bearer ${ENV:HOOK_TOKEN}); ${ENV:NAME} "
+        "is replaced from the environment when the service starts",
+    )
+    events: list[str] | None = Field(
+        default=None, description="the event kinds sent here; null: every kind"
+    )
+
+    @field_validator("url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_http_url(value, "e.g. https://hooks.example.org/patchpilot")
+
+    @field_validator("headers", mode="after")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_header_env_values(value)
+
+    @field_validator("events", mode="after")
+    @classmethod
+    def _known_events(cls, value: list[str] | None) -> list[str] | None:
+        return _check_event_kinds(value)
+
+    def env_names(self) -> list[str]:
+        """The environment variables ``headers`` refer to (``${ENV:NAME}``), in order."""
+        names: list[str] = []
+        for raw in self.headers.values():
+            names.extend(n for n in _HEADER_ENV_REF.findall(raw) if n not in names)
+        return names
+
+    def resolved_headers(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """``headers`` with every ``${ENV:NAME}`` replaced from ``environ``.
+
+        Raises:
+            ConfigError: a referenced variable is unset or its value cannot be a header
+                value; the error names the header and the variable, never the value.
+        """
+        resolved: dict[str, str] = {}
+        for name, raw in self.headers.items():
+            missing = [v for v in _HEADER_ENV_REF.findall(raw) if v not in environ]
+            if missing:
+                raise ConfigError(
+                    f"webhook header {name!r} refers to environment variable {missing[0]}, "
+                    "which is unset: export it or remove the header",
+                    key=f"notifications.webhooks.headers.{name}",
+                )
+            value = _HEADER_ENV_REF.sub(lambda m: environ[m.group(1)], raw)
+            problem = _header_value_problem(value)
+            if problem is not None:
+                raise ConfigError(
+                    f"webhook header {name!r}, once its ${{ENV:...}} is replaced, {problem}",
+                    key=f"notifications.webhooks.headers.{name}",
+                )
+            resolved[name] = value
+        return resolved
+
+
+class SMTPSettings(BaseModel):
+    """E-mail through an SMTP server; the password only ever comes from the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._:-]+$")
+    port: int = Field(default=25, ge=1, le=65535)
+    starttls: bool = Field(default=False, description="upgrade the connection with STARTTLS")
+    sender: str = Field(description="the From address, e.g. patchpilot@example.org")
+    to: list[str] = Field(min_length=1, max_length=100, description="recipient addresses")
+    username: str | None = Field(
+        default=None, min_length=1, max_length=256, description="log in as (needs password_env)"
+    )
+    password_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="NAME of the environment variable holding the SMTP password",
+    )
+    events: list[str] | None = Field(
+        default=None, description="the event kinds mailed; null: every kind"
+    )
+
+    @field_validator("sender", mode="after")
+    @classmethod
+    def _sender_address(cls, value: str) -> str:
+        if not _ADDRESS.match(value):
+            raise ValueError("must be a plain e-mail address, e.g. patchpilot@example.org")
+        return value
+
+    @field_validator("to", mode="after")
+    @classmethod
+    def _to_addresses(cls, value: list[str]) -> list[str]:
+        for address in value:
+            if not _ADDRESS.match(address):
+                raise ValueError(
+                    f"{address[:80]!r} is not a plain e-mail address (e.g. ops@example.org)"
+                )
+        return value
+
+    @field_validator("username", mode="after")
+    @classmethod
+    def _username_printable(cls, value: str | None) -> str | None:
+        if value is not None and any(not (" " < ch <= "~") for ch in value):
+            raise ValueError("must be printable ASCII without spaces")
+        return value
+
+    @field_validator("events", mode="after")
+    @classmethod
+    def _known_events(cls, value: list[str] | None) -> list[str] | None:
+        return _check_event_kinds(value)
+
+    @model_validator(mode="after")
+    def _login_needs_password(self) -> SMTPSettings:
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError(
+                "username and password_env go together: set both to log in, or neither"
+            )
+        return self
+
+
+def _check_event_kinds(value: list[str] | None) -> list[str] | None:
+    from patchpilot.core.events import EVENT_KINDS
+
+    if value is None:
+        return None
+    for kind in value:
+        if kind not in EVENT_KINDS:
+            close = difflib.get_close_matches(kind, EVENT_KINDS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(
+                f"unknown event {kind[:60]!r}{hint}; events are {', '.join(EVENT_KINDS)}"
+            )
+    return value
+
+
+class NotificationSettings(BaseModel):
+    """Where events (a run awaiting approval, a rollback...) are sent:
+    :mod:`patchpilot.app.notify`. Delivery never blocks a run (a bounded queue and a
+    background thread, retried)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhooks: list[WebhookSettings] = Field(default_factory=list, max_length=32)
+    smtp: SMTPSettings | None = None
+    base_url: str = Field(
+        default="http://127.0.0.1:8080",
+        description="the service as people reach it: links in events start with it",
+    )
+    queue_size: int = Field(
+        default=1000, ge=1, le=100_000, description="events waiting; past it new ones drop"
+    )
+    attempts: int = Field(default=3, ge=1, le=10, description="delivery attempts per channel")
+    timeout: float = Field(
+        default=10.0, gt=0, le=120, allow_inf_nan=False, description="seconds per attempt"
+    )
+    backoff: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        allow_inf_nan=False,
+        description="seconds before the 2nd attempt, doubled for each next one",
+    )
+
+    @field_validator("base_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_http_url(value, "e.g. https://patchpilot.example.org").rstrip("/")
+
+    def env_names(self) -> list[str]:
+        """Every environment variable the channels read (header values, SMTP password)."""
+        names = [n for hook in self.webhooks for n in hook.env_names()]
+        if self.smtp is not None and self.smtp.password_env is not None:
+            names.append(self.smtp.password_env)
+        return names
+
+
 class AcceptanceSettings(BaseModel):
     """Risk acceptances (``patchpilot accept``; :mod:`patchpilot.core.acceptance`)."""
 
@@ -511,6 +761,8 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     acceptances: AcceptanceSettings = Field(default_factory=AcceptanceSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @field_validator("home", "inventory", "policy", mode="before")
     @classmethod
@@ -628,6 +880,8 @@ def _model_of(annotation: object) -> type[BaseModel] | None:
     """The pydantic model a field holds (``SSHSettings``, also inside ``X | None``), else None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    if get_origin(annotation) in (list, tuple, dict):  # items have no variables of their own
+        return None
     for arg in get_args(annotation):
         found = _model_of(arg)
         if found is not None:
@@ -755,5 +1009,6 @@ def load_settings(
     finally:
         _CONFIG_DATA.reset(token)
     named = [settings.llm.api_key_env, *settings.llm.header_env_names()]
+    named += settings.notifications.env_names()
     check_environment(environ, allowed=[*named, settings.tracing.api_key_env])
     return settings

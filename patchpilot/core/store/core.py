@@ -27,6 +27,12 @@ repository                tables / methods
                           first_seen_map, save_risk, findings
 ``OutcomesRepository``    ``deployment_outcomes``: record_outcome, recent_outcomes, outcomes
 ``RolloutRepository``     deployments, approvals, baseline rejections
+``VotesRepository``       ``approval_votes``: approvals by N distinct people (vote_approval)
+``UsersRepository``       ``users``, ``user_tokens``: add_user, replace_token, disable_user,
+                          users, token_row (tokens stored as argon2 hashes only)
+``JobsRepository``        ``jobs``: the service executor's queue (enqueue_run, claim_job...)
+``SchedulesRepository``   ``schedules``, ``schedule_occurrences``: add/list/remove, claim
+                          each occurrence exactly once
 ========================  =================================================================
 """
 
@@ -36,9 +42,13 @@ from patchpilot.core.store.advisories import AdvisoriesRepository
 from patchpilot.core.store.feeds import PUBLISHED_LAG, FeedsRepository
 from patchpilot.core.store.findings import FindingsRepository
 from patchpilot.core.store.hosts import HostsRepository
+from patchpilot.core.store.jobs import JobsRepository
 from patchpilot.core.store.outcomes import OutcomesRepository
 from patchpilot.core.store.rollout import RolloutRepository
 from patchpilot.core.store.runs import RunsRepository
+from patchpilot.core.store.schedules import SchedulesRepository
+from patchpilot.core.store.users import UsersRepository
+from patchpilot.core.store.votes import VotesRepository
 
 __all__ = ["PUBLISHED_LAG", "Store"]
 
@@ -50,7 +60,11 @@ class Store(
     HostsRepository,
     FindingsRepository,
     OutcomesRepository,
+    VotesRepository,
     RolloutRepository,
+    UsersRepository,
+    SchedulesRepository,
+    JobsRepository,
 ):
     """patchpilot's SQLite store; safe to share between threads.
 

@@ -361,7 +361,118 @@ _V4: Final[tuple[str, ...]] = (
     "ALTER TABLE approvals ADD COLUMN decided_words TEXT",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# Version 5 (the service's executor, :mod:`patchpilot.app.executor`): work waiting for a worker.
+# ``kind`` is ``start`` (a new patch run), ``continue`` (a run after a decision, a crash or its
+# window) or ``scan``; ``request`` its JSON parameters. A worker claims one with
+# ``UPDATE ... WHERE status = 'queued'`` in a write transaction, so no job is claimed twice;
+# ``owner`` names the executor holding it (its lock file tells whether it is alive). At most
+# one queued or claimed job per run.
+_V5: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE jobs (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('start', 'continue', 'scan')),
+        request     TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        status      TEXT NOT NULL
+                    CHECK (status IN ('queued', 'claimed', 'done', 'failed', 'cancelled')),
+        owner       TEXT,
+        created_at  TEXT NOT NULL,
+        claimed_at  TEXT,
+        finished_at TEXT,
+        error       TEXT,
+        CHECK (status <> 'claimed' OR owner IS NOT NULL),
+        CHECK (status <> 'queued' OR owner IS NULL)
+    )
+    """,
+    "CREATE UNIQUE INDEX jobs_one_active ON jobs (run_id) WHERE status IN ('queued', 'claimed')",
+    "CREATE INDEX jobs_by_status ON jobs (status, id)",
+)
+
+# Version 6 (users, roles and tokens, :mod:`patchpilot.core.store.users`; approvals by N
+# distinct people, :mod:`patchpilot.core.store.votes`). ``users``: one row per person (``role``
+# one of :class:`patchpilot.core.auth.Role`); a disabled user keeps their row (the audit log
+# names them) and authenticates no more. ``user_tokens``: API tokens, ``token_id`` is the
+# token's public prefix (finds the row), ``hash`` the argon2 hash of the whole token (the
+# token itself is never stored); ``revoked_at`` set when replaced. ``approval_votes``: each
+# person's decision on a pending approval, at most one per (run, plan, voter).
+_V6: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE users (
+        name          TEXT PRIMARY KEY,
+        role          TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'approver', 'admin')),
+        disabled      INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+        password_hash TEXT,
+        created_at    TEXT NOT NULL,
+        created_by    TEXT NOT NULL,
+        changed_at    TEXT NOT NULL,
+        changed_by    TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE user_tokens (
+        token_id    TEXT PRIMARY KEY,
+        user_name   TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        hash        TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        created_by  TEXT NOT NULL,
+        revoked_at  TEXT,
+        last_used_at TEXT
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX user_tokens_by_user ON user_tokens (user_name, created_at)",
+    """
+    CREATE TABLE approval_votes (
+        run_id     TEXT NOT NULL,
+        plan_id    TEXT NOT NULL,
+        voter      TEXT NOT NULL,
+        decision   TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        comment    TEXT,
+        via        TEXT,
+        words      TEXT,
+        voted_at   TEXT NOT NULL,
+        PRIMARY KEY (run_id, plan_id, voter),
+        FOREIGN KEY (run_id, plan_id) REFERENCES approvals (run_id, plan_id) ON DELETE CASCADE
+    ) WITHOUT ROWID
+    """,
+)
+
+# Version 7 (schedules, :mod:`patchpilot.core.store.schedules`): ``schedules`` holds each
+# schedule's JSON document (:class:`patchpilot.core.schedules.Schedule`). ``schedule_occurrences``
+# is the exactly-once key: one row per (schedule, occurrence start), inserted in the claiming
+# transaction, so two schedulers (threads or processes) racing for an occurrence cannot both
+# win; ``status`` is how it was claimed (``on-time``, ``late``) or that it was ``missed``
+# (skipped, with the ``reason``). No foreign key: the history outlives a removed schedule.
+_V7: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE schedules (
+        id         TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL CHECK (kind IN ('scan', 'run')),
+        enabled    INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        created_at TEXT NOT NULL,
+        doc        TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE schedule_occurrences (
+        schedule_id   TEXT NOT NULL,
+        occurrence_at TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('scan', 'run')),
+        timezone      TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('on-time', 'late', 'missed')),
+        reason        TEXT,
+        window_end    TEXT NOT NULL,
+        cutoff_at     TEXT NOT NULL,
+        claimed_at    TEXT NOT NULL,
+        run_id        TEXT,
+        PRIMARY KEY (schedule_id, occurrence_at)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX schedule_occurrences_by_claim ON schedule_occurrences (claimed_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """``MIGRATIONS[i]`` migrates a database from schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
