@@ -99,7 +99,7 @@ import openai
 import structlog
 from openai import OpenAI
 from openai.lib._pydantic import to_strict_json_schema
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatCompletionMessageParam
 from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import (
@@ -508,63 +508,10 @@ class LLMClient(ClosingContext):
         temperature: float | None,
         max_tokens: int,
     ) -> ToolTurn:
-        shape = self._request_shape()
-        adjusted: set[str] = set()
-        while True:
-            body: dict[str, Any] = {
-                "model": self._settings.model,
-                "messages": cast("list[ChatCompletionMessageParam]", messages),
-                shape.limit_param: max_tokens,
-            }
-            if tools:
-                body["tools"] = tools
-                body["tool_choice"] = "auto"
-            if temperature is not None and shape.send_temperature:
-                body["temperature"] = temperature
-            if self._settings.reasoning_effort is not None:
-                body["reasoning_effort"] = self._settings.reasoning_effort
-            try:
-                response = self._send(call, functools.partial(self._create_chat, body))
-            except LLMRequestError as exc:
-                better = self._adjusted_shape(call, shape, exc, adjusted)
-                if better is None:
-                    raise
-                shape = better
-                continue
-            break
-        if not isinstance(response, ChatCompletion):
-            raise LLMOutputError(
-                f"the endpoint answered {type(response).__name__}, not a chat completion",
-                **self._error_context(call.task, call.attempts),
-            )
-        if response.usage is not None:
-            self._spend(
-                call,
-                TokenUsage(
-                    prompt_tokens=response.usage.prompt_tokens or 0,
-                    completion_tokens=response.usage.completion_tokens or 0,
-                ),
-            )
-        if not response.choices:
-            raise _Retryable("the answer has no choices", kind="output")
-        choice = response.choices[0]
-        message = choice.message
-        if choice.finish_reason == "length":
-            raise _Retryable(
-                f"the answer was cut at {shape.limit_param}={max_tokens} (finish_reason "
-                "'length'; a reasoning model spends part of it thinking: raise llm.max_tokens)",
-                kind="output",
-            )
-        if choice.finish_reason == "content_filter":
-            raise LLMOutputError(
-                "the endpoint's content filter withheld the answer",
-                **self._error_context(call.task, call.attempts),
-            )
-        if message.refusal:
-            raise LLMOutputError(
-                f"the model refused: {_clip(message.refusal)}",
-                **self._error_context(call.task, call.attempts),
-            )
+        extra: dict[str, Any] = {"tools": tools, "tool_choice": "auto"} if tools else {}
+        message, finish_reason, model = self._chat_message(
+            call, messages, extra, temperature, max_tokens
+        )
         calls: list[RequestedToolCall] = []
         for item in message.tool_calls or ():
             function = getattr(item, "function", None)  # custom (non-function) calls: none
@@ -580,8 +527,8 @@ class LLMClient(ClosingContext):
         return ToolTurn(
             content=content,
             tool_calls=tuple(calls),
-            finish_reason=str(choice.finish_reason),
-            model=response.model or self._settings.model,
+            finish_reason=finish_reason,
+            model=model,
         )
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -627,22 +574,25 @@ class LLMClient(ClosingContext):
 
     # ------------------------------------------------------------------ one attempt
 
-    def _chat_once(
+    def _chat_message(
         self,
         call: _Call,
-        messages: list[dict[str, str]],
-        response_format: ResponseFormat,
-        schema: type[T],
+        messages: Sequence[Mapping[str, Any]],
+        extra: Mapping[str, Any],
         temperature: float | None,
         max_tokens: int,
-    ) -> tuple[T, str, str]:
+    ) -> tuple[ChatCompletionMessage, str, str]:
+        """One chat completion request (adapting its parameters to what the endpoint accepts,
+        at most once each), its usage spent, and the first choice's message checked: cut,
+        filtered or refused answers become errors. Returns the message, its finish reason and
+        the model that answered."""
         shape = self._request_shape()
         adjusted: set[str] = set()
         while True:
             body: dict[str, Any] = {
                 "model": self._settings.model,
-                "messages": cast("list[ChatCompletionMessageParam]", messages),
-                "response_format": response_format,
+                "messages": cast("list[ChatCompletionMessageParam]", list(messages)),
+                **extra,
                 shape.limit_param: max_tokens,
             }
             if temperature is not None and shape.send_temperature:
@@ -691,6 +641,20 @@ class LLMClient(ClosingContext):
                 f"the model refused: {_clip(message.refusal)}",
                 **self._error_context(call.task, call.attempts),
             )
+        return message, str(choice.finish_reason), response.model or self._settings.model
+
+    def _chat_once(
+        self,
+        call: _Call,
+        messages: list[dict[str, str]],
+        response_format: ResponseFormat,
+        schema: type[T],
+        temperature: float | None,
+        max_tokens: int,
+    ) -> tuple[T, str, str]:
+        message, _finish, model = self._chat_message(
+            call, messages, {"response_format": response_format}, temperature, max_tokens
+        )
         content = message.content
         if not content or not content.strip():
             raise _Retryable("the answer is empty", kind="output")
@@ -700,7 +664,7 @@ class LLMClient(ClosingContext):
             raise _Retryable(
                 f"the answer is not a valid {schema.__name__}: {_summarise(exc)}", kind="output"
             ) from exc
-        return value, response.model or self._settings.model, content
+        return value, model, content
 
     def _create_chat(self, body: dict[str, Any], timeout: float) -> object:
         """One chat completion request (the SDK checks nothing we did not check already)."""
