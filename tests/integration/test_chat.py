@@ -314,13 +314,14 @@ def test_the_requests_operators_asked_get_what_they_meant(lab: LabHandle, tmp_pa
     assert why["request"]["intent"] == "explain"
     assert "db-1 holds acme-web" in why["text"]
 
-    zlib = ask(home, lab, "please apply the zlib security fix on all staging hosts")
+    # A change asked for in chat always waits for a person's approval: exit 6.
+    zlib = ask(home, lab, "please apply the zlib security fix on all staging hosts", expect=6)
     assert zlib["run"]["status"] == "awaiting_approval"
     assert {(i["host"], i["package"]) for i in zlib["run"]["plan"]["items"]} == {
         ("canary-1", "zlib1g")
     }  # the source name zlib selects its binary zlib1g; staging is canary-1
 
-    tonight = ask(home, lab, "upgrade acme-web to 1.1.0 on web-1 tonight")
+    tonight = ask(home, lab, "upgrade acme-web to 1.1.0 on web-1 tonight", expect=6)
     assert tonight["request"]["when"] == "tonight"
     assert tonight["run"]["not_before"] is not None
     assert {(i["host"], i["package"], i["to"]) for i in tonight["run"]["plan"]["items"]} == {
