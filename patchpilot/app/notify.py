@@ -195,7 +195,10 @@ def events_for_run(document: Mapping[str, Any], *, now: datetime | None = None) 
                 at,
             )
         )
-    if status in ("halted", "failed"):
+    waits_for_window = status == "halted" and document.get("waiting") == "window"
+    if status in ("halted", "failed") and not waits_for_window:
+        # A run waiting for its maintenance window or not-before time is "halted" in its
+        # document but nothing went wrong: no event for that.
         verb = "halted" if status == "halted" else "failed"
         events.append(
             _event(

@@ -525,3 +525,24 @@ def test_serve_refuses_a_remote_address_without_allow_remote(world: World) -> No
     )
     assert isinstance(result.exception, ConfigError)
     assert "--allow-remote" in str(result.exception)
+
+
+def test_metrics_numbers_equal_the_apis(world: World) -> None:
+    """Issue 15: /metrics parses with prometheus-client and its numbers equal the API's."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    world.waiting_run()  # a scan of the fleet is in the store
+    text = world.client.get("/metrics", headers=world.auth("vera")).text
+    samples = {
+        (s.name, s.labels.get("host")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    hosts = world.client.get("/api/v1/hosts", headers=world.auth("vera")).json()["hosts"]
+    assert hosts
+    for host in hosts:
+        pending = host["pending_updates"]
+        assert samples[("patchpilot_pending_updates", host["name"])] == len(pending)
+        assert samples[("patchpilot_security_updates", host["name"])] == sum(
+            1 for u in pending if u["security"]
+        )

@@ -665,3 +665,10 @@ def test_an_unset_environment_variable_is_a_config_error_at_start() -> None:
     with pytest.raises(ConfigError, match="SMTP_PW, which is unset"):
         Notifier(smtp, environ={})
     assert smtp.env_names() == ["SMTP_PW"]
+
+
+def test_a_run_waiting_for_its_window_is_not_reported_halted() -> None:
+    doc = {"run_id": "20261206T080000Z-abcdef", "status": "halted", "waiting": "window"}
+    assert [e.kind for e in events_for_run(doc)] == []
+    doc["waiting"] = None
+    assert [e.kind for e in events_for_run(doc)] == ["halted"]
