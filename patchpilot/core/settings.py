@@ -219,6 +219,40 @@ _MANAGED_HEADERS: Final = frozenset(
 """Headers the HTTP layer sets itself: ``llm.headers`` may not replace them."""
 
 
+def _header_env_names(headers: Mapping[str, str]) -> list[str]:
+    """The environment variables ``headers`` refer to (``${ENV:NAME}``), in order, once each."""
+    names: list[str] = []
+    for raw in headers.values():
+        names.extend(n for n in _HEADER_ENV_REF.findall(raw) if n not in names)
+    return names
+
+
+def _resolve_headers(
+    headers: Mapping[str, str], environ: Mapping[str, str], *, label: str, key: str
+) -> dict[str, str]:
+    """``headers`` with every ``${ENV:NAME}`` replaced from ``environ`` (LLM and webhook
+    headers alike); an unset variable or a value that cannot be a header value is a
+    :class:`ConfigError` naming the header and the variable, never the value."""
+    resolved: dict[str, str] = {}
+    for name, raw in headers.items():
+        missing = [v for v in _HEADER_ENV_REF.findall(raw) if v not in environ]
+        if missing:
+            raise ConfigError(
+                f"{label} {name!r} refers to environment variable {missing[0]}, which is "
+                "unset: export it or remove the header",
+                key=f"{key}.{name}",
+            )
+        value = _HEADER_ENV_REF.sub(lambda m: environ[m.group(1)], raw)
+        problem = _header_value_problem(value)
+        if problem is not None:
+            names = ", ".join(_HEADER_ENV_REF.findall(raw))
+            raise ConfigError(
+                f"{label} {name!r}, once {names} is replaced, {problem}", key=f"{key}.{name}"
+            )
+        resolved[name] = value
+    return resolved
+
+
 def _header_value_problem(value: str) -> str | None:
     """Why ``value`` cannot be sent as a header value (``None``: it can)."""
     if len(value) > 8192:
@@ -385,10 +419,7 @@ class LLMSettings(BaseModel):
 
     def header_env_names(self) -> list[str]:
         """The environment variables ``headers`` refer to (``${ENV:NAME}``), in order."""
-        names: list[str] = []
-        for raw in self.headers.values():
-            names.extend(n for n in _HEADER_ENV_REF.findall(raw) if n not in names)
-        return names
+        return _header_env_names(self.headers)
 
     def resolved_headers(self, environ: Mapping[str, str]) -> dict[str, str]:
         """``headers`` with every ``${ENV:NAME}`` replaced from ``environ``.
@@ -398,30 +429,7 @@ class LLMSettings(BaseModel):
                 header (CR/LF, not printable ASCII); the error names the header and the
                 variable, never the value.
         """
-        resolved: dict[str, str] = {}
-        for name, raw in self.headers.items():
-
-            def substitute(found: re.Match[str], header: str = name) -> str:
-                var = found.group(1)
-                value = environ.get(var)
-                if value is None:
-                    raise ConfigError(
-                        f"header {header!r} refers to environment variable {var}, which is "
-                        f"unset: export it or remove the header",
-                        key=f"llm.headers.{header}",
-                    )
-                return value
-
-            value = _HEADER_ENV_REF.sub(substitute, raw)
-            problem = _header_value_problem(value)
-            if problem is not None:
-                names = ", ".join(_HEADER_ENV_REF.findall(raw))
-                raise ConfigError(
-                    f"header {name!r}, once {names} is replaced, {problem}",
-                    key=f"llm.headers.{name}",
-                )
-            resolved[name] = value
-        return resolved
+        return _resolve_headers(self.headers, environ, label="header", key="llm.headers")
 
 
 class TracingSettings(BaseModel):
@@ -570,10 +578,7 @@ class WebhookSettings(BaseModel):
 
     def env_names(self) -> list[str]:
         """The environment variables ``headers`` refer to (``${ENV:NAME}``), in order."""
-        names: list[str] = []
-        for raw in self.headers.values():
-            names.extend(n for n in _HEADER_ENV_REF.findall(raw) if n not in names)
-        return names
+        return _header_env_names(self.headers)
 
     def resolved_headers(self, environ: Mapping[str, str]) -> dict[str, str]:
         """``headers`` with every ``${ENV:NAME}`` replaced from ``environ``.
@@ -582,24 +587,9 @@ class WebhookSettings(BaseModel):
             ConfigError: a referenced variable is unset or its value cannot be a header
                 value; the error names the header and the variable, never the value.
         """
-        resolved: dict[str, str] = {}
-        for name, raw in self.headers.items():
-            missing = [v for v in _HEADER_ENV_REF.findall(raw) if v not in environ]
-            if missing:
-                raise ConfigError(
-                    f"webhook header {name!r} refers to environment variable {missing[0]}, "
-                    "which is unset: export it or remove the header",
-                    key=f"notifications.webhooks.headers.{name}",
-                )
-            value = _HEADER_ENV_REF.sub(lambda m: environ[m.group(1)], raw)
-            problem = _header_value_problem(value)
-            if problem is not None:
-                raise ConfigError(
-                    f"webhook header {name!r}, once its ${{ENV:...}} is replaced, {problem}",
-                    key=f"notifications.webhooks.headers.{name}",
-                )
-            resolved[name] = value
-        return resolved
+        return _resolve_headers(
+            self.headers, environ, label="webhook header", key="notifications.webhooks.headers"
+        )
 
 
 class SMTPSettings(BaseModel):
