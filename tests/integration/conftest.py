@@ -148,86 +148,13 @@ def _wait_for_banner(port: int, proc: subprocess.Popen[bytes], log_file: Path) -
 
 @pytest.fixture(scope="session")
 def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
-    """Start a real OpenSSH server on 127.0.0.1 for the whole session."""
-    sshd = next((c for c in SSHD_CANDIDATES if os.access(c, os.X_OK)), shutil.which("sshd"))
-    if sshd is None:
-        _missing("sshd (/usr/sbin/sshd)")
-        raise AssertionError("unreachable")
+    """Start a real OpenSSH server on 127.0.0.1 for the whole session (:func:`running_sshd`)."""
     work = tmp_path_factory.mktemp("sshd")
     work.chmod(0o755)
-    host_key = work / "ssh_host_ed25519_key"
-    host_public_key = keygen(host_key)
     user_key = work / "id_ed25519"
     user_public_key = keygen(user_key)
-    authorized_keys = work / "authorized_keys"
-    authorized_keys.write_text(user_public_key + "\n", encoding="ascii")
-    authorized_keys.chmod(0o600)
-    port = free_port()
-    known_hosts = work / "known_hosts"
-    known_hosts.write_text(f"[127.0.0.1]:{port} {host_public_key}\n", encoding="ascii")
-    log_file = work / "sshd.log"
-    config = work / "sshd_config"
-    values = {
-        "ListenAddress": "127.0.0.1",
-        "Port": str(port),
-        "HostKey": str(host_key),
-        "PidFile": str(work / "sshd.pid"),
-        "AuthorizedKeysFile": str(authorized_keys),
-        "PubkeyAuthentication": "yes",
-        "PasswordAuthentication": "no",
-        "KbdInteractiveAuthentication": "no",
-        "UsePAM": "no",
-        "StrictModes": "no",
-        "PermitRootLogin": "prohibit-password",
-        "LogLevel": "VERBOSE",
-        "PerSourcePenalties": "no",  # OpenSSH >= 9.8: failed-auth tests must not lock us out
-    }
-    if os.geteuid() == 0:
-        # sshd's privilege separation needs this directory (tmpfs /run is empty in containers).
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    _write_config(config, **values)
-    check = subprocess.run(
-        [sshd, "-t", "-f", str(config)], check=False, capture_output=True, text=True
-    )
-    if check.returncode != 0 and "PerSourcePenalties" in check.stderr:
-        del values["PerSourcePenalties"]  # older OpenSSH: no penalties to disable
-        _write_config(config, **values)
-        check = subprocess.run(
-            [sshd, "-t", "-f", str(config)], check=False, capture_output=True, text=True
-        )
-    if check.returncode != 0:
-        pytest.fail(f"sshd rejected the test configuration:\n{check.stderr}")
-    stderr_file = (work / "sshd.stderr").open("wb")
-    proc = subprocess.Popen(
-        [sshd, "-D", "-e", "-f", str(config), "-E", str(log_file)],
-        stdin=subprocess.DEVNULL,
-        stdout=stderr_file,
-        stderr=stderr_file,
-    )
-    try:
-        _wait_for_banner(port, proc, log_file)
-        yield SSHServer(
-            address="127.0.0.1",
-            port=port,
-            host_key=host_key,
-            host_public_key=host_public_key,
-            user_key=user_key,
-            known_hosts=known_hosts,
-            user=getpass.getuser(),
-            log_file=log_file,
-            pid=proc.pid,
-            workdir=work,
-        )
-    finally:
-        # Only the sshd this fixture started, by its pid.
-        if proc.poll() is None:
-            os.kill(proc.pid, 15)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, 9)
-                proc.wait(timeout=10)
-        stderr_file.close()
+    with running_sshd(work, user_key, user_public_key) as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -293,7 +220,8 @@ def running_sshd(
     """One more OpenSSH server on 127.0.0.1 (its own host key and log) accepting ``user_key``;
     ``extra`` adds or overrides sshd_config keywords. Stopped by its pid on exit."""
     sshd = sshd_path()
-    work.mkdir(mode=0o755, parents=True)
+    work.mkdir(mode=0o755, parents=True, exist_ok=True)
+    work.chmod(0o755)
     host_key = work / "ssh_host_ed25519_key"
     host_public_key = keygen(host_key)
     authorized_keys = work / "authorized_keys"
@@ -317,14 +245,22 @@ def running_sshd(
         "StrictModes": "no",
         "PermitRootLogin": "prohibit-password",
         "LogLevel": "VERBOSE",
+        "PerSourcePenalties": "no",  # OpenSSH >= 9.8: failed-auth tests must not lock us out
         **extra,
     }
     if os.geteuid() == 0:
+        # sshd's privilege separation needs this directory (tmpfs /run is empty in containers).
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     _write_config(config, **values)
     check = subprocess.run(
         [sshd, "-t", "-f", str(config)], check=False, capture_output=True, text=True
     )
+    if check.returncode != 0 and "PerSourcePenalties" in check.stderr:
+        del values["PerSourcePenalties"]  # older OpenSSH: no penalties to disable
+        _write_config(config, **values)
+        check = subprocess.run(
+            [sshd, "-t", "-f", str(config)], check=False, capture_output=True, text=True
+        )
     if check.returncode != 0:
         pytest.fail(f"sshd rejected the test configuration:\n{check.stderr}")
     with (work / "sshd.stderr").open("wb") as stderr_file:
