@@ -30,7 +30,6 @@ from patchpilot.tools.queries import (
     QueryTool,
     register,
 )
-from patchpilot.tools.queries.base import cut
 from patchpilot.tools.queries.common import (
     ResolvedScope,
     ScopedInput,
@@ -185,14 +184,12 @@ def _compliance(context: QueryContext, args: ComplianceInput) -> QueryResult:
         if scope.note():
             lines.append(scope.note())
         text = "\n".join(lines)
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="compliance",
-        understood_as=understood,
-        columns=("host", "sla", "open_findings", "overdue", "next_due", "compliance", "run_id"),
-        rows=shown_rows,
-        total=total,
-        text=text,
+    return QueryResult.of(
+        "compliance",
+        understood,
+        ("host", "sla", "open_findings", "overdue", "next_due", "compliance", "run_id"),
+        rows,
+        text,
     )
 
 
@@ -361,14 +358,12 @@ def _run_details(context: QueryContext, args: RunDetailsInput) -> QueryResult:
         lines.append(
             "Compliance: " + ", ".join(f"{shown(h)} {s}" for h, s in doc["compliance"].items())
         )
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="run_details",
-        understood_as=understood,
-        columns=("kind", "host", "package", "to", "status", "reason"),
-        rows=shown_rows,
-        total=total,
-        text="\n".join(lines),
+    return QueryResult.of(
+        "run_details",
+        understood,
+        ("kind", "host", "package", "to", "status", "reason"),
+        rows,
+        "\n".join(lines),
     )
 
 
@@ -577,14 +572,12 @@ def _why(context: QueryContext, args: WhyNotPatchedInput) -> QueryResult:
         lines.append("- nothing recorded explains it (no hold, exclusion, rejection or incident)")
     if problem:
         lines.append(problem)
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="why_not_patched",
-        understood_as=f"why {host} was not upgraded to {target}",
-        columns=("source", "reason", "run_id"),
-        rows=shown_rows,
-        total=total,
-        text="\n".join(lines),
+    return QueryResult.of(
+        "why_not_patched",
+        f"why {host} was not upgraded to {target}",
+        ("source", "reason", "run_id"),
+        rows,
+        "\n".join(lines),
     )
 
 

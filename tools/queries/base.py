@@ -58,6 +58,25 @@ class QueryResult(BaseModel):
     text: str = Field(default="", description="the answer for a person, built from the rows")
     error: str | None = Field(default=None, description="why the call was refused, if it was")
 
+    @classmethod
+    def of(
+        cls,
+        tool: str,
+        understood_as: str,
+        columns: Sequence[str],
+        rows: Sequence[dict[str, Any]],
+        text: str,
+    ) -> QueryResult:
+        """A result with ``rows`` cut to :data:`MAX_ROWS` and ``total`` how many there were."""
+        return cls(
+            tool=tool,
+            understood_as=understood_as,
+            columns=tuple(columns),
+            rows=tuple(rows[:MAX_ROWS]),
+            total=len(rows),
+            text=text,
+        )
+
 
 @dataclass
 class QueryContext:
@@ -124,8 +143,3 @@ def call_tool(context: QueryContext, name: str, arguments: Mapping[str, Any] | N
         )
         return QueryResult(tool=name, understood_as="", error=f"bad arguments: {problems}")
     return tool.run(context, args)
-
-
-def cut(rows: Sequence[dict[str, Any]]) -> tuple[tuple[dict[str, Any], ...], int]:
-    """``rows`` cut to :data:`MAX_ROWS`, and how many there were."""
-    return tuple(rows[:MAX_ROWS]), len(rows)

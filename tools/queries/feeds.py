@@ -11,7 +11,6 @@ from patchpilot.tools.queries.base import (
     QueryInput,
     QueryResult,
     QueryTool,
-    cut,
     register,
 )
 from patchpilot.tools.queries.common import shown
@@ -66,14 +65,12 @@ def _feeds(context: QueryContext, args: FeedsInput) -> QueryResult:
         if stale:
             lines.append("Refresh with `patchpilot feeds update`.")
         text = "\n".join(lines)
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="feeds",
-        understood_as=understood,
-        columns=("feed", "records", "fetched_at", "published_at", "stale"),
-        rows=shown_rows,
-        total=total,
-        text=text,
+    return QueryResult.of(
+        "feeds",
+        understood,
+        ("feed", "records", "fetched_at", "published_at", "stale"),
+        rows,
+        text,
     )
 
 

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from patchpilot.core.intents import PackageSpec, normalize_cve, normalize_run_id
 from patchpilot.core.models import FixStatus, Severity
 from patchpilot.core.store import FindingRecord
-from patchpilot.tools.queries.base import QueryContext, QueryResult, QueryTool, cut, register
+from patchpilot.tools.queries.base import QueryContext, QueryResult, QueryTool, register
 from patchpilot.tools.queries.common import ScopedInput, joined, resolve_scope, shown, today
 
 __all__ = ["FINDINGS", "FindingsInput", "finding_row"]
@@ -170,14 +170,12 @@ def _findings(context: QueryContext, args: FindingsInput) -> QueryResult:
             "\nNo KEV catalog is imported, so no finding can be known to be in KEV: "
             "run `patchpilot feeds update` or `patchpilot feeds import kev FILE`."
         )
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="findings",
-        understood_as=understood,
-        columns=COLUMNS,
-        rows=shown_rows,
-        total=total,
-        text=text,
+    return QueryResult.of(
+        "findings",
+        understood,
+        COLUMNS,
+        rows,
+        text,
     )
 
 

@@ -17,7 +17,6 @@ from patchpilot.tools.queries.base import (
     QueryInput,
     QueryResult,
     QueryTool,
-    cut,
     register,
 )
 from patchpilot.tools.queries.common import shown
@@ -101,14 +100,12 @@ def _history(context: QueryContext, args: HistoryInput) -> QueryResult:
         lines.append("Nothing recalled from memory.")
     if problem:
         lines.append(problem)
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="history",
-        understood_as=understood,
-        columns=("source", "run_id", "host", "package", "from_version", "to_version", "status"),
-        rows=shown_rows,
-        total=total,
-        text="\n".join(lines),
+    return QueryResult.of(
+        "history",
+        understood,
+        ("source", "run_id", "host", "package", "from_version", "to_version", "status"),
+        rows,
+        "\n".join(lines),
     )
 
 

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from patchpilot.core.intents import PackageSpec
 from patchpilot.core.models import FixStatus, UpdateOrigin
-from patchpilot.tools.queries.base import QueryContext, QueryResult, QueryTool, cut, register
+from patchpilot.tools.queries.base import QueryContext, QueryResult, QueryTool, register
 from patchpilot.tools.queries.common import (
     ScopedInput,
     joined,
@@ -129,14 +129,12 @@ def _pending(context: QueryContext, args: PendingUpdatesInput) -> QueryResult:
         if scope.note():
             lines.append(scope.note())
         text = "\n".join(lines)
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="pending_updates",
-        understood_as=understood,
-        columns=("host", "package", "installed", "candidate", "origin", "security", "held"),
-        rows=shown_rows,
-        total=total,
-        text=text,
+    return QueryResult.of(
+        "pending_updates",
+        understood,
+        ("host", "package", "installed", "candidate", "origin", "security", "held"),
+        rows,
+        text,
     )
 
 
@@ -224,14 +222,12 @@ def _reboot(context: QueryContext, args: RebootInput) -> QueryResult:
         if scope.note():
             lines.append(scope.note())
         text = "\n".join(lines)
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="reboot_needed",
-        understood_as=understood,
-        columns=("host", "reboot_required", "reboot_packages", "restart_services"),
-        rows=shown_rows,
-        total=total,
-        text=text,
+    return QueryResult.of(
+        "reboot_needed",
+        understood,
+        ("host", "reboot_required", "reboot_packages", "restart_services"),
+        rows,
+        text,
     )
 
 
@@ -320,14 +316,12 @@ def _holds(context: QueryContext, args: HoldsInput) -> QueryResult:
         if scope.note():
             lines.append(scope.note())
         text = "\n".join(lines)
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="holds",
-        understood_as=understood,
-        columns=("host", "package", "held_update", "findings"),
-        rows=shown_rows,
-        total=total,
-        text=text,
+    return QueryResult.of(
+        "holds",
+        understood,
+        ("host", "package", "held_update", "findings"),
+        rows,
+        text,
     )
 
 

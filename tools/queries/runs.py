@@ -17,7 +17,6 @@ from patchpilot.tools.queries.base import (
     QueryInput,
     QueryResult,
     QueryTool,
-    cut,
     register,
 )
 from patchpilot.tools.queries.common import joined, shown
@@ -76,14 +75,12 @@ def _runs(context: QueryContext, args: RunsInput) -> QueryResult:
             for r in rows
         )
         text = "\n".join(lines)
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="runs",
-        understood_as=understood,
-        columns=("run_id", "kind", "target", "status", "started", "finished", "findings"),
-        rows=shown_rows,
-        total=total,
-        text=text,
+    return QueryResult.of(
+        "runs",
+        understood,
+        ("run_id", "kind", "target", "status", "started", "finished", "findings"),
+        rows,
+        text,
     )
 
 
@@ -157,14 +154,12 @@ def _approvals(context: QueryContext, args: ApprovalsInput) -> QueryResult:
         )
     if pending:
         lines.append("Approve with `approve RUN_ID` (or `patchpilot approve RUN_ID`).")
-    shown_rows, total = cut(rows)
-    return QueryResult(
-        tool="approvals",
-        understood_as=understood,
-        columns=("run_id", "status", "items", "hosts", "expires_at", "reasons"),
-        rows=shown_rows,
-        total=total,
-        text="\n".join(lines),
+    return QueryResult.of(
+        "approvals",
+        understood,
+        ("run_id", "status", "items", "hosts", "expires_at", "reasons"),
+        rows,
+        "\n".join(lines),
     )
 
 
