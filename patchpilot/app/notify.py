@@ -30,6 +30,7 @@ visible escapes, so no header can be injected) and the body plain text with cont
 
 from __future__ import annotations
 
+import email.policy
 import os
 import queue
 import smtplib
@@ -323,7 +324,9 @@ def _webhook_channel(hook: WebhookSettings, environ: Mapping[str, str], timeout:
 
 def email_message(event: Event, link: str | None, smtp: SMTPSettings) -> EmailMessage:
     """The e-mail of ``event``: a one-line subject, a plain-text body, both inert."""
-    message = EmailMessage()
+    # Python's folding of an unstructured header that fits on one continuation line puts it
+    # after a bare "Subject:" (clients then show a leading space): fold only past 998 (RFC 5322)
+    message = EmailMessage(policy=email.policy.SMTP.clone(max_line_length=998))
     subject = inert(f"[patchpilot] {event.kind}: {event.title}", newlines=False)
     message["Subject"] = clip(subject, 400)
     message["From"] = smtp.sender
