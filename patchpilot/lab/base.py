@@ -183,10 +183,11 @@ def meta_path_of(tarball: Path) -> Path:
 
 
 @contextlib.contextmanager
-def cache_lock(cache: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the cache directory (another lab may be using it)."""
+def cache_lock(cache: Path, release: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on the cache directory (another lab may be using it), or on
+    ``release``'s part of it only (so two releases' bases are built at the same time)."""
     cache.mkdir(parents=True, exist_ok=True)
-    with (cache / ".lock").open("a") as handle:
+    with (cache / (".lock" if release is None else f".lock-{release}")).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -396,11 +396,22 @@ class Lab:
         """
         releases = list(dict.fromkeys(h.release for h in profile))
         built: dict[str, datetime] = {}
+        had: dict[str, tuple[bool, BaseMeta | None]] = {}
         for release in releases:
-            base_dir = self.base_dir_for(release)
-            had_base = base_dir.is_dir()
-            before = base_mod.read_meta(self.base_meta_path_for(release)) if had_base else None
-            self._ensure_base(release, rebuild=rebuild, max_age_days=max_age_days)
+            had_base = self.base_dir_for(release).is_dir()
+            meta_path = self.base_meta_path_for(release)
+            had[release] = (had_base, base_mod.read_meta(meta_path) if had_base else None)
+        # Each release's base is built (debootstrap: mostly waiting on the mirror) or extracted
+        # on its own thread: two releases take about as long as the slower one.
+        with ThreadPoolExecutor(max_workers=len(releases) or 1) as pool:
+            futures = [
+                pool.submit(self._ensure_base, r, rebuild=rebuild, max_age_days=max_age_days)
+                for r in releases
+            ]
+            for future in futures:
+                future.result()
+        for release in releases:
+            had_base, before = had[release]
             after = base_mod.read_meta(self.base_meta_path_for(release))
             if after is not None:
                 built[release] = after.built_at
@@ -439,7 +450,7 @@ class Lab:
         # left over by an interrupted run
         base_mod.remove_tree(base_dir.with_name(base_dir.name + ".new"))
         meta = base_mod.read_meta(meta_path) if base_dir.is_dir() else None
-        with base_mod.cache_lock(self.cache):
+        with base_mod.cache_lock(self.cache, release):
             tarball = base_mod.tarball_path(self.cache, release)
             cache_meta = (
                 base_mod.read_meta(base_mod.meta_path_of(tarball)) if tarball.is_file() else None
