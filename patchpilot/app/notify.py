@@ -63,6 +63,8 @@ from patchpilot.core.text import inert
 __all__ = [
     "Notifier",
     "NotifierStats",
+    "api_approve_path",
+    "api_run_path",
     "approve_path",
     "events_for_feeds",
     "events_for_run",
@@ -79,11 +81,22 @@ _STOP: Final = object()
 
 
 def run_path(run_id: str) -> str:
-    """The service path of a run document: ``/api/v1/runs/RUN_ID``."""
-    return f"{API_PREFIX}/runs/{quote(run_id, safe='')}"
+    """The dashboard's page of a run (``/runs/RUN_ID``): the link of run events."""
+    return f"/runs/{quote(run_id, safe='')}"
 
 
 def approve_path(run_id: str) -> str:
+    """The dashboard's approval page of a run (``/approvals/RUN_ID``: the plan, approve or
+    reject): the link of ``awaiting-approval`` events."""
+    return f"/approvals/{quote(run_id, safe='')}"
+
+
+def api_run_path(run_id: str) -> str:
+    """The API path of a run document: ``/api/v1/runs/RUN_ID``."""
+    return f"{API_PREFIX}/runs/{quote(run_id, safe='')}"
+
+
+def api_approve_path(run_id: str) -> str:
     """The API path that approves a run (POST, JSON ``{"comment": ...}``)."""
     return f"{API_PREFIX}/approvals/{quote(run_id, safe='')}/approve"
 
@@ -160,8 +173,9 @@ def events_for_run(document: Mapping[str, Any], *, now: datetime | None = None) 
         if approval.get("expires_at"):
             lines.append(f"Expires at {approval['expires_at']}.")
         lines.append(
-            f'Approve: POST {approve_path(run_id)} with {{"comment": "..."}} '
-            f"(or `patchpilot approve {run_id}`); the run: GET {run_path(run_id)}"
+            f"Approve or reject on the approval page (the link), or POST "
+            f'{api_approve_path(run_id)} with {{"comment": "..."}}, or `patchpilot approve '
+            f"{run_id}`; the run document: GET {api_run_path(run_id)}"
         )
         events.append(
             _event(

@@ -166,14 +166,13 @@ def test_awaiting_approval_and_rollback_reach_the_webhook_and_the_mailbox(
     awaiting = next(b for b in bodies if b["event"] == "awaiting-approval")
     assert set(awaiting) == {"event", "run_id", "title", "detail", "link", "at"}
     assert awaiting["run_id"] == "20261201T120000Z-abc123"
-    assert awaiting["link"] == (
-        "https://patchpilot.example.org/api/v1/approvals/20261201T120000Z-abc123/approve"
-    )
+    assert awaiting["link"] == ("https://patchpilot.example.org/approvals/20261201T120000Z-abc123")
     assert awaiting["at"] == NOW.isoformat()
     assert "web-1 is prod" in awaiting["detail"]
     assert "acme-web 1.0.0 -> 1.1.0" in awaiting["detail"]
     rolled = next(b for b in bodies if b["event"] == "rolled-back")
-    assert rolled["link"] == "https://patchpilot.example.org/api/v1/runs/20261201T130000Z-def456"
+    assert rolled["link"] == "https://patchpilot.example.org/runs/20261201T130000Z-def456"
+    assert "POST /api/v1/approvals/20261201T120000Z-abc123/approve" in awaiting["detail"]
     assert "web-1: acme-web 1.1.0 rolled back to 1.0.0" in rolled["detail"]
     assert "db-1" not in rolled["detail"]  # skipped, not rolled back
 
@@ -191,7 +190,7 @@ def test_awaiting_approval_and_rollback_reach_the_webhook_and_the_mailbox(
     assert mail["From"] == "patchpilot@example.org"
     assert mail["To"] == "ops@example.org, oncall@example.org"
     text = mail.get_content()
-    assert "Link: https://patchpilot.example.org/api/v1/approvals/" in text
+    assert "Link: https://patchpilot.example.org/approvals/" in text
     assert any("rolled-back" in s for s in by_subject)
 
 
