@@ -108,6 +108,7 @@ __all__ = [
     "deploy_ring",
     "describe_check",
     "rejected_after_failure",
+    "roll_back_host",
 ]
 
 log = structlog.get_logger(__name__)
@@ -122,7 +123,7 @@ ItemStatus = Literal["installed", "failed", "rolled_back", "skipped", "pending"]
 
 DeployCause = Literal[
     "at-target", "newer", "unhealthy-before", "dry-run", "not-started", "simulation", "blocked",
-    "repair", "install", "post-state", "restart", "health", "transport",
+    "repair", "install", "post-state", "restart", "health", "transport", "analysis",
 ]  # fmt: skip
 """Why an item has its status (``None`` for a plain successful install)."""
 
@@ -587,7 +588,7 @@ class _HostRun:
                 failure = ("health", f"health check failed after install: {unhealthy}")
         if failure is not None:
             self.event("deploy.failed", reason=failure[1], cause=failure[0])
-            return self.roll_back(transport, todo, sim, touched, pre, failure)
+            return self.roll_back(transport, todo, sim.restart_services, touched, pre, failure)
 
         self.fields["post_versions"] = post
         reboot_pending, note = self.reboot(transport)
@@ -645,7 +646,7 @@ class _HostRun:
         self,
         transport: Transport,
         todo: Sequence[PlanItem],
-        sim: SimulationResult,
+        services: Iterable[str],
         touched: Sequence[str],
         pre: Mapping[str, str | None],
         failure: tuple[DeployCause, str],
@@ -671,7 +672,7 @@ class _HostRun:
             if not rolled.ok:
                 rollback_error = f"rollback failed ({rolled.failure}): {rolled.reason}"
             else:
-                self.restart(transport, sim.restart_services)
+                self.restart(transport, services)
         after = self.health(transport, "after-rollback")
         self.fields["health_after_rollback"] = after
         unhealthy = _failed_checks(after)
@@ -788,6 +789,62 @@ def deploy_host(
         run.set_all(pending, "failed", reason=reason, cause="transport")
         run.event("deploy.failed", reason=reason, cause="transport")
         return run.result(reason=reason)
+
+
+def roll_back_host(
+    host: Host,
+    items: Sequence[PlanItem],
+    deployment: HostDeployment,
+    settings: Settings,
+    checks: Sequence[AnyCheck],
+    *,
+    reason: str,
+    audit: AuditLog,
+    cause: DeployCause = "analysis",
+    transport_factory: TransportFactory = open_transport,
+) -> HostDeployment:
+    """Roll back a host that :func:`deploy_host` patched, after the fact (post-patch analysis).
+
+    The same self-heal as a failed install (``_HostRun.roll_back``): dpkg repair if needed,
+    reinstall the recorded pre-state versions (``deployment.pre_versions``), restart the
+    services the install restarted, health checks after the rollback. The items ``deployment``
+    installed end ``rolled_back`` (``failed`` when the rollback failed) with ``reason`` first
+    and ``cause``; the other items keep their outcome. Never raises for host problems (a
+    transport error makes the items ``failed``).
+    """
+    installed = {i.package for i in deployment.items if i.status == "installed"}
+    todo = [i for i in items if i.package in installed]
+    if not todo:
+        return deployment
+    pre = dict(deployment.pre_versions)
+    services = tuple(dict.fromkeys(r.service for r in deployment.restarts))
+    manager = manager_for_items(host.name, (i.ecosystem for i in todo))
+    run = _HostRun(
+        host, todo, checks, dry_run=False, reboot_policy=RebootPolicy.NEVER, audit=audit,
+        http_client=None, manager=manager,
+    )  # fmt: skip
+    run.current = {i.package: pre.get(i.package, i.from_version) for i in todo}
+    run.event("rollback.requested", reason=reason, cause=cause)
+    try:
+        with transport_factory(host, settings) as transport:
+            rolled = run.roll_back(transport, todo, services, list(pre), pre, (cause, reason))
+    except TransportError as exc:
+        why = f"{reason}; rollback failed: host error: {exc}"
+        run.set_all(todo, "failed", reason=why, cause=cause)
+        run.event("rollback.failed", reason=why)
+        rolled = run.result(reason=why)
+    changed = {i.package: i for i in rolled.items}
+    return deployment.model_copy(
+        update={
+            "items": tuple(changed.get(i.package, i) for i in deployment.items),
+            "post_versions": {**deployment.post_versions, **rolled.post_versions},
+            "health_after_rollback": rolled.health_after_rollback,
+            "rollback": rolled.rollback,
+            "restarts": (*deployment.restarts, *rolled.restarts),
+            "reason": rolled.reason,
+            "duration_s": round(deployment.duration_s + rolled.duration_s, 3),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- rings

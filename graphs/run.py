@@ -5,8 +5,10 @@
     START → begin ─Send─► discover_host → source ─Send─► assess_host → prioritize
                                                                           │
       END ◄─ finish ◄─(halted / last ring)─ deploy_ring ◄─ approve ◄─ schedule ◄─ test ◄─ plan_patch
-                              ▲                 │
-                              └──(next ring)────┘
+                              ▲                 │  ▲
+                              │                 │  └── analysis_baseline (baseline self)
+                              │                 ▼
+                              └─(next ring)── analysis → analysis_decision
 
 * ``begin`` … ``prioritize`` are the scan graph's nodes (:mod:`patchpilot.graphs.scan`): the run
   starts
@@ -37,6 +39,19 @@
   the window open. Every host's start and end are written to the store as they happen, so after
   ``kill -9`` a resumed run reuses finished hosts (never patched twice) and re-inspects the host
   that was in flight (dpkg audit/repair, then verify or roll back).
+* Post-patch analysis (``policy.analysis``, off by default): after a ring's deployment,
+  ``analysis`` waits the soak, samples the ring's patched hosts and the baseline (unpatched
+  peers of later rings that get the same packages, over the same window; or, with ``self`` or
+  no peer, the hosts' own window that ``analysis_baseline`` sampled before the ring was
+  patched) through :attr:`RunContext.metrics` (bounded in time; a provider error is no data)
+  and judges them (:func:`patchpilot.agents.analysis.judge`). ``analysis_decision`` acts:
+  ``pass`` → next ring; ``fail`` → the ring's patched hosts roll back
+  (:func:`patchpilot.agents.deployment.roll_back_host`, reason ``analysis failed: ...``), the
+  versions are rejected in the baseline with the evidence, the run halts; ``marginal`` /
+  ``nodata`` → an approval ``interrupt`` (an :class:`ApprovalRequest` with ``stage:
+  analysis`` and the evidence) decided like the plan's (approve: continue; reject or expiry:
+  roll the ring back and halt). Both analysis nodes are read-only: a crash during the soak
+  re-runs the analysis on resume, never the deployment.
 * Everything is checkpointed in SQLite (``durability="sync"``, ``thread_id = run_id``); a
   per-run lock file keeps two processes from driving the same run at once.
 * Hosts that could not be reached (unreachable, a changed host key, refused authentication: at
@@ -53,10 +68,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 from langgraph.graph import END, START, StateGraph
@@ -64,13 +84,16 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
+from patchpilot.agents.analysis import AnalysisVerdict, Verdict, judge
 from patchpilot.agents.deployment import (
     AnyCheck,
     HostDeployment,
+    ItemDeployment,
     RingHooks,
     RingResult,
     TransportFactory,
     deploy_ring,
+    roll_back_host,
 )
 from patchpilot.agents.intake.when import format_local, policy_timezone
 from patchpilot.agents.planning import approval_required, build_plan, build_rollback_plan
@@ -80,12 +103,20 @@ from patchpilot.core.audit import AuditLog
 from patchpilot.core.errors import PatchpilotError
 from patchpilot.core.failpoints import failpoint
 from patchpilot.core.models import Host, PendingUpdate, utcnow
-from patchpilot.core.plan import ExcludedItem, ExclusionReason, PatchPlan, PlanItem
+from patchpilot.core.plan import (
+    ExcludedItem,
+    ExclusionReason,
+    PatchPlan,
+    PlanItem,
+    compliance_state,
+    keep_security_updates,
+)
 from patchpilot.core.policy import Policy
 from patchpilot.core.schedule import WindowSlot
 from patchpilot.core.schedules import Trigger
 from patchpilot.core.settings import Settings
 from patchpilot.core.store import HostSnapshot, Store
+from patchpilot.core.store.stages import Stage
 from patchpilot.core.testing_models import ItemStatus, TestReport
 from patchpilot.graphs.scan import (
     HostTask,
@@ -109,12 +140,25 @@ from patchpilot.graphs.scan import (
 )
 from patchpilot.tools.facts import gather
 from patchpilot.tools.facts.apt_sources import AptCandidatePolicy
+from patchpilot.tools.metrics import (
+    MetricSeries,
+    MetricSpec,
+    MetricWindow,
+    Providers,
+    collect_hosts,
+    pooled,
+)
 from patchpilot.tools.transport import open_transport
 
 __all__ = [
     "ApprovalDecision",
     "ApprovalItem",
     "ApprovalRequest",
+    "MetricsCollector",
+    "MetricsFactory",
+    "PreBaseline",
+    "ProvidersCollector",
+    "RingAnalysis",
     "RunBusyError",
     "RunContext",
     "RunInterrupt",
@@ -123,6 +167,8 @@ __all__ = [
     "RunSnapshot",
     "RunState",
     "RunStatus",
+    "StageRecorder",
+    "StoreStages",
     "WindowResume",
     "WindowWait",
     "build_run_graph",
@@ -142,9 +188,12 @@ if TYPE_CHECKING:  # chromadb loads only when a run uses it
 
 log = structlog.get_logger(__name__)
 
-RunStatus = Literal["completed", "partial", "awaiting_approval", "halted", "failed", "rejected"]
+RunStatus = Literal[
+    "completed", "partial", "awaiting_approval", "halted", "failed", "rejected", "cancelled"
+]
 """The run's status as the CLI reports it (stable contract). ``partial``: the run finished on
-the hosts it reached, but some targeted hosts could not be reached."""
+the hosts it reached, but some targeted hosts could not be reached; ``cancelled``: a person
+cancelled it while it ran (it stopped before the next host started)."""
 
 _MEMORY_TEXT = 8_000
 """The vector memory's longest text field (``patchpilot.tools.memory.records``): clip to it, never
@@ -205,18 +254,32 @@ class ApprovalRequest(_Frozen):
     expires_at: AwareDatetime
     items: list[ApprovalItem]
     rings: list[RingPlan]
+    stage: Literal["plan", "analysis"] = Field(
+        default="plan",
+        description="plan: approve the frozen plan before anything is deployed; analysis: a "
+        "ring's post-patch analysis was marginal or had no data (approve: continue the "
+        "rollout, reject: roll the ring back and halt)",
+    )
+    analysis: RingAnalysis | None = Field(
+        default=None, description="the ring's analysis and its evidence (stage analysis)"
+    )
 
     @field_serializer("expires_at")
     def _iso(self, value: datetime) -> str:
         return value.isoformat()
 
     def payload(self) -> dict[str, Any]:
-        """The JSON form (as published since 0.1: items without a test verdict omit it)."""
+        """The JSON form (as published since 0.1: items without a test verdict omit it; a plan
+        approval has no ``stage`` nor ``analysis``)."""
         data = self.model_dump(mode="json", by_alias=True)
         for item in data["items"]:
             for key in ("test", "risk", "classifications"):
                 if item[key] is None:
                     del item[key]
+        if self.stage == "plan":
+            del data["stage"]
+        if self.analysis is None:
+            del data["analysis"]
         return data
 
 
@@ -275,6 +338,83 @@ class RunOutcome(_Frozen):
     reason: str | None = None
 
 
+BaselineUsed = Literal["peers", "self", "none"]
+"""What a ring's canary was compared with: unpatched peers of later rings over the same
+window, the canary hosts' own window before the patch, or nothing (no data: a person
+decides)."""
+
+
+class PreBaseline(_Frozen):
+    """A ring's own pre-patch window (baseline ``self``), sampled before its deployment."""
+
+    ring: str
+    hosts: tuple[str, ...]
+    started_at: AwareDatetime
+    series: dict[str, dict[str, MetricSeries]] = Field(
+        default_factory=dict, description="host -> metric -> series"
+    )
+    problem: str | None = Field(default=None, description="why nothing was collected")
+
+
+class RingAnalysis(_Frozen):
+    """The post-patch analysis of one ring: who was compared with what, the judge's verdict
+    with every metric's evidence, and what was done about it."""
+
+    ring: str
+    baseline_mode: BaselineUsed
+    canary_hosts: tuple[str, ...]
+    baseline_hosts: tuple[str, ...]
+    started_at: AwareDatetime = Field(description="the sampling window's start (after the soak)")
+    result: AnalysisVerdict
+    action: Literal["continue", "rolled_back"] | None = Field(
+        default=None, description="continue: the next ring; rolled_back: the ring rolled back"
+    )
+    decided_by: str | None = Field(
+        default=None, description="who decided on a marginal or nodata analysis"
+    )
+
+    def document(self) -> dict[str, Any]:
+        """The run document's ``analysis[]`` entry (``patchpilot.run/v1``)."""
+        result = self.result
+        return {
+            "ring": self.ring,
+            "verdict": result.verdict.value,
+            "score": result.score,
+            "baseline_mode": self.baseline_mode,
+            "reason": result.reason,
+            "canary_hosts": list(self.canary_hosts),
+            "baseline_hosts": list(self.baseline_hosts),
+            "started_at": self.started_at.isoformat(),
+            "action": self.action,
+            "decided_by": self.decided_by,
+            "metrics": [
+                {
+                    "name": m.name,
+                    "classification": m.classification.value,
+                    "baseline": m.baseline.model_dump(mode="json"),
+                    "canary": m.canary.model_dump(mode="json"),
+                    "p_value": m.p_value,
+                    "statistic": m.statistic,
+                    "effect_size": m.effect_size,
+                    "effect_measure": m.effect_measure,
+                    "estimate": m.estimate,
+                    "ci_low": m.ci_low,
+                    "ci_high": m.ci_high,
+                    "unit": m.unit,
+                    "direction": m.direction,
+                    "critical": m.critical,
+                    "critical_failure": m.critical_failure,
+                    "failed_measurements": m.failed_measurements,
+                    "reason": m.reason,
+                }
+                for m in result.metrics
+            ],
+        }
+
+
+ApprovalRequest.model_rebuild()
+
+
 class RunState(ScanState):
     """The patch run's state: the scan's, plus the frozen plan and what happened to it."""
 
@@ -287,6 +427,11 @@ class RunState(ScanState):
     limit: str | None = None
     must_approve: str | None = Field(
         default=None, description="a reason a person must approve whatever the policy says"
+    )
+    security_only: bool = Field(
+        default=False,
+        description="plan only updates that close a known security advisory "
+        "(patchpilot.core.plan.keep_security_updates)",
     )
     not_before: AwareDatetime | None = Field(
         default=None,
@@ -313,6 +458,88 @@ class RunState(ScanState):
     judgments: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="host|package -> the LLM's compatibility judgment"
     )
+    analysis_baselines: dict[str, PreBaseline] = Field(
+        default_factory=dict, description="ring -> its pre-patch window (baseline self)"
+    )
+    analyses: list[RingAnalysis] = Field(
+        default_factory=list, description="each analysed ring's verdict, in ring order"
+    )
+
+
+class StageRecorder:
+    """Where a run's nodes say when each stage starts and ends: records nothing (hermetic
+    tests need nothing; it never reads a clock). :class:`StoreStages` writes to the store."""
+
+    def started(
+        self, run_id: str, stage: Stage, *, ring: str | None = None, at: datetime | None = None
+    ) -> None:
+        """``stage`` (of ``ring``) of ``run_id`` starts (at ``at``, default now)."""
+
+    def ended(
+        self, run_id: str, stage: Stage, *, ring: str | None = None, at: datetime | None = None
+    ) -> None:
+        """``stage`` (of ``ring``) of ``run_id`` ends (at ``at``, default now)."""
+
+
+class StoreStages(StageRecorder):
+    """Stage times in the store's ``run_stages`` (:mod:`patchpilot.core.store.stages`):
+    the run document, ``/metrics`` and analytics read them there. ``clock``: the run's."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self.clock = clock
+
+    def started(
+        self, run_id: str, stage: Stage, *, ring: str | None = None, at: datetime | None = None
+    ) -> None:
+        self.store.stage_started(run_id, stage, ring=ring, at=at or self.clock())
+
+    def ended(
+        self, run_id: str, stage: Stage, *, ring: str | None = None, at: datetime | None = None
+    ) -> None:
+        self.store.stage_ended(run_id, stage, ring=ring, at=at or self.clock())
+
+
+class MetricsCollector(Protocol):
+    """Samples the analysis metrics of several hosts over one window (the run context's
+    :attr:`RunContext.metrics` opens one per collection; tests script it)."""
+
+    def collect(
+        self,
+        hosts: Sequence[Host],
+        specs_for: Callable[[Host], Sequence[MetricSpec]],
+        window: MetricWindow,
+    ) -> Mapping[str, Mapping[str, MetricSeries]]:
+        """``{host: {metric: series}}``, every host sampled over ``window`` at the same time."""
+        ...
+
+    def close(self) -> None:
+        """Release what it opened (clients, transports)."""
+        ...
+
+
+MetricsFactory = Callable[[], MetricsCollector]
+"""Opens a :class:`MetricsCollector` (:func:`patchpilot.app.contexts.run_context` gives the
+real providers)."""
+
+
+class ProvidersCollector:
+    """A :class:`MetricsCollector` over the real providers
+    (:func:`patchpilot.tools.metrics.collect_hosts`)."""
+
+    def __init__(self, providers: Providers) -> None:
+        self.providers = providers
+
+    def collect(
+        self,
+        hosts: Sequence[Host],
+        specs_for: Callable[[Host], Sequence[MetricSpec]],
+        window: MetricWindow,
+    ) -> Mapping[str, Mapping[str, MetricSeries]]:
+        return collect_hosts(hosts, specs_for, window, self.providers)
+
+    def close(self) -> None:
+        self.providers.close()
 
 
 @dataclass
@@ -321,12 +548,20 @@ class RunContext(ScanContext):
 
     Build it with :meth:`ScanContext.create` (``RunContext.create(settings, store, policy)``),
     the one factory of a run's start and every resume; the audit log is the one under HOME
-    unless :attr:`audit` is given.
+    unless :attr:`audit` is given. :attr:`stages` records nothing unless set (the use cases
+    of :mod:`patchpilot.app.runs` set :class:`StoreStages`). :attr:`metrics` opens the
+    post-patch analysis' metric collector (``None``: no providers, every analysis has no data
+    and a person decides); :attr:`sleep` waits the soak; :attr:`analysis_timeout_s` bounds one
+    collection (``None``: from the window, see :func:`collection_bound`).
     """
 
     audit: AuditLog | None = None
     transport_factory: TransportFactory = open_transport
     clock: Callable[[], datetime] = field(default=utcnow)
+    stages: StageRecorder = field(default_factory=StageRecorder)
+    metrics: MetricsFactory | None = None
+    sleep: Callable[[float], None] = field(default=time.sleep)
+    analysis_timeout_s: float | None = None
 
     def audit_log(self, run_id: str) -> AuditLog:
         """The audit log bound to ``run_id``."""
@@ -340,6 +575,46 @@ class RunContext(ScanContext):
 def _clip(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters (an ellipsis says it was cut)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _stage(
+    ctx: RunContext,
+    run_id: str,
+    stage: Stage,
+    edge: Literal["start", "end"],
+    *,
+    ring: str | None = None,
+    at: datetime | None = None,
+) -> None:
+    """Record a stage's start or end; recording never fails a run (a warning at worst)."""
+    try:
+        if edge == "start":
+            ctx.stages.started(run_id, stage, ring=ring, at=at)
+        else:
+            ctx.stages.ended(run_id, stage, ring=ring, at=at)
+    except Exception as exc:
+        log.warning("run.stage_not_recorded", run_id=run_id, stage=stage, error=str(exc)[:500])
+
+
+def _timed(stage: Stage, node: Callable[[Any, Any], dict[str, Any]]) -> Any:
+    """``node`` (a scan step the run reuses) recording ``stage`` around it."""
+
+    def timed(state: Any, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        _stage(runtime.context, state.run_id, stage, "start")
+        update = node(state, runtime)
+        _stage(runtime.context, state.run_id, stage, "end")
+        return update
+
+    timed.__name__ = getattr(node, "__name__", stage)
+    timed.__doc__ = node.__doc__
+    return timed
+
+
+def _cancelled_by(ctx: RunContext, run_id: str) -> str | None:
+    """Who asked this run to stop (``None``: nobody), read from the store every time, so a
+    request made in any process is seen at the next safe point."""
+    request = ctx.store.cancel_request(run_id)
+    return request.requested_by if request is not None else None
 
 
 def unreached_hosts(state: RunState) -> dict[str, str]:
@@ -525,7 +800,10 @@ def plan_patch(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         available=available,
         installed={n: s.packages for n, s in snapshots.items()},
     )
-    return _planned(_with_held(plan, state, snapshots))
+    plan = _with_held(plan, state, snapshots)
+    if state.security_only:
+        plan = keep_security_updates(plan)
+    return _planned(plan)
 
 
 def _with_held(
@@ -712,6 +990,9 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     assert state.plan is not None
     ctx = runtime.context
     plan = state.plan
+    who = _cancelled_by(ctx, state.run_id)
+    if who is not None:  # cancelled before anything was deployed: nothing to approve
+        return _cancelled(state, ctx, who, from_ring=0)
     effects = state.testing.predicted_effects() if state.testing else None
     reasons = approval_required(plan, state.hosts, state.policy, effects)
     if state.must_approve and plan.items:
@@ -751,11 +1032,13 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     assert existing is not None
     if existing.status == "pending":
         ctx.store.set_run_status(state.run_id, "awaiting_approval")
+    _stage(ctx, state.run_id, "awaiting_approval", "start", at=existing.requested_at)
     # The stored request (the same on every re-run of this node), validated back into its model;
     # the resume value is validated as an ApprovalDecision by interrupt() itself.
     decision = interrupt(
         ApprovalRequest.model_validate(existing.payload), response_schema=ApprovalDecision
     )
+    _stage(ctx, state.run_id, "awaiting_approval", "end", at=decision.at)
     update: dict[str, Any] = {"approval_reasons": reasons, "approval": decision}
     if decision.content_hash != plan.content_hash:
         update["outcome"] = RunOutcome(
@@ -775,11 +1058,12 @@ def approve(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     return update
 
 
-def after_approve(state: RunState) -> Literal["deploy_ring", "finish"]:
-    """Rejected or expired: ``finish``; else deploy the first ring."""
+def after_approve(state: RunState) -> Literal["analysis_baseline", "deploy_ring", "finish"]:
+    """Rejected or expired: ``finish``; else the first ring (its pre-patch window first when
+    its analysis compares the hosts with themselves)."""
     if state.outcome is not None or not state.rings:
         return "finish"
-    return "deploy_ring"
+    return _next_ring(state)
 
 
 def _wait_reason(state: RunState, now: datetime) -> str | None:
@@ -852,6 +1136,9 @@ class _RunRingHooks(RingHooks):
         return self._state.policy.checks_for(host, packages)
 
     def may_start(self) -> str | None:
+        who = _cancelled_by(self._ctx, self._state.run_id)
+        if who is not None:  # the safe point: no new host starts, in-flight ones finish
+            return f"cancelled by {who}"
         if self._state.dry_run:
             return None
         return _wait_reason(self._state, self._ctx.clock())
@@ -867,6 +1154,7 @@ class _RunRingHooks(RingHooks):
         if deployment.host in self._done:
             return
         store, run_id = self._ctx.store, self._state.run_id
+        deployment = _skipped_if_cancelled(deployment)
         # The host's end first: whatever fails after it, a resume never deploys it again.
         store.deployment_finished(
             run_id, deployment.host, self._ring, deployment.model_dump(mode="json")
@@ -878,6 +1166,37 @@ class _RunRingHooks(RingHooks):
             )
 
 
+def _wait_for_window(
+    state: RunState, ctx: RunContext, ring: RingPlan, now: datetime
+) -> dict[str, Any] | None:
+    """Wait (``interrupt``) until a host may start: the not-before time has come and the
+    window is open. Returns the update of a run whose cutoff passed while it waited."""
+    rlog = log.bind(run_id=state.run_id, ring=ring.name)
+    closed = _wait_reason(state, now)
+    waited = False
+    while closed is not None and not state.dry_run:
+        # Each resume answers one interrupt; the time and the window are checked again then.
+        ctx.store.set_run_status(state.run_id, "waiting_window")
+        rlog.info("run.waiting_for_window", reason=closed)
+        _stage(ctx, state.run_id, "awaiting_window", "start", ring=ring.name, at=now)
+        waiting_for = state.not_before if state.not_before and now < state.not_before else None
+        interrupt(
+            WindowWait(run_id=state.run_id, reason=closed, ring=ring.name, not_before=waiting_for),
+            response_schema=WindowResume,
+        )
+        waited = True
+        now = ctx.clock()
+        passed = _cutoff_passed(state, now)
+        if passed is not None:  # the window's cutoff passed while waiting
+            rlog.warning("run.cutoff_passed", reason=passed)
+            _stage(ctx, state.run_id, "awaiting_window", "end", ring=ring.name, at=now)
+            return {"outcome": RunOutcome(status="halted", reason=passed)}
+        closed = _wait_reason(state, now)
+    if waited:
+        _stage(ctx, state.run_id, "awaiting_window", "end", ring=ring.name, at=now)
+    return None
+
+
 def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Deploy the current ring; record each host in the store as it starts and ends."""
     assert state.plan is not None
@@ -886,6 +1205,10 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
     ring = state.rings[state.ring_index]
     rlog = log.bind(run_id=state.run_id, ring=ring.name)
     audit = ctx.audit_log(state.run_id)
+    who = _cancelled_by(ctx, state.run_id)
+    if who is not None:  # the safe point before a ring: none of its hosts starts
+        rlog.info("run.cancelled", by=who)
+        return _cancelled(state, ctx, who, from_ring=state.ring_index)
     now = ctx.clock()
     passed = _cutoff_passed(state, now)
     if passed is not None and not state.dry_run:
@@ -897,22 +1220,9 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
                 reason=f"{passed}; rings not started: {', '.join(later) or ring.name}",
             )
         }
-    closed = _wait_reason(state, now)
-    while closed is not None and not state.dry_run:
-        # Each resume answers one interrupt; the time and the window are checked again then.
-        store.set_run_status(state.run_id, "waiting_window")
-        rlog.info("run.waiting_for_window", reason=closed)
-        waiting_for = state.not_before if state.not_before and now < state.not_before else None
-        interrupt(
-            WindowWait(run_id=state.run_id, reason=closed, ring=ring.name, not_before=waiting_for),
-            response_schema=WindowResume,
-        )
-        now = ctx.clock()
-        passed = _cutoff_passed(state, now)
-        if passed is not None:  # the window's cutoff passed while waiting
-            rlog.warning("run.cutoff_passed", reason=passed)
-            return {"outcome": RunOutcome(status="halted", reason=passed)}
-        closed = _wait_reason(state, now)
+    halted = _wait_for_window(state, ctx, ring, now)
+    if halted is not None:
+        return halted
     store.set_run_status(state.run_id, "running")
 
     hosts = _hosts(state)
@@ -930,6 +1240,8 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
     if done or resumed:
         rlog.info("run.ring_resumed", done=sorted(done), interrupted=sorted(resumed))
 
+    if ring.hosts:  # an empty ring deploys nothing: no stage
+        _stage(ctx, state.run_id, "deployment", "start", ring=ring.name)
     result = deploy_ring(
         ring_hosts,
         items_by_host,
@@ -943,19 +1255,24 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
         done=done,
         hooks=_RunRingHooks(state, ctx, ring.name, items_by_host, done, approved),
     )
+    if ring.hosts:  # an empty ring deploys nothing: no stage
+        _stage(ctx, state.run_id, "deployment", "end", ring=ring.name)
     failpoint("run.after_ring")
     rejected = [] if state.dry_run else _reject(store, audit, state.run_id, result)
     summary = RingSummary(
         ring=ring.name,
         halted=result.halted,
         reason=result.reason,
-        statuses={d.host: d.status for d in result.hosts},
+        statuses={d.host: _skipped_if_cancelled(d).status for d in result.hosts},
         rejected=tuple(rejected),
     )
     update: dict[str, Any] = {
         "ring_index": state.ring_index + 1,
         "ring_results": [*state.ring_results, summary],
     }
+    who = _cancelled_by(ctx, state.run_id)
+    if result.halted and who is not None and result.reason == f"cancelled by {who}":
+        return {**update, **_cancelled(state, ctx, who, from_ring=state.ring_index + 1)}
     if result.halted:
         later = [r.name for r in state.rings[state.ring_index + 1 :] if r.hosts]
         note = f"; rings not started: {', '.join(later)}" if later else ""
@@ -963,6 +1280,70 @@ def deploy_ring_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str,
             status="halted", reason=f"ring {ring.name} halted: {result.reason}{note}"
         )
     return update
+
+
+_CANCELLED_BY = "not started: cancelled by "
+
+
+def _skipped_if_cancelled(deployment: HostDeployment) -> HostDeployment:
+    """A host the ring did not start because the run was cancelled: its items ``skipped``
+    with the reason ``cancelled by NAME`` (the agent reports them ``pending``)."""
+    reason = deployment.reason or ""
+    if not reason.startswith(_CANCELLED_BY) or any(
+        i.cause != "not-started" for i in deployment.items
+    ):
+        return deployment
+    why = reason.removeprefix("not started: ")
+    items = tuple(
+        i.model_copy(update={"status": "skipped", "reason": why}) for i in deployment.items
+    )
+    return deployment.model_copy(update={"items": items, "reason": why})
+
+
+def _cancelled(state: RunState, ctx: RunContext, who: str, *, from_ring: int) -> dict[str, Any]:
+    """End a cancelled run: every planned host of ``rings[from_ring:]`` that has not finished
+    is recorded ``skipped`` (reason ``cancelled by NAME``) and the outcome is ``cancelled``."""
+    assert state.plan is not None
+    store, run_id = ctx.store, state.run_id
+    why = f"cancelled by {who}"
+    approved = state.approval is not None and state.approval.status == "approved"
+    deploy, _skipped = deployable_items(state.plan, state.testing, approved)
+    done = {r.host for r in store.deployments(run_id) if r.state == "done"}
+    later = state.rings[from_ring:] if state.rings else []
+    names = [h for r in later for h in r.hosts] if later else list(deploy)
+    ring_of = {h: r.name for r in state.rings for h in r.hosts}
+    skipped: list[str] = []
+    for name in names:
+        items = deploy.get(name, [])
+        if name in done or not items:
+            continue
+        deployment = HostDeployment(
+            host=name,
+            dry_run=state.dry_run,
+            items=tuple(
+                ItemDeployment(
+                    host=name,
+                    package=i.package,
+                    from_version=i.from_version,
+                    to_version=i.to_version,
+                    status="skipped",
+                    reason=why,
+                    cause="not-started",
+                    compliance=compliance_state(i.from_version, i.to_version),
+                )
+                for i in items
+            ),
+            reason=why,
+            started_at=ctx.clock(),
+        )
+        store.deployment_finished(
+            run_id, name, ring_of.get(name, "-"), deployment.model_dump(mode="json")
+        )
+        skipped.append(name)
+    ctx.audit_log(run_id).record("run.cancelled", details={"by": who, "skipped": skipped})
+    log.info("run.cancelled", run_id=run_id, by=who, skipped=skipped)
+    note = f"; not started: {', '.join(skipped)}" if skipped else ""
+    return {"outcome": RunOutcome(status="cancelled", reason=f"{why}{note}")}
 
 
 def _record_outcomes(store: Store, run_id: str, deployment: HostDeployment) -> None:
@@ -991,9 +1372,15 @@ def _profile(host: Host | None) -> str | None:
 
 
 def _remember_deployment(
-    memory: VectorMemory | None, run_id: str, host: Host | None, deployment: HostDeployment
+    memory: VectorMemory | None,
+    run_id: str,
+    host: Host | None,
+    deployment: HostDeployment,
+    *,
+    evidence: str | None = None,
 ) -> None:
-    """Write the host's outcomes (and an incident for a failure) to the vector memory."""
+    """Write the host's outcomes (and an incident for a failure) to the vector memory;
+    ``evidence``: a post-patch analysis' metrics (names, medians, p-values) for the incident."""
     if memory is None:
         return
     from patchpilot.tools.memory import IncidentMemory, OutcomeMemory
@@ -1032,7 +1419,8 @@ def _remember_deployment(
                         version=item.to_version,
                         summary=_clip(
                             f"{item.package} {item.to_version} on {item.host} "
-                            f"({item.cause or 'error'}): {item.reason}",
+                            f"({item.cause or 'error'}): {item.reason}"
+                            + (f"; evidence: {evidence}" if evidence else ""),
                             _MEMORY_TEXT,
                         ),
                     )
@@ -1093,10 +1481,570 @@ def _reject(store: Store, audit: AuditLog, run_id: str, result: RingResult) -> l
     return rejected
 
 
-def after_ring(state: RunState) -> Literal["deploy_ring", "finish"]:
-    """Next ring, or ``finish`` when halted or done."""
+# --------------------------------------------------------------------------- analysis
+
+_COLLECTION_SLACK_S = 60.0
+"""Added to a collection's longest expected time before it counts as hung (no data)."""
+
+
+@dataclass(frozen=True)
+class _AnalysisScope:
+    """Who a ring's analysis compares, on which metrics."""
+
+    canary: tuple[Host, ...]
+    peers: tuple[Host, ...]
+    packages: tuple[str, ...]
+    specs: tuple[MetricSpec, ...]
+    mode: BaselineUsed
+
+
+def _analysis_scope(
+    state: RunState, index: int, canary_names: Sequence[str]
+) -> _AnalysisScope | None:
+    """The analysis of ring ``index`` with ``canary_names`` patched (``None``: none to run:
+    analysis off, a dry run or a rollback run, nothing patched, no metric selected).
+
+    Peers are hosts of later rings that will get one of the same packages (so they run it,
+    unpatched) and that the selected metrics apply to. ``baseline: peers`` without any falls
+    back to ``baseline_fallback`` (``self``: the hosts' own pre-patch window).
+    """
+    config = state.policy.analysis
+    if not config.enabled or state.dry_run or state.rollback or state.plan is None:
+        return None
+    hosts = _hosts(state)
+    approved = state.approval is not None and state.approval.status == "approved"
+    deploy, _skipped = deployable_items(state.plan, state.testing, approved)
+    canary = tuple(hosts[n] for n in canary_names if n in hosts)
+    packages = tuple(sorted({i.package for h in canary for i in deploy.get(h.name, [])}))
+    if not canary or not packages:
+        return None
+    chosen = {m.name for h in canary for m in config.metrics_for(h, packages)}
+    specs = tuple(m for m in config.metrics if m.name in chosen)
+    if not specs:
+        return None
+    later = [n for ring in state.rings[index + 1 :] for n in ring.hosts]
+    peers = tuple(
+        hosts[n]
+        for n in dict.fromkeys(later)
+        if n in hosts
+        and n not in canary_names
+        and any(i.package in packages for i in deploy.get(n, []))
+        and config.metrics_for(hosts[n], packages)
+    )
+    mode: BaselineUsed = config.baseline.value
+    if mode == "peers" and not peers:
+        fallback = config.baseline_fallback
+        mode = fallback.value if fallback is not None else "none"
+    return _AnalysisScope(
+        canary=canary,
+        peers=peers if mode == "peers" else (),
+        packages=packages,
+        specs=specs,
+        mode=mode,
+    )
+
+
+def _ring_targets(state: RunState, index: int) -> list[str]:
+    """The hosts of ring ``index`` with something to deploy (before it is deployed)."""
+    if state.plan is None:
+        return []
+    approved = state.approval is not None and state.approval.status == "approved"
+    deploy, _skipped = deployable_items(state.plan, state.testing, approved)
+    return [n for n in state.rings[index].hosts if deploy.get(n)]
+
+
+def _pre_baseline_due(state: RunState) -> bool:
+    """Ring ``ring_index`` compares its hosts with themselves: sample them before the patch."""
+    if state.ring_index >= len(state.rings):
+        return False
+    ring = state.rings[state.ring_index]
+    if ring.name in state.analysis_baselines:
+        return False
+    scope = _analysis_scope(state, state.ring_index, _ring_targets(state, state.ring_index))
+    return scope is not None and scope.mode == "self"
+
+
+def _patched(state: RunState) -> tuple[int, list[str]] | None:
+    """The ring deployed last and its patched hosts (``None``: no ring deployed yet)."""
+    index = state.ring_index - 1
+    if index < 0 or not state.ring_results or index >= len(state.rings):
+        return None
+    ring = state.rings[index]
+    summary = state.ring_results[-1]
+    if summary.ring != ring.name:
+        return None
+    return index, [n for n in ring.hosts if summary.statuses.get(n) == "installed"]
+
+
+def _analysis_due(state: RunState) -> bool:
+    """The ring deployed last has an analysis that has not run yet."""
+    patched = _patched(state)
+    if patched is None or state.ring_results[-1].halted:
+        return False
+    index, names = patched
+    if any(a.ring == state.rings[index].name for a in state.analyses):
+        return False
+    return _analysis_scope(state, index, names) is not None
+
+
+def collection_bound(window: MetricWindow, specs: Sequence[MetricSpec]) -> float:
+    """How long one collection may take before it counts as hung: every sample at its
+    interval plus the slowest metric's request timeout, plus a minute."""
+    timeout = max((float(getattr(s, "timeout_s", 10.0)) for s in specs), default=10.0)
+    return window.count * (window.interval_s + timeout) + _COLLECTION_SLACK_S
+
+
+def _collect(
+    ctx: RunContext,
+    hosts: Sequence[Host],
+    specs_for: Callable[[Host], Sequence[MetricSpec]],
+    window: MetricWindow,
+    specs: Sequence[MetricSpec],
+) -> tuple[dict[str, dict[str, MetricSeries]], str | None]:
+    """Sample ``hosts`` over ``window`` through the context's collector, bounded in time.
+
+    Never raises: no collector, a provider error or a collection past its bound gives no
+    samples and the reason (the judge's ``nodata``, never a pass).
+    """
+    if not hosts:
+        return {}, None
+    if ctx.metrics is None:
+        return {}, "no metric providers on this run"
+    bound = ctx.analysis_timeout_s or collection_bound(window, specs)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis-collect")
+    collector: MetricsCollector | None = None
+    try:
+        collector = ctx.metrics()
+        future = pool.submit(collector.collect, hosts, specs_for, window)
+        found = future.result(timeout=bound)
+        return {h: dict(series) for h, series in found.items()}, None
+    except FuturesTimeout:
+        return {}, f"metric collection did not finish within {bound:.0f} s"
+    except Exception as exc:  # a provider error is no data, never a pass
+        return {}, _clip(f"metric collection failed: {type(exc).__name__}: {exc}", 500)
+    finally:
+        if collector is not None:
+            try:
+                collector.close()
+            except Exception as exc:
+                log.warning("run.analysis_close_failed", error=_clip(str(exc), 500))
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _nodata_reasons(
+    specs: Sequence[MetricSpec],
+    sides: Mapping[str, tuple[Mapping[str, Mapping[str, MetricSeries]], Sequence[str]]],
+    problem: Mapping[str, str | None],
+) -> dict[str, str]:
+    """Per metric, why a side has no samples (``side host: reason``), for the evidence."""
+    reasons: dict[str, str] = {}
+    for spec in specs:
+        why: list[str] = []
+        for side, (series, names) in sides.items():
+            if problem.get(side):
+                why.append(f"{side}: {problem[side]}")
+                continue
+            for name in names:
+                got = series.get(name, {}).get(spec.name)
+                if got is None:
+                    why.append(f"{side} {name}: not measured")
+                elif got.nodata:
+                    why.append(f"{side} {name}: {got.nodata_reason or 'no samples'}")
+        if why:
+            reasons[spec.name] = _clip("; ".join(why), 1000)
+    return reasons
+
+
+def analysis_baseline(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Sample the next ring's hosts before they are patched (their analysis compares them with
+    themselves: ``baseline: self``, or ``peers`` without any). Read-only: it may run again.
+
+    The ring waits for its window first (so the window is the one just before the patch); a
+    cancelled run or a passed cutoff samples nothing (``deploy_ring`` ends the run then).
+    """
+    ctx = runtime.context
+    ring = state.rings[state.ring_index]
+    if _cancelled_by(ctx, state.run_id) is not None or _cutoff_passed(state, ctx.clock()):
+        return {}
+    halted = _wait_for_window(state, ctx, ring, ctx.clock())
+    if halted is not None:
+        return halted
+    names = _ring_targets(state, state.ring_index)
+    scope = _analysis_scope(state, state.ring_index, names)
+    if scope is None:
+        return {}
+    config = state.policy.analysis
+    window = MetricWindow(start=ctx.clock(), interval_s=config.interval_s, count=config.count)
+    log.info(
+        "run.analysis_baseline",
+        run_id=state.run_id,
+        ring=ring.name,
+        hosts=[h.name for h in scope.canary],
+        metrics=[s.name for s in scope.specs],
+    )
+    series, problem = _collect(
+        ctx,
+        scope.canary,
+        lambda host: config.metrics_for(host, scope.packages),
+        window,
+        scope.specs,
+    )
+    pre = PreBaseline(
+        ring=ring.name,
+        hosts=tuple(h.name for h in scope.canary),
+        started_at=window.start,
+        series=series,
+        problem=problem,
+    )
+    return {"analysis_baselines": {**state.analysis_baselines, ring.name: pre}}
+
+
+def after_analysis_baseline(state: RunState) -> Literal["deploy_ring", "finish"]:
+    """The cutoff passed while waiting for the window: ``finish``; else deploy the ring."""
+    return "finish" if state.outcome is not None else "deploy_ring"
+
+
+def analysis_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Judge the ring just deployed: wait the soak, sample its patched hosts and the baseline
+    over ``count`` x ``interval_s``, and judge them (:func:`patchpilot.agents.analysis.judge`).
+
+    Read-only: after a crash (during the soak or the sampling) a resume runs it again; the
+    ring is never deployed again. What to do about the verdict is :func:`analysis_decision`.
+    """
+    ctx = runtime.context
+    patched = _patched(state)
+    assert patched is not None
+    index, names = patched
+    ring = state.rings[index]
+    scope = _analysis_scope(state, index, names)
+    assert scope is not None
+    config = state.policy.analysis
+    rlog = log.bind(run_id=state.run_id, ring=ring.name)
+    _stage(ctx, state.run_id, "analysis", "start", ring=ring.name)
+    rlog.info("run.analysis_soak", soak_s=config.soak_s, baseline=scope.mode)
+    ctx.sleep(config.soak_s)
+    failpoint("run.analysis_soak")
+    window = MetricWindow(start=ctx.clock(), interval_s=config.interval_s, count=config.count)
+    canary_names = [h.name for h in scope.canary]
+    peer_names = [h.name for h in scope.peers]
+    measured, problem = _collect(
+        ctx,
+        [*scope.canary, *scope.peers],
+        lambda host: config.metrics_for(host, scope.packages),
+        window,
+        scope.specs,
+    )
+    canary = pooled(measured, canary_names)
+    problems: dict[str, str | None] = {"canary": problem}
+    if scope.mode == "peers":
+        base_series: Mapping[str, Mapping[str, MetricSeries]] = measured
+        base_names = peer_names
+        problems["baseline"] = problem
+    elif scope.mode == "self":
+        pre = state.analysis_baselines.get(ring.name)
+        base_series = pre.series if pre is not None else {}
+        base_names = canary_names
+        problems["baseline"] = "no pre-patch window was sampled" if pre is None else pre.problem
+    else:
+        base_series, base_names = {}, []
+        problems["baseline"] = "no unpatched peer and no baseline_fallback"
+    baseline = pooled(base_series, base_names)
+    reasons = _nodata_reasons(
+        scope.specs,
+        {"canary": (measured, canary_names), "baseline": (base_series, base_names)},
+        problems,
+    )
+    verdict = judge(baseline, canary, scope.specs, config, nodata_reasons=reasons)
+    _stage(ctx, state.run_id, "analysis", "end", ring=ring.name)
+    entry = RingAnalysis(
+        ring=ring.name,
+        baseline_mode=scope.mode,
+        canary_hosts=tuple(canary_names),
+        baseline_hosts=tuple(base_names),
+        started_at=window.start,
+        result=verdict,
+    )
+    ctx.audit_log(state.run_id).record(
+        "analysis.judged",
+        details={
+            "ring": ring.name,
+            "verdict": verdict.verdict.value,
+            "score": verdict.score,
+            "baseline": scope.mode,
+            "canary": canary_names,
+            "baseline_hosts": base_names,
+            "reason": verdict.reason,
+            "metrics": {m.name: m.classification.value for m in verdict.metrics},
+        },
+    )
+    rlog.info("run.analysis_judged", verdict=verdict.verdict.value, score=verdict.score)
+    return {"analyses": [*state.analyses, entry]}
+
+
+def _evidence_text(entry: RingAnalysis) -> str:
+    """The analysis' evidence in one line (memory incidents, baseline rejections)."""
+
+    def median(value: float | None, unit: str) -> str:
+        if value is None:
+            return "?"
+        return f"{value * 1000:.1f} ms" if unit == "seconds" else f"{value:.4g}"
+
+    parts = []
+    for m in entry.result.metrics:
+        p = f"p={m.p_value:.2g}" if m.p_value is not None else "p=n/a"
+        failed = f", {m.failed_measurements} failed measurement(s)" if m.failed_measurements else ""
+        parts.append(
+            f"{m.name} {m.classification.value}: baseline median "
+            f"{median(m.baseline.median, m.unit)} mean {median(m.baseline.mean, m.unit)} "
+            f"(n={m.baseline.n}), canary median {median(m.canary.median, m.unit)} mean "
+            f"{median(m.canary.mean, m.unit)} (n={m.canary.n}), {p}{failed}"
+        )
+    base = ", ".join(entry.baseline_hosts) or "none"
+    return (
+        f"post-patch analysis of ring {entry.ring} (canary {', '.join(entry.canary_hosts)}; "
+        f"baseline {entry.baseline_mode}: {base}): {entry.result.verdict.value}, score "
+        f"{entry.result.score:g}; " + "; ".join(parts)
+    )
+
+
+def _analysis_hash(state: RunState, entry: RingAnalysis) -> str:
+    """What a person approves on a marginal analysis: the plan and this evidence."""
+    assert state.plan is not None
+    body = json.dumps(
+        {"plan": state.plan.content_hash, "analysis": entry.model_dump(mode="json")},
+        sort_keys=True,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _ask_about_analysis(
+    state: RunState, ctx: RunContext, entry: RingAnalysis
+) -> tuple[ApprovalDecision, str]:
+    """Ask a person (``interrupt``) whether the rollout continues after a marginal or nodata
+    analysis, through the run's approval path (``patchpilot approve`` / ``reject``); the
+    decision and the content hash asked about. Writes only idempotently before the interrupt.
+    """
+    assert state.plan is not None
+    plan = state.plan
+    plan_id = f"{plan.plan_id}/analysis/{entry.ring}"
+    content_hash = _analysis_hash(state, entry)
+    verdict = entry.result
+    reasons = [
+        _clip(
+            f"post-patch analysis of ring {entry.ring}: {verdict.verdict.value} (score "
+            f"{verdict.score:g}): {verdict.reason}; approve to continue the rollout, reject "
+            f"to roll ring {entry.ring} back and halt",
+            _REASON_TEXT,
+        )
+    ]
+    existing = ctx.store.approval(state.run_id)
+    if existing is None or existing.plan_id != plan_id:
+        now = ctx.clock()
+        expires = now + timedelta(hours=state.policy.approvals.expires_after_hours)
+        if state.window_end is not None:
+            expires = min(expires, max(state.window_end, now + timedelta(minutes=1)))
+        request = approval_request(state, reasons, expires)
+        request = request.model_copy(
+            update={
+                "plan_id": plan_id,
+                "content_hash": content_hash,
+                "items": [i for i in request.items if i.host in entry.canary_hosts],
+                "stage": "analysis",
+                "analysis": entry,
+            }
+        )
+        ctx.store.request_approval(
+            state.run_id,
+            plan_id,
+            content_hash,
+            reasons,
+            request.payload(),
+            requested_at=now,
+            expires_at=expires,
+        )
+        ctx.audit_log(state.run_id).record(
+            "approval.requested",
+            details={
+                "plan_id": plan_id,
+                "content_hash": content_hash,
+                "reasons": reasons,
+                "stage": "analysis",
+                "expires_at": expires.isoformat(),
+            },
+        )
+        existing = ctx.store.approval(state.run_id)
+    assert existing is not None
+    if existing.status == "pending":
+        ctx.store.set_run_status(state.run_id, "awaiting_approval")
+    _stage(
+        ctx, state.run_id, "awaiting_approval", "start", ring=entry.ring, at=existing.requested_at
+    )
+    decision = interrupt(
+        ApprovalRequest.model_validate(existing.payload), response_schema=ApprovalDecision
+    )
+    _stage(ctx, state.run_id, "awaiting_approval", "end", ring=entry.ring, at=decision.at)
+    return decision, existing.content_hash
+
+
+def analysis_decision(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Act on the ring's analysis: ``pass`` → the next ring; ``fail`` → roll the ring's
+    patched hosts back, reject the version in the baseline with the evidence, halt;
+    ``marginal`` / ``nodata`` → a person decides (approve: continue; reject or expiry: roll
+    the ring back and halt, without a baseline rejection)."""
+    ctx = runtime.context
+    entry = state.analyses[-1]
+    if entry.action is not None:
+        return {}
+    verdict = entry.result.verdict
+    audit = ctx.audit_log(state.run_id)
+    if verdict is Verdict.PASS:
+        audit.record("analysis.passed", details={"ring": entry.ring, "score": entry.result.score})
+        return {"analyses": [*state.analyses[:-1], entry.model_copy(update={"action": "continue"})]}
+    if verdict is Verdict.FAIL:
+        return _roll_back_ring(state, ctx, entry, reason=entry.result.reason, reject=True)
+    decision, content_hash = _ask_about_analysis(state, ctx, entry)
+    if decision.status == "approved" and decision.content_hash == content_hash:
+        ctx.store.set_run_status(state.run_id, "running")
+        audit.record(
+            "analysis.continued",
+            details={"ring": entry.ring, "verdict": verdict.value, "by": decision.by},
+        )
+        done = entry.model_copy(update={"action": "continue", "decided_by": decision.by})
+        return {"analyses": [*state.analyses[:-1], done]}
+    if decision.content_hash != content_hash:
+        why = f"the decision was for other evidence ({decision.content_hash[:12]})"
+    elif decision.status == "expired":
+        why = "the approval to continue expired"
+    else:
+        note = f": {_clip(decision.comment, 500)}" if decision.comment else ""
+        why = f"rejected by {decision.by}{note}"
+    ctx.store.set_run_status(state.run_id, "running")
+    return _roll_back_ring(
+        state,
+        ctx,
+        entry,
+        reason=f"{entry.result.reason}; {why}",
+        reject=False,
+        by=decision.by,
+    )
+
+
+def _roll_back_ring(
+    state: RunState,
+    ctx: RunContext,
+    entry: RingAnalysis,
+    *,
+    reason: str,
+    reject: bool,
+    by: str | None = None,
+) -> dict[str, Any]:
+    """Roll the ring's patched hosts back (the deployment agent's rollback), record them,
+    reject the versions in the baseline when ``reject`` (with the evidence), halt the run."""
+    assert state.plan is not None
+    store, run_id = ctx.store, state.run_id
+    audit = ctx.audit_log(run_id)
+    hosts = _hosts(state)
+    approved = state.approval is not None and state.approval.status == "approved"
+    deploy, _skipped = deployable_items(state.plan, state.testing, approved)
+    records = {r.host: r for r in store.deployments(run_id)}
+    summary = state.ring_results[-1]
+    statuses = dict(summary.statuses)
+    evidence = _evidence_text(entry)
+    reason = _clip(reason, _REASON_TEXT)
+    undone: list[tuple[str, str]] = []
+    for name in entry.canary_hosts:
+        record = records.get(name)
+        host = hosts.get(name)
+        if record is None or record.result is None or host is None:
+            continue
+        deployment = HostDeployment.model_validate(record.result)
+        if not any(i.cause == "analysis" for i in deployment.items):  # not rolled back yet
+            items = deploy.get(name, [])
+            packages = [i.package for i in items]
+            deployment = roll_back_host(
+                host,
+                items,
+                deployment,
+                ctx.settings,
+                state.policy.checks_for(host, packages),
+                reason=reason,
+                audit=audit,
+                transport_factory=ctx.transport_factory,
+            )
+            store.deployment_finished(run_id, name, entry.ring, deployment.model_dump(mode="json"))
+            _record_outcomes(store, run_id, deployment)
+            _remember_deployment(ctx.memory, run_id, host, deployment, evidence=evidence)
+        statuses[name] = deployment.status
+        undone += [(i.package, i.to_version) for i in deployment.items if i.cause == "analysis"]
+    rejected: list[str] = []
+    if reject:
+        for package, version in sorted(set(undone)):
+            store.reject_version(
+                package,
+                version,
+                reason=_clip(f"failed post-patch analysis in ring {entry.ring}: {evidence}", 4000),
+                run_id=run_id,
+            )
+            audit.record(
+                "baseline.rejected",
+                package=package,
+                details={"version": version, "ring": entry.ring, "reason": entry.result.reason},
+            )
+            rejected.append(f"{package}={version}")
+    audit.record(
+        "analysis.rolled_back",
+        details={"ring": entry.ring, "hosts": list(entry.canary_hosts), "reason": reason},
+    )
+    index = next(i for i, r in enumerate(state.rings) if r.name == entry.ring)
+    later = [r.name for r in state.rings[index + 1 :] if r.hosts]
+    note = f"; rings not started: {', '.join(later)}" if later else ""
+    halted = summary.model_copy(
+        update={
+            "halted": True,
+            "reason": reason,
+            "statuses": statuses,
+            "rejected": (*summary.rejected, *rejected),
+        }
+    )
+    done = entry.model_copy(update={"action": "rolled_back", "decided_by": by})
+    log.warning("run.analysis_rolled_back", run_id=run_id, ring=entry.ring, reason=reason)
+    return {
+        "ring_results": [*state.ring_results[:-1], halted],
+        "analyses": [*state.analyses[:-1], done],
+        "outcome": RunOutcome(
+            status="halted",
+            reason=_clip(
+                f"ring {entry.ring} halted: {reason}; rolled back: "
+                f"{', '.join(entry.canary_hosts)}{note}",
+                _REASON_TEXT,
+            ),
+        ),
+    }
+
+
+def after_analysis(state: RunState) -> Literal["analysis_baseline", "deploy_ring", "finish"]:
+    """Rolled back (halted): ``finish``; else the next ring."""
+    return _next_ring(state)
+
+
+def after_ring(
+    state: RunState,
+) -> Literal["analysis", "analysis_baseline", "deploy_ring", "finish"]:
+    """The ring's post-patch analysis when it has one, else the next ring, or ``finish`` when
+    halted or done."""
+    if state.outcome is not None:
+        return "finish"
+    if _analysis_due(state):
+        return "analysis"
+    return _next_ring(state)
+
+
+def _next_ring(state: RunState) -> Literal["analysis_baseline", "deploy_ring", "finish"]:
+    """The next ring (its pre-patch window first for an analysis against ``self``)."""
     if state.outcome is not None or state.ring_index >= len(state.rings):
         return "finish"
+    if _pre_baseline_due(state):
+        return "analysis_baseline"
     return "deploy_ring"
 
 
@@ -1181,16 +2129,21 @@ def build_run_graph() -> StateGraph[RunState, RunContext, RunState, RunState]:
     g.add_node("begin", begin)
     # The scan's nodes take Runtime[ScanContext]; RunContext is a ScanContext (Runtime is
     # invariant for the type checker, not at run time).
-    g.add_node("discover_host", cast(Any, discover_host_node), input_schema=HostTask)
-    g.add_node("source", cast(Any, source))
-    g.add_node("assess_host", cast(Any, assess_host_node), input_schema=HostTask)
-    g.add_node("prioritize", cast(Any, prioritize_node))
-    g.add_node("plan_patch", plan_patch)
-    g.add_node("test", testing_node)
-    g.add_node("schedule", schedule)
+    # Stages are recorded around the steps (StageRecorder); approve and deploy_ring record
+    # their waits and each ring's deployment themselves.
+    g.add_node("discover_host", _timed("discovery", discover_host_node), input_schema=HostTask)
+    g.add_node("source", _timed("sourcing", source))
+    g.add_node("assess_host", _timed("assessment", assess_host_node), input_schema=HostTask)
+    g.add_node("prioritize", _timed("assessment", prioritize_node))
+    g.add_node("plan_patch", _timed("planning", plan_patch))
+    g.add_node("test", _timed("testing", testing_node))
+    g.add_node("schedule", _timed("planning", schedule))
     g.add_node("approve", approve)
+    g.add_node("analysis_baseline", analysis_baseline)
     g.add_node("deploy_ring", deploy_ring_node)
-    g.add_node("finish", finish)
+    g.add_node("analysis", analysis_node)
+    g.add_node("analysis_decision", analysis_decision)
+    g.add_node("finish", _timed("finish", finish))
     g.add_edge(START, "begin")
     g.add_conditional_edges("begin", fan_out_discovery, ["discover_host"])
     g.add_edge("discover_host", "source")
@@ -1200,8 +2153,17 @@ def build_run_graph() -> StateGraph[RunState, RunContext, RunState, RunState]:
     g.add_conditional_edges("plan_patch", after_plan, ["test", "finish"])
     g.add_edge("test", "schedule")
     g.add_edge("schedule", "approve")
-    g.add_conditional_edges("approve", after_approve, ["deploy_ring", "finish"])
-    g.add_conditional_edges("deploy_ring", after_ring, ["deploy_ring", "finish"])
+    g.add_conditional_edges(
+        "approve", after_approve, ["analysis_baseline", "deploy_ring", "finish"]
+    )
+    g.add_conditional_edges("analysis_baseline", after_analysis_baseline, ["deploy_ring", "finish"])
+    g.add_conditional_edges(
+        "deploy_ring", after_ring, ["analysis", "analysis_baseline", "deploy_ring", "finish"]
+    )
+    g.add_edge("analysis", "analysis_decision")
+    g.add_conditional_edges(
+        "analysis_decision", after_analysis, ["analysis_baseline", "deploy_ring", "finish"]
+    )
     g.add_edge("finish", END)
     return g
 
@@ -1306,6 +2268,7 @@ def start_run(
     schedule_id: str | None = None,
     window_end: datetime | None = None,
     cutoff_at: datetime | None = None,
+    security_only: bool = False,
 ) -> RunResult:
     """Run the whole graph until it ends or waits (approval, window, not-before time).
 
@@ -1316,7 +2279,8 @@ def start_run(
     Planning, testing and the approval happen at once, so a person can approve before then.
     ``trigger`` says what started the run (``schedule_id`` for a schedule); a scheduled run's
     approval expires at ``window_end`` at the latest and no host starts from ``cutoff_at`` on
-    (aware datetimes).
+    (aware datetimes). ``security_only``: plan only updates that close a known security
+    advisory; the others are listed as excluded (``not a security update``).
     """
     if rollback and (not only or len(only) != 1):
         raise ValueError("a rollback names exactly one package in only")
@@ -1340,6 +2304,7 @@ def start_run(
         schedule_id=schedule_id,
         window_end=window_end.astimezone(UTC) if window_end is not None else None,
         cutoff_at=cutoff_at.astimezone(UTC) if cutoff_at is not None else None,
+        security_only=security_only,
     )
     return _drive(run_id, context, state)
 

@@ -11,7 +11,11 @@
      "deployments": [{"host", "package", "from", "to", "status", "reason", "ring",
                       "compliance"}],
      "unreachable": [{"host": ..., "error": ...}],
-     "compliance": {"HOST": "installed" | ...}}
+     "compliance": {"HOST": "installed" | ...},
+     "analysis": [{"ring", "verdict": "pass" | "marginal" | "fail" | "nodata", "score",
+                   "baseline_mode": "peers" | "self" | "none", "reason", "action",
+                   "metrics": [{"name", "classification", "baseline", "canary", "p_value",
+                                "statistic", "effect_size", "reason", ...}]}]}
 
 ``trigger`` says what started the run; a run a schedule started (``trigger: "schedule"``) names
 its ``schedule_id``, and its occurrence's ``window_end`` (the approval expires then at the
@@ -33,6 +37,14 @@ up to date ends ``completed`` and says so.
 of its items (``not-applicable`` for a reached host with no plan item); a host the run could not
 reach (``unreachable``: at discovery or during the compatibility test) is ``unknown``, never
 ``not-applicable``.
+
+``analysis`` has one entry per ring whose post-patch analysis ran (``policy.analysis``), in
+ring order: the judge's verdict and score, what the canary was compared with, and each
+metric's evidence (``baseline`` / ``canary`` summaries: ``n``, ``median``, ``mean``, ``p95``,
+...; Mann-Whitney ``statistic`` and ``p_value``; ``effect_size``; ``classification``: ``Pass``,
+``High``, ``Low``, ``Nodata``, ``NodataFailMetric``). A ring whose analysis failed (or that a
+person rolled back) has ``action: "rolled_back"``; its hosts' deployments are ``rolled_back``
+with a ``reason`` starting ``analysis failed`` that names the failing metrics.
 
 The document's model is :class:`patchpilot.app.documents.RunDocument`; its JSON Schema is
 committed as ``schemas/patchpilot.run.v1.json`` and checked against what this module emits.
@@ -65,6 +77,7 @@ RUN_EXIT: dict[str, int] = {
     "awaiting_approval": 6,
     "halted": 7,
     "rejected": 8,
+    "cancelled": 10,
     "failed": 1,
 }
 """Exit code per run status (:mod:`patchpilot.cli.run` documents them)."""
@@ -361,6 +374,7 @@ def run_document(
         "unreachable": [{"host": h, "error": e} for h, e in unreached.items()],
         "compliance": host_compliance(hosts, [*rows, *_held_rows(snapshot)], unreached),
         "assistance": list(state.assistance) if state else [],
+        "analysis": [a.document() for a in state.analyses] if state else [],
     }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.integration.lab_fixtures", "tests.receivers"]
+pytest_plugins = ["tests.integration.lab_fixtures", "tests.receivers", "tests.browser"]
 """The ``lab`` fixture: real Debian 12 hosts on loopback (see tests/integration/lab_fixtures.py)."""
 
 REPO = Path(__file__).resolve().parents[1]

@@ -94,7 +94,9 @@ is a ``ConfigError`` too, so it comes first)."""
 class RunExecutor(Protocol):
     """What the API needs of the service's executor (:class:`patchpilot.app.executor.Executor`)."""
 
-    def submit_run(self, request: RunRequest, *, actor: str, trigger: Literal["api"]) -> str: ...
+    def submit_run(
+        self, request: RunRequest, *, actor: str, trigger: Literal["api", "chat"]
+    ) -> str: ...
 
     def continue_run(self, run_id: str, *, actor: str) -> object: ...
 

@@ -79,6 +79,11 @@ class RunCreate(_Body):
         description="a host, group or tag (default: all)",
     )
     dry_run: bool = Field(default=False, description="plan, test and pre-check only")
+    security_only: bool = Field(
+        default=False,
+        description="plan only updates that close a known security advisory, as `patchpilot "
+        "run --security-only` (the others are listed as excluded: not a security update)",
+    )
 
     @field_validator("only")
     @classmethod

@@ -20,10 +20,11 @@ from pydantic import ValidationError
 
 from patchpilot.api.app import ApiState, principal, require, state_of
 from patchpilot.api.models import AskBody, DecisionBody, RunCreate
+from patchpilot.app import run_views
 from patchpilot.app.executor import RunRequest
 from patchpilot.core.audit import AuditLog, read_events
 from patchpilot.core.auth import Action, Principal, allowed
-from patchpilot.core.errors import NotAuthorizedError, SelfApprovalError, StoreError
+from patchpilot.core.errors import AlreadyDecidedError, StoreError
 from patchpilot.core.intents import RUN_ID_RE
 from patchpilot.core.models import FixStatus, Severity, utcnow
 from patchpilot.core.store import ApprovalRecord
@@ -64,34 +65,8 @@ def _executor(api: ApiState) -> Any:
 
 
 def run_document(api: ApiState, run_id: str) -> dict[str, Any] | None:
-    """The document of ``run_id``: a patch run's ``patchpilot.run/v1`` (as ``run --format
-    json``), a scan's report, ``{run_id, status: queued}`` before it starts; None: unknown."""
-    from patchpilot.app import runs, scans
-
-    record = api.store.get_run(run_id)
-    if record is None:
-        if run_id in api.submitted:
-            return {"schema": "patchpilot.run/v1", "run_id": run_id, "status": "queued"}
-        return None
-    if record.kind == "run":
-        document = runs.report(api.settings, api.store, run_id)
-        if document is not None:
-            if record.status in ACTIVE | {"cancelled"} and document["status"] != record.status:
-                # in flight (or cancelled): the checkpoint alone reads as "stopped before X"
-                document["status"] = record.status
-                document["reason"] = None
-            return document
-        return {
-            "schema": "patchpilot.run/v1",
-            "run_id": run_id,
-            "status": record.status,
-            "kind": record.kind,
-            "target": record.target,
-            "params": record.params,
-            "deployments": [],
-        }
-    document = scans.report(api.store, run_id).document
-    return {**document, "run_id": run_id, "status": record.status, "kind": record.kind}
+    """The document of ``run_id`` (:func:`patchpilot.app.run_views.run_document`)."""
+    return run_views.run_document(api.settings, api.store, run_id, submitted=api.submitted)
 
 
 def _document_or_404(api: ApiState, run_id: str) -> dict[str, Any]:
@@ -168,6 +143,7 @@ def _run_request(body: RunCreate) -> RunRequest:
             limit=body.limit,
             target=body.target,
             dry_run=body.dry_run,
+            security_only=body.security_only,
         )
     except ValidationError as exc:
         raise HTTPException(
@@ -223,14 +199,18 @@ async def wait_run(
 
 @router.post("/runs/{run_id}/cancel", status_code=202, tags=["runs"])
 def cancel_run(run_id: RunId, api: Api, who: Canceller) -> dict[str, Any]:
-    """Cancel a run (queued or waiting; a running one stops at its next checkpoint)."""
+    """Cancel a run: a queued one never starts, one waiting for approval is rejected, one
+    waiting for its window ends ``cancelled``; a running one stops before its next host starts
+    (a host being installed finishes) and ends ``cancelled``, the hosts not started
+    ``skipped``. ``cancel`` says which: ``cancelled``, ``rejected`` or ``cancelling``. 409: it
+    has ended already."""
     _document_or_404(api, run_id)
     try:
-        _executor(api).cancel(run_id, actor=who.name)
+        outcome = _executor(api).cancel(run_id, actor=who.name)
     except StoreError as exc:  # it has ended already
         raise HTTPException(status_code=409, detail=str(exc)) from exc
-    log.info("api.run.cancel_requested", run_id=run_id, actor=who.name)
-    return _document_or_404(api, run_id)
+    log.info("api.run.cancel_requested", run_id=run_id, actor=who.name, outcome=outcome)
+    return {**_document_or_404(api, run_id), "cancel": outcome}
 
 
 # --------------------------------------------------------------------------- approvals
@@ -242,40 +222,19 @@ def requested_by(
     record: ApprovalRecord | None = None,
     first_actors: dict[str, str] | None = None,
 ) -> str | None:
-    """Who started ``run_id``: the approval's or run's record, else its first audit event
-    (``first_actors``: run id -> first actor, read once for a whole list)."""
-    found = getattr(record, "requested_by", None) if record is not None else None
-    if isinstance(found, str) and found:
-        return found
-    run = api.store.get_run(run_id)
-    if run is not None:
-        for key in ("requested_by", "actor"):
-            value = run.params.get(key)
-            if isinstance(value, str) and value:
-                return value
-    if first_actors is not None:
-        return first_actors.get(run_id)
-    for event in read_events(api.settings, run_id=run_id):
-        return event.actor
-    return None
+    """Who started ``run_id`` (:func:`patchpilot.app.run_views.requested_by`)."""
+    return run_views.requested_by(api.settings, api.store, run_id, record, first_actors)
 
 
 def _first_actors(api: ApiState, run_ids: set[str]) -> dict[str, str]:
     """Run id -> the actor of its first audit event, for ``run_ids`` (one read of the log)."""
-    first: dict[str, str] = {}
-    for event in read_events(api.settings):
-        if event.run_id in run_ids and event.run_id not in first:
-            first[event.run_id] = event.actor
-    return first
+    return run_views.first_actors(api.settings, run_ids)
 
 
 def _approval_json(
     api: ApiState, record: ApprovalRecord, first_actors: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    data = record.model_dump(mode="json")
-    data["requested_by"] = requested_by(api, record.run_id, record, first_actors)
-    data["expired"] = record.expired_at(utcnow())
-    return data
+    return run_views.approval_json(api.settings, api.store, record, first_actors)
 
 
 @router.get("/approvals", tags=["approvals"])
@@ -299,50 +258,28 @@ def _decide(
     status: Literal["approved", "rejected"],
     body: DecisionBody,
 ) -> dict[str, Any]:
-    from patchpilot.app.approvals import DecisionSource, record_decision
-
     _run_id(run_id)
-    record = api.store.approval(run_id)
-    if record is None:
-        raise HTTPException(status_code=404, detail=f"no approval for run {run_id}")
-    if record.status != "pending":
-        raise HTTPException(
-            status_code=409,
-            detail=f"run {run_id} was already {record.status} by "
-            f"{inert_name(record.decided_by)} at {record.decided_at}",
-        )
-    if requested_by(api, run_id, record) == who.name:
-        AuditLog.for_settings(api.settings, run_id=run_id, actor=who.name).record(
-            "approval.refused", details={"reason": "self-approval", "via": "api"}
-        )
-        raise SelfApprovalError(f"{who.name} requested run {run_id} and may not decide it")
     verb = "approve" if status == "approved" else "reject"
     try:
-        decided = record_decision(
+        decided = run_views.decide_as(
             api.settings,
             api.store,
+            who,
             run_id,
             status,
             comment=body.comment,
-            source=DecisionSource(parser="api", words=f"POST /api/v1/approvals/{run_id}/{verb}"),
-            actor=who.name,
+            via="api",
+            words=f"POST /api/v1/approvals/{run_id}/{verb}",
+            executor=api.executor,
         )
-    except StoreError as exc:  # decided by someone else in the meantime
+    except AlreadyDecidedError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
-    if decided.status != "pending" and api.executor is not None:
-        api.executor.continue_run(run_id, actor=who.name)
     log.info("api.approval.decided", run_id=run_id, actor=who.name, status=decided.status)
     return {
         "schema": "patchpilot.decision/v1",
         "approval": _approval_json(api, decided),
         "run": run_document(api, run_id),
     }
-
-
-def inert_name(name: str | None) -> str:
-    from patchpilot.core.text import inert
-
-    return inert(name or "?", newlines=False)
 
 
 @router.post("/approvals/{run_id}/approve", tags=["approvals"])
@@ -417,21 +354,34 @@ def host(
 
 
 @router.get("/compliance", tags=["compliance"])
-def compliance(api: Api, who: Reader, overdue_only: bool = False) -> dict[str, Any]:
-    """Per host: SLA state and the compliance its latest patch run left it in."""
-    from patchpilot.app.questions import COMPLIANCE, ComplianceInput
+def compliance(
+    api: Api,
+    who: Reader,
+    host: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
+    overdue: bool = False,
+    overdue_only: bool = False,
+    due_within: Annotated[int | None, Query(ge=0, le=3650)] = None,
+) -> dict[str, Any]:
+    """Compliance against SLAs (``patchpilot.compliance/v1``, what ``patchpilot compliance
+    --format json`` prints): hosts, SLA attainment and time to remediate, items, due-soon
+    items, remediation capacity, the Kaplan-Meier curve. ``overdue_only`` is the older name
+    of ``overdue``."""
+    from patchpilot.app import acceptances
+    from patchpilot.app import compliance as sla
     from patchpilot.core.inventory import load_inventory
     from patchpilot.core.policy import load_policy
-    from patchpilot.tools.queries.base import QueryContext
 
-    context = QueryContext(
-        settings=api.settings,
-        store=api.store,
-        policy=load_policy(api.policy),
-        inventory=load_inventory(api.inventory, ssh=api.settings.ssh),
+    inventory = load_inventory(api.inventory, ssh=api.settings.ssh)
+    return sla.compliance_document(
+        api.store,
+        load_policy(api.policy),
+        acceptances=acceptances.load(api.settings),
+        hosts=dict(inventory.hosts) or None,
+        inventory_hosts=inventory.hosts,
+        host=host,
+        overdue_only=overdue or overdue_only,
+        due_within=due_within,
     )
-    result = COMPLIANCE.run(context, ComplianceInput(overdue_only=overdue_only))
-    return {"schema": "patchpilot.compliance/v1", "hosts": list(result.rows), "total": result.total}
 
 
 # --------------------------------------------------------------------------- schedules
@@ -529,41 +479,17 @@ def memory_search(
 
 @router.post("/ask", tags=["chat"])
 def ask(body: AskBody, api: Api, who: Reader) -> dict[str, Any]:
-    """One chat request: a question is answered from the facts; a change request starts a run
-    that waits for approval (needs the ``start`` role); a decision needs ``decide``."""
-    from patchpilot.app.approvals import decide
-    from patchpilot.app.chat import Orchestrator
-    from patchpilot.app.contexts import run_context
-    from patchpilot.core.inventory import load_inventory
-    from patchpilot.core.policy import Policy, load_policy
-    from patchpilot.graphs.run import RunContext, RunResult
-
-    refused: list[str] = []  # the orchestrator answers errors in words: 403 them here
-
-    def make_context(frozen: Policy) -> RunContext:
-        if not allowed(who.role, Action.START):
-            refused.append(f"role {who.role.value} may not start runs")
-            raise NotAuthorizedError(refused[-1])
-        return run_context(api.settings, api.store, frozen, actor=who.name)
-
-    def decider(*args: Any, **kwargs: Any) -> RunResult:
-        if not allowed(who.role, Action.DECIDE):
-            refused.append(f"role {who.role.value} may not decide approvals")
-            raise NotAuthorizedError(refused[-1])
-        kwargs["actor"] = who.name
-        return decide(*args, **kwargs)
-
-    orchestrator = Orchestrator(
-        settings=api.settings,
-        store=api.store,
-        inventory=load_inventory(api.inventory, ssh=api.settings.ssh),
-        policy=load_policy(api.policy),
-        make_context=make_context,
-        actor=who.name,
-        decider=decider,
+    """One chat request: a question is answered from the facts; a change request is queued
+    as a run (``trigger: chat``) that waits for approval, answered at once with its run id and
+    status ``queued`` (needs the ``start`` role); a decision needs ``decide``."""
+    answer = run_views.ask_as(
+        api.settings,
+        api.store,
+        who,
+        body.text,
+        inventory=api.inventory,
+        policy=api.policy,
+        executor=api.executor,
     )
-    answer = orchestrator.handle(body.text)
-    if refused:
-        raise NotAuthorizedError(refused[0])
     log.info("api.ask.answered", actor=who.name, intent=answer.request.intent.value)
     return {"schema": "patchpilot.answer/v1", **answer.model_dump(mode="json")}

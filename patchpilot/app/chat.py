@@ -120,6 +120,24 @@ class ChatAnswer(BaseModel):
 
 CHAT_APPROVAL = "requested in chat: a person approves every change asked for in chat"
 
+
+class ChangeOrder(BaseModel):
+    """A change the chat asks for, as :func:`patchpilot.graphs.run.start_run` takes it (what
+    :attr:`Orchestrator.submit` queues)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    hosts: tuple[Host, ...]
+    target: str
+    policy: Policy
+    only: tuple[tuple[str, str | None], ...]
+    dry_run: bool
+    rollback: dict[str, str] | None
+    must_approve: str
+    not_before: datetime | None
+    security_only: bool
+
+
 GRAMMAR_CERTAIN: float = 0.85
 """Grammar confidence from which the LLM is not asked at all (its reading could only add risk
 and latency)."""
@@ -208,6 +226,9 @@ class Orchestrator:
     agent_llm: LLMClient | None = None
     """The session's LLM client for the tool-calling agent that also answers questions
     (:mod:`patchpilot.graphs.chat_agent`; issue 14 item 5), or None (no agent)."""
+    submit: Callable[[ChangeOrder], str] | None = None
+    """Queue a change instead of driving it in this call (the service's executor, ``POST
+    /api/v1/ask``): returns the run id, the answer says it is queued. None: driven here."""
     _findings: list[FindingRecord] | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ entry point
@@ -654,6 +675,8 @@ class Orchestrator:
         hosts = self._scope_hosts(request)
         if request.packages and hosts:
             return self._why_not_patched(request, text, hosts, understood_by, notes)
+        if request.packages and not hosts:  # "why was acme-web 1.3.0 rolled back?": its history
+            return self._history(request, text, understood_by, notes)
         if len(hosts) != 1:
             return self._answer(
                 request,
@@ -891,6 +914,31 @@ class Orchestrator:
                     notes,
                 )
         policy = self._chat_policy(request)
+        if self.submit is not None:
+            run_id = self.submit(
+                ChangeOrder(
+                    hosts=tuple(hosts),
+                    target="chat: " + request.describe(),
+                    policy=policy,
+                    only=tuple(only),
+                    dry_run=request.dry_run,
+                    rollback=rollback,
+                    must_approve=CHAT_APPROVAL,
+                    not_before=request.not_before,
+                    security_only=request.security_only,
+                )
+            )
+            text = (
+                f"Run {run_id}: queued. It will plan and test "
+                + ", ".join(h.name for h in hosts)
+                + ", then wait for a person's approval before anything is deployed "
+                f"(`approve {run_id}`)."
+            )
+            queued = {"schema": "patchpilot.run/v1", "run_id": run_id, "status": "queued"}
+            return self._answer(
+                request, text, {"run_id": run_id, "status": "queued"}, understood_by, notes,
+                run={**queued, "trigger": "chat"},
+            )  # fmt: skip
         context = self.make_context(policy)
         result = start_run(
             hosts,
@@ -904,6 +952,7 @@ class Orchestrator:
             must_approve=CHAT_APPROVAL,
             not_before=request.not_before,
             trigger="chat",
+            security_only=request.security_only,
         )
         return self._run_answer(request, result, understood_by, notes)
 

@@ -15,14 +15,15 @@ from patchpilot.core.audit import AuditLog
 from patchpilot.core.policy import Policy
 from patchpilot.core.settings import Settings
 from patchpilot.core.store import Store
-from patchpilot.graphs.run import RunContext
+from patchpilot.graphs.run import MetricsCollector, ProvidersCollector, RunContext, StoreStages
 from patchpilot.graphs.scan import ScanContext
+from patchpilot.tools.metrics import HostProvider, HttpProvider, PrometheusProvider, Providers
 
 if TYPE_CHECKING:
     from patchpilot.tools.llm import LLMClient
     from patchpilot.tools.memory import VectorMemory
 
-__all__ = ["run_context", "run_context_factory", "scan_context"]
+__all__ = ["metric_providers", "run_context", "run_context_factory", "scan_context"]
 
 
 def scan_context(settings: Settings, store: Store, policy: Policy) -> ScanContext:
@@ -46,7 +47,23 @@ def run_context(
     """
     context = RunContext.create(settings, store, policy, memory=memory, llm=llm)
     context.audit = AuditLog.for_settings(settings, actor=actor)
+    context.stages = StoreStages(store, context.clock)  # stage times in the store
+    context.metrics = lambda: metric_providers(context)  # post-patch analysis
     return context
+
+
+def metric_providers(context: RunContext) -> MetricsCollector:
+    """The real metric providers of a run's post-patch analysis: HTTP probes, Prometheus, and
+    host signals over the run's own transport factory (closed after each collection)."""
+    settings = context.settings
+    factory = context.transport_factory
+    return ProvidersCollector(
+        Providers(
+            http=HttpProvider(),
+            prometheus=PrometheusProvider(),
+            host=HostProvider(lambda host: factory(host, settings)),
+        )
+    )
 
 
 def run_context_factory(

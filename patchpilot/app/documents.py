@@ -8,6 +8,9 @@
   ``resume`` print (built by :func:`patchpilot.graphs.run_document.run_document`).
 - :class:`AcceptancesDocument`: ``patchpilot.acceptances/v1``, what ``accept --list
   --format json`` prints (built by :func:`patchpilot.app.acceptances.acceptances_document`).
+- :class:`ComplianceDocument`: ``patchpilot.compliance/v1``, what ``compliance --format json``
+  prints and ``GET /api/v1/compliance`` returns (built by
+  :func:`patchpilot.app.compliance.compliance_document`).
 
 The models describe the documents exactly as the README's contracts do: every documented field,
 and extra fields only where the document has open-ended content today (a run's ``params`` and
@@ -30,20 +33,24 @@ from typing import Any, Final, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from patchpilot.agents.analysis import SeriesSummary
 from patchpilot.core.feeds import FeedStatus
 from patchpilot.core.models import DeletedLibraryUse, ListeningSocket, Provenance, RiskFactor
 from patchpilot.core.schedule import WindowSlot
 from patchpilot.core.schedules import Trigger
 from patchpilot.core.store import RunRecord
+from patchpilot.core.store.stages import Stage
 
 __all__ = [
     "DOCUMENTS",
     "SCHEMA_DIR",
     "AcceptancesDocument",
+    "ComplianceDocument",
     "ReportDocument",
     "RunDocument",
     "json_schema",
     "schema_file",
+    "validate_compliance",
     "validate_report",
     "validate_run",
     "write_schemas",
@@ -52,7 +59,9 @@ __all__ = [
 SCHEMA_DIR: Final = Path(__file__).resolve().parents[2] / "schemas"
 """``schemas/`` at the top of the repository (a source checkout)."""
 
-RunStatus = Literal["completed", "partial", "awaiting_approval", "halted", "failed", "rejected"]
+RunStatus = Literal[
+    "completed", "partial", "awaiting_approval", "halted", "failed", "rejected", "cancelled"
+]
 HostStatus = Literal["ok", "unreachable", "failed"]
 DeploymentStatus = Literal["installed", "failed", "rolled_back", "skipped", "pending"]
 
@@ -366,6 +375,59 @@ class Deployment(_Part):
     compliance: str
 
 
+class AnalysisMetric(_Part):
+    """One metric's evidence in a ring's post-patch analysis (the judge's ``MetricResult``)."""
+
+    name: str
+    classification: Literal["Pass", "High", "Low", "Nodata", "NodataFailMetric"]
+    baseline: SeriesSummary = Field(description="the baseline's samples as judged")
+    canary: SeriesSummary = Field(description="the patched hosts' samples as judged")
+    p_value: float | None = Field(description="two-sided Mann-Whitney U p-value")
+    statistic: float | None = Field(description="Mann-Whitney U of the canary")
+    effect_size: float | None = Field(description="per effect_measure")
+    effect_measure: str
+    estimate: float | None = Field(description="Hodges-Lehmann shift, canary minus baseline")
+    ci_low: float | None
+    ci_high: float | None
+    unit: str
+    direction: str
+    critical: bool
+    critical_failure: bool
+    failed_measurements: int | None
+    reason: str
+
+
+class RingAnalysisEntry(_Part):
+    """The post-patch analysis of one ring (``analysis[]``)."""
+
+    ring: str
+    verdict: Literal["pass", "marginal", "fail", "nodata"]
+    score: float = Field(ge=0, le=100)
+    baseline_mode: Literal["peers", "self", "none"] = Field(
+        description="unpatched peers over the same window, the hosts' own pre-patch window, "
+        "or nothing"
+    )
+    reason: str = Field(description="a fail starts with 'analysis failed' and names the metrics")
+    canary_hosts: list[str]
+    baseline_hosts: list[str]
+    started_at: datetime = Field(description="the sampling window's start")
+    action: Literal["continue", "rolled_back"] | None = Field(
+        description="what was done: the next ring, or the ring rolled back (null: undecided)"
+    )
+    decided_by: str | None = Field(description="who decided on a marginal or nodata analysis")
+    metrics: list[AnalysisMetric]
+
+
+class StageTime(_Part):
+    """When one stage of the run started and ended (``store.run_stages``)."""
+
+    name: Stage
+    ring: str | None = Field(description="the ring of a deployment or awaiting_window stage")
+    started_at: datetime
+    ended_at: datetime | None = Field(description="null while the stage goes on")
+    seconds: float | None = Field(description="ended_at - started_at (null while it goes on)")
+
+
 class Unreachable(_Part):
     """A targeted host the run could not reach."""
 
@@ -408,14 +470,23 @@ class RunDocument(_Part):
     unreachable: list[Unreachable]
     compliance: dict[str, str] = Field(description="host -> its worst compliance state")
     assistance: list[dict[str, Any]] = Field(description="LLM assistance records (provenance)")
+    stages: list[StageTime] = Field(
+        default_factory=list,
+        description="each stage's start, end and seconds, in the order they started (a stage "
+        "run again keeps its first start and last end)",
+    )
+    analysis: list[RingAnalysisEntry] = Field(
+        default_factory=list,
+        description="each ring's post-patch analysis, in ring order (policy.analysis)",
+    )
 
 
 class ReportDocument(_Part):
     """``patchpilot.report/v1``: the report of a scan, of stored findings, or of a patch run.
 
     The report of a patch run (``report RUN_ID`` of a run) also has ``status``, ``reason``,
-    ``plan``, ``approval``, ``rings``, ``deployments``, ``unreachable``, and ``compliance`` on
-    every host; the others never have them.
+    ``plan``, ``approval``, ``rings``, ``deployments``, ``unreachable``, ``analysis`` (each
+    ring's post-patch analysis), and ``compliance`` on every host; the others never have them.
     """
 
     schema_: Literal["patchpilot.report/v1"] = Field(alias="schema")
@@ -435,6 +506,7 @@ class ReportDocument(_Part):
     rings: list[Ring] | None = None
     deployments: list[Deployment] | None = None
     unreachable: list[Unreachable] | None = None
+    analysis: list[RingAnalysisEntry] | None = None
 
 
 class AcceptanceEntry(Accepted):
@@ -453,10 +525,149 @@ class AcceptancesDocument(_Part):
     acceptances: list[AcceptanceEntry]
 
 
+# --------------------------------------------------------------------------- compliance
+
+ComplianceStateName = Literal["compliant", "non_compliant", "overdue", "accepted", "unknown"]
+
+
+class ComplianceHost(_Part):
+    """One host's compliance: its state and counts of its open items."""
+
+    name: str
+    host: str = Field(description="the same as name (the field older clients read)")
+    state: ComplianceStateName
+    open: int = Field(description="open items (accepted ones included)")
+    overdue: int
+    accepted: int
+    due_soon: int = Field(description="open items due within policy sla_days.due_soon_days")
+    oldest_due: str | None = Field(description="the earliest due date of its open items")
+    fixed: int
+    last_scan: datetime | None = Field(description="its latest scan taken into the history")
+    last_scan_ok: bool | None
+
+
+class ComplianceSLA(_Part):
+    """SLA attainment and time to remediate."""
+
+    attainment: float | None = Field(
+        description="percent: fixed within SLA / (fixed with a due date + open and overdue)"
+    )
+    mttr_days: float | None = Field(description="mean days from first seen to fixed")
+    median_ttr_days: float | None
+    fixed: int
+    fixed_within_sla: int
+    fixed_late: int
+    open_overdue: int
+    fixed_by_patchpilot: int
+    fixed_external: int
+
+
+class ComplianceItemJson(_Part):
+    """One item (host, source package, advisory) of the compliance history."""
+
+    host: str
+    package: str = Field(description="the source package")
+    advisory: str
+    cves: list[str]
+    severity: str
+    ssvc: str | None
+    kev: bool
+    first_seen: datetime
+    due: str | None = Field(description="YYYY-MM-DD (UTC); null: no SLA applies")
+    sla: str = Field(description="the SLA bound that set the due date")
+    fixed_at: datetime | None
+    fixed_by: str | None = Field(description="the run id that fixed it, or 'external'")
+    confirmed_at: datetime | None = Field(description="the scan that saw it gone")
+    fix_candidate: str | None = Field(description="a run installed its fix; no scan since")
+    state: ComplianceStateName
+    accepted: Accepted | None
+    days_open: float
+    days_overdue: int | None
+
+
+class CapacityMonth(_Part):
+    """One calendar month of remediation."""
+
+    month: str
+    open_at_start: int
+    opened: int
+    closed: int
+    rate: float | None = Field(description="percent: closed / (open at start + opened)")
+    partial: bool
+
+
+class ComplianceCapacity(_Part):
+    """Remediation capacity beside Cyentia's figures (percent of open items closed a month)."""
+
+    rate: float | None
+    band: str | None
+    months: list[CapacityMonth]
+    cyentia: dict[str, float]
+
+
+class SurvivalPoint(_Part):
+    """One step of the Kaplan-Meier curve."""
+
+    days: float
+    open: float = Field(description="the estimated share of items still open after days")
+    at_risk: int
+    fixed: int
+    censored: int
+
+
+class ComplianceSurvival(_Part):
+    """The Kaplan-Meier time-to-remediate estimate (open items censored)."""
+
+    curve: list[SurvivalPoint]
+    items: int
+    fixed: int
+    censored: int
+    median_days: float | None
+    open_after: dict[str, float | None]
+    cyentia: dict[str, float]
+
+
+class HistoryPoint(_Part):
+    """Open and overdue items at the end of one UTC day."""
+
+    date: str
+    open: int
+    overdue: int
+
+
+class ComplianceFilters(_Part):
+    """The filters the listing was made with."""
+
+    host: str | None
+    overdue: bool
+    due_within: int | None
+
+
+class ComplianceDocument(_Part):
+    """``patchpilot.compliance/v1``: compliance against SLAs (``patchpilot compliance``, ``GET
+    /api/v1/compliance``)."""
+
+    schema_: Literal["patchpilot.compliance/v1"] = Field(alias="schema")
+    generated_at: datetime
+    today: str
+    filters: ComplianceFilters
+    policy: dict[str, Any] | None
+    summary: dict[str, int]
+    hosts: list[ComplianceHost]
+    sla: ComplianceSLA
+    items: list[ComplianceItemJson]
+    due_soon: list[ComplianceItemJson]
+    capacity: ComplianceCapacity
+    survival: ComplianceSurvival
+    history: list[HistoryPoint]
+    total: int = Field(description="the number of hosts listed")
+
+
 DOCUMENTS: Final[dict[str, type[BaseModel]]] = {
     "patchpilot.report/v1": ReportDocument,
     "patchpilot.run/v1": RunDocument,
     "patchpilot.acceptances/v1": AcceptancesDocument,
+    "patchpilot.compliance/v1": ComplianceDocument,
 }
 """Each published schema name and its model."""
 
@@ -491,6 +702,11 @@ def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
         path.write_text(render_schema(name), encoding="utf-8")
         written.append(path)
     return written
+
+
+def validate_compliance(document: dict[str, Any]) -> ComplianceDocument:
+    """``document`` as a :class:`ComplianceDocument` (raises ``ValidationError`` if not one)."""
+    return ComplianceDocument.model_validate(document)
 
 
 def validate_report(document: dict[str, Any]) -> ReportDocument:

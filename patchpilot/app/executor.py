@@ -34,11 +34,17 @@ exactly what is left:
 - **Notifications** (optional): after each job, the run document's events
   (:func:`patchpilot.app.notify.events_for_run`) go to :meth:`Notifier.emit`, which never
   blocks.
-- **Cancel** (:meth:`Executor.cancel`): a queued run is cancelled before it starts; a run
-  waiting for approval is rejected (it ends ``rejected``); a run waiting for its window is
-  recorded ``cancelled`` and never continued by the executor. A run being driven right now
-  cannot be cancelled mid-deployment (:class:`~patchpilot.graphs.scan.RunBusyError`): it stops
-  at its next approval or window, or ends.
+- **Cancel** (:meth:`Executor.cancel`, :func:`patchpilot.app.runs.cancel`): a queued run is
+  cancelled before it starts; a run waiting for approval is rejected (it ends ``rejected``); a
+  run waiting for its window is recorded ``cancelled`` and never continued by the executor. A
+  run being driven right now gets a cancel request in the store: whichever worker or process
+  drives it stops at the next safe point (before the next host starts; a host being installed
+  finishes, with its health checks and rollback) and ends it ``cancelled``, the hosts not
+  started ``skipped`` (``cancelled by NAME``). A scan being driven cannot be cancelled
+  (:class:`~patchpilot.graphs.scan.RunBusyError`).
+- **Chat changes** (``POST /api/v1/ask``): a change request becomes a run request
+  (``trigger: chat``, with the chat's frozen policy, ``must_approve`` and any rollback) queued
+  here like any other, so the request thread never drives a graph.
 """
 
 from __future__ import annotations
@@ -51,12 +57,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 import structlog
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from patchpilot.app import runs
 from patchpilot.app.approvals import expire
@@ -74,6 +80,7 @@ from patchpilot.graphs.run import RunBusyError, RunContext, load_run_state, run_
 from patchpilot.graphs.scan import ScanContext, new_run_id, resume_scan, start_scan
 
 if TYPE_CHECKING:
+    from patchpilot.app.chat import ChangeOrder
     from patchpilot.app.notify import Notifier
 
 __all__ = [
@@ -84,6 +91,7 @@ __all__ = [
     "ScanContextFactory",
     "ScanRequest",
     "Trigger",
+    "chat_run_request",
 ]
 
 log = structlog.get_logger(__name__)
@@ -98,6 +106,8 @@ ClaimDue = Callable[[Store, datetime], Sequence[Occurrence]]
 _OWNER_RE: Final = re.compile(r"^[0-9]{1,10}-[0-9a-f]{12}$")
 _SETTLED_POLL_S: Final = 0.2
 _MAX_TEXT: Final = 1000
+SLA_CHECK_EVERY: Final = timedelta(minutes=1)
+"""How often the tick looks for SLA breaches (it brings the compliance history up to date)."""
 _SETTLED_STATUSES: Final = ("queued", "running")
 
 
@@ -130,11 +140,37 @@ class RunRequest(BaseModel):
     offline: bool = Field(default=False, description="never fetch feeds")
     refresh: bool = Field(default=False, description="apt-get update on each host first")
     not_before: AwareDatetime | None = Field(default=None, description="no host starts before")
+    security_only: bool = Field(
+        default=False,
+        description="plan only updates that close a known security advisory (the others are "
+        "excluded: not a security update)",
+    )
+    rollback: dict[str, str] | None = Field(
+        default=None,
+        max_length=1000,
+        description="host -> version: downgrade only[0]'s package (a chat rollback)",
+    )
+    must_approve: str | None = Field(
+        default=None,
+        max_length=_MAX_TEXT,
+        description="a reason a person must approve whatever the policy says (the chat's)",
+    )
+    policy: Policy | None = Field(
+        default=None,
+        description="the policy this run uses (the chat's, e.g. with tonight's window); "
+        "default: the service's policy file. Never taken from an API client.",
+    )
 
-    @field_validator("target", "limit")
+    @field_validator("target", "limit", "must_approve")
     @classmethod
     def _text(cls, value: str | None) -> str | None:
-        return _printable(value, "target and limit")
+        return _printable(value, "target, limit and must_approve")
+
+    @model_validator(mode="after")
+    def _rollback_names_one_package(self) -> RunRequest:
+        if self.rollback is not None and len(self.only) != 1:
+            raise ValueError("a rollback names exactly one package in only")
+        return self
 
     @field_validator("only")
     @classmethod
@@ -167,6 +203,24 @@ class ScanRequest(BaseModel):
     @classmethod
     def _text(cls, value: str | None) -> str | None:
         return _printable(value, "target and limit")
+
+
+def chat_run_request(order: ChangeOrder) -> RunRequest:
+    """The run request of a change asked in chat (``POST /api/v1/ask``): its hosts as the
+    limit, its packages, rollback, time, the chat's approval reason and frozen policy."""
+    not_before = order.not_before
+    if not_before is not None and not_before.tzinfo is None:
+        not_before = not_before.replace(tzinfo=UTC)  # ChatRequest.not_before is UTC
+    return RunRequest(
+        limit=":".join(h.name for h in order.hosts),
+        only=tuple(f"{n}={v}" if v else n for n, v in order.only),
+        dry_run=order.dry_run,
+        not_before=not_before,
+        security_only=order.security_only,
+        rollback=order.rollback,
+        must_approve=order.must_approve,
+        policy=order.policy,
+    )
 
 
 def _default_run_context(
@@ -226,6 +280,7 @@ class Executor:
         self.inventory_path = inventory_path
         self.policy_path = policy_path
         self.notifier = notifier
+        self._sla_checked: datetime | None = None
         self.workers = workers if workers is not None else settings.service.workers
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"workers must be 1 to 64, not {self.workers}", key="workers")
@@ -321,7 +376,8 @@ class Executor:
             HostBusyError: a host is in another active run (nothing queued).
         """
         hosts = self._hosts(request.target, request.limit)
-        load_policy(self.policy_path)  # refuse a broken policy now, not in a worker
+        if request.policy is None:
+            load_policy(self.policy_path)  # refuse a broken policy now, not in a worker
         run_id = new_run_id()
         not_before = request.not_before
         if occurrence is not None:
@@ -336,6 +392,7 @@ class Executor:
             "schedule_id": occurrence.schedule_id if occurrence else None,
             "window_end": occurrence.window_end.isoformat() if occurrence else None,
             "cutoff_at": occurrence.cutoff_at.isoformat() if occurrence else None,
+            "security_only": request.security_only,
             "requested_by": actor,
         }
         self._store.enqueue_run(
@@ -419,62 +476,20 @@ class Executor:
         return queued
 
     def cancel(self, run_id: str, *, actor: str) -> str:
-        """Cancel a run that is not being driven right now; returns its status after.
+        """Cancel a run (:func:`patchpilot.app.runs.cancel`); returns what happened.
 
-        Queued: never starts (``cancelled``). Awaiting approval: rejected by ``actor`` (the run
-        ends ``rejected``). Waiting for its window: ``cancelled`` (never continued here).
+        ``cancelled`` (it was queued or waiting for its window), ``rejected`` (it was waiting
+        for approval: it ends ``rejected``) or ``cancelling`` (it is being driven: it stops
+        before the next host starts and ends ``cancelled``).
 
         Raises:
             StoreError: unknown run, or it has ended already.
-            RunBusyError: it is being driven right now (it stops at its next approval or
-                window, or ends; cancel it then).
+            RunBusyError: a scan being driven right now.
         """
-        run = self._store.get_run(run_id)
-        if run is None:
-            raise StoreError(f"unknown run {run_id!r}")
-        audit = AuditLog.for_settings(self.settings, actor=actor, run_id=run_id)
-        job = self._store.cancel_queued_job(run_id)
-        if job is not None and job.kind in ("start", "scan"):
-            self._store.finish_run(
-                run_id, status="cancelled", summary={"status": "cancelled", "by": actor}
-            )
-            audit.record("run.cancelled", details={"was": run.status})
-            self._log.info("executor.cancelled", run_id=run_id, actor=actor, was=run.status)
-            return "cancelled"
-        if self._store.active_job(run_id) is not None or self._locked(run_id):
-            raise RunBusyError(
-                f"run {run_id} is being driven right now and cannot be stopped mid-deployment; "
-                "it stops at its next approval or window, or ends"
-            )
-        if run.status == "awaiting_approval":
-            record = self._store.approval(run_id)
-            if record is not None and record.status == "pending":
-                self._store.decide_approval(
-                    run_id,
-                    "rejected",
-                    by=actor,
-                    comment="cancelled",
-                    at=utcnow(),
-                    via="patchpilot",
-                    words="cancel",
-                )
-            audit.record("run.cancelled", details={"was": run.status})
-            self._store.enqueue_continue(run_id, actor=actor, reason="cancelled")
-            self._wake.set()
-            return "rejected"
-        if run.status == "waiting_window":
-            self._store.finish_run(
-                run_id, status="cancelled", summary={"status": "cancelled", "by": actor}
-            )
-            audit.record("run.cancelled", details={"was": run.status})
-            return "cancelled"
-        if run.status in ("queued", "running"):  # a continuation was queued: cancelled above
-            self._store.finish_run(
-                run_id, status="cancelled", summary={"status": "cancelled", "by": actor}
-            )
-            audit.record("run.cancelled", details={"was": run.status})
-            return "cancelled"
-        raise StoreError(f"run {run_id} has ended already ({run.status}); nothing to cancel")
+        outcome = runs.cancel(self.settings, self._store, run_id, actor=actor)
+        self._log.info("executor.cancel", run_id=run_id, actor=actor, outcome=outcome)
+        self._wake.set()
+        return outcome
 
     def wait(self, run_id: str, timeout: float) -> RunRecord | None:
         """Wait (at most ``timeout`` s) until the run is no longer queued or being driven.
@@ -518,6 +533,7 @@ class Executor:
             ("decided", lambda: self._queue_decided(store, now, grace=grace)),
             ("windows", lambda: self._queue_opened_windows(store, now)),
             ("schedules", lambda: self._claim_schedules(store, now)),
+            ("sla", lambda: self._notify_breaches(store, now)),
         ]
         for name, step in steps:
             try:
@@ -525,6 +541,26 @@ class Executor:
             except Exception as exc:  # one failing step must not stop the others or the loop
                 self._log.error("executor.tick_failed", step=name, error=str(exc)[:_MAX_TEXT])
         self._wake.set()
+
+    def _notify_breaches(self, store: Store, now: datetime) -> int:
+        """Items that became overdue, each announced once (``sla-breached``); the compliance
+        history is brought up to date first, so this runs at most every
+        :data:`SLA_CHECK_EVERY` (not every tick)."""
+        from patchpilot.app.compliance import claim_breaches
+        from patchpilot.app.notify import sla_breached_event
+
+        if self._sla_checked is not None and now - self._sla_checked < SLA_CHECK_EVERY:
+            return 0
+        self._sla_checked = now
+        breaches = claim_breaches(
+            store, settings=self.settings, policy=load_policy(self.policy_path), now=now
+        )
+        if self.notifier is not None:
+            for breach in breaches:
+                self.notifier.emit(sla_breached_event(breach, now=now))
+        if breaches:
+            self._log.info("executor.sla_breaches", count=len(breaches))
+        return len(breaches)
 
     def _loop(self) -> None:
         while not self._stopping.wait(self.tick_seconds):
@@ -640,7 +676,9 @@ class Executor:
                 )
             else:
                 run_id = self.submit_run(
-                    RunRequest(limit=schedule.limit, only=schedule.only),
+                    RunRequest(
+                        limit=schedule.limit, only=schedule.only, security_only=schedule.security
+                    ),
                     actor=schedule.created_by,
                     trigger="schedule",
                     occurrence=occurrence.model_copy(update={"schedule": None}),
@@ -699,14 +737,16 @@ class Executor:
             status, error = "failed", f"{type(exc).__name__}: {exc}"[:_MAX_TEXT]
             jlog.error("executor.job_failed", error=error)
             self._fail_run(store, job.run_id, error)
+        after = store.get_run(job.run_id)
+        if after is not None and (before is None or before.status != after.status):
+            # before the job ends, so whoever waits for the run sees its events sent (queued:
+            # never blocking); a crash in between re-runs a job that changes nothing
+            self._notify(store, after)
         try:
             store.finish_job(job.id, status, error=error)
         except StoreError as exc:
             jlog.error("executor.job_not_recorded", error=str(exc))
-        after = store.get_run(job.run_id)
         jlog.info("executor.job_finished", status=after.status if after else None)
-        if after is not None and (before is None or before.status != after.status):
-            self._notify(store, after)
 
     def _start_run(self, store: Store, job: JobRecord) -> None:
         if load_run_state(job.run_id, self.settings) is not None:
@@ -715,7 +755,7 @@ class Executor:
             return
         request = RunRequest.model_validate(job.request["request"])
         hosts = [Host.model_validate(h) for h in job.request["hosts"]]
-        policy = load_policy(self.policy_path)
+        policy = request.policy or load_policy(self.policy_path)
         occurrence = job.request.get("occurrence")
         store.set_run_status(job.run_id, "running")
         runs.start(
@@ -735,6 +775,9 @@ class Executor:
             make_context=lambda frozen: self._run_context(self.settings, store, frozen, job.actor),
             trigger=job.request.get("trigger", "api"),
             occurrence=Occurrence.model_validate(occurrence) if occurrence else None,
+            security_only=request.security_only,
+            rollback=request.rollback,
+            must_approve=request.must_approve,
         )
 
     def _continue(self, store: Store, run_id: str, actor: str) -> None:

@@ -15,10 +15,12 @@ same time, and nothing lives in the process (several service processes agree):
   ``due``, ``no-sla``, ``clean``, as the ``compliance`` question tool computes it from the
   findings), 0 for the others;
 - ``patchpilot_runs{kind,status}``: recorded runs (scans and patch runs) by status;
-- ``patchpilot_rollbacks_total``: updates rolled back, over all runs (deployment outcomes).
-
-Stage durations are not exported: runs do not record how long each stage took (only a run's
-start and end), so there is nothing faithful to report yet.
+- ``patchpilot_rollbacks_total``: updates rolled back, over all runs (deployment outcomes);
+- ``patchpilot_stage_duration_seconds{stage}``: a histogram of how long each ended stage of
+  the patch runs took (discovery, sourcing, assessment, planning, testing, awaiting_approval,
+  awaiting_window, deployment: every ring, finish), from the store's ``run_stages`` rows the
+  runs write as they go (:mod:`patchpilot.core.store.stages`); a stage still going on is not
+  counted until it ends.
 """
 
 from __future__ import annotations
@@ -29,15 +31,28 @@ from datetime import date, datetime
 from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from patchpilot.core.models import Severity, utcnow
 from patchpilot.core.store import Store
 from patchpilot.core.store.records import OutcomeStatus
+from patchpilot.core.store.stages import STAGES, StageRecord
 from patchpilot.tools.queries.common import ResolvedScope, latest_snapshots
 
-__all__ = ["COMPLIANCE_STATES", "MAX_COUNTED", "render_metrics", "sla_state"]
+__all__ = [
+    "COMPLIANCE_STATES",
+    "MAX_COUNTED",
+    "STAGE_BUCKETS",
+    "render_metrics",
+    "sla_state",
+    "stage_histogram",
+]
 
 COMPLIANCE_STATES: Final = ("overdue", "due", "no-sla", "clean")
 """A host's SLA state: findings past due, findings due later, findings without a due date,
@@ -45,6 +60,40 @@ no open finding."""
 
 MAX_COUNTED: Final = 1_000_000
 """Most runs and deployment outcomes counted per scrape."""
+
+STAGE_BUCKETS: Final[tuple[float, ...]] = (
+    1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 3 * 24 * 3600,
+)  # fmt: skip
+"""Upper bounds (seconds) of the stage-duration histogram's buckets (``+Inf`` added): from a
+quick step to an approval that waits for days."""
+
+
+def _go_float(bound: float) -> str:
+    """A bucket bound as prometheus-client writes floats (``5.0``, ``14400.0``)."""
+    return repr(float(bound))
+
+
+def stage_histogram(records: list[StageRecord]) -> HistogramMetricFamily:
+    """``patchpilot_stage_duration_seconds{stage}`` of the ended stages in ``records``."""
+    family = HistogramMetricFamily(
+        "patchpilot_stage_duration_seconds",
+        "How long each ended stage of the patch runs took (store: run_stages).",
+        labels=["stage"],
+    )
+    by_stage: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    for record in records:
+        seconds = record.seconds
+        if seconds is not None:
+            by_stage[record.stage].append(seconds)
+    for stage, values in by_stage.items():
+        if not values:
+            continue
+        buckets = [
+            (_go_float(bound), sum(1 for v in values if v <= bound)) for bound in STAGE_BUCKETS
+        ]
+        buckets.append(("+Inf", len(values)))
+        family.add_metric([stage], buckets, sum_value=sum(values))
+    return family
 
 
 def sla_state(dues: list[date | None], today: date) -> str:
@@ -135,6 +184,7 @@ class _StoreCollector(Collector):
         yield CounterMetricFamily(
             "patchpilot_rollbacks", "Updates rolled back, over all runs.", value=rollbacks
         )
+        yield stage_histogram(store.ended_stages(limit=MAX_COUNTED))
 
 
 def render_metrics(store: Store, *, now: datetime | None = None) -> tuple[bytes, str]:

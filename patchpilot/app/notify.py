@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -60,6 +60,9 @@ from patchpilot.core.settings import NotificationSettings, SMTPSettings, Webhook
 from patchpilot.core.store import Store
 from patchpilot.core.text import inert
 
+if TYPE_CHECKING:
+    from patchpilot.app.compliance import Breach
+
 __all__ = [
     "Notifier",
     "NotifierStats",
@@ -70,6 +73,7 @@ __all__ = [
     "events_for_run",
     "run_path",
     "schedule_missed_event",
+    "sla_breached_event",
 ]
 
 log = structlog.get_logger(__name__)
@@ -286,6 +290,22 @@ def schedule_missed_event(
         f"Schedule {schedule_id} missed its {occurrence_at.isoformat()} occurrence",
         f"Schedule {schedule_id} did not fire at {occurrence_at.isoformat()}: {reason}",
         f"{API_PREFIX}/schedules/{quote(schedule_id, safe='')}",
+        now or utcnow(),
+    )
+
+
+def sla_breached_event(breach: Breach, *, now: datetime | None = None) -> Event:
+    """The ``sla-breached`` event of one item that became overdue
+    (:func:`patchpilot.app.compliance.claim_breaches`)."""
+    cves = ", ".join(breach.cves[:MAX_LISTED]) or "no CVE id"
+    due = breach.due.isoformat() if breach.due else "no due date"
+    return _event(
+        "sla-breached",
+        None,
+        f"SLA breached: {breach.advisory} ({breach.package}) on {breach.host}, due {due}",
+        f"{breach.advisory} ({breach.package}; {cves}) on {breach.host} is open past its due "
+        f"date {due} ({breach.sla}); overdue since {breach.at.isoformat()}.",
+        f"{API_PREFIX}/compliance?host={quote(breach.host, safe='')}",
         now or utcnow(),
     )
 

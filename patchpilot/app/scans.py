@@ -93,6 +93,9 @@ def start(
         trigger=trigger,
         schedule_id=schedule_id,
     )
+    from patchpilot.app.compliance import record_scan
+
+    record_scan(settings, store, run_id, hosts)
     return run_id
 
 
@@ -109,9 +112,13 @@ def resume(settings: Settings, store: Store, run_id: str, *, actor: str) -> dict
     context = scan_context(settings, store, load_policy(settings.policy_path))
     log.info("scan.resume_requested", actor=actor, run_id=run_id)
     try:
-        return resume_scan(run_id, context)
+        summary = resume_scan(run_id, context)
     except LookupError as exc:
         raise UnknownTargetError(str(exc), key="run_id") from exc
+    from patchpilot.app.compliance import record_scan
+
+    record_scan(settings, store, run_id)
+    return summary
 
 
 def report(store: Store, run_id: str, *, acceptances: Acceptances | None = None) -> ScanReport:

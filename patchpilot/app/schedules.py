@@ -232,10 +232,11 @@ def start_arguments(occurrence: Occurrence) -> dict[str, Any]:
     :func:`patchpilot.app.scans.start` (kind ``scan``) for a claimed occurrence, besides the
     settings, store, hosts (``limit`` selects them), actor and target.
 
-    A run gets ``only``, ``limit`` and ``occurrence`` (so it carries ``trigger: schedule``, does
-    not start before the occurrence, honours its cutoff and its approval expires at the
-    window's end); a scan gets ``trigger`` and ``schedule_id``. ``security: true`` adds no
-    filter: the policy baseline decides which pending updates go (as a run without ``--only``).
+    A run gets ``only``, ``limit``, ``security_only`` and ``occurrence`` (so it carries
+    ``trigger: schedule``, does not start before the occurrence, honours its cutoff and its
+    approval expires at the window's end); a scan gets ``trigger`` and ``schedule_id``.
+    ``security: true`` is ``security_only``: the run plans only the baseline's updates that
+    close a known security advisory and lists the others as excluded (not a security update).
 
     Raises:
         ValueError: the occurrence carries no schedule, or is not runnable.
@@ -248,5 +249,6 @@ def start_arguments(occurrence: Occurrence) -> dict[str, Any]:
     return {
         "only": [parse_only_item(item) for item in schedule.only] or None,
         "limit": schedule.limit,
+        "security_only": schedule.security,
         "occurrence": occurrence,
     }

@@ -15,9 +15,16 @@ its SHA-256), so a busy API client costs one database read per request, not one 
 the user's state (disabled, role, revoked token) is still read on every call, so disabling
 takes effect at once.
 
+Passwords (the web dashboard's login) are optional: :func:`set_password` stores only their
+argon2id hash (:data:`HASHER`, OWASP's parameters for passwords) and ends the user's open web
+sessions; :func:`verify_password` answers the :class:`Principal` or None, costing one argon2
+verification whether or not the user exists or has a password (a dummy hash otherwise), so the
+answer's timing does not tell which names exist. A password is :data:`MIN_PASSWORD_LENGTH` to
+:data:`MAX_PASSWORD_LENGTH` characters, one line.
+
 Every change is audit-logged with the acting identity (``user.added``, ``user.disabled``,
-``user.token_issued``), in the audit log next to the store (``settings.home``) unless another
-:class:`~patchpilot.core.audit.AuditLog` is given.
+``user.token_issued``, ``user.password_set``), in the audit log next to the store
+(``settings.home``) unless another :class:`~patchpilot.core.audit.AuditLog` is given.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from patchpilot.core.store.users import UserRecord
 
 __all__ = [
     "HASHER",
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
     "RESERVED_NAMES",
     "TOKEN_PREFIX",
     "VERIFIED_TTL",
@@ -53,7 +62,10 @@ __all__ = [
     "list_users",
     "new_token",
     "parse_token",
+    "set_password",
     "validate_name",
+    "validate_password",
+    "verify_password",
 ]
 
 log = structlog.get_logger(__name__)
@@ -77,6 +89,11 @@ tokens, and cheap enough (~20 ms) that a cold token does not stall the API."""
 
 VERIFIED_TTL: Final = 300.0
 """Seconds a token verified by argon2 is remembered in this process."""
+
+MIN_PASSWORD_LENGTH: Final = 12
+"""Shortest password accepted (characters)."""
+MAX_PASSWORD_LENGTH: Final = 1024
+"""Longest password accepted (longer: refused before hashing, so it cannot cost CPU)."""
 
 _CACHE_SIZE: Final = 1024
 _DUMMY_HASH: Final = HASHER.hash("pp_" + "0" * _ID_LENGTH + "_" + "0" * 43)
@@ -163,22 +180,94 @@ def parse_token(token: str) -> str | None:
 
 
 def add_user(
-    store: Store, name: str, role: Role | str, *, actor: str, audit: AuditLog | None = None
+    store: Store,
+    name: str,
+    role: Role | str,
+    *,
+    actor: str,
+    audit: AuditLog | None = None,
+    password: str | None = None,
 ) -> str:
-    """Add a user with ``role`` and return their first API token (shown once, never stored).
+    """Add a user with ``role`` and return their first API token (shown once, never stored);
+    with ``password``, the user may also log in to the web dashboard.
 
     Raises:
-        InvalidInputError: a malformed or reserved name, or an unknown role.
+        InvalidInputError: a malformed or reserved name, an unknown role, or a password that
+            :func:`validate_password` refuses (checked before anything is stored).
         StoreError: the name is taken (also by a disabled user).
     """
     name, checked = validate_name(name), _role(role)
+    if password is not None:
+        validate_password(password)
     token_id, token, digest = _issue()
     store.add_user(name, checked, actor=actor, token_id=token_id, token_hash=digest)
     _audit(store, audit, actor).record(
         "user.added", details={"user": name, "role": checked.value, "token_id": token_id}
     )
     log.info("user.added", user=name, role=checked.value, actor=actor)
+    if password is not None:
+        set_password(store, name, password, actor=actor, audit=audit)
     return token
+
+
+def validate_password(password: str) -> str:
+    """A password: one line of :data:`MIN_PASSWORD_LENGTH` to :data:`MAX_PASSWORD_LENGTH`
+    characters without control characters.
+
+    Raises:
+        InvalidInputError: anything else (the message never repeats the password).
+    """
+    if not isinstance(password, str) or not (
+        MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH
+    ):
+        raise InvalidInputError(
+            "password",
+            f"a password is {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters long",
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise InvalidInputError("password", "a password has no control characters (one line)")
+    return password
+
+
+def set_password(
+    store: Store, name: str, password: str, *, actor: str, audit: AuditLog | None = None
+) -> None:
+    """Set (or change) ``name``'s web password; their open web sessions end.
+
+    Raises:
+        InvalidInputError: :func:`validate_password` refuses it.
+        UnknownTargetError: no such user.
+        StoreError: the user is disabled.
+    """
+    validate_password(password)
+    _existing(store, name)
+    ended = store.set_password_hash(name, HASHER.hash(password), actor=actor)
+    _audit(store, audit, actor).record(
+        "user.password_set", details={"user": name, "sessions_ended": ended}
+    )
+    log.info("user.password_set", user=name, actor=actor, sessions_ended=ended)
+
+
+def verify_password(store: Store, name: str, password: str) -> Principal | None:
+    """The user ``name`` if ``password`` is theirs, else None (unknown user, no password set,
+    a disabled user, a wrong or malformed password). One argon2 verification either way;
+    never raises for bad input (a store failure raises StoreError)."""
+    if not isinstance(password, str) or not isinstance(name, str):
+        return None
+    if len(password) > MAX_PASSWORD_LENGTH or not _NAME.match(name):
+        _verify(_DUMMY_HASH, "")
+        return None
+    row = store.password_row(name)
+    if row is None or row.hash is None:
+        _verify(_DUMMY_HASH, password)
+        return None
+    if not _verify(row.hash, password):
+        log.info("auth.password_refused", user=name, reason="wrong password")
+        return None
+    if row.disabled:
+        log.info("auth.password_refused", user=name, reason="user disabled")
+        return None
+    return Principal(name=row.name, role=row.role)
 
 
 def list_users(store: Store) -> list[UserRecord]:

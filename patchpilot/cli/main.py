@@ -7,6 +7,7 @@ registers itself when imported):
 - :mod:`patchpilot.cli.inventory`: ``inventory``, ``facts``
 - :mod:`patchpilot.cli.scan`: ``scan``, ``findings``, ``report``, ``runs``, ``resume``
 - :mod:`patchpilot.cli.accept`: ``accept`` (and ``accept --list``), ``unaccept``
+- :mod:`patchpilot.cli.compliance`: ``compliance`` (SLA compliance: table, json, csv, html)
 - :mod:`patchpilot.cli.feeds`: ``feeds update|import|status``
 - :mod:`patchpilot.cli.run`: ``run``, ``approvals``, ``approve``, ``reject``, ``baseline``
 - :mod:`patchpilot.cli.chat`: ``ask``, ``chat``, ``memory search``
@@ -27,7 +28,7 @@ import sys
 import structlog
 import typer
 
-from patchpilot.cli import accept, chat, feeds, inventory, run, scan, schedules
+from patchpilot.cli import accept, chat, compliance, feeds, inventory, run, scan, schedules
 from patchpilot.cli.app import ExitCode, app, err, safe
 from patchpilot.cli.lab import lab_app
 from patchpilot.cli.serve import serve_cmd
@@ -55,10 +56,12 @@ def register(cli: typer.Typer) -> typer.Typer:
     cli.command("resume")(scan.resume_cmd)
     cli.command("accept")(accept.accept_cmd)
     cli.command("unaccept")(accept.unaccept_cmd)
+    cli.command("compliance")(compliance.compliance_cmd)
     cli.command("run")(run.run_cmd)
     cli.command("approve")(run.approve_cmd)
     cli.command("reject")(run.reject_cmd)
     cli.command("approvals")(run.approvals_cmd)
+    cli.command("cancel")(run.cancel_cmd)
     cli.add_typer(run.baseline_app, name="baseline")
     cli.command("ask")(chat.ask_cmd)
     cli.command("chat")(chat.chat_cmd)

@@ -1,4 +1,5 @@
-"""CLI commands of patch runs: ``run``, ``approvals``, ``approve``, ``reject``, ``baseline``.
+"""CLI commands of patch runs: ``run``, ``approvals``, ``approve``, ``reject``, ``cancel``,
+``baseline``.
 
 Each command parses its options, calls a use case of :mod:`patchpilot.app.runs` or
 :mod:`patchpilot.app.approvals` with the OS user as the acting identity, and prints.
@@ -17,6 +18,8 @@ Exit codes of a patch run (added to those in :mod:`patchpilot.cli.app`):
 7     halted (health-check failure, error threshold, maintenance window, or
       waiting for ``--not-before``: ``patchpilot resume RUN_ID`` continues it)
 8     rejected (by a person, or the approval expired)
+10    cancelled (``patchpilot cancel RUN_ID`` while it ran: the hosts not started are
+      skipped)
 1     failed (any other reason: ``patchpilot resume RUN_ID`` continues it); also a run
       whose ``--only`` names matched no pending update and that has nothing to deploy
       (the document's ``hint`` asks: "zlib is the source of zlib1g: patch zlib1g?")
@@ -65,6 +68,7 @@ __all__ = [
     "approvals_cmd",
     "approve_cmd",
     "baseline_app",
+    "cancel_cmd",
     "print_run",
     "print_run_table",
     "reject_cmd",
@@ -144,6 +148,38 @@ def print_run(store: Store, c: Context, result: RunResult, fmt: OutputFormat) ->
     return runs.exit_code(document)
 
 
+def print_analysis(entry: dict[str, Any]) -> None:
+    """One ring's post-patch analysis: verdict, baseline and each metric's evidence."""
+    color = {"pass": "green", "marginal": "yellow", "nodata": "yellow"}.get(entry["verdict"], "red")
+    base = ", ".join(entry["baseline_hosts"]) or "none"
+    action = f", {entry['action']}" if entry.get("action") else ""
+    out.print(
+        f"analysis of ring {safe(entry['ring'])}: [{color}]{entry['verdict']}[/] score "
+        f"{entry['score']:g} (baseline {entry['baseline_mode']}: {safe(base)}{action})"
+    )
+    table = Table(title_justify="left")
+    for col in ("metric", "class", "baseline p50", "canary p50", "n", "p-value", "effect"):
+        table.add_column(col, overflow="fold")
+    for m in entry["metrics"]:
+        b, c = m["baseline"], m["canary"]
+
+        def num(value: float | None) -> str:
+            return "-" if value is None else f"{value:.4g}"
+
+        table.add_row(
+            safe(m["name"]),
+            m["classification"],
+            num(b["median"]),
+            num(c["median"]),
+            f"{b['n']}/{c['n']}",
+            num(m["p_value"]),
+            num(m["effect_size"]),
+        )
+    out.print(table)
+    if entry["verdict"] != "pass":
+        out.print(f"  {safe(entry['reason'])}")
+
+
 def print_run_table(doc: dict[str, Any]) -> None:
     plan = doc["plan"]
     if plan is not None:
@@ -188,6 +224,8 @@ def print_run_table(doc: dict[str, Any]) -> None:
             f"ring {safe(ring['name'])} ({safe(', '.join(ring['hosts']) or 'no hosts')}): "
             f"{ring['status']}{safe(note)}"
         )
+    for analysis in doc.get("analysis") or []:
+        print_analysis(analysis)
     for entry in doc.get("unreachable", []):
         host, error = entry["host"], entry["error"]
         why = error.removeprefix(f"{host}: ")
@@ -238,6 +276,14 @@ def run_cmd(
         bool, typer.Option("--refresh", help="Run 'apt-get update' on each host first.")
     ] = False,
     not_before: NotBeforeOpt = None,
+    security_only: Annotated[
+        bool,
+        typer.Option(
+            "--security-only",
+            help="Plan only updates that close a known security advisory (a -security suite, "
+            "CVEs or findings); the others are listed as excluded: not a security update.",
+        ),
+    ] = False,
     fmt: RunFormatOpt = OutputFormat.TABLE,
 ) -> None:
     """Patch hosts: discover, assess, plan, test, schedule, approve, deploy in rings, report."""
@@ -276,6 +322,7 @@ def run_cmd(
                 limit=limit,
                 on_progress=on_progress,
                 not_before=start_at,
+                security_only=security_only,
             )
         code = print_run(store, c, result, fmt)
     raise typer.Exit(code)
@@ -381,6 +428,30 @@ def approvals_cmd(
     out.print(table)
     if any(r.status == "pending" for r in records):
         out.print("[dim]approve with `patchpilot approve RUN_ID --comment '...'`[/]")
+
+
+def cancel_cmd(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="The run to cancel.")],
+) -> None:
+    """Cancel a run: queued or waiting for its window, it ends ``cancelled``; waiting for
+    approval, it is rejected; running (here or in the service), it stops before its next host
+    starts (a host being installed finishes) and ends ``cancelled``."""
+    from patchpilot.app import runs
+    from patchpilot.core.intents import RUN_ID_RE
+
+    if not RUN_ID_RE.fullmatch(run_id):
+        raise typer.BadParameter("not a run id", param_hint="'RUN_ID'")
+    c: Context = ctx.obj
+    with c.store() as store:
+        outcome = runs.cancel(c.settings, store, run_id, actor=c.actor)
+    said = {
+        "cancelled": "cancelled",
+        "rejected": "its approval is rejected: it ends rejected when continued (the service, "
+        "or `patchpilot resume`)",
+        "cancelling": "cancel requested: it stops before its next host starts",
+    }[outcome]
+    out.print(f"run {safe(run_id)}: {said}")
 
 
 def resume_patch_run(ctx: typer.Context, run_id: str, fmt: OutputFormat) -> None:

@@ -1,4 +1,5 @@
-"""``patchpilot serve``: the REST API (:mod:`patchpilot.api`) and the run executor, until stopped.
+"""``patchpilot serve``: the REST API (:mod:`patchpilot.api`), the web dashboard
+(:mod:`patchpilot.web`) and the run executor, until stopped.
 
 It binds ``service.host:service.port`` (default ``127.0.0.1:8080``); an address that is not
 loopback is refused unless ``--allow-remote`` is given, because the API speaks plain HTTP:
@@ -117,6 +118,9 @@ def serve_cmd(
         policy=policy_path.resolve(),
         executor=executor,
     )
+    from patchpilot.web import install as install_web
+
+    install_web(app)  # the web dashboard at / (README "Web dashboard")
     config = uvicorn.Config(
         app,
         host=bind,

@@ -1,8 +1,12 @@
-"""``users add|list|disable|token``: the service's users, their roles and API tokens.
+"""``users add|list|disable|token|password``: the service's users, roles, tokens, passwords.
 
 A new token is printed once, alone, on the last line of standard output (what to do with it
 goes to standard error), so ``TOKEN=$(patchpilot users add alice --role approver)`` captures
 exactly the token. The acting identity recorded in the audit log is the OS user.
+
+A web dashboard password is only ever read from standard input (``--password-stdin``: one
+line, never an argument, so it stays out of shell history and ``ps``):
+``printf '%s\n' "$PW" | patchpilot users add alice --role approver --password-stdin``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from rich.table import Table
 
 from patchpilot.cli.app import Context, FormatOpt, OutputFormat, emit_json, err, out, safe
 from patchpilot.core.auth import Role
+from patchpilot.core.errors import InvalidInputError
 
 __all__ = ["users_app"]
 
@@ -24,6 +29,25 @@ users_app = typer.Typer(
 )
 
 NameArg = Annotated[str, typer.Argument(help="The user's name (letters, digits, . _ @ -).")]
+
+
+PasswordStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the user's web dashboard password from standard input (one line, "
+        "at least 12 characters).",
+    ),
+]
+
+
+def _read_password() -> str:
+    """One line of standard input, without its line ending."""
+    line = sys.stdin.readline(4096 + 2)
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise InvalidInputError("password", "no password on standard input (one line)")
+    return password
 
 
 def _print_token(token: str, what: str) -> None:
@@ -37,14 +61,17 @@ def users_add_cmd(
     ctx: typer.Context,
     name: NameArg,
     role: Annotated[Role, typer.Option("--role", help="What the user may do.")],
+    password_stdin: PasswordStdinOpt = False,
 ) -> None:
     """Add a user with a role and print their API token (on the last line of stdout)."""
     from patchpilot.app.users import add_user
 
     c: Context = ctx.obj
+    password = _read_password() if password_stdin else None
     with c.store() as store:
-        token = add_user(store, name, role, actor=c.actor)
-    _print_token(token, f"added user {name} ({role.value})")
+        token = add_user(store, name, role, actor=c.actor, password=password)
+    what = f"added user {name} ({role.value})" + (" with a password" if password else "")
+    _print_token(token, what)
 
 
 @users_app.command("list")
@@ -98,3 +125,21 @@ def users_token_cmd(ctx: typer.Context, name: NameArg) -> None:
     with c.store() as store:
         token = new_token(store, name, actor=c.actor)
     _print_token(token, f"new token for user {name}; the earlier ones no longer work")
+
+
+@users_app.command("password")
+def users_password_cmd(
+    ctx: typer.Context, name: NameArg, password_stdin: PasswordStdinOpt = False
+) -> None:
+    """Set or change a user's web dashboard password (read from stdin); their web sessions end."""
+    from patchpilot.app.users import set_password
+
+    if not password_stdin:
+        raise InvalidInputError(
+            "--password-stdin", "pass --password-stdin and the password on standard input"
+        )
+    c: Context = ctx.obj
+    password = _read_password()
+    with c.store() as store:
+        set_password(store, name, password, actor=c.actor)
+    out.print(f"password of user {safe(name)} set; their open web sessions have ended")

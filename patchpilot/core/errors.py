@@ -27,8 +27,10 @@ that raises them (the module is named in brackets; ``core`` is :mod:`patchpilot.
     ├── FactParseError (ValueError)              command output that does not parse
     ├── UnsupportedPlatformError                 no fact/operation for this OS family
     ├── StoreError                               the SQLite store refused or failed an operation;
-    │                                            a failed write changed nothing (also exported
-    │                                            by core.store)
+    │   │                                        a failed write changed nothing (also exported
+    │   │                                        by core.store)
+    │   └── AlreadyDecidedError                  an approval decided already (or this person
+    │                                            voted on it already); the API answers 409
     ├── AuditError (OSError)                     the audit log could not be written or read
     │                                            [core.audit]
     ├── ReportWriteError (OSError)               the report file of --output could not be
@@ -101,6 +103,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "AlreadyDecidedError",
     "AuthenticationError",
     "CommandFailedError",
     "CommandTimeoutError",
@@ -221,6 +224,11 @@ class StoreError(PatchpilotError):
     reference to an unknown run, for invalid data (an invalid fixed version, a finding of
     another host) and for SQLite errors, which are chained as ``__cause__``.
     """
+
+
+class AlreadyDecidedError(StoreError):
+    """A decision on an approval that was decided already (or on which this person voted
+    already): nothing changed. The API and the web dashboard answer 409."""
 
 
 class HostBusyError(PatchpilotError):

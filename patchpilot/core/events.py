@@ -26,6 +26,7 @@ EventKind = Literal[
     "approval-expired",
     "schedule-missed",
     "feed-stale",
+    "sla-breached",
 ]
 """What happened (the ``event`` of a webhook body)."""
 

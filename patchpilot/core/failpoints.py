@@ -14,7 +14,8 @@ another process). Unset (always, in production) it costs one dictionary lookup.
 Failpoints in the code: ``scan.discovered`` (a host's snapshot is stored), ``scan.sourced``,
 ``assess`` (before a host's assessment), ``scan.assessed`` (its findings are stored),
 ``scan.prioritized``, ``deploy.after_install``, ``run.after_ring`` (a ring deployed, before its
-summary is checkpointed) and ``run.finish`` (before the run's result is recorded).
+summary is checkpointed), ``run.analysis_soak`` (a ring's post-patch analysis, after its soak,
+before sampling) and ``run.finish`` (before the run's result is recorded).
 """
 
 from __future__ import annotations

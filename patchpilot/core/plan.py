@@ -21,17 +21,20 @@ from typing import Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from patchpilot.core.models import Ecosystem, Severity, SSVCOutcome, UpdateOrigin
+from patchpilot.core.models import Ecosystem, PendingUpdate, Severity, SSVCOutcome, UpdateOrigin
 
 __all__ = [
+    "NOT_SECURITY_REASON",
     "ComplianceState",
     "ExcludedItem",
     "ExclusionReason",
     "PatchPlan",
     "PlanItem",
     "PredictedEffects",
+    "closes_security_advisory",
     "compliance_state",
     "items_hash",
+    "keep_security_updates",
 ]
 
 
@@ -91,6 +94,8 @@ class ExclusionReason(StrEnum):
     """A rollback of a package the host does not have."""
     NOT_A_ROLLBACK = "not-a-rollback"
     """A rollback target that is not older than the installed version."""
+    NOT_SECURITY = "not-security"
+    """A security-only run (``--security-only``): it closes no known security advisory."""
 
 
 class ExcludedItem(_Frozen):
@@ -311,3 +316,51 @@ def compliance_state(
     if reboot_pending:
         return ComplianceState.INSTALLED_PENDING_REBOOT
     return ComplianceState.INSTALLED
+
+
+NOT_SECURITY_REASON = "not a security update"
+"""The exclusion reason of an item a security-only run leaves out."""
+
+
+def closes_security_advisory(update: PendingUpdate | PlanItem) -> bool:
+    """Whether an update closes a known security advisory: offered by a ``-security`` suite or
+    a security origin, or it fixes CVEs (changelog) or findings (a plan item's severity comes
+    from its findings). The one rule of every security-only filter: ``run --security-only``,
+    security schedules, the chat's "security updates"."""
+    if update.security or update.origin is UpdateOrigin.SECURITY or bool(update.cves):
+        return True
+    return isinstance(update, PlanItem) and (update.severity is not None or update.kev)
+
+
+def keep_security_updates(plan: PatchPlan) -> PatchPlan:
+    """``plan`` with only the items that close a known security advisory; each other item is
+    moved to ``excluded`` (``not-security``: ``not a security update``), never dropped."""
+    keep = [i for i in plan.items if closes_security_advisory(i)]
+    if len(keep) == len(plan.items):
+        return plan
+    left_out = [
+        ExcludedItem(
+            host=i.host,
+            package=i.package,
+            arch=i.arch,
+            from_version=i.from_version,
+            to_version=i.to_version,
+            source_package=i.source_package,
+            origin=i.origin,
+            security=i.security,
+            cves=i.cves,
+            exclusion=ExclusionReason.NOT_SECURITY,
+            reason=f"{NOT_SECURITY_REASON} (security-only run)",
+        )
+        for i in plan.items
+        if not closes_security_advisory(i)
+    ]
+    return PatchPlan.create(
+        run_id=plan.run_id,
+        created_at=plan.created_at,
+        items=keep,
+        excluded=(*plan.excluded, *left_out),
+        unmatched_only=plan.unmatched_only,
+        suggestions=plan.suggestions,
+        up_to_date=plan.up_to_date,
+    )

@@ -11,12 +11,13 @@ reason.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable
 from datetime import date
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -50,18 +51,29 @@ from patchpilot.core.schedule import (
 from patchpilot.core.settings import format_validation_error
 
 __all__ = [
+    "AnalysisMetric",
+    "AnalysisPolicy",
     "ApprovalRule",
     "ApprovalsPolicy",
     "ApproverGroup",
     "Baseline",
+    "BaselineMode",
     "Blackout",
     "BlackoutPeriod",
+    "EffectSize",
+    "EffectSizeMeasure",
+    "ExposureSLA",
     "HealthPolicy",
     "HealthRule",
+    "HostMetric",
+    "HostSignal",
+    "HttpMetric",
     "KEVPolicy",
     "MaintenanceWindow",
+    "MetricDirection",
     "OperationalCost",
     "Policy",
+    "PrometheusMetric",
     "RatePolicy",
     "Reachability",
     "RebootPolicy",
@@ -242,11 +254,59 @@ class SSVCSLA(_Strict):
     track: SLADays
 
 
+class ExposureSLA(_Strict):
+    """Longest days to fix on a host of each exposure (``null`` = no extra bound)."""
+
+    internet: SLADays = None
+    internal: SLADays = None
+    isolated: SLADays = None
+
+
 class SLAPolicy(_Strict):
-    """Days to fix, from first seen, by severity and by SSVC outcome."""
+    """Days to fix, from first seen, by severity and by SSVC outcome; KEV, exposure and
+    criticality bounds (see README "Compliance and SLAs").
+
+    An item's due date is the earliest of the bounds that apply: the severity and SSVC days
+    (the stricter of the two), ``kev`` days after a CVE entered CISA's KEV catalog and the
+    catalog's own ``dueDate`` (CISA BOD 22-01), and the ``exposure`` / ``criticality`` days of
+    its host. The bundled defaults (``configs/policy.yaml``) are at least as strict as PCI DSS
+    4.0 requirement 6.3.3 (critical: within one month).
+    """
 
     severity: SeveritySLA
     ssvc: SSVCSLA
+    kev: SLADays = Field(
+        default=14,
+        description="days from a CVE's KEV dateAdded (BOD 22-01: two weeks for new entries); "
+        "the catalog's dueDate bounds the due date too",
+    )
+    exposure: ExposureSLA = Field(default_factory=ExposureSLA)
+    criticality: dict[int, int] = Field(
+        default_factory=dict,
+        description="host criticality (1-5) -> longest days to fix on such a host",
+    )
+    due_soon_days: int = Field(
+        default=7, ge=0, le=365, description="open items due within this many days are due soon"
+    )
+
+    @field_validator("criticality")
+    @classmethod
+    def _criticality(cls, value: dict[int, int]) -> dict[int, int]:
+        for level, days in value.items():
+            if not 1 <= level <= 5:
+                raise ValueError(f"criticality {level}: levels are 1 to 5")
+            if days < 1:
+                raise ValueError(f"criticality {level}: days must be at least 1")
+        return value
+
+    def days_for_exposure(self, exposure: Exposure) -> int | None:
+        """Longest days to fix on a host of this exposure (``None`` = no bound)."""
+        value: int | None = getattr(self.exposure, exposure.value)
+        return value
+
+    def days_for_criticality(self, criticality: int) -> int | None:
+        """Longest days to fix on a host of this criticality (``None`` = no bound)."""
+        return self.criticality.get(criticality)
 
     def days_for_severity(self, severity: Severity) -> int | None:
         """SLA days for a severity (``None`` = no deadline)."""
@@ -517,6 +577,405 @@ class HealthPolicy(_Strict):
         return rules
 
 
+# --- post-patch analysis (issue 17) ------------------------------------------------------------
+
+_METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9@._:-]{1,256}$")
+_PROBE_URL_FIELDS = frozenset({"host", "address", "name"})
+
+
+class MetricDirection(StrEnum):
+    """Which way a metric is worse (Kayenta's ``direction``): only that way can fail it."""
+
+    INCREASE = "increase"
+    DECREASE = "decrease"
+    EITHER = "either"
+
+
+class BaselineMode(StrEnum):
+    """What the canary is compared with: unpatched peers of the same ring over the same window
+    (Spinnaker's advice), or the host's own window before the patch."""
+
+    PEERS = "peers"
+    SELF = "self"
+
+
+class EffectSizeMeasure(StrEnum):
+    """How big a shift is, canary against baseline (Kayenta's ``effectSize.measure``)."""
+
+    MEAN_RATIO = "mean_ratio"
+    """canary mean / baseline mean (Kayenta's default; undefined when either mean is 0)."""
+    MEDIAN_RATIO = "median_ratio"
+    """canary median / baseline median (undefined when either median is 0)."""
+    CLES = "cles"
+    """common-language effect size: P(canary > baseline) + P(tie)/2, 0.5 = no shift."""
+
+
+class HostSignal(StrEnum):
+    """Read-only host signals (:mod:`patchpilot.tools.metrics.host`)."""
+
+    CPU = "cpu"
+    """busy CPU fraction (0-1) between two /proc/stat reads, one sample per interval."""
+    MEMORY_AVAILABLE = "memory_available"
+    """MemAvailable in bytes (/proc/meminfo)."""
+    LOAD1 = "load1"
+    """1-minute load average (/proc/loadavg)."""
+    PSI_CPU = "psi_cpu"
+    """/proc/pressure/cpu some avg10 (absent: no data)."""
+    PSI_MEMORY = "psi_memory"
+    """/proc/pressure/memory some avg10 (absent: no data)."""
+    PSI_IO = "psi_io"
+    """/proc/pressure/io some avg10 (absent: no data)."""
+    FAILED_UNITS = "failed_units"
+    """failed systemd units (``systemctl --failed``; no systemd: no data)."""
+    RESTARTS = "restarts"
+    """service starts logged by systemd since the window's start (journal; none: no data)."""
+    OOM_KILLS = "oom_kills"
+    """OOM kills logged by the kernel since the window's start (journal; none: no data)."""
+    JOURNAL_ERRORS = "journal_errors"
+    """journal lines of priority err or worse of ``units`` since the window's start."""
+
+
+class EffectSize(_Strict):
+    """The effect-size thresholds a significant shift must also pass (Kayenta's ``effectSize``).
+
+    ``None`` takes the measure's neutral value (1.0 for the ratios, 0.5 for CLES): then any
+    significant shift in the worse direction counts, as in Kayenta.
+    """
+
+    measure: EffectSizeMeasure = EffectSizeMeasure.MEAN_RATIO
+    allowed_increase: float | None = Field(
+        default=None, ge=0, description="High only when the effect size is at least this"
+    )
+    allowed_decrease: float | None = Field(
+        default=None, ge=0, description="Low only when the effect size is at most this"
+    )
+    critical_increase: float | None = Field(
+        default=None, ge=0, description="a critical metric fails the analysis from this effect"
+    )
+    critical_decrease: float | None = Field(
+        default=None, ge=0, description="a critical metric fails the analysis below this effect"
+    )
+
+    def neutral(self) -> float:
+        """The measure's no-change value (1.0 for ratios, 0.5 for CLES)."""
+        return 0.5 if self.measure is EffectSizeMeasure.CLES else 1.0
+
+
+def _check_probe_template(template: str) -> str:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"malformed URL template {template!r}: {exc}") from None
+    for _, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field not in _PROBE_URL_FIELDS or spec or conversion:
+            raise ValueError(
+                f"URL template {template!r}: only {{host}} (the address), {{address}} and "
+                "{name} are allowed"
+            )
+    if not template.startswith(("http://", "https://")):
+        raise ValueError(f"URL template {template!r} must start with http:// or https://")
+    return template
+
+
+class _MetricBase(_Strict):
+    """What every analysis metric has: name, direction, criticality, group and selectors."""
+
+    name: str = Field(description="unique; [A-Za-z][A-Za-z0-9_.:-]*, at most 64 characters")
+    direction: MetricDirection = Field(
+        default=MetricDirection.INCREASE, description="which way is worse"
+    )
+    critical: bool = Field(
+        default=False, description="High/Low here fails the whole analysis (score 0)"
+    )
+    must_have_data: bool = Field(
+        default=False,
+        description="no data counts as a failed metric (Kayenta's NodataFailMetric), not nodata",
+    )
+    optional: bool = Field(
+        default=False,
+        description="no data for this metric is left out of the score instead of holding the "
+        "verdict at nodata",
+    )
+    group: str = Field(default="default", description="the score group (group_weights)")
+    unit: Literal["seconds", "ratio", "count", "bytes", "percent", "other"] | None = Field(
+        default=None, description="for the evidence; None: inferred (http latency: seconds...)"
+    )
+    effect_size: EffectSize = Field(default_factory=EffectSize)
+    fail_above: float | None = Field(
+        default=None,
+        description="Argo-like failure condition: a canary sample above this is a failed "
+        "measurement (more than failure_limit of them fail the metric as High)",
+    )
+    fail_below: float | None = Field(
+        default=None, description="a canary sample below this is a failed measurement (Low)"
+    )
+    failure_limit: int | None = Field(
+        default=None, ge=0, description="failed measurements tolerated; None: the section's"
+    )
+    hosts: tuple[str, ...] = Field(default=(), description="inventory host name globs, any of")
+    tags: tuple[str, ...] = Field(default=(), description="host tags, any of")
+    packages: tuple[str, ...] = Field(
+        default=(), description="package name globs, any of the packages the change touches"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _METRIC_NAME.match(value):
+            raise ValueError(f"metric name {value!r}: [A-Za-z][A-Za-z0-9_.:-]*, <= 64 chars")
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not _GROUP_NAME.match(value):
+            raise ValueError(f"group name {value!r}: [A-Za-z0-9][A-Za-z0-9_.:-]*, <= 64 chars")
+        return value
+
+    @field_validator("hosts", "tags")
+    @classmethod
+    def _not_blank(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not v.strip() for v in values):
+            raise ValueError("entries must not be empty")
+        return values
+
+    @field_validator("packages")
+    @classmethod
+    def _package_globs(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not _PACKAGE_GLOB.match(value):
+                raise ValueError(f"{value!r} is not a package name glob (no =VERSION here)")
+        return values
+
+    @model_validator(mode="after")
+    def _conditions(self) -> Self:
+        if (
+            self.fail_above is not None
+            and self.fail_below is not None
+            and self.fail_below >= self.fail_above
+        ):
+            raise ValueError("fail_below must be below fail_above")
+        return self
+
+    def applies(self, host: Host, packages: Iterable[str]) -> bool:
+        """Whether every given selector matches ``host`` and its change (as health rules)."""
+        if self.hosts and not any(fnmatchcase(host.name, glob) for glob in self.hosts):
+            return False
+        if self.tags and host.tags.isdisjoint(self.tags):
+            return False
+        if self.packages:
+            names = tuple(packages)
+            return any(fnmatchcase(name, glob) for name in names for glob in self.packages)
+        return True
+
+    @property
+    def effective_unit(self) -> str:
+        """``unit``, else what the provider measures (``other`` when unknown)."""
+        return self.unit or "other"
+
+
+class HttpMetric(_MetricBase):
+    """HTTP probes from the controller: per request its latency (seconds) or error (1/0).
+
+    ``url`` is a template with ``{host}`` (the inventory address; IPv6 in brackets),
+    ``{address}`` (the same) and ``{name}``; ``url_overrides`` maps a host name to its own
+    template (the lab's per-host ports). An error is a transport error, a timeout or a status
+    other than ``expected_status``.
+    """
+
+    provider: Literal["http"] = "http"
+    url: str
+    url_overrides: dict[str, str] = Field(default_factory=dict)
+    method: Literal["GET", "HEAD"] = "GET"
+    expected_status: int = Field(default=200, ge=100, le=599)
+    timeout_s: float = Field(default=2.0, gt=0, le=60, description="per request")
+    measure: Literal["latency", "error"] = "latency"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_probe_template(value)
+
+    @field_validator("url_overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        for template in value.values():
+            _check_probe_template(template)
+        return value
+
+    @property
+    def effective_unit(self) -> str:
+        """``unit``, else seconds (latency) or ratio (error)."""
+        return self.unit or ("seconds" if self.measure == "latency" else "ratio")
+
+
+class PrometheusMetric(_MetricBase):
+    """A PromQL range query (``/api/v1/query_range``) over the window, step = interval.
+
+    ``promql`` may contain ``$host``, ``$address`` and ``$name`` (replaced by the host's, escaped
+    for a PromQL string); every value of every returned series is a sample.
+    """
+
+    provider: Literal["prometheus"] = "prometheus"
+    base_url: str = Field(description="e.g. http://prometheus:9090 (no query string)")
+    promql: str = Field(min_length=1, max_length=4000)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or any(c in value for c in "?#{} "):
+            raise ValueError(f"base_url {value!r}: an http(s) URL without query or placeholders")
+        return value.rstrip("/")
+
+    @field_validator("promql")
+    @classmethod
+    def _promql(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("promql contains a NUL byte")
+        return value
+
+
+class HostMetric(_MetricBase):
+    """A read-only signal read on the host over its transport (fixed commands only)."""
+
+    provider: Literal["host"] = "host"
+    signal: HostSignal
+    units: tuple[str, ...] = Field(
+        default=(), description="systemd units (restarts, journal_errors); empty: all"
+    )
+
+    @field_validator("units")
+    @classmethod
+    def _units(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not _UNIT_NAME.match(value) or value.startswith("-"):
+                raise ValueError(f"unit name {value!r}: [A-Za-z0-9@._:-], not starting with '-'")
+        return values
+
+    @property
+    def effective_unit(self) -> str:
+        """``unit``, else what the signal measures."""
+        if self.unit:
+            return self.unit
+        return {
+            HostSignal.CPU: "ratio",
+            HostSignal.MEMORY_AVAILABLE: "bytes",
+            HostSignal.PSI_CPU: "percent",
+            HostSignal.PSI_MEMORY: "percent",
+            HostSignal.PSI_IO: "percent",
+        }.get(self.signal, "count")
+
+
+AnalysisMetric = Annotated[
+    HttpMetric | PrometheusMetric | HostMetric, Field(discriminator="provider")
+]
+"""One metric of the ``analysis`` section; ``provider`` selects the model."""
+
+
+class AnalysisPolicy(_Strict):
+    """Post-patch analysis (off by default): after a ring is patched, wait ``soak_s``, sample
+    every metric ``count`` times ``interval_s`` apart on the patched hosts and on the baseline,
+    and judge them as Kayenta's NetflixACAJudge does (IQR outlier removal, Mann-Whitney U at
+    ``confidence``, effect size, direction, critical metrics, weighted group scores,
+    ``pass_score`` / ``marginal_score``).
+    """
+
+    enabled: bool = False
+    soak_s: float = Field(
+        default=60.0, ge=0, le=86400, description="wait after the ring's change before sampling"
+    )
+    interval_s: float = Field(default=5.0, gt=0, le=3600, description="between two samples")
+    count: int = Field(default=60, ge=1, le=100_000, description="samples per metric and host")
+    baseline: BaselineMode = BaselineMode.PEERS
+    baseline_fallback: BaselineMode | None = Field(
+        default=BaselineMode.SELF,
+        description="when the ring has no unpatched peers (a one-host canary): this, or none",
+    )
+    confidence: float = Field(
+        default=0.98,
+        gt=0.5,
+        lt=1,
+        description="of the Mann-Whitney confidence interval (NetflixACAJudge uses 0.98)",
+    )
+    tolerance: float = Field(
+        default=0.25,
+        ge=0,
+        le=1,
+        description="the interval must clear this fraction of the Hodges-Lehmann estimate",
+    )
+    outliers: Literal["remove", "keep"] = Field(
+        default="remove", description="IQR outlier removal before the test"
+    )
+    outlier_factor: float = Field(default=3.0, gt=0, le=100, description="IQR fence factor")
+    pass_score: float = Field(default=95.0, ge=0, le=100)
+    marginal_score: float = Field(default=75.0, ge=0, le=100)
+    failure_limit: int = Field(
+        default=0, ge=0, description="failed measurements (fail_above/fail_below) tolerated"
+    )
+    min_samples: int = Field(
+        default=50, ge=1, le=100_000, description="fewer samples on either side: no data"
+    )
+    group_weights: dict[str, float] = Field(
+        default_factory=dict, description="group -> weight (0-100); other groups share the rest"
+    )
+    metrics: tuple[AnalysisMetric, ...] = ()
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(
+        cls, metrics: tuple[HttpMetric | PrometheusMetric | HostMetric, ...]
+    ) -> tuple[HttpMetric | PrometheusMetric | HostMetric, ...]:
+        names = [m.name for m in metrics]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate metric names: {dupes}")
+        return metrics
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _has_provider(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            for item in value:
+                if isinstance(item, dict) and "provider" not in item:
+                    raise ValueError("a metric needs `provider`: http, host or prometheus")
+        return value
+
+    @field_validator("group_weights")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, weight in value.items():
+            if not _GROUP_NAME.match(name):
+                raise ValueError(f"group name {name!r}: [A-Za-z0-9][A-Za-z0-9_.:-]*")
+            if not 0 <= weight <= 100:
+                raise ValueError(f"group weight of {name!r} must be between 0 and 100")
+        if sum(value.values()) > 100:
+            raise ValueError("group weights must add up to at most 100")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.marginal_score > self.pass_score:
+            raise ValueError("marginal_score must not be above pass_score")
+        if self.enabled and not self.metrics:
+            raise ValueError("analysis is enabled but has no metrics")
+        if self.baseline_fallback is self.baseline:
+            raise ValueError("baseline_fallback must differ from baseline (or be null)")
+        return self
+
+    def metrics_for(
+        self, host: Host, packages: Iterable[str]
+    ) -> list[HttpMetric | PrometheusMetric | HostMetric]:
+        """The metrics whose selectors match ``host`` and its change, in file order (pure)."""
+        names = tuple(packages)
+        return [m for m in self.metrics if m.applies(host, names)]
+
+
 class Policy(_Strict):
     """The whole policy file."""
 
@@ -527,6 +986,7 @@ class Policy(_Strict):
     approvals: ApprovalsPolicy = Field(default_factory=ApprovalsPolicy)
     schedule: SchedulePolicy = Field(default_factory=SchedulePolicy)
     health: HealthPolicy = Field(default_factory=HealthPolicy)
+    analysis: AnalysisPolicy = Field(default_factory=AnalysisPolicy)
 
     def checks_for(
         self, host: Host, packages: Iterable[str]

@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter  # type: ignore[import-untyped]
 from dateutil.rrule import rrule, rrulestr  # type: ignore[import-untyped]
 from pydantic import (
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -66,8 +67,9 @@ __all__ = [
 
 Trigger = Literal["cli", "api", "chat", "schedule"]
 """What started a run: a command, an API request, the chat, or a schedule."""
-ScheduleKind = Literal["scan", "run"]
-"""A schedule starts a scan or a patch run."""
+ScheduleKind = Literal["scan", "run", "load"]
+"""A schedule starts a scan or a patch run, or collects each host's load (``load``: read-only,
+the history ``patchpilot schedules suggest`` ranks window slots by)."""
 MissedPolicy = Literal["run-late", "skip"]
 OccurrenceStatus = Literal["on-time", "late", "missed"]
 """``on-time``/``late``: claimed to start now; ``missed``: recorded, not started (skipped)."""
@@ -203,7 +205,13 @@ class ScheduleSpec(_Model):
         default=None, max_length=_MAX_TEXT, description="host pattern (the --limit language)"
     )
     only: tuple[str, ...] = Field(default=(), description="PKG or PKG=VERSION items (run only)")
-    security: bool = Field(default=False, description="security updates per baseline (run only)")
+    security: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("security", "security_only"),
+        description="security updates only (run only; also spelled security_only): the run "
+        "plans only updates that close a known security advisory, the others are excluded "
+        "(not a security update)",
+    )
     missed: MissedPolicy = Field(
         default="run-late", description="an occurrence missed while the service was down"
     )
@@ -234,7 +242,7 @@ class ScheduleSpec(_Model):
             raise ValueError("cutoff must be at least 0 and shorter than duration")
         if not timedelta(0) <= self.grace <= MAX_DURATION:
             raise ValueError("grace must be between 0 and 7 days")
-        if self.kind == "scan" and (self.only or self.security):
+        if self.kind != "run" and (self.only or self.security):
             raise ValueError("only and security apply to kind 'run' only")
         if self.only and self.security:
             raise ValueError("give only or security, not both")

@@ -515,6 +515,13 @@ class ServiceSettings(BaseModel):
     metrics_public: bool = Field(
         default=False, description="serve /metrics without a token (default: a viewer token)"
     )
+    session_ttl: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="seconds a web dashboard login lasts (the session cookie and its server-side "
+        "record expire together)",
+    )
 
 
 _ADDRESS: Final = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}$")

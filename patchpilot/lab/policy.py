@@ -1,4 +1,4 @@
-"""The lab's policy: the bundled default policy plus a health check of every host's acme-web.
+"""The lab's policy: the bundled default policy plus acme-web health checks and analysis.
 
 ``patchpilot lab up`` writes it to ``$LAB/policy.yaml`` (rewritten on every up/reset: acme-web
 ports can change). It is the bundled ``configs/policy.yaml`` (found the way the settings find
@@ -6,8 +6,12 @@ the default policy, :attr:`patchpilot.core.settings.Settings.policy_path` with n
 with
 one more ``health.checks`` rule, :data:`LAB_HEALTH_RULE`, for every change on every host: an
 HTTP check of acme-web's ``/health`` (200 and a body containing ``OK``), each host on its own
-port through ``url_overrides``. Everything else (the always-open window, ``approvals.tags:
-[prod]``...) stays the default's.
+port through ``url_overrides``, and an ``analysis`` section, :func:`lab_analysis_section`:
+HTTP probes of acme-web's main endpoint ``/`` (latency and errors, both critical), 60 samples
+0.05 s apart after a 1 s soak, judged against unpatched peers of the ring or, for a ring without
+any (the one-host canary), the host's own window before the patch. acme-web 1.3.0 (``/`` 150-250
+ms and 4 % errors, ``/health`` fine) fails it; 1.1.0 passes. Everything else (the always-open
+window, ``approvals.tags: [prod]``...) stays the default's.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from patchpilot.lab.profile import DEFAULT_ACME_BASE_PORT
 __all__ = [
     "LAB_HEALTH_RULE",
     "default_policy_path",
+    "lab_analysis_section",
     "lab_health_rule",
     "lab_policy_document",
     "write_lab_policy",
@@ -41,7 +46,8 @@ LAB_HEALTH_RULE = "acme-web"
 
 _HEADER = (
     "# patchpilot lab policy, written by `patchpilot lab up` (rewritten on every up/reset):\n"
-    "# the bundled configs/policy.yaml plus a health check of each host's acme-web.\n"
+    "# the bundled configs/policy.yaml plus a health check of each host's acme-web and the\n"
+    "# post-patch analysis of its main endpoint.\n"
 )
 
 
@@ -75,6 +81,61 @@ def lab_health_rule(hosts: Sequence[LabHost]) -> dict[str, Any]:
     }
 
 
+def _page_url(port: int) -> str:
+    return f"http://{{host}}:{port}/"
+
+
+def lab_analysis_section(hosts: Sequence[LabHost]) -> dict[str, Any]:
+    """The lab's ``analysis`` section: acme-web ``/`` latency and errors, both critical.
+
+    60 samples per host 0.05 s apart (>= the 50 Spinnaker asks for, about 3 s against a healthy
+    acme-web, 15 s against 1.3.0). Latency fails when the canary's median is significantly
+    above the baseline's and at least 2x it (3x: critical); the error rate when more than one
+    request of the 60 fails (Argo-like ``fail_above`` + ``failure_limit``), since a few
+    percent of 1/0 samples are too few for a rank test.
+    """
+    overrides = {host.name: _page_url(host.acme_port) for host in hosts}
+    probe = {
+        "provider": "http",
+        "url": _page_url(DEFAULT_ACME_BASE_PORT),
+        "url_overrides": overrides,
+        "method": "GET",
+        "expected_status": 200,
+        "timeout_s": 2.0,
+        "group": "acme-web",
+        "direction": "increase",
+        "critical": True,
+    }
+    return {
+        "enabled": True,
+        "soak_s": 1.0,
+        "interval_s": 0.05,
+        "count": 60,
+        "baseline": "peers",
+        "baseline_fallback": "self",
+        "min_samples": 50,
+        "metrics": [
+            {
+                **probe,
+                "name": "latency",
+                "measure": "latency",
+                "effect_size": {
+                    "measure": "median_ratio",
+                    "allowed_increase": 2.0,
+                    "critical_increase": 3.0,
+                },
+            },
+            {
+                **probe,
+                "name": "error_rate",
+                "measure": "error",
+                "fail_above": 0.5,
+                "failure_limit": 1,
+            },
+        ],
+    }
+
+
 def lab_policy_document(
     hosts: Sequence[LabHost], base: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -85,7 +146,8 @@ def lab_policy_document(
     Args:
         hosts: the lab's hosts (each gets a ``url_overrides`` entry with its acme-web port).
         base: the policy mapping to extend (default: the bundled ``configs/policy.yaml``);
-            its ``health.checks`` are kept, the lab's rule is appended.
+            its ``health.checks`` are kept, the lab's rule is appended; its ``analysis``
+            section is replaced by :func:`lab_analysis_section`.
 
     Raises:
         ConfigError: the result is not a valid policy (e.g. ``base`` already has a rule called
@@ -100,6 +162,7 @@ def lab_policy_document(
     health = dict(document.get("health") or {})
     health["checks"] = [*(health.get("checks") or []), lab_health_rule(hosts)]
     document["health"] = health
+    document["analysis"] = lab_analysis_section(hosts)
     try:
         Policy.model_validate(document)
     except ValidationError as exc:

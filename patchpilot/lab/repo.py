@@ -2,9 +2,11 @@
 
 A flat repository (``deb [trusted=yes] file:/srv/acme-repo ./``) holding every version of:
 
-* ``acme-web`` 1.0.0, 1.1.0 (fixes the lab's made-up CVE-2024-99901) and 1.2.0 (installs fine
-  but ``/health`` answers 503: a failed DB migration), a python3 ``http.server`` with an init
-  script, started at host boot through ``/etc/lab-autostart/acme-web``; it depends on
+* ``acme-web`` 1.0.0, 1.1.0 (fixes the lab's made-up CVE-2024-99901), 1.2.0 (installs fine
+  but ``/health`` answers 503: a failed DB migration) and 1.3.0 (``/health`` answers 200, but
+  its main endpoint ``/`` is several times slower, 150-250 ms, and fails every 25th request
+  with 500: a regression only post-patch analysis catches), a python3 ``http.server`` with an
+  init script, started at host boot through ``/etc/lab-autostart/acme-web``; it depends on
   ``python3 (>= 3.11)``, so it installs on bookworm (3.11) and trixie (3.13) alike;
 * ``acme-agent`` 1.0.0 and 2.0.0 and ``acme-plugin-legacy`` 1.0.0 (``Depends: acme-agent
   (<< 2.0)``): a dist-upgrade to acme-agent 2.0.0 removes the plugin.
@@ -33,10 +35,13 @@ from pathlib import Path
 
 import structlog
 
+from patchpilot.core.errors import LabError
 from patchpilot.lab.system import run
 
 __all__ = [
+    "DEGRADED_WEB_VERSION",
     "MAINTAINER",
+    "WEB_VERSIONS",
     "ChangelogEntry",
     "PackageSpec",
     "acme_packages",
@@ -45,6 +50,7 @@ __all__ = [
     "changelog_text",
     "packages_stanza",
     "repo_stamp",
+    "web_server_source",
     "write_index",
 ]
 
@@ -95,6 +101,14 @@ def _date(text: str) -> datetime:
 
 
 _WEB_CHANGES = (
+    ChangelogEntry(
+        "1.3.0",
+        _date("2024-09-23T11:00:00"),
+        (
+            "Fix database migration 0042 failing at start-up.",
+            "New: the order page is rendered through the new template engine.",
+        ),
+    ),
     ChangelogEntry(
         "1.2.0",
         _date("2024-09-02T09:30:00"),
@@ -166,14 +180,40 @@ def _entries_up_to(entries: Sequence[ChangelogEntry], version: str) -> tuple[Cha
     return tuple(entries[index:])
 
 
+#: acme-web versions of the repository, oldest first.
+WEB_VERSIONS = ("1.0.0", "1.1.0", "1.2.0", "1.3.0")
+#: The release whose ``/`` is slow and fails now and then (``/health`` stays 200).
+DEGRADED_WEB_VERSION = "1.3.0"
+_PAGE_SEND = '            self._send(200, page, "text/html; charset=utf-8")\n'
+_CLASS_LINE = "class Handler(BaseHTTPRequestHandler):\n"
+
+
+def _degraded(server: str) -> str:
+    """``server`` with the 1.3.0 regression (``assets/acme-web/degraded.py.in``) spliced in.
+
+    The other releases keep the template's text byte for byte (their packages do not change).
+    """
+    if server.count(_PAGE_SEND) != 1 or server.count(_CLASS_LINE) != 1:
+        raise LabError("acme-web/server.py.in changed: cannot splice in the 1.3.0 regression")
+    server = server.replace(
+        _PAGE_SEND, "            if not degrade(self):\n    " + _PAGE_SEND.lstrip("\n")
+    )
+    return server.replace(_CLASS_LINE, _asset("acme-web/degraded.py.in") + _CLASS_LINE)
+
+
+def web_server_source(version: str) -> str:
+    """``/usr/lib/acme-web/server.py`` of an acme-web release."""
+    server = _asset("acme-web/server.py.in").replace("@VERSION@", version)
+    server = server.replace("@BROKEN@", "True" if version == "1.2.0" else "False")
+    return _degraded(server) if version == DEGRADED_WEB_VERSION else server
+
+
 def acme_packages() -> list[PackageSpec]:
     """The specs of every package of the lab repository."""
     specs: list[PackageSpec] = []
     init_script = _asset("acme-web/acme-web.init")
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
-        broken = version == "1.2.0"
-        server = _asset("acme-web/server.py.in").replace("@VERSION@", version)
-        server = server.replace("@BROKEN@", "True" if broken else "False")
+    for version in WEB_VERSIONS:
+        server = web_server_source(version)
         specs.append(
             PackageSpec(
                 name="acme-web",

@@ -2,7 +2,7 @@
 
 Needs root (the shared ``lab`` fixture). Tests that change a host restore ``acme-web`` 1.0.0
 on every host afterwards (``restore_acme`` finalizer), since other lab tests expect 1.0.0
-installed, 1.2.0 pending on canary-1 and web-1, and the hold on db-1.
+installed, 1.3.0 (the newest) pending on canary-1 and web-1, and the hold on db-1.
 """
 
 from __future__ import annotations

@@ -161,9 +161,9 @@ def test_trixie_pending_updates_equal_apt_list_upgradable(
     assert got == inside
     assert len(host["pending_updates"]) == len(inside)  # one row per package (arch all/amd64)
     # Built from trixie's point release: its security suite always has newer builds, and the
-    # lab repository offers acme-web 1.2.0 as on every host.
+    # lab repository offers acme-web 1.3.0 (its newest) as on every host.
     assert any(security for _, security in inside.values()), inside
-    assert inside["acme-web"] == ("1.2.0", False)
+    assert inside["acme-web"] == ("1.3.0", False)
     # no bookworm build is ever offered to (or reported on) the trixie host
     assert not any("deb12" in candidate for candidate, _ in inside.values())
 
@@ -191,10 +191,10 @@ def test_local_repository_update_is_classified_with_its_changelog_cves(
         for u in h["pending_updates"]
         if u["package"] == "acme-web"
     ]
-    assert acme, "acme-web 1.0.0 is installed and 1.2.0 offered by the lab repository"
+    assert acme, "acme-web 1.0.0 is installed and 1.3.0 (the newest) offered by the lab repository"
     for _name, update in acme:
         assert update["installed"] == "1.0.0"
-        assert update["candidate"] == "1.2.0"
+        assert update["candidate"] == "1.3.0"
         assert update["origin"] == "local"
         assert not update["security"]
         assert LAB_CVE in update["cves"]

@@ -327,7 +327,7 @@ def test_a_held_package_is_reported_not_silently_skipped(lab: LabHandle, tmp_pat
         PATCHPILOT_DISCOVERY__CHANGELOGS="all",  # the CVE comes from the update's changelog
     )
     (acme,) = [f for f in scan["findings"] if f["source_package"] == "acme-web"]
-    assert (acme["host"], acme["fix_state"], acme["fixed_version"]) == ("db-1", "held", "1.2.0")
+    assert (acme["host"], acme["fix_state"], acme["fixed_version"]) == ("db-1", "held", "1.3.0")
     assert "CVE-2024-99901" in acme["cves"]
     assert not acme["actionable"]
     (update,) = [u for u in scan["hosts"][0]["pending_updates"] if u["package"] == "acme-web"]

@@ -1,9 +1,9 @@
 """Compatibility testing on the real lab (Debian 12 hosts over SSH): simulation only.
 
 Lab state used (see ``patchpilot.lab``): every host has acme-web 1.0.0 (the lab repository
-offers 1.1.0 and 1.2.0); db-1 holds acme-web and has acme-agent 1.0.0 with acme-plugin-legacy,
-which acme-agent 2.0.0 removes. Nothing may change on any host: the dpkg database and the holds
-are compared before and after every simulation.
+offers 1.1.0, 1.2.0 and 1.3.0); db-1 holds acme-web and has acme-agent 1.0.0 with
+acme-plugin-legacy, which acme-agent 2.0.0 removes. Nothing may change on any host: the dpkg
+database and the holds are compared before and after every simulation.
 """
 
 from __future__ import annotations

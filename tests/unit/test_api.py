@@ -52,6 +52,8 @@ class FleetExecutor:
         }
         self.cancelled: list[tuple[str, str]] = []
         self.continued: list[tuple[str, str]] = []
+        self.queued: list[tuple[RunRequest, str]] = []
+        """Chat changes: queued, never driven (as the service's executor, not started)."""
 
     def _context(self, store: Store, policy: Policy, actor: str) -> RunContext:
         return RunContext(
@@ -64,7 +66,10 @@ class FleetExecutor:
 
     def submit_run(self, request: Any, *, actor: str, trigger: str) -> str:
         assert isinstance(request, RunRequest)
-        assert trigger == "api"
+        assert trigger in ("api", "chat")
+        if trigger == "chat":
+            self.queued.append((request, actor))
+            return f"20260101T000000Z-{len(self.queued):06x}"
         with Store(self.settings.store_path) as store:
             result = start_run(
                 HOSTS,
@@ -495,6 +500,35 @@ def test_ask_answers_a_viewer_and_refuses_them_a_change(world: World) -> None:
         ).status_code
         == 422
     )
+
+
+def test_ask_queues_a_change_on_the_executor_and_answers_at_once(world: World) -> None:
+    world.waiting_run()  # a scan of the fleet is in the store
+    runs_before = [r.run_id for r in world.store.list_runs()]
+    response = world.client.post(
+        "/api/v1/ask", json={"text": "patch acme-web on web-1"}, headers=world.auth("otto")
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    [(request, actor)] = world.executor.queued
+    run_id = answer["facts"]["run_id"]
+    assert answer["run"] == {
+        "schema": "patchpilot.run/v1",
+        "run_id": run_id,
+        "status": "queued",
+        "trigger": "chat",
+    }
+    assert f"Run {run_id}: queued" in answer["text"]
+    assert "wait for a person's approval" in answer["text"]
+    assert actor == "otto"
+    assert request.limit == "web-1"
+    assert request.only == ("acme-web",)
+    assert request.must_approve is not None
+    assert request.must_approve.startswith("requested in chat")
+    assert request.policy is not None
+    # the request's thread drove no run: nothing new in the store, nothing installed
+    assert [r.run_id for r in world.store.list_runs()] == runs_before
+    assert not world.executor.fleet["web-1"].installs
 
 
 def test_serve_refuses_a_remote_address_without_allow_remote(world: World) -> None:

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,7 +30,7 @@ from patchpilot.core.policy import Policy
 from patchpilot.core.schedules import Occurrence, Schedule, ScheduleSpec
 from patchpilot.core.settings import Settings
 from patchpilot.core.store import Store
-from patchpilot.graphs.run import RunBusyError, RunContext
+from patchpilot.graphs.run import RunContext
 from tests.fakes import FakeDebianHost, fleet_factory
 from tests.unit.test_graph_run import (
     HOSTS,
@@ -229,7 +230,7 @@ def test_a_second_run_on_a_busy_host_is_refused_and_cancel_frees_it(home: Path) 
         make_executor(home, make_fleet()).cancel(first, actor="olivia")
 
 
-def test_a_run_being_driven_cannot_be_cancelled(home: Path) -> None:
+def test_a_run_being_driven_gets_a_cancel_request_in_the_store(home: Path) -> None:
     write_policy(home)
     executor = make_executor(home, make_fleet())
     try:
@@ -238,10 +239,195 @@ def test_a_run_being_driven_cannot_be_cancelled(home: Path) -> None:
             job = store.claim_job(executor.owner)  # as a worker would
             assert job is not None
             assert job.run_id == run_id
-        with pytest.raises(RunBusyError, match="being driven right now"):
-            executor.cancel(run_id, actor="olivia")
+        assert executor.cancel(run_id, actor="olivia") == "cancelling"
+        assert executor.cancel(run_id, actor="bob") == "cancelling"  # the first request stands
+        with Store(home / "patchpilot.db") as store:
+            request = store.cancel_request(run_id)
+            run = store.get_run(run_id)
+        assert request is not None
+        assert request.requested_by == "olivia"
+        assert run is not None
+        assert run.status == "queued"  # the worker driving it ends it at its next safe point
     finally:
         executor.stop()
+    actions = [(e.action, e.actor) for e in read_events(home / "audit.log", run_id=run_id)]
+    assert actions.count(("run.cancel_requested", "olivia")) == 1
+
+
+def test_the_cli_cancels_a_queued_run_and_refuses_an_ended_one(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from patchpilot.cli.main import app as cli_app
+
+    monkeypatch.setattr("patchpilot.core.audit.current_actor", lambda: "carol")
+    write_policy(home)
+    executor = make_executor(home, make_fleet())  # not started: the run stays queued
+    try:
+        run_id = executor.submit_run(RunRequest(only=ONLY), actor="olivia")
+    finally:
+        executor.stop()
+    cli = CliRunner()
+    first = cli.invoke(cli_app, ["--home", str(home), "cancel", run_id])
+    assert first.exit_code == 0, first.output
+    assert f"run {run_id}: cancelled" in first.stdout
+    again = cli.invoke(cli_app, ["--home", str(home), "cancel", run_id])
+    assert again.exit_code != 0  # main() maps the StoreError to exit 1 with its message
+    assert "ended already" in str(again.exception)
+    assert cli.invoke(cli_app, ["--home", str(home), "cancel", "../etc"]).exit_code == 2
+    with Store(home / "patchpilot.db") as store:
+        run = store.get_run(run_id)
+    assert run is not None
+    assert run.status == "cancelled"
+    events = read_events(home / "audit.log", run_id=run_id)
+    assert [e.actor for e in events if e.action == "run.cancelled"] == ["carol"]
+
+
+class CancellingHost(FakeDebianHost):
+    """A fake host whose install asks the executor to cancel the run (once, for the whole
+    fleet): the cancel arrives while the first host is being installed."""
+
+    def __init__(self, *args: Any, on_install: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_install = on_install
+
+    def _install(self, argv: tuple[str, ...]) -> Any:
+        result = super()._install(argv)
+        self.on_install()
+        return result
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        None,  # the shipped rings: canary-1 alone in "canary", seen before the next ring
+        {"rings": [{"name": "all"}], "waves": [3], "rate": {"max_concurrency": 1}},  # in a ring
+    ],
+    ids=["between-rings", "inside-a-ring"],
+)
+def test_a_run_cancelled_mid_deployment_stops_before_the_next_host(
+    home: Path, schedule: dict[str, Any] | None
+) -> None:
+    write_policy(home, approvals={"tags": []}, **({"schedule": schedule} if schedule else {}))
+    asked: list[str] = []
+    executor: Executor | None = None
+
+    def cancel_once() -> None:
+        if asked or executor is None:
+            return
+        with Store(home / "patchpilot.db") as store:
+            [run] = store.list_runs()
+        asked.append(executor.cancel(run.run_id, actor="otto"))
+
+    plain = make_fleet()
+    fleet: dict[str, FakeDebianHost] = {
+        name: CancellingHost(
+            name, dict(host.installed), dict(host.available), on_install=cancel_once
+        )
+        for name, host in plain.items()
+    }
+    executor = make_executor(home, fleet)
+    executor.start()
+    try:
+        run_id = executor.submit_run(RunRequest(only=ONLY), actor="olivia")
+        done = executor.wait(run_id, timeout=90)
+    finally:
+        assert executor.stop()
+    assert asked == ["cancelling"]
+    assert done is not None
+    assert done.status == "cancelled", done.summary
+    first = [n for n, h in fleet.items() if h.installs]
+    assert len(first) == 1  # the host being installed finished; no other host started
+    assert installed(fleet) == {n: "1.1.0" if n in first else "1.0.0" for n in fleet}
+    with Store(home / "patchpilot.db") as store:
+        document = runs.report(Settings(home=home), store, run_id)
+    assert document is not None
+    assert document["status"] == "cancelled"
+    rows = {d["host"]: (d["status"], d["reason"]) for d in document["deployments"]}
+    assert rows == {
+        n: ("installed", None) if n in first else ("skipped", "cancelled by otto") for n in fleet
+    }
+    assert (document["reason"] or "").startswith("cancelled by otto")
+    events = read_events(home / "audit.log", run_id=run_id)
+    assert [e.actor for e in events if e.action == "run.cancel_requested"] == ["otto"]
+    assert [e.action for e in events if e.action == "run.finished"] == ["run.finished"]
+    assert any(e.action == "run.cancelled" for e in events)
+
+
+def test_a_security_only_run_plans_only_security_updates_and_says_what_it_left_out(
+    home: Path,
+) -> None:
+    write_policy(home, approvals={"tags": []})
+    fleet = make_fleet()
+    for host in fleet.values():  # zlib1g pending from bookworm-security; acme-web is not
+        host.installed["zlib1g"] = "1:1.2.13.dfsg-1"
+        host.available["zlib1g"] = ["1:1.2.13.dfsg-1", "1:1.2.13.dfsg-1+deb12u1"]
+        host.security = frozenset({"zlib1g"})
+    executor = make_executor(home, fleet)
+    executor.start()
+    try:
+        run_id = executor.submit_run(RunRequest(security_only=True), actor="olivia")
+        done = executor.wait(run_id, timeout=90)
+    finally:
+        assert executor.stop()
+    assert done is not None
+    assert done.status == "completed", done.summary
+    assert done.params["security_only"] is True
+    assert installed(fleet) == dict.fromkeys(fleet, "1.0.0")  # acme-web left out
+    assert {n: h.installed["zlib1g"] for n, h in fleet.items()} == dict.fromkeys(
+        fleet, "1:1.2.13.dfsg-1+deb12u1"
+    )
+    with Store(home / "patchpilot.db") as store:
+        document = runs.report(Settings(home=home), store, run_id)
+    assert document is not None
+    plan = document["plan"]
+    assert {(i["host"], i["package"]) for i in plan["items"]} == {(n, "zlib1g") for n in fleet}
+    left_out = {(e["host"], e["package"]): e for e in plan["excluded"]}
+    for name in fleet:
+        assert left_out[(name, "acme-web")]["exclusion"] == "not-security"
+        assert left_out[(name, "acme-web")]["reason"].startswith("not a security update")
+
+
+def test_a_chat_change_is_queued_with_its_policy_and_waits_for_approval(home: Path) -> None:
+    from patchpilot.app.chat import CHAT_APPROVAL, ChangeOrder
+    from patchpilot.app.executor import chat_run_request
+    from patchpilot.core.policy import load_policy
+
+    write_policy(home, approvals={"tags": []})  # the policy alone would not ask
+    fleet = make_fleet()
+    executor = make_executor(home, fleet)
+    order = ChangeOrder(
+        hosts=tuple(h for h in HOSTS if h.name == "web-1"),
+        target="chat: patch acme-web on web-1",
+        policy=load_policy(home / "policy.yaml"),
+        only=(("acme-web", None),),
+        dry_run=False,
+        rollback=None,
+        must_approve=CHAT_APPROVAL,
+        not_before=None,
+        security_only=False,
+    )
+    run_id = executor.submit_run(chat_run_request(order), actor="cora", trigger="chat")
+    with Store(home / "patchpilot.db") as store:
+        queued = store.get_run(run_id)
+    assert queued is not None
+    assert queued.status == "queued"  # nothing ran yet: the executor is not started
+    assert queued.params["trigger"] == "chat"
+    assert queued.params["requested_by"] == "cora"
+    executor.start()
+    try:
+        waiting = executor.wait(run_id, timeout=90)
+    finally:
+        assert executor.stop()
+    assert waiting is not None
+    assert waiting.status == "awaiting_approval"
+    with Store(home / "patchpilot.db") as store:
+        record = store.approval(run_id)
+    assert record is not None
+    assert record.reasons[0] == CHAT_APPROVAL
+    assert {i["host"] for i in record.payload["items"]} == {"web-1"}
+    assert installed(fleet) == dict.fromkeys(fleet, "1.0.0")
 
 
 def test_a_due_schedule_occurrence_starts_a_run_marked_as_scheduled(home: Path) -> None:
@@ -283,6 +469,36 @@ def test_a_due_schedule_occurrence_starts_a_run_marked_as_scheduled(home: Path) 
     assert done.params["schedule_id"] == schedule.id
     assert done.params["requested_by"] == "sam"
     assert installed(fleet) == dict.fromkeys(fleet, "1.1.0")
+
+
+def test_a_security_schedule_queues_a_security_only_run(home: Path) -> None:
+    write_policy(home)
+    schedule = Schedule.create(
+        ScheduleSpec(kind="run", cron="0 10 * * *", security=True),
+        actor="sam",
+        at=START - timedelta(days=1),
+    )
+    occurrence = Occurrence(
+        schedule_id=schedule.id,
+        kind="run",
+        at=START,
+        window_end=START + timedelta(hours=1),
+        cutoff_at=START + timedelta(minutes=50),
+        timezone="UTC",
+        status="on-time",
+        schedule=schedule,
+    )
+    executor = make_executor(home, make_fleet(), claim_due=lambda store, now: [occurrence])
+    try:
+        executor.tick(START)  # not started: the run stays queued
+        with Store(home / "patchpilot.db") as store:
+            [run] = store.list_runs()
+            [job] = store.jobs(run_id=run.run_id)
+    finally:
+        executor.stop()
+    assert run.params["trigger"] == "schedule"
+    assert run.params["security_only"] is True
+    assert RunRequest.model_validate(job.request["request"]).security_only
 
 
 # --------------------------------------------------------------------------- crash recovery
@@ -474,3 +690,35 @@ def test_run_events_go_to_the_notifier_after_each_job(home: Path) -> None:
     assert done is not None
     assert done.status == "rejected"
     assert [e.kind for e in notifier.events] == ["awaiting-approval", "approval-expired"]
+
+
+def test_the_tick_announces_each_sla_breach_once(home: Path) -> None:
+    from patchpilot.app.notify import Notifier
+    from patchpilot.core.events import Event
+    from patchpilot.core.models import Severity
+    from patchpilot.core.settings import NotificationSettings
+    from tests.unit.test_compliance_history import finding, scan
+
+    class Recording(Notifier):
+        def __init__(self) -> None:
+            super().__init__(NotificationSettings())
+            self.events: list[Event] = []
+
+        def emit(self, event: Event) -> bool:
+            self.events.append(event)
+            return True
+
+    write_policy(home)
+    first_seen = START - timedelta(days=6)  # a critical finding: due 7 days after first seen
+    with Store(home / "patchpilot.db") as store:
+        scan(
+            store, first_seen, {"web-1": [finding("web-1", "openssl", severity=Severity.CRITICAL)]}
+        )
+    executor = make_executor(home, make_fleet())
+    executor.notifier = notifier = Recording()
+    executor.tick(START)  # not due yet
+    assert notifier.events == []
+    late = START + timedelta(days=2, hours=2)  # the day after the due day
+    executor.tick(late)
+    executor.tick(late + timedelta(minutes=5))  # announced already: not again
+    assert [(e.kind, "web-1" in e.title) for e in notifier.events] == [("sla-breached", True)]

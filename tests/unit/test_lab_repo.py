@@ -43,6 +43,7 @@ def test_index_lists_every_version(repo: Path) -> None:
         ("acme-web", "1.0.0"),
         ("acme-web", "1.1.0"),
         ("acme-web", "1.2.0"),
+        ("acme-web", "1.3.0"),
     ]
 
 

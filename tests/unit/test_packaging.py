@@ -62,6 +62,9 @@ def test_the_wheel_installs_only_patchpilot(wheel: Path) -> None:
     assert "patchpilot/configs/policy.yaml" in names
     assert "patchpilot/prompts/intake.md" in names
     assert "patchpilot/lab/assets/lab-init" in names
+    # the web dashboard's templates and static files (package data)
+    for name in ("templates/base.html", "templates/fleet.html", "static/app.css", "static/app.js"):
+        assert f"patchpilot/web/{name}" in names, name
 
 
 def test_the_installed_wheel_runs_and_leaves_the_agents_name_free(

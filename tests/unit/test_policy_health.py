@@ -10,7 +10,13 @@ import yaml
 
 from patchpilot.core.errors import ConfigError
 from patchpilot.core.models import Host
-from patchpilot.core.policy import HealthPolicy, HealthRule, Policy, load_policy
+from patchpilot.core.policy import (
+    AnalysisPolicy,
+    HealthPolicy,
+    HealthRule,
+    Policy,
+    load_policy,
+)
 from patchpilot.lab.models import LabHost
 from patchpilot.lab.policy import (
     LAB_HEALTH_RULE,
@@ -186,7 +192,9 @@ def test_lab_policy_round_trips_with_one_override_per_host() -> None:
     document = lab_policy_document(hosts)
     policy = Policy.model_validate(document)
     default = load_policy(REPO_POLICY)
-    assert policy.model_copy(update={"health": HealthPolicy()}) == default
+    assert policy.model_copy(update={"health": HealthPolicy(), "analysis": AnalysisPolicy()}) == (
+        default
+    )
     assert policy.schedule.always_open
     assert policy.approvals.tags == ("prod",)
     [rule] = policy.health.checks

@@ -510,6 +510,16 @@ def test_an_unscheduled_run_is_triggered_by_the_cli(run_harness: Any) -> None:
     assert (run.params["trigger"], run.params["schedule_id"]) == ("cli", None)
 
 
+def test_a_security_schedule_starts_security_only_runs(store: Store) -> None:
+    spec = app.parse_spec({"kind": "run", "cron": "0 13 * * *", "security_only": True})
+    assert spec.security is True  # security_only is the same field
+    secure = _add(store, kind="run", cron="0 13 * * *", security=True)
+    plain = _add(store, kind="run", cron="0 13 * * *", limit="web-*")
+    got = {o.schedule_id: o for o in app.claim_due(store, datetime(2026, 3, 1, 13, tzinfo=UTC))}
+    assert app.start_arguments(got[secure.id])["security_only"] is True
+    assert app.start_arguments(got[plain.id])["security_only"] is False
+
+
 def test_start_arguments_of_claimed_occurrences(store: Store) -> None:
     run = _add(store, kind="run", cron="0 13 * * *", limit="web-*", only=["acme-web=1.1.0"])
     scan = _add(store, kind="scan", cron="0 13 * * *")

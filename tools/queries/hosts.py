@@ -12,6 +12,7 @@ from pydantic import Field
 
 from patchpilot.core.intents import PackageSpec
 from patchpilot.core.models import FixStatus, UpdateOrigin
+from patchpilot.core.plan import closes_security_advisory
 from patchpilot.tools.queries.base import QueryContext, QueryResult, QueryTool, register
 from patchpilot.tools.queries.common import (
     ScopedInput,
@@ -45,7 +46,11 @@ def _no_snapshot(unresolved: str) -> str:
 class PendingUpdatesInput(ScopedInput):
     """Which pending updates to list."""
 
-    security_only: bool = Field(default=False, description="only updates from a -security suite")
+    security_only: bool = Field(
+        default=False,
+        description="only updates that close a known security advisory (a -security suite or "
+        "origin, or CVEs it fixes)",
+    )
     origin: UpdateOrigin | None = Field(
         default=None, description="only updates from this origin (security, third-party, ...)"
     )
@@ -64,7 +69,7 @@ def _pending(context: QueryContext, args: PendingUpdatesInput) -> QueryResult:
     rows: list[dict[str, Any]] = []
     for host, (run_id, result) in snapshots.items():
         for u in result.pending:
-            if args.security_only and not u.security:
+            if args.security_only and not closes_security_advisory(u):
                 continue
             if args.origin is not None and u.origin is not args.origin:
                 continue

@@ -30,23 +30,39 @@ repository                tables / methods
 ``VotesRepository``       ``approval_votes``: approvals by N distinct people (vote_approval)
 ``UsersRepository``       ``users``, ``user_tokens``: add_user, replace_token, disable_user,
                           users, token_row (tokens stored as argon2 hashes only)
+``SessionsRepository``    passwords, ``web_sessions``: set_password_hash, password_row,
+                          create_session, live_session, end_session
+``FleetRepository``       read-only fleet summaries (discovery, findings, history) for the
+                          dashboard: discovery_overview, findings_overview...
 ``JobsRepository``        ``jobs``: the service executor's queue (enqueue_run, claim_job...)
 ``SchedulesRepository``   ``schedules``, ``schedule_occurrences``: add/list/remove, claim
                           each occurrence exactly once
+``StagesRepository``      ``run_stages``, ``run_cancels``: stage durations (stage_started,
+                          stage_ended, run_stages), cancel requests (request_cancel)
+``ComplianceRepository``  ``compliance_items``, ``compliance_events``, ``compliance_scans``:
+                          compliance history against SLAs (compliance_pending,
+                          compliance_apply, compliance_items, claim_compliance_breaches)
+``LoadRepository``        ``load_samples``: the hosts' load history (record_load_samples,
+                          load_samples); read-only history for analytics and forecasts
 ========================  =================================================================
 """
 
 from __future__ import annotations
 
 from patchpilot.core.store.advisories import AdvisoriesRepository
+from patchpilot.core.store.compliance import ComplianceRepository
 from patchpilot.core.store.feeds import PUBLISHED_LAG, FeedsRepository
 from patchpilot.core.store.findings import FindingsRepository
+from patchpilot.core.store.fleet import FleetRepository
 from patchpilot.core.store.hosts import HostsRepository
 from patchpilot.core.store.jobs import JobsRepository
+from patchpilot.core.store.load import LoadRepository
 from patchpilot.core.store.outcomes import OutcomesRepository
 from patchpilot.core.store.rollout import RolloutRepository
 from patchpilot.core.store.runs import RunsRepository
 from patchpilot.core.store.schedules import SchedulesRepository
+from patchpilot.core.store.sessions import SessionsRepository
+from patchpilot.core.store.stages import StagesRepository
 from patchpilot.core.store.users import UsersRepository
 from patchpilot.core.store.votes import VotesRepository
 
@@ -63,7 +79,12 @@ class Store(
     VotesRepository,
     RolloutRepository,
     UsersRepository,
+    SessionsRepository,
+    FleetRepository,
     SchedulesRepository,
+    StagesRepository,
+    ComplianceRepository,
+    LoadRepository,
     JobsRepository,
 ):
     """patchpilot's SQLite store; safe to share between threads.

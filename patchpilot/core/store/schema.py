@@ -472,7 +472,184 @@ _V7: Final[tuple[str, ...]] = (
     "CREATE INDEX schedule_occurrences_by_claim ON schedule_occurrences (claimed_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+# Version 8 (the web dashboard's logins, :mod:`patchpilot.core.store.sessions`). A password is
+# the argon2id hash in ``users.password_hash`` (added with v6, set since v8);
+# ``password_changed_at`` says when it was last set. ``web_sessions``: one row per login;
+# ``id_hash`` is the SHA-256 of the session id the cookie carries (the id itself is never
+# stored), ``csrf`` the session's CSRF token; a session counts until ``expires_at`` unless
+# ``ended_at`` is set (logout, a new password, a disabled user).
+_V8: Final[tuple[str, ...]] = (
+    "ALTER TABLE users ADD COLUMN password_changed_at TEXT",
+    """
+    CREATE TABLE web_sessions (
+        id_hash    TEXT PRIMARY KEY,
+        user_name  TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        csrf       TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        ended_at   TEXT,
+        client     TEXT
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX web_sessions_by_user ON web_sessions (user_name, expires_at)",
+)
+
+# Version 9 (stage durations and cancel requests, :mod:`patchpilot.core.store.stages`).
+# ``run_stages``: when each stage of a patch run started and ended (``stage`` one of
+# :data:`~patchpilot.core.store.stages.STAGES`; ``ring`` the ring of a ``deployment`` or
+# ``awaiting_window`` stage, else ''). A stage that runs again (a resumed step, hosts fanned
+# out in parallel) keeps its earliest start and its latest end. ``run_cancels``: a person asked
+# a running run to stop at its next safe point (before the next host starts); whoever drives
+# the run (any worker, any process) reads it there. No foreign keys: the history outlives a
+# run's clean-up and a request may precede the run's first checkpoint.
+_V9: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE run_stages (
+        run_id     TEXT NOT NULL,
+        stage      TEXT NOT NULL,
+        ring       TEXT NOT NULL DEFAULT '',
+        started_at TEXT NOT NULL,
+        ended_at   TEXT,
+        PRIMARY KEY (run_id, stage, ring)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX run_stages_by_stage ON run_stages (stage, ended_at)",
+    """
+    CREATE TABLE run_cancels (
+        run_id       TEXT PRIMARY KEY,
+        requested_by TEXT NOT NULL,
+        requested_at TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+# Version 10 (compliance history against SLAs, :mod:`patchpilot.core.store.compliance`).
+# ``compliance_items``: one row per episode of an item, (host, source package, advisory):
+# opened when a scan first sees it with a fix to install, fixed (``fixed_at``, ``fixed_by``: a
+# run id or ``external``) when a later scan of the host no longer sees it; at most one open
+# episode per item (a fixed item seen again opens a new one). ``due``/``sla``: the due date
+# from the SLA policy at first sight and the bound that set it (it only ever moves earlier).
+# ``compliance_events``: each item's state changes over time (``notified_at``: when a breach
+# was announced). ``compliance_scans``: the (run, host) observations already applied, so the
+# history is kept exactly once whoever applies them. No foreign keys to runs: the history
+# outlives a run's clean-up.
+_V10: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE compliance_items (
+        id             INTEGER PRIMARY KEY,
+        host           TEXT NOT NULL,
+        source_package TEXT NOT NULL,
+        advisory_id    TEXT NOT NULL,
+        cves           TEXT NOT NULL,
+        binaries       TEXT NOT NULL,
+        severity       TEXT NOT NULL,
+        ssvc           TEXT,
+        kev            INTEGER NOT NULL CHECK (kev IN (0, 1)),
+        first_seen     TEXT NOT NULL,
+        opened_run     TEXT NOT NULL,
+        due            TEXT,
+        sla            TEXT NOT NULL,
+        last_seen      TEXT NOT NULL,
+        last_run       TEXT NOT NULL,
+        candidate_run  TEXT,
+        candidate_at   TEXT,
+        fixed_at       TEXT,
+        fixed_by       TEXT,
+        confirmed_at   TEXT,
+        confirmed_run  TEXT,
+        CHECK ((fixed_at IS NULL) = (fixed_by IS NULL)),
+        CHECK ((fixed_at IS NULL) = (confirmed_at IS NULL))
+    )
+    """,
+    "CREATE UNIQUE INDEX compliance_items_open"
+    " ON compliance_items (host, source_package, advisory_id) WHERE fixed_at IS NULL",
+    "CREATE INDEX compliance_items_by_host ON compliance_items (host, first_seen)",
+    """
+    CREATE TABLE compliance_events (
+        id          INTEGER PRIMARY KEY,
+        item        INTEGER NOT NULL REFERENCES compliance_items (id) ON DELETE CASCADE,
+        at          TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN
+                    ('compliant', 'non_compliant', 'overdue', 'accepted', 'unknown')),
+        run_id      TEXT,
+        detail      TEXT,
+        notified_at TEXT
+    )
+    """,
+    "CREATE UNIQUE INDEX compliance_events_once ON compliance_events (item, at, state)",
+    "CREATE INDEX compliance_events_by_state ON compliance_events (state, at)",
+    """
+    CREATE TABLE compliance_scans (
+        run_id     TEXT NOT NULL,
+        host       TEXT NOT NULL,
+        at         TEXT NOT NULL,
+        ok         INTEGER NOT NULL CHECK (ok IN (0, 1)),
+        applied_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, host)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX compliance_scans_by_host ON compliance_scans (host, at)",
+)
+
+# Version 11 (load history, :mod:`patchpilot.core.store.load`). ``load_samples``: one row per
+# (host, sample time) of a ``load`` schedule: 1-minute load, busy CPU fraction, available memory
+# and PSI cpu (NULL: the host has no such signal). ``schedules`` and ``schedule_occurrences``
+# are rebuilt (SQLite cannot change a CHECK) so their ``kind`` may also be ``load``; rows and
+# the occurrence index are kept as they were.
+_V11: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE load_samples (
+        host             TEXT NOT NULL,
+        at               TEXT NOT NULL,
+        load1            REAL,
+        cpu              REAL,
+        memory_available REAL,
+        psi_cpu          REAL,
+        schedule_id      TEXT,
+        PRIMARY KEY (host, at)
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX load_samples_by_time ON load_samples (at)",
+    """
+    CREATE TABLE schedules_v11 (
+        id         TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL CHECK (kind IN ('scan', 'run', 'load')),
+        enabled    INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        created_at TEXT NOT NULL,
+        doc        TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "INSERT INTO schedules_v11 (id, kind, enabled, created_at, doc)"
+    " SELECT id, kind, enabled, created_at, doc FROM schedules",
+    "DROP TABLE schedules",
+    "ALTER TABLE schedules_v11 RENAME TO schedules",
+    """
+    CREATE TABLE schedule_occurrences_v11 (
+        schedule_id   TEXT NOT NULL,
+        occurrence_at TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('scan', 'run', 'load')),
+        timezone      TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('on-time', 'late', 'missed')),
+        reason        TEXT,
+        window_end    TEXT NOT NULL,
+        cutoff_at     TEXT NOT NULL,
+        claimed_at    TEXT NOT NULL,
+        run_id        TEXT,
+        PRIMARY KEY (schedule_id, occurrence_at)
+    ) WITHOUT ROWID
+    """,
+    "INSERT INTO schedule_occurrences_v11 (schedule_id, occurrence_at, kind, timezone, status,"
+    " reason, window_end, cutoff_at, claimed_at, run_id) SELECT schedule_id, occurrence_at,"
+    " kind, timezone, status, reason, window_end, cutoff_at, claimed_at, run_id"
+    " FROM schedule_occurrences",
+    "DROP TABLE schedule_occurrences",
+    "ALTER TABLE schedule_occurrences_v11 RENAME TO schedule_occurrences",
+    "CREATE INDEX schedule_occurrences_by_claim ON schedule_occurrences (claimed_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10, _V11,
+)  # fmt: skip
 """``MIGRATIONS[i]`` migrates a database from schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION: Final[int] = len(MIGRATIONS)
