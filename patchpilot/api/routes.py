@@ -493,3 +493,20 @@ def ask(body: AskBody, api: Api, who: Reader) -> dict[str, Any]:
     )
     log.info("api.ask.answered", actor=who.name, intent=answer.request.intent.value)
     return {"schema": "patchpilot.answer/v1", **answer.model_dump(mode="json")}
+
+
+# --------------------------------------------------------------------------- analytics
+
+
+@router.get("/analytics", tags=["analytics"])
+def analytics(
+    api: Api,
+    who: Reader,
+    since: Annotated[int, Query(ge=1, le=3650, description="runs of the last DAYS days")] = 90,
+) -> dict[str, Any]:
+    """Process analytics of the patch runs (``patchpilot.analytics/v1``, what ``patchpilot
+    analytics --format json`` prints): stage durations, lead time, hosts per hour, rollback
+    and failure rates, approval wait, the bottleneck and what would shorten it."""
+    from patchpilot.app.analytics import analytics as process_analytics
+
+    return process_analytics(api.store, since_days=since).document()

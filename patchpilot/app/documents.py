@@ -475,6 +475,12 @@ class RunDocument(_Part):
         description="each stage's start, end and seconds, in the order they started (a stage "
         "run again keeps its first start and last end)",
     )
+    impact: dict[str, Any] | None = Field(
+        default=None,
+        description="patchpilot.impact/v1: each wave's predicted impact (hosts in flight, "
+        "services restarted, expected duration from past deployments of the same packages); "
+        "null before the run has a plan",
+    )
     analysis: list[RingAnalysisEntry] = Field(
         default_factory=list,
         description="each ring's post-patch analysis, in ring order (policy.analysis)",

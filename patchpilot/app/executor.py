@@ -30,7 +30,8 @@ exactly what is left:
 - **Schedules**: every ``service.tick`` seconds the loop calls
   :func:`patchpilot.app.schedules.claim_due` (each occurrence is claimed exactly once, across
   restarts and executors) and submits what it returns (``trigger: schedule``); missed
-  occurrences become ``schedule-missed`` notifications.
+  occurrences become ``schedule-missed`` notifications. A ``load`` occurrence starts no run: it
+  samples each host's load (read-only, :func:`patchpilot.app.load.collect_load`) on a thread.
 - **Notifications** (optional): after each job, the run document's events
   (:func:`patchpilot.app.notify.events_for_run`) go to :meth:`Notifier.emit`, which never
   blocks.
@@ -666,6 +667,9 @@ class Executor:
         if schedule is None:
             self._log.error("executor.occurrence_without_schedule", id=occurrence.schedule_id)
             return
+        if schedule.kind == "load":  # read-only: sample each host's load, start no run
+            self._collect_load(occurrence)
+            return
         try:
             if schedule.kind == "scan":
                 run_id = self.submit_scan(
@@ -697,6 +701,32 @@ class Executor:
         self._log.info(
             "executor.schedule_started", schedule_id=schedule.id, run_id=run_id, kind=schedule.kind
         )
+
+    def _collect_load(self, occurrence: Occurrence) -> None:
+        """A ``load`` occurrence: :func:`patchpilot.app.load.collect_load` of the schedule's
+        hosts, on its own thread and store connection (the loop never waits for hosts)."""
+        schedule = occurrence.schedule
+        if schedule is None:
+            return
+
+        def collect() -> None:
+            from patchpilot.app.load import collect_load
+
+            store = Store(self.settings.store_path)
+            try:
+                hosts = self._hosts(None, schedule.limit)
+                collect_load(self.settings, store, hosts, schedule_id=schedule.id)
+            except Exception as exc:  # a failed collection must never stop the loop
+                self._log.error(
+                    "executor.load_failed", schedule_id=schedule.id, error=str(exc)[:_MAX_TEXT]
+                )
+            finally:
+                store.close()
+
+        thread = threading.Thread(target=collect, name=f"patchpilot-load-{schedule.id}")
+        thread.daemon = True
+        thread.start()
+        self._log.info("executor.load_started", schedule_id=schedule.id)
 
     # ------------------------------------------------------------------ workers
 

@@ -32,6 +32,7 @@ from patchpilot.graphs.run import (
     RunBusyError,
     RunContext,
     RunResult,
+    RunSnapshot,
     StageRecorder,
     StoreStages,
     load_run_state,
@@ -251,13 +252,32 @@ def stages(store: Store, run_id: str) -> list[dict[str, Any]]:
     return [s.document() for s in store.run_stages(run_id)]
 
 
+def impact(store: Store, snapshot: RunSnapshot | None) -> dict[str, Any] | None:
+    """The run document's ``impact``: each wave's predicted impact (hosts in flight, services
+    restarted, expected duration from past deployments of the same packages;
+    :func:`patchpilot.app.analytics.predicted_impact`); None before the run has a plan."""
+    from patchpilot.app.analytics import predicted_impact
+
+    state = snapshot.state if snapshot is not None else None
+    if state is None or state.plan is None or not state.plan.items:
+        return None
+    schedule = state.policy.schedule
+    return predicted_impact(
+        state.plan,
+        store,
+        rings=[(r.name, r.hosts) for r in state.rings] or None,
+        serial=schedule.waves,
+        max_concurrency=schedule.rate.max_concurrency,
+    ).document()
+
+
 def document(settings: Settings, store: Store, result: RunResult) -> dict[str, Any]:
     """The run document (``patchpilot.run/v1``) of ``result``."""
     snapshot = load_run_state(result.run_id, settings)
     doc = run_document(
         result, snapshot, store.deployments(result.run_id), store.approval(result.run_id)
     )
-    return {**doc, "stages": stages(store, result.run_id)}
+    return {**doc, "stages": stages(store, result.run_id), "impact": impact(store, snapshot)}
 
 
 def exit_code(doc: dict[str, Any]) -> int:
@@ -279,7 +299,7 @@ def report(settings: Settings, store: Store, run_id: str) -> dict[str, Any] | No
         failure = run.summary.get("reason")
     result = result_of(run_id, snapshot, failure=failure)
     doc = run_document(result, snapshot, store.deployments(run_id), store.approval(run_id))
-    return {**doc, "stages": stages(store, run_id)}
+    return {**doc, "stages": stages(store, run_id), "impact": impact(store, snapshot)}
 
 
 def patch_run_report(

@@ -8,11 +8,12 @@ registers itself when imported):
 - :mod:`patchpilot.cli.scan`: ``scan``, ``findings``, ``report``, ``runs``, ``resume``
 - :mod:`patchpilot.cli.accept`: ``accept`` (and ``accept --list``), ``unaccept``
 - :mod:`patchpilot.cli.compliance`: ``compliance`` (SLA compliance: table, json, csv, html)
+- :mod:`patchpilot.cli.analytics`: ``analytics`` (process analytics), ``forecast`` (workload)
 - :mod:`patchpilot.cli.feeds`: ``feeds update|import|status``
 - :mod:`patchpilot.cli.run`: ``run``, ``approvals``, ``approve``, ``reject``, ``baseline``
 - :mod:`patchpilot.cli.chat`: ``ask``, ``chat``, ``memory search``
 - :mod:`patchpilot.cli.lab`: ``lab up|status|down|reset``
-- :mod:`patchpilot.cli.schedules`: ``schedules list|add|remove|next``
+- :mod:`patchpilot.cli.schedules`: ``schedules list|add|remove|next|suggest``
 - :mod:`patchpilot.cli.serve`: ``serve`` (the REST API and the run executor)
 - :mod:`patchpilot.cli.users`: ``users add|list|disable|token`` (the service's users)
 
@@ -29,6 +30,7 @@ import structlog
 import typer
 
 from patchpilot.cli import accept, chat, compliance, feeds, inventory, run, scan, schedules
+from patchpilot.cli.analytics import analytics_cmd, forecast_cmd
 from patchpilot.cli.app import ExitCode, app, err, safe
 from patchpilot.cli.lab import lab_app
 from patchpilot.cli.serve import serve_cmd
@@ -57,6 +59,8 @@ def register(cli: typer.Typer) -> typer.Typer:
     cli.command("accept")(accept.accept_cmd)
     cli.command("unaccept")(accept.unaccept_cmd)
     cli.command("compliance")(compliance.compliance_cmd)
+    cli.command("analytics")(analytics_cmd)
+    cli.command("forecast")(forecast_cmd)
     cli.command("run")(run.run_cmd)
     cli.command("approve")(run.approve_cmd)
     cli.command("reject")(run.reject_cmd)

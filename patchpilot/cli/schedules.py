@@ -1,25 +1,40 @@
-"""``schedules list|add|remove|next``: the schedules the service fires by itself.
+"""``schedules list|add|remove|next|suggest``: the schedules the service fires by itself.
 
 ``patchpilot schedules add --kind scan --cron '*/5 * * * *'`` stores a schedule (the service's
 scheduler starts its occurrences, each exactly once); ``list`` and ``next`` print tables or,
 with ``--format json``, ``patchpilot.schedules/v1`` and ``patchpilot.schedule-next/v1``
 documents; ``remove ID`` deletes one. Adding and removing are audit-logged with the OS user as
 the actor. The use cases are in :mod:`patchpilot.app.schedules`.
+
+``suggest`` ranks the slots of each group's maintenance windows by the load history the
+``load`` schedules collected and proposes the quietest (:mod:`patchpilot.app.load`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from patchpilot.cli.app import Context, FormatOpt, OutputFormat, emit_json, out, safe
+from patchpilot.cli.app import (
+    Context,
+    FormatOpt,
+    InventoryOpt,
+    OutputFormat,
+    emit_json,
+    inventory_for,
+    out,
+    safe,
+)
 
 __all__ = ["schedules_app"]
 
 LIST_SCHEMA = "patchpilot.schedules/v1"
 NEXT_SCHEMA = "patchpilot.schedule-next/v1"
+MAX_SLOTS_SHOWN = 5
+"""Ranked slots ``suggest`` prints per window (JSON lists them all)."""
 
 schedules_app = typer.Typer(
     help="Schedules: scans and patch runs the service starts by itself (cron or RRULE).",
@@ -69,7 +84,9 @@ def _scope(doc: dict[str, Any]) -> str:
 @schedules_app.command("add")
 def add_cmd(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Option("--kind", help="scan or run (a patch run).")],
+    kind: Annotated[
+        str, typer.Option("--kind", help="scan, run (a patch run) or load (sample host load).")
+    ],
     cron: Annotated[
         str | None, typer.Option("--cron", help="5-field cron, e.g. '0 22 * * 1-5'.")
     ] = None,
@@ -199,3 +216,78 @@ def next_cmd(
             safe(occ["timezone"]),
         )
     out.print(table)
+
+
+@schedules_app.command("suggest")
+def suggest_cmd(
+    ctx: typer.Context,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", "-g", help="A ring of the policy or a host tag (default: rings)."),
+    ] = None,
+    since: Annotated[
+        int, typer.Option("--since", min=1, max=3650, help="Load samples of the last DAYS days.")
+    ] = 28,
+    min_samples: Annotated[
+        int, typer.Option("--min-samples", min=1, max=100_000, help="Samples a slot needs.")
+    ] = 3,
+    inventory: InventoryOpt = None,
+    policy_file: Annotated[
+        Path | None, typer.Option("--policy", help="Policy YAML (default: the settings' policy).")
+    ] = None,
+    fmt: FormatOpt = OutputFormat.TABLE,
+) -> None:
+    """Propose each group's quietest window slot from the hosts' load history."""
+    from datetime import timedelta
+
+    from patchpilot.app.load import suggest_windows
+    from patchpilot.core.models import utcnow
+    from patchpilot.core.policy import load_policy
+
+    c: Context = ctx.obj
+    hosts = list(inventory_for(c, inventory, required=True).hosts.values())
+    policy = load_policy(policy_file or c.settings.policy_path)
+    now = utcnow()
+    with c.store() as store:
+        report = suggest_windows(
+            store,
+            policy,
+            hosts,
+            group=group,
+            since=now - timedelta(days=since),
+            min_samples=min_samples,
+            now=now,
+        )
+    doc = report.document()
+    if fmt is OutputFormat.JSON:
+        emit_json(doc)
+        return
+    for entry in doc["groups"]:
+        out.print(safe(entry["text"]), highlight=False)
+        for window in entry["windows"]:
+            table = Table(
+                "rank", "slot", "samples", "median load", "median cpu",
+                title=f"{safe(entry['kind'])} {safe(entry['group'])}: window "
+                f"{safe(window['window'])} ({safe(window['timezone'])})",
+            )  # fmt: skip
+            shown = [s for s in window["slots"] if s["enough"]][:MAX_SLOTS_SHOWN]
+            for rank, slot in enumerate(shown, 1):
+                table.add_row(
+                    str(rank),
+                    slot["slot"],
+                    str(slot["samples"]),
+                    _number(slot["median_load"]),
+                    _number(slot["median_cpu"]),
+                )
+            short = sum(1 for s in window["slots"] if not s["enough"])
+            if shown:
+                out.print(table)
+            if short:
+                out.print(
+                    f"  {short} allowed slot(s) with fewer than {doc['min_samples']} samples",
+                    highlight=False,
+                )
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"

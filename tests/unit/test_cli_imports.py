@@ -91,6 +91,8 @@ def test_every_command_is_registered_once_in_main() -> None:
         "accept",
         "unaccept",
         "compliance",
+        "analytics",
+        "forecast",
         "run",
         "approve",
         "reject",

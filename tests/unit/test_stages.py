@@ -173,6 +173,16 @@ def test_a_run_records_each_stage_with_the_approval_wait_and_each_ring(
         "ended_at": (START + timedelta(hours=2)).isoformat(),
         "seconds": 7200.0,
     }
+    # ... and each wave's predicted impact, from the deployments this run just recorded
+    impact = document["impact"]
+    assert impact["schema"] == "patchpilot.impact/v1"
+    waves = [(w["ring"], w["hosts"], w["packages"]) for w in impact["waves"]]
+    assert list(dict.fromkeys(ring for ring, _, _ in waves)) == ["canary", "broad"]
+    assert all(packages == ["acme-web"] for _, _, packages in waves)
+    assert sorted(h for _, hosts, _ in waves for h in hosts) == sorted(
+        d["host"] for d in document["deployments"]
+    )
+    assert impact["history"] == len(document["deployments"])
 
 
 def test_a_bare_context_records_nothing_and_the_use_case_records_in_the_store(

@@ -237,6 +237,8 @@ def test_the_approvals_list_and_page_show_what_an_approver_needs(web: Web) -> No
     assert "2 host(s)" in text
     assert "Past outcomes and incidents" in text
     assert "otto" in text  # who asked
+    assert "Predicted impact, wave by wave" in text  # no history yet: said so, not guessed
+    assert "no history" in text
     # Contract: the approve form posts csrf_token and comment
     form = text[text.index(f'action="/approvals/{run_id}/approve"') :].split("</form>", 1)[0]
     assert 'name="csrf_token"' in form
