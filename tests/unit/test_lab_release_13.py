@@ -9,11 +9,6 @@ releases keep their exact files (their packages do not change).
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +17,7 @@ import httpx
 import pytest
 
 from patchpilot.agents.analysis import Verdict, judge
+from patchpilot.core.errors import LabError
 from patchpilot.core.models import Host
 from patchpilot.core.policy import AnalysisPolicy, HttpMetric, Policy
 from patchpilot.lab.models import LabHost
@@ -35,6 +31,7 @@ from patchpilot.lab.repo import (
     changelog_text,
     web_server_source,
 )
+from patchpilot.lab.serve import serve_release, serve_releases
 from patchpilot.tools.metrics import (
     HttpProvider,
     MetricWindow,
@@ -91,52 +88,27 @@ def test_lab_policy_has_a_short_critical_http_analysis() -> None:
     assert AnalysisPolicy.model_validate(lab_analysis_section(hosts)) == analysis
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, int]]:
+    """acme-web 1.0.0, 1.1.0, 1.2.0 and 1.3.0 on loopback: version -> port."""
+    with serve_releases(WEB_VERSIONS) as urls:
+        yield {version: _port(url) for version, url in zip(WEB_VERSIONS, urls, strict=True)}
+
+
+def _port(url: str) -> int:
+    port = httpx.URL(url).port
+    assert port is not None
     return port
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
-    """acme-web 1.0.0, 1.1.0, 1.2.0 and 1.3.0 on loopback: version -> port."""
-    folder = tmp_path_factory.mktemp("acme-web")
-    procs: list[subprocess.Popen[bytes]] = []
-    ports: dict[str, int] = {}
-    try:
-        for version in WEB_VERSIONS:
-            script = folder / f"server-{version}.py"
-            script.write_text(web_server_source(version), encoding="utf-8")
-            port = _free_port()
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(script)],
-                    env={**os.environ, "ACME_PORT": str(port)},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            ports[version] = port
-        for port in ports.values():
-            _wait_listening(port)
-        yield ports
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=10)
-
-
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"acme-web did not listen on 127.0.0.1:{port}")
+def test_serve_release_ends_its_server_and_knows_the_releases() -> None:
+    with serve_release("1.1.0") as url:
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(url + "health", trust_env=False).text == "OK acme-web 1.1.0\n"
+    with pytest.raises(httpx.ConnectError):  # the process was ended on leaving the block
+        httpx.get(url + "health", trust_env=False, timeout=2)
+    with pytest.raises(LabError, match="no acme-web release"), serve_release("9.9.9"):
+        pass
 
 
 def test_every_release_answers_health_as_before(servers: dict[str, int]) -> None:

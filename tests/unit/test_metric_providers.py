@@ -41,7 +41,7 @@ from patchpilot.tools.metrics.host import (
     parse_host_samples,
     parse_journal_times,
 )
-from patchpilot.tools.metrics.http import render_probe_url
+from patchpilot.tools.metrics.http import ProbeSamples, render_probe_url
 from patchpilot.tools.metrics.prometheus import parse_matrix, render_promql
 from patchpilot.tools.transport import LocalTransport
 from tests.fakes import ScriptedTransport
@@ -247,6 +247,29 @@ def test_collect_hosts_samples_hosts_together_and_pools_them(
     assert hits["/"] == 15
     assert pooled(by_host) == {"error_rate": [0.0] * 15}
     assert pooled(by_host, ["h1", "h9"]) == {"error_rate": [0.0] * 5}
+
+
+def test_collect_hosts_staggers_the_hosts_within_one_interval() -> None:
+    """Host k of n starts k/n of an interval late, so no two hosts are probed on the same
+    tick (the host probed first on a shared tick measured slower: a false canary slowdown)."""
+    seen: dict[str, list[float]] = {}
+
+    class Recording(HttpProvider):
+        def probe(self, host: Host, spec: HttpMetric, window: MetricWindow) -> ProbeSamples:
+            seen.setdefault(host.name, []).append(window.offset_s)
+            return ProbeSamples(url="http://127.0.0.1/")
+
+    hosts = [Host(name=f"h{i}", address="127.0.0.1") for i in range(4)]
+    spec = HttpMetric(name="latency", url="http://127.0.0.1:9/", measure="latency")
+    window = MetricWindow(start=T0, interval_s=0.2, count=3)
+    with Recording() as http, PrometheusProvider() as prom:
+        collect_hosts(hosts, lambda _: [spec], window, Providers(http, prom))
+    assert seen == {
+        "h0": [0.0],
+        "h1": [pytest.approx(0.05)],
+        "h2": [pytest.approx(0.1)],
+        "h3": [pytest.approx(0.15)],
+    }
 
 
 # --- a fake Prometheus on loopback -----------------------------------------------------------

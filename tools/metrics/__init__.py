@@ -108,10 +108,19 @@ def collect_hosts(
     if not hosts:
         return {}
     workers = max(1, min(max_workers, len(hosts)))
+    # Host k of n starts k/n of an interval late: requests to the hosts interleave instead of
+    # firing on the same tick (then the host submitted first measured up to 1.4x slower).
+    step = window.interval_s / len(hosts)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="analysis") as pool:
         futures = {
-            host.name: pool.submit(collect_host, host, specs_for(host), window, providers)
-            for host in hosts
+            host.name: pool.submit(
+                collect_host,
+                host,
+                specs_for(host),
+                window.model_copy(update={"offset_s": window.offset_s + k * step}),
+                providers,
+            )
+            for k, host in enumerate(hosts)
         }
         return {name: future.result() for name, future in futures.items()}
 

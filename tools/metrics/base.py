@@ -58,6 +58,14 @@ class MetricWindow(BaseModel):
     start: datetime = Field(description="timezone-aware")
     interval_s: float = Field(gt=0, le=3600)
     count: int = Field(ge=1, le=100_000)
+    offset_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="live providers start sampling this long after they are called "
+        "(collect_hosts staggers the hosts of one window within one interval, so their "
+        "requests never fire on the same tick: the first one submitted measured slower)",
+    )
 
     @field_validator("start")
     @classmethod

@@ -141,7 +141,7 @@ class HttpProvider(MetricProvider):
         """
         url = render_probe_url(spec, host)
         samples = ProbeSamples(url=url)
-        origin = self._clock()
+        origin = self._clock() + window.offset_s
         for index in range(window.count):
             due = origin + index * window.interval_s
             wait = due - self._clock()
