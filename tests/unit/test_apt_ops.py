@@ -310,6 +310,19 @@ def test_restart_service_validates_the_name() -> None:
     assert validate_service_name("getty@tty1.service") == "getty@tty1.service"
 
 
+def test_a_service_the_host_does_not_know_has_nothing_to_restart() -> None:
+    """apt ships apt-daily.service: on a host without systemd (the lab) ``service`` knows no
+    such service, so nothing by that name runs; any other failure still fails."""
+    unknown = _transport(lambda argv: _result(1, err="apt-daily: unrecognized service\n"))
+    result = restart_service(unknown, "apt-daily")
+    assert (result.ok, result.exit_code) == (True, 1)
+    assert result.output_tail == "apt-daily: unrecognized service"
+    failing = _transport(lambda argv: _result(1, err="Job for nginx.service failed.\n"))
+    assert not restart_service(failing, "nginx").ok
+    other = _transport(lambda argv: _result(1, err="apt-daily: unrecognized service\n"))
+    assert not restart_service(other, "nginx").ok
+
+
 def test_reboot_hint_name_rule() -> None:
     names = ["libc6:amd64", "linux-image-6.1.0-21-amd64", "libc6-dev", "dbus", "openssl"]
     assert reboot_hint_packages(names) == ("libc6:amd64", "linux-image-6.1.0-21-amd64", "dbus")

@@ -568,8 +568,14 @@ def restart_service(transport: Transport, name: str, *, timeout: float = 120.0) 
         name: the service, checked with :func:`patchpilot.core.validate.validate_service_name`.
         timeout: seconds before the transport gives up.
 
+    ``NAME: unrecognized service`` (exit 1) means the host has no init script of that name and
+    no systemd running it (a systemd-only unit such as ``apt-daily`` on a host without
+    systemd): nothing by that name can be running, so there is nothing to restart and it counts
+    as done (``ok``, the message kept in ``output_tail``).
+
     Returns:
-        A :class:`ServiceResult` (``ok`` = exit status 0; callers decide, then run health checks).
+        A :class:`ServiceResult` (``ok`` = exit status 0, or nothing to restart; callers decide,
+        then run health checks).
 
     Raises:
         UnsafeArgumentError: the name is refused.
@@ -579,10 +585,13 @@ def restart_service(transport: Transport, name: str, *, timeout: float = 120.0) 
     service = validate_service_name(name)
     started = time.monotonic()
     result = _root(transport, ["service", service, "restart"], timeout=timeout)
+    unknown = result.exit_code == 1 and f"{service}: unrecognized service" in (
+        result.stderr + result.stdout
+    )
     outcome = ServiceResult(
         host=transport.name,
         service=service,
-        ok=result.ok,
+        ok=result.ok or unknown,
         exit_code=result.exit_code,
         output_tail=_tail(result.stdout + result.stderr),
         duration_s=round(time.monotonic() - started, 3),
