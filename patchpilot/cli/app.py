@@ -120,6 +120,7 @@ class ReportFormat(StrEnum):
     MARKDOWN = "markdown"
     SARIF = "sarif"
     CYCLONEDX = "cyclonedx"
+    HTML = "html"
 
 
 # Pipes and CI logs get a wide fixed width instead of rich's 80 columns, so nothing is cut.

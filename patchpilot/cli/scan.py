@@ -204,7 +204,7 @@ def _check_output(fmt: ReportFormat, output: Path | None) -> None:
     if output is not None and fmt is ReportFormat.TABLE:
         raise typer.BadParameter(
             "the table is for a terminal; with --output choose --format json, csv, markdown, "
-            "sarif or cyclonedx",
+            "sarif, cyclonedx or html",
             param_hint="'--output'",
         )
 
@@ -231,6 +231,10 @@ def _report_text(
         from patchpilot.app.exports import cyclonedx_report
 
         return cyclonedx_report(store, document, run_id=run_id)
+    if fmt is ReportFormat.HTML:
+        from patchpilot.app.report_html import scan_report_html
+
+        return scan_report_html(store, document)
     return json_text(document)
 
 
@@ -418,7 +422,8 @@ def report_cmd(
     fmt: ReportFormatOpt = ReportFormat.TABLE,
     output: OutputFileOpt = None,
 ) -> None:
-    """Print the report of a scan run (table, JSON, CSV, Markdown, SARIF or CycloneDX)."""
+    """Print the report of a scan or patch run (table, JSON, CSV, Markdown, SARIF, CycloneDX or
+    HTML: one self-contained page)."""
     from patchpilot.app import scans
 
     _check_output(fmt, output)
@@ -442,11 +447,22 @@ def _print_patch_run_report(
     c: Context, run_id: str, fmt: ReportFormat, output: Path | None = None
 ) -> None:
     """A patch run: the scan report plus its plan, deployments and per-host compliance (JSON;
-    the other formats show its scan part)."""
+    HTML adds rings, waves, checks, analysis and stage durations; the other formats show its
+    scan part)."""
     from patchpilot.app import runs, scans
 
     with c.store() as store:
         combined, details = runs.patch_run_report(c.settings, store, run_id)
+        if fmt is ReportFormat.HTML and details is not None:
+            from patchpilot.app.report_html import run_report_html
+
+            page = run_report_html(c.settings, store, run_id, combined)
+            if output is None:
+                sys.stdout.write(page)
+                return
+            write_report_file(output, page)
+            err.print(f"wrote the {fmt.value} report to {safe(output)}")
+            return
         if fmt is not ReportFormat.JSON or details is None:
             _print_scan_report(
                 scans.report(store, run_id, acceptances=_acceptances(c)),
