@@ -22,6 +22,7 @@ __all__ = [
     "HealthCheck",
     "HttpCheck",
     "ProcessCheck",
+    "check_url_template",
 ]
 
 _URL_FIELDS: Final = frozenset({"address", "name"})
@@ -34,7 +35,17 @@ class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _check_template(template: str) -> str:
+def check_url_template(
+    template: str,
+    fields: frozenset[str] = _URL_FIELDS,
+    allowed: str = "{address} and {name}",
+) -> str:
+    """``template`` if it is an http(s) URL whose only ``{placeholders}`` are ``fields``
+    (plain names: no format spec, no conversion); ``allowed`` names them in the error.
+
+    Raises:
+        ValueError: malformed, another placeholder, or not http(s).
+    """
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -42,10 +53,8 @@ def _check_template(template: str) -> str:
     for _, field, spec, conversion in parsed:
         if field is None:
             continue
-        if field not in _URL_FIELDS or spec or conversion:
-            raise ValueError(
-                f"URL template {template!r}: only {{address}} and {{name}} are allowed"
-            )
+        if field not in fields or spec or conversion:
+            raise ValueError(f"URL template {template!r}: only {allowed} are allowed")
     if not template.startswith(("http://", "https://")):
         raise ValueError(f"URL template {template!r} must start with http:// or https://")
     return template
@@ -69,13 +78,13 @@ class HttpCheck(_Record):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_template(value)
+        return check_url_template(value)
 
     @field_validator("url_overrides")
     @classmethod
     def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
         for template in value.values():
-            _check_template(template)
+            check_url_template(template)
         return value
 
 

@@ -11,7 +11,6 @@ reason.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterable
 from datetime import date
 from enum import StrEnum
@@ -28,7 +27,13 @@ from pydantic import (
     model_validator,
 )
 
-from patchpilot.core.checks import CommandCheck, HealthCheck, HttpCheck, ProcessCheck
+from patchpilot.core.checks import (
+    CommandCheck,
+    HealthCheck,
+    HttpCheck,
+    ProcessCheck,
+    check_url_template,
+)
 from patchpilot.core.configfile import read_yaml_mapping
 from patchpilot.core.errors import ConfigError
 from patchpilot.core.models import (
@@ -509,32 +514,19 @@ class ApprovalsPolicy(_Strict):
 _PACKAGE_GLOB = re.compile(r"^[A-Za-z0-9*?\[\]][A-Za-z0-9.+*?\[\]_-]*$")
 
 
-class HealthRule(_Strict):
-    """One health-check rule: its ``check`` runs on a host when all given selectors match.
+class HostSelectors(_Strict):
+    """Which hosts and changes a rule (a health check, an analysis metric) applies to.
 
     An empty selector matches everything: ``hosts`` are globs of inventory host names (any of),
     ``tags`` host tags (any of), ``packages`` globs of the package names the host's change
     touches (any of; a rule with packages never applies to a change touching none).
-
-    >>> rule = HealthRule(name="ssh", tags=("web",), check={"kind": "process", "name": "sshd"})
-    >>> rule.check.kind
-    'process'
     """
 
-    name: str = Field(min_length=1)
     hosts: tuple[str, ...] = Field(default=(), description="inventory host name globs, any of")
     tags: tuple[str, ...] = Field(default=(), description="host tags, any of")
     packages: tuple[str, ...] = Field(
         default=(), description="package name globs, any of the packages the change touches"
     )
-    check: HealthCheck
-
-    @field_validator("check", mode="before")
-    @classmethod
-    def _has_kind(cls, value: object) -> object:
-        if isinstance(value, dict) and "kind" not in value:
-            raise ValueError("a check needs `kind`: http, command or process")
-        return value
 
     @field_validator("hosts", "tags")
     @classmethod
@@ -560,6 +552,26 @@ class HealthRule(_Strict):
         if self.packages:
             return any(fnmatchcase(name, glob) for name in packages for glob in self.packages)
         return True
+
+
+class HealthRule(HostSelectors):
+    """One health-check rule: its ``check`` runs on a host when all given selectors match
+    (:class:`HostSelectors`).
+
+    >>> rule = HealthRule(name="ssh", tags=("web",), check={"kind": "process", "name": "sshd"})
+    >>> rule.check.kind
+    'process'
+    """
+
+    name: str = Field(min_length=1)
+    check: HealthCheck
+
+    @field_validator("check", mode="before")
+    @classmethod
+    def _has_kind(cls, value: object) -> object:
+        if isinstance(value, dict) and "kind" not in value:
+            raise ValueError("a check needs `kind`: http, command or process")
+        return value
 
 
 class HealthPolicy(_Strict):
@@ -664,24 +676,12 @@ class EffectSize(_Strict):
 
 
 def _check_probe_template(template: str) -> str:
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"malformed URL template {template!r}: {exc}") from None
-    for _, field, spec, conversion in parsed:
-        if field is None:
-            continue
-        if field not in _PROBE_URL_FIELDS or spec or conversion:
-            raise ValueError(
-                f"URL template {template!r}: only {{host}} (the address), {{address}} and "
-                "{name} are allowed"
-            )
-    if not template.startswith(("http://", "https://")):
-        raise ValueError(f"URL template {template!r} must start with http:// or https://")
-    return template
+    return check_url_template(
+        template, _PROBE_URL_FIELDS, "{host} (the address), {address} and {name}"
+    )
 
 
-class _MetricBase(_Strict):
+class _MetricBase(HostSelectors):
     """What every analysis metric has: name, direction, criticality, group and selectors."""
 
     name: str = Field(description="unique; [A-Za-z][A-Za-z0-9_.:-]*, at most 64 characters")
@@ -716,11 +716,6 @@ class _MetricBase(_Strict):
     failure_limit: int | None = Field(
         default=None, ge=0, description="failed measurements tolerated; None: the section's"
     )
-    hosts: tuple[str, ...] = Field(default=(), description="inventory host name globs, any of")
-    tags: tuple[str, ...] = Field(default=(), description="host tags, any of")
-    packages: tuple[str, ...] = Field(
-        default=(), description="package name globs, any of the packages the change touches"
-    )
 
     @field_validator("name")
     @classmethod
@@ -736,21 +731,6 @@ class _MetricBase(_Strict):
             raise ValueError(f"group name {value!r}: [A-Za-z0-9][A-Za-z0-9_.:-]*, <= 64 chars")
         return value
 
-    @field_validator("hosts", "tags")
-    @classmethod
-    def _not_blank(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not v.strip() for v in values):
-            raise ValueError("entries must not be empty")
-        return values
-
-    @field_validator("packages")
-    @classmethod
-    def _package_globs(cls, values: tuple[str, ...]) -> tuple[str, ...]:
-        for value in values:
-            if not _PACKAGE_GLOB.match(value):
-                raise ValueError(f"{value!r} is not a package name glob (no =VERSION here)")
-        return values
-
     @model_validator(mode="after")
     def _conditions(self) -> Self:
         if (
@@ -760,17 +740,6 @@ class _MetricBase(_Strict):
         ):
             raise ValueError("fail_below must be below fail_above")
         return self
-
-    def applies(self, host: Host, packages: Iterable[str]) -> bool:
-        """Whether every given selector matches ``host`` and its change (as health rules)."""
-        if self.hosts and not any(fnmatchcase(host.name, glob) for glob in self.hosts):
-            return False
-        if self.tags and host.tags.isdisjoint(self.tags):
-            return False
-        if self.packages:
-            names = tuple(packages)
-            return any(fnmatchcase(name, glob) for name in names for glob in self.packages)
-        return True
 
     @property
     def effective_unit(self) -> str:
