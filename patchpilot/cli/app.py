@@ -46,7 +46,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from patchpilot import __version__
-from patchpilot.core.errors import ConfigError, ReportWriteError
+from patchpilot.core.auth import Action, Principal, allowed
+from patchpilot.core.errors import ConfigError, NotAuthorizedError, ReportWriteError
 from patchpilot.core.inventory import Inventory, load_inventory
 from patchpilot.core.logging import configure_logging
 from patchpilot.core.settings import Settings, load_settings
@@ -153,6 +154,9 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+TOKEN_ENV = "PATCHPILOT_TOKEN"  # noqa: S105 (the variable's name, not a token)
+"""An API token (``patchpilot users add``): the CLI then acts as that user, with its role."""
+
 _OPTION_NAMES = {"home": "--home", "log_level": "--log-level", "log_format": "--log-format"}
 """The global option that sets each settings override (named in errors)."""
 
@@ -164,6 +168,7 @@ class Context:
         self.config = config
         self.overrides = overrides
         self._settings: Settings | None = None
+        self._principal: Principal | None = None
 
     @property
     def settings(self) -> Settings:
@@ -177,11 +182,50 @@ class Context:
         return self._settings
 
     @property
+    def principal(self) -> Principal | None:
+        """The user of ``$PATCHPILOT_TOKEN`` (an API token from ``patchpilot users add``),
+        authenticated against the store once; None when the variable is unset.
+
+        Raises:
+            NotAuthorizedError: the variable is set but not a valid token (unknown, revoked,
+                or its user is disabled).
+        """
+        token = os.environ.get(TOKEN_ENV)
+        if token is None:
+            return None
+        if self._principal is None:
+            from patchpilot.app.users import authenticate
+
+            with self.store() as store:
+                who = authenticate(store, token.strip())
+            if who is None:
+                raise NotAuthorizedError(
+                    f"{TOKEN_ENV} is not a valid token (unknown, revoked, or its user is "
+                    "disabled): see `patchpilot users list` and `patchpilot users token NAME`"
+                )
+            self._principal = who
+        return self._principal
+
+    @property
     def actor(self) -> str:
-        """The acting identity of a CLI command: the OS user."""
+        """The acting identity of a CLI command: the user of ``$PATCHPILOT_TOKEN`` when it is
+        set, else the OS user."""
         from patchpilot.core.audit import current_actor
 
-        return current_actor()
+        who = self.principal
+        return who.name if who is not None else current_actor()
+
+    def require(self, action: Action) -> None:
+        """Refuse ``action`` to a token user whose role may not do it (the OS user, without a
+        token, may do what the local install lets them: the policy's approvers and the
+        self-approval rule still apply).
+
+        Raises:
+            NotAuthorizedError: the token user's role does not allow ``action``.
+        """
+        who = self.principal
+        if who is not None and not allowed(who.role, action):
+            raise NotAuthorizedError(f"user {who.name} ({who.role.value}) may not {action.value}")
 
     def store(self) -> Store:
         """The store under the settings' home."""

@@ -53,6 +53,7 @@ from patchpilot.cli.app import (
     safe,
 )
 from patchpilot.core.audit import AuditLog
+from patchpilot.core.auth import Action
 from patchpilot.core.errors import ConfigError, InvalidInputError, PatchpilotError
 from patchpilot.core.inventory import select_hosts
 from patchpilot.core.models import Ecosystem, utcnow
@@ -292,6 +293,8 @@ def run_cmd(
 
     c: Context = ctx.obj
     settings = c.settings
+    if not dry_run:
+        c.require(Action.START)
     specs = _parse_only(only)
     # `-t local` is this machine: no inventory needed (never the default: patching this
     # machine is asked for by name).
@@ -340,6 +343,7 @@ def _decide(
     from patchpilot.app.contexts import run_context_factory
 
     c: Context = ctx.obj
+    c.require(Action.DECIDE)
     with c.store() as store:
         record = store.approval(run_id)
         if record is not None and record.status == "pending" and record.expired_at(utcnow()):
@@ -443,6 +447,7 @@ def cancel_cmd(
     if not RUN_ID_RE.fullmatch(run_id):
         raise typer.BadParameter("not a run id", param_hint="'RUN_ID'")
     c: Context = ctx.obj
+    c.require(Action.CANCEL)
     with c.store() as store:
         outcome = runs.cancel(c.settings, store, run_id, actor=c.actor)
     said = {
@@ -459,6 +464,7 @@ def resume_patch_run(ctx: typer.Context, run_id: str, fmt: OutputFormat) -> None
     from patchpilot.app import runs
 
     c: Context = ctx.obj
+    c.require(Action.START)
     with c.store() as store:
         result = runs.resume(c.settings, store, run_id, actor=c.actor)
         code = print_run(store, c, result, fmt)

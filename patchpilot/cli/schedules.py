@@ -28,6 +28,7 @@ from patchpilot.cli.app import (
     out,
     safe,
 )
+from patchpilot.core.auth import Action
 
 __all__ = ["schedules_app"]
 
@@ -147,6 +148,7 @@ def add_cmd(
         "grace": grace,
         "enabled": not disabled,
     }
+    c.require(Action.SCHEDULE)
     audit = AuditLog.for_settings(c.settings, actor=c.actor)
     with c.store() as store:
         schedule = schedules.add_schedule(store, spec, actor=c.actor, audit=audit)
@@ -166,6 +168,7 @@ def remove_cmd(
     from patchpilot.core.audit import AuditLog
 
     c: Context = ctx.obj
+    c.require(Action.SCHEDULE)
     audit = AuditLog.for_settings(c.settings, actor=c.actor)
     with c.store() as store:
         removed = schedules.remove_schedule(store, schedule_id, actor=c.actor, audit=audit)

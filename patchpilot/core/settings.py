@@ -80,6 +80,7 @@ OTHER_ENV_VARS: Final[Mapping[str, str]] = {
     "PATCHPILOT_CONFIG": "the settings file",
     "PATCHPILOT_LAB_CACHE": "the lab's base-image cache directory",
     "PATCHPILOT_FAILPOINTS": "fault injection for the crash-recovery tests",
+    "PATCHPILOT_TOKEN": "an API token: the CLI acts as its user (patchpilot users add)",
 }
 """``PATCHPILOT_*`` variables that are not settings but are read by patchpilot."""
 

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from patchpilot.app import users
 from patchpilot.core.audit import read_events
@@ -258,3 +258,48 @@ def test_users_add_refuses_a_bad_role_and_a_duplicate(cli_home: Path) -> None:
     code, stdout, _ = _cli(cli_home, "users", "add", "alice", "--role", "viewer")
     assert code != 0
     assert "pp_" not in stdout  # no token printed for a refused user
+
+
+# --------------------------------------------------------------------------- CLI as a token user
+
+
+def _cli_as(home: Path, token: str, *args: str) -> Result:
+    from patchpilot.cli.main import app
+
+    return CliRunner().invoke(app, ["--home", str(home), *args], env={"PATCHPILOT_TOKEN": token})
+
+
+def test_with_patchpilot_token_the_cli_acts_as_that_user_with_its_role(cli_home: Path) -> None:
+    from patchpilot.core.errors import NotAuthorizedError
+
+    tokens = {}
+    for name, role in (("otto", "operator"), ("anna", "approver"), ("vera", "viewer")):
+        code, stdout, stderr = _cli(cli_home, "users", "add", name, "--role", role)
+        assert code == 0, stderr
+        tokens[name] = stdout.splitlines()[-1]
+
+    cron = ["schedules", "add", "--kind", "scan", "--cron", "*/5 * * * *", "--format", "json"]
+    added = _cli_as(cli_home, tokens["otto"], *cron)
+    assert added.exit_code == 0, added.stderr
+    assert json.loads(added.stdout)["created_by"] == "otto"  # the token's user, not the OS user
+    [event] = [e for e in read_events(cli_home / "audit.log") if e.action == "schedule.added"]
+    assert event.actor == "otto"
+
+    # roles: a viewer may not schedule, an approver may not start or cancel, an operator may
+    # not decide; nothing is done
+    for who, args in (
+        ("vera", cron),
+        ("anna", ["run", "-t", "local", "--only", "acme-web"]),
+        ("anna", ["cancel", "20261206T120000Z-abc123"]),
+        ("otto", ["approve", "20261206T120000Z-abc123", "--comment", "mine"]),
+    ):
+        refused = _cli_as(cli_home, tokens[who], *args)
+        assert isinstance(refused.exception, NotAuthorizedError), (who, args, refused.output)
+        assert f"user {who} (" in str(refused.exception)
+    with Store(cli_home / "patchpilot.db") as store:
+        assert len(store.schedules()) == 1
+
+    # a bad token is refused before anything runs
+    bad = _cli_as(cli_home, "pp_nope_nope", *cron)
+    assert isinstance(bad.exception, NotAuthorizedError)
+    assert "PATCHPILOT_TOKEN is not a valid token" in str(bad.exception)
