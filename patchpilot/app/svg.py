@@ -74,7 +74,8 @@ def chart_km(curve: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "ticks": ticks,
         "x_max": round(x_max, 1),
         "x_labels": [
-            {"x": _x(x_max * f, x_max), "text": f"{x_max * f:.0f}"} for f in (0, 0.25, 0.5, 0.75, 1)
+            {"x": _x(x_max * f, x_max), "text": _days(x_max * f, x_max)}
+            for f in (0, 0.25, 0.5, 0.75, 1)
         ],
         "y_labels": [{"y": _y(v, 1.0), "text": f"{v:.0%}"} for v in (0, 0.25, 0.5, 0.75, 1.0)],
         "half": _y(0.5, 1.0),
@@ -99,6 +100,14 @@ def chart_history(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "y_labels": [{"y": _y(v, y_max), "text": str(v)} for v in sorted({0, y_max // 2, y_max})],
         "y_max": y_max,
     }
+
+
+def _days(value: float, span: float) -> str:
+    """An axis label of ``value`` days on an axis ``span`` days long: hours under a day (so a
+    short history does not read 0, 0, 0), one decimal under ten days, whole days above."""
+    if span < 1:
+        return f"{value * 24:.1f} h"
+    return f"{value:.1f}" if span < 10 else f"{value:.0f}"
 
 
 def _short(label: str) -> str:

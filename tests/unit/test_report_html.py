@@ -481,3 +481,15 @@ def test_the_host_chart_keeps_the_hosts_with_the_most_findings() -> None:
 )
 def test_durations_read_as_words(seconds: float | None, text: str) -> None:
     assert duration(seconds) == text
+
+
+def test_time_axis_labels_read_in_hours_under_a_day() -> None:
+    from patchpilot.app.svg import chart_km
+
+    # items fixed within hours: the axis must not read 0, 0, 0, 0, 0
+    curve = [
+        {"days": 0.05, "open": 0.5, "censored": False},
+        {"days": 0.2, "open": 0.5, "censored": True},
+    ]
+    labels = [x["text"] for x in chart_km(curve)["x_labels"]]
+    assert labels == ["0.0 h", "1.2 h", "2.4 h", "3.6 h", "4.8 h"]
