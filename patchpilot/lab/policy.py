@@ -90,9 +90,11 @@ def lab_analysis_section(hosts: Sequence[LabHost]) -> dict[str, Any]:
 
     60 samples per host 0.05 s apart (>= the 50 Spinnaker asks for, about 3 s against a healthy
     acme-web, 15 s against 1.3.0). Latency fails when the canary's median is significantly
-    above the baseline's and at least 2x it (3x: critical); the error rate when more than one
-    request of the 60 fails (Argo-like ``fail_above`` + ``failure_limit``), since a few
-    percent of 1/0 samples are too few for a rank test.
+    above the baseline's and at least 5x it (10x: critical): millisecond latencies on a loaded
+    2-core machine drift 2x between two windows of the same release (a CI run showed 2.1x for
+    the healthy 1.1.0 against its own earlier window), while 1.3.0 is 40-150x; the error rate
+    fails when more than one request of the 60 fails (Argo-like ``fail_above`` +
+    ``failure_limit``), since a few percent of 1/0 samples are too few for a rank test.
     """
     overrides = {host.name: _page_url(host.acme_port) for host in hosts}
     probe = {
@@ -121,8 +123,8 @@ def lab_analysis_section(hosts: Sequence[LabHost]) -> dict[str, Any]:
                 "measure": "latency",
                 "effect_size": {
                     "measure": "median_ratio",
-                    "allowed_increase": 2.0,
-                    "critical_increase": 3.0,
+                    "allowed_increase": 5.0,
+                    "critical_increase": 10.0,
                 },
             },
             {
