@@ -396,26 +396,15 @@ class Executor:
             "security_only": request.security_only,
             "requested_by": actor,
         }
-        self._store.enqueue_run(
+        self._enqueue(
+            "run",
             run_id,
-            kind="run",
-            target=request.target or "all",
-            hosts=[h.name for h in hosts],
-            params=params,
-            request={
-                "request": request.model_dump(mode="json"),
-                "hosts": [h.model_dump(mode="json") for h in hosts],
-                "trigger": trigger,
-                "occurrence": occurrence.document() if occurrence else None,
-            },
+            request,
+            hosts,
+            params,
+            {"occurrence": occurrence.document() if occurrence else None},
             actor=actor,
         )
-        AuditLog.for_settings(self.settings, actor=actor, run_id=run_id).record(
-            "run.queued",
-            details={"hosts": [h.name for h in hosts], "trigger": trigger, **params},
-        )
-        self._log.info("executor.run_queued", run_id=run_id, actor=actor, trigger=trigger)
-        self._wake.set()
         return run_id
 
     def submit_scan(
@@ -440,9 +429,28 @@ class Executor:
             "schedule_id": schedule_id,
             "requested_by": actor,
         }
+        self._enqueue(
+            "scan", run_id, request, hosts, params, {"schedule_id": schedule_id}, actor=actor
+        )
+        return run_id
+
+    def _enqueue(
+        self,
+        kind: Literal["run", "scan"],
+        run_id: str,
+        request: RunRequest | ScanRequest,
+        hosts: Sequence[Host],
+        params: dict[str, Any],
+        extra: dict[str, Any],
+        *,
+        actor: str,
+    ) -> None:
+        """Record a queued run or scan and its job (one transaction), audit-log it
+        (``run.queued`` / ``scan.queued``) and wake a worker."""
+        trigger = params["trigger"]
         self._store.enqueue_run(
             run_id,
-            kind="scan",
+            kind=kind,
             target=request.target or "all",
             hosts=[h.name for h in hosts],
             params=params,
@@ -450,16 +458,15 @@ class Executor:
                 "request": request.model_dump(mode="json"),
                 "hosts": [h.model_dump(mode="json") for h in hosts],
                 "trigger": trigger,
-                "schedule_id": schedule_id,
+                **extra,
             },
             actor=actor,
         )
         AuditLog.for_settings(self.settings, actor=actor, run_id=run_id).record(
-            "scan.queued", details={"hosts": [h.name for h in hosts], **params}
+            f"{kind}.queued", details={"hosts": [h.name for h in hosts], **params}
         )
-        self._log.info("executor.scan_queued", run_id=run_id, actor=actor, trigger=trigger)
+        self._log.info(f"executor.{kind}_queued", run_id=run_id, actor=actor, trigger=trigger)
         self._wake.set()
-        return run_id
 
     def continue_run(self, run_id: str, *, actor: str) -> bool:
         """Queue ``run_id`` to be driven on (after a decision, or to re-check its window).

@@ -24,11 +24,13 @@ import yaml
 from patchpilot.app import runs
 from patchpilot.app.approvals import DecisionSource, record_decision
 from patchpilot.app.executor import Executor, RunRequest, ScanRequest
+from patchpilot.app.notify import Notifier
 from patchpilot.core.audit import read_events
 from patchpilot.core.errors import HostBusyError
+from patchpilot.core.events import Event
 from patchpilot.core.policy import Policy
 from patchpilot.core.schedules import Occurrence, Schedule, ScheduleSpec
-from patchpilot.core.settings import Settings
+from patchpilot.core.settings import NotificationSettings, Settings
 from patchpilot.core.store import Store
 from patchpilot.graphs.run import RunContext
 from tests.fakes import FakeDebianHost, fleet_factory
@@ -656,22 +658,19 @@ def test_a_run_waiting_for_its_window_is_continued_once_the_window_opens(home: P
     assert installed(fleet) == dict.fromkeys(fleet, "1.1.0")
 
 
+class Recording(Notifier):
+    """A notifier without channels that keeps what it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(NotificationSettings())
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> bool:
+        self.events.append(event)
+        return True
+
+
 def test_run_events_go_to_the_notifier_after_each_job(home: Path) -> None:
-    from patchpilot.app.notify import Notifier
-    from patchpilot.core.events import Event
-    from patchpilot.core.settings import NotificationSettings
-
-    class Recording(Notifier):
-        """A notifier without channels that keeps what it is given."""
-
-        def __init__(self) -> None:
-            super().__init__(NotificationSettings())
-            self.events: list[Event] = []
-
-        def emit(self, event: Event) -> bool:
-            self.events.append(event)
-            return True
-
     write_policy(home)  # waits for approval, then expires
     notifier = Recording()
     executor = make_executor(home, make_fleet())
@@ -693,20 +692,8 @@ def test_run_events_go_to_the_notifier_after_each_job(home: Path) -> None:
 
 
 def test_the_tick_announces_each_sla_breach_once(home: Path) -> None:
-    from patchpilot.app.notify import Notifier
-    from patchpilot.core.events import Event
     from patchpilot.core.models import Severity
-    from patchpilot.core.settings import NotificationSettings
     from tests.unit.test_compliance_history import finding, scan
-
-    class Recording(Notifier):
-        def __init__(self) -> None:
-            super().__init__(NotificationSettings())
-            self.events: list[Event] = []
-
-        def emit(self, event: Event) -> bool:
-            self.events.append(event)
-            return True
 
     write_policy(home)
     first_seen = START - timedelta(days=6)  # a critical finding: due 7 days after first seen
