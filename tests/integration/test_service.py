@@ -29,6 +29,10 @@ import pytest
 import yaml
 
 from patchpilot.core.audit import read_events
+from tests.integration.test_run import (
+    _version,
+    restore_lab,  # noqa: F401 - autouse: acme-web 1.0.0 everywhere afterwards, as the run tests
+)
 from tests.receivers import Mailbox, Receiver
 
 if TYPE_CHECKING:
@@ -37,34 +41,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.integration.lab_fixtures"]
 pytestmark = pytest.mark.integration
 
-RESTORE = [
-    "env",
-    "DEBIAN_FRONTEND=noninteractive",
-    "apt-get",
-    "install",
-    "-y",
-    "--allow-downgrades",
-    "--allow-change-held-packages",
-]
 LAB_HOSTS = ("canary-1", "web-1", "db-1")
-
-
-def _version(lab: LabHandle, host: str) -> str:
-    done = lab.exec(host, ["dpkg-query", "-W", "-f", "${Version} ${db:Status-Abbrev}", "acme-web"])
-    return done.stdout.strip()
-
-
-@pytest.fixture(autouse=True)
-def restore_lab(lab: LabHandle) -> Iterator[None]:
-    """Finalizer: acme-web 1.0.0 everywhere, held again on db-1."""
-    yield
-    for host in lab.hosts:
-        lab.exec(host.name, ["dpkg", "--configure", "-a", "--force-confold"])
-        if not _version(lab, host.name).startswith("1.0.0 "):
-            done = lab.exec(host.name, [*RESTORE, "acme-web=1.0.0"])
-            assert done.returncode == 0, done.stderr
-    lab.exec("db-1", ["apt-mark", "hold", "acme-web"])
-    assert _version(lab, "db-1") == "1.0.0 hi"
 
 
 def _env(home: Path) -> dict[str, str]:
