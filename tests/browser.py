@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,6 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -173,14 +173,26 @@ def login(driver: WebDriver, base: str, username: str, password: str) -> None:
 
 def submit_and_wait(driver: WebDriver, form: WebElement) -> None:
     """Click ``form``'s submit button and wait for the next page to load."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    # The old page is marked with a token of its own; the next page has none. (Selenium's
+    # staleness_of asks the old element, and Chromium can answer that with an "unhandled
+    # inspector error" while the document is being replaced: a race, not a failure.)
+    token = uuid.uuid4().hex
+    driver.execute_script("window.__patchpilotPage = arguments[0]", token)
     form.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit], button").click()
-    wait_until(driver, staleness_of(page), what="the form's answer")
-    wait_until(
-        driver,
-        lambda d: d.execute_script("return document.readyState") == "complete",
-        what="the page to load",
-    )
+
+    def next_page_loaded(d: WebDriver) -> bool:
+        try:
+            return bool(
+                d.execute_script(
+                    "return window.__patchpilotPage !== arguments[0]"
+                    " && document.readyState === 'complete'",
+                    token,
+                )
+            )
+        except WebDriverException:  # the browser is between the two documents
+            return False
+
+    wait_until(driver, next_page_loaded, what="the form's answer")
 
 
 def run_status(driver: WebDriver) -> str:
