@@ -92,15 +92,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final, Literal, TypedDict, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit, urlunsplit
 
-import openai
 import structlog
-from openai import OpenAI
-from openai.lib._pydantic import to_strict_json_schema
-from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatCompletionMessageParam
-from openai.types.chat.completion_create_params import ResponseFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import (
     RetryCallState,
@@ -109,6 +104,11 @@ from tenacity import (
     stop_after_attempt,
     stop_before_delay,
 )
+
+if TYPE_CHECKING:  # the SDK is imported where a call needs it (~0.4 s; none without an LLM)
+    import openai
+    from openai.types.chat import ChatCompletionMessage, ChatCompletionMessageParam
+    from openai.types.chat.completion_create_params import ResponseFormat
 
 from patchpilot.core.errors import ConfigError
 from patchpilot.core.models import utcnow
@@ -285,6 +285,8 @@ class LLMClient(ClosingContext):
         self._random = random.Random()  # noqa: S311 - jitter, not cryptography
         self._lock = threading.Lock()
         self._usage = LLMUsage()
+        from openai import OpenAI
+
         self._openai = OpenAI(
             base_url=settings.base_url,
             api_key=os.environ.get(settings.api_key_env) or NO_KEY_PLACEHOLDER,
@@ -357,6 +359,8 @@ class LLMClient(ClosingContext):
         call = self._new_call(task)
         try:
             chat = _check_messages(messages, self._error_context(task))
+            from openai.lib._pydantic import to_strict_json_schema
+
             strict = to_strict_json_schema(schema)
             key = _cache_key(self._settings.model, task, prompt_version, chat, strict)
             hit = self._cache_get(key, task, prompt_version, schema)
@@ -608,6 +612,8 @@ class LLMClient(ClosingContext):
                 shape = better
                 continue
             break
+        from openai.types.chat import ChatCompletion
+
         if not isinstance(response, ChatCompletion):
             raise LLMOutputError(
                 f"the endpoint answered {type(response).__name__}, not a chat completion",
@@ -684,6 +690,8 @@ class LLMClient(ClosingContext):
         """The shape without the parameter ``exc`` refuses as unsupported, remembered; or
         ``None`` when ``exc`` is another error, or the parameter was adjusted already (by this
         call) or is fixed by the settings."""
+        import openai
+
         cause = exc.__cause__
         if not isinstance(cause, openai.APIStatusError):
             return None
@@ -733,6 +741,8 @@ class LLMClient(ClosingContext):
         also bounded by the call's deadline
         (:func:`~patchpilot.tools.llm.transport.deadline_scope`).
         """
+        import openai
+
         left = call.left()
         if left <= 0:
             raise self._deadline_error(call)
