@@ -127,7 +127,9 @@ class ReportFormat(StrEnum):
 # Pipes and CI logs get a wide fixed width instead of rich's 80 columns, so nothing is cut.
 # No emoji codes: ":name:" in outside text must print as it is.
 out = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
+# Messages on stderr are never hard-wrapped (a long path would split words a reader or grep
+# looks for); the terminal wraps them.
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False, soft_wrap=True)
 
 app = typer.Typer(
     name="patchpilot",

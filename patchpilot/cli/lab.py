@@ -73,7 +73,9 @@ def _out() -> Console:
 
 
 def _err() -> Console:
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False)
+    return Console(
+        stderr=True, width=None if sys.stderr.isatty() else 200, emoji=False, soft_wrap=True
+    )
 
 
 def _spinner(console: Console, message: str) -> contextlib.AbstractContextManager[object]:
