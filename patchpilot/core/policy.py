@@ -468,8 +468,8 @@ class ApproverGroup(_Strict):
 
 class ApprovalsPolicy(_Strict):
     """When a person must approve a plan before deployment (any condition is enough), and who
-    must: ``required`` distinct people (one rejection rejects), never the run's requester once
-    the store has users (the service) or with ``refuse_self_approval``, and one member of each
+    must: ``required`` distinct people (one rejection rejects), never the run's requester (unless
+    a store without users has ``refuse_self_approval: false``), and one member of each
     :class:`ApproverGroup` whose tags the run's hosts carry.
     """
 
@@ -492,9 +492,10 @@ class ApprovalsPolicy(_Strict):
         description="distinct approvers needed before the run continues (one rejection rejects)",
     )
     refuse_self_approval: bool = Field(
-        default=False,
-        description="the run's requester may not decide it even on a store without users (a "
-        "local install); once users exist (the service) it is always refused",
+        default=True,
+        description="the run's requester (the OS user on a local install without users) may "
+        "not decide it; false lets a one-person install approve its own runs; once users exist "
+        "(the service) self-approval is always refused",
     )
     groups: tuple[ApproverGroup, ...] = Field(
         default=(),

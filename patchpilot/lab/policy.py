@@ -10,8 +10,10 @@ port through ``url_overrides``, and an ``analysis`` section, :func:`lab_analysis
 HTTP probes of acme-web's main endpoint ``/`` (latency and errors, both critical), 60 samples
 0.05 s apart after a 1 s soak, judged against unpatched peers of the ring or, for a ring without
 any (the one-host canary), the host's own window before the patch. acme-web 1.3.0 (``/`` 150-250
-ms and 4 % errors, ``/health`` fine) fails it; 1.1.0 passes. Everything else (the always-open
-window, ``approvals.tags: [prod]``...) stays the default's.
+ms and 4 % errors, ``/health`` fine) fails it; 1.1.0 passes. The lab, a one-person sandbox, sets
+``approvals.refuse_self_approval: false`` (its operator approves their own runs while the store
+has no users). Everything else (the always-open window, ``approvals.tags: [prod]``...) stays the
+default's.
 """
 
 from __future__ import annotations
@@ -165,6 +167,11 @@ def lab_policy_document(
     health["checks"] = [*(health.get("checks") or []), lab_health_rule(hosts)]
     document["health"] = health
     document["analysis"] = lab_analysis_section(hosts)
+    # The lab is a one-person sandbox: its operator approves the runs they start (without users;
+    # once the store has users, the requester's own approval is refused all the same).
+    approvals = dict(document.get("approvals") or {})
+    approvals["refuse_self_approval"] = False
+    document["approvals"] = approvals
     try:
         Policy.model_validate(document)
     except ValidationError as exc:

@@ -151,22 +151,37 @@ def test_a_disabled_approver_is_refused(world: Callable[..., World]) -> None:
     assert w.approval_status(run.run_id) == "pending"
 
 
-def test_without_users_the_local_operator_approves_their_own_run_as_before(
+def test_without_users_the_requester_is_refused_by_default(world: Callable[..., World]) -> None:
+    w = world()
+    run = w.start(requester="ops")
+    with pytest.raises(SelfApprovalError):
+        w.decide(run.run_id, "ops")
+    with pytest.raises(SelfApprovalError):
+        w.decide(run.run_id, "OPS", status="rejected")  # names compare without case
+    assert w.approval_status(run.run_id) == "pending"
+    assert w.installed() == {"1.0.0"}
+    assert w.decide(run.run_id, "someone-else").status == "completed"
+
+
+def test_a_one_person_install_may_approve_its_own_runs_when_the_policy_says_so(
     world: Callable[..., World],
 ) -> None:
-    w = world()
+    w = world(refuse_self_approval=False)
     run = w.start(requester="ops")
     done = w.decide(run.run_id, "ops")
     assert done.status == "completed", done.reason
     assert w.installed() == {"1.1.0"}
 
 
-def test_the_policy_can_refuse_self_approval_without_users(world: Callable[..., World]) -> None:
-    w = world(refuse_self_approval=True)
-    run = w.start(requester="ops")
+def test_with_users_the_requester_is_refused_whatever_the_policy(
+    world: Callable[..., World],
+) -> None:
+    w = world(refuse_self_approval=False)
+    w.add_users(olivia="admin", anna="approver")
+    run = w.start(requester="olivia")
     with pytest.raises(SelfApprovalError):
-        w.decide(run.run_id, "ops")
-    assert w.decide(run.run_id, "someone-else").status == "completed"
+        w.decide(run.run_id, "olivia")
+    assert w.decide(run.run_id, "anna").status == "completed"
 
 
 def test_the_requester_is_who_started_the_run(world: Callable[..., World]) -> None:

@@ -17,7 +17,7 @@ from patchpilot.cli.lab import lab_app
 from patchpilot.core.errors import LabError, PatchpilotError
 from patchpilot.core.inventory import load_inventory
 from patchpilot.core.models import Exposure, Host
-from patchpilot.core.policy import Policy
+from patchpilot.core.policy import ApprovalsPolicy, Policy, load_policy
 from patchpilot.core.settings import load_settings
 from patchpilot.lab import (
     Lab,
@@ -43,7 +43,7 @@ from patchpilot.lab.hosts import host_key_lines, nsenter_argv
 from patchpilot.lab.inventory import ensure_client_key, write_inventory, write_known_hosts
 from patchpilot.lab.lab import _check_layout
 from patchpilot.lab.models import BaseMeta, HostState
-from patchpilot.lab.policy import lab_policy_document
+from patchpilot.lab.policy import default_policy_path, lab_policy_document
 from patchpilot.lab.system import (
     NOT_ROOT_MESSAGE,
     parse_mountinfo,
@@ -137,6 +137,13 @@ def test_lab_policy_puts_trixie_in_the_early_ring_without_approval() -> None:
     ]
     assert set(policy.approvals.tags) == {"prod"}
     assert "prod" not in hosts[3].tags
+
+
+def test_the_lab_lets_its_one_operator_approve_their_own_runs_the_default_does_not() -> None:
+    assert ApprovalsPolicy().refuse_self_approval
+    assert load_policy(default_policy_path()).approvals.refuse_self_approval
+    lab = Policy.model_validate(lab_policy_document(fleet_profile(3)))
+    assert not lab.approvals.refuse_self_approval
 
 
 def _inventory_hosts(hosts: list[LabHost]) -> list[Host]:
