@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -269,12 +270,114 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
+_FIELD = re.compile(r"^(Package|Status|Depends|Pre-Depends|Recommends|Provides):[ \t]*(.*)$", re.M)
+_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")
+
+
+def _paragraphs(text: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """Each paragraph of a Packages or dpkg status file, with the fields the closure needs."""
+    for paragraph in text.split("\n\n"):
+        fields = dict(_FIELD.findall(paragraph))
+        if "Package" in fields:
+            yield paragraph.strip("\n"), fields
+
+
+def _names(relation: str) -> Iterator[str]:
+    """Package names in a ``Depends``-style field, every alternative (``a (>= 1) | b:any``)."""
+    for part in re.split(r"[,|]", relation):
+        found = _NAME.match(part.strip())
+        if found:
+            yield found.group(0)
+
+
+def package_closure(installed: Iterable[str], lists: Iterable[str]) -> set[str]:
+    """The names apt may need for the packages ``installed``: themselves and, transitively,
+    every name any version of them names in Depends, Pre-Depends or Recommends (each
+    alternative), and the real packages that provide a virtual name among them.
+
+    Args:
+        installed: the starting names (the packages dpkg has installed).
+        lists: the texts of apt's ``*_Packages`` lists.
+    """
+    needs: dict[str, set[str]] = {}
+    providers: dict[str, set[str]] = {}
+    for text in lists:
+        for _, fields in _paragraphs(text):
+            name = fields["Package"]
+            named = needs.setdefault(name, set())
+            for field in ("Depends", "Pre-Depends", "Recommends"):
+                named.update(_names(fields.get(field, "")))
+            for virtual in _names(fields.get("Provides", "")):
+                providers.setdefault(virtual, set()).add(name)
+    keep: set[str] = set()
+    todo = list(installed)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo.extend(needs.get(name, ()))
+            todo.extend(providers.get(name, ()))
+    return keep
+
+
+def installed_packages(status_text: str) -> set[str]:
+    """The names dpkg's ``status`` file lists as installed (or half-way there)."""
+    return {
+        fields["Package"]
+        for _, fields in _paragraphs(status_text)
+        if fields.get("Status", "").split()[-1:] != ["not-installed"]
+    }
+
+
+def trim_package_lists(root: Path) -> tuple[int, int]:
+    """Keep in the base's Debian ``*_Packages`` lists only the :func:`package_closure` of what
+    dpkg has installed, then rebuild apt's cache.
+
+    A base's lists name ~64,000 packages; the closure of a minimal host's ~130 is ~1,000. Every
+    apt command a scan or a run sends (``apt-get -s``, ``apt-cache policy``) walks the whole
+    cache: with the closure ``apt-get -s dist-upgrade`` takes ~0.08 s of CPU instead of ~0.9 s,
+    with the same answer (the same upgrades, versions and new dependencies), since nothing
+    outside the closure can be installed by an upgrade of what is there. A fleet host keeps its
+    full lists; the lab's are trimmed because it runs a dozen hosts on two cores.
+    (``scan --refresh`` on a lab host fetches full lists again, which only makes it slower.)
+
+    Returns:
+        (packages kept, packages listed before), counted as paragraphs.
+    """
+    lists_dir = root / "var" / "lib" / "apt" / "lists"
+    status = (root / "var" / "lib" / "dpkg" / "status").read_text(encoding="utf-8")
+    files = sorted(lists_dir.glob("*_Packages"))
+    texts = [f.read_text(encoding="utf-8") for f in files]
+    keep = package_closure(installed_packages(status), texts)
+    kept = total = 0
+    for path, text in zip(files, texts, strict=True):
+        chosen = []
+        for paragraph, fields in _paragraphs(text):
+            total += 1
+            if fields["Package"] in keep:
+                chosen.append(paragraph)
+        kept += len(chosen)
+        tmp = path.with_name(path.name + ".trim")
+        tmp.write_text("\n\n".join(chosen) + "\n", encoding="utf-8")
+        stat = path.stat()
+        os.chmod(tmp, stat.st_mode & 0o7777)
+        tmp.replace(path)
+    run(  # the Debian sources only: the acme repo is bind-mounted when a host starts
+        ["chroot", str(root), "apt-cache", "-o", "Dir::Etc::sourceparts=-", "gencaches"],
+        env=_CHROOT_ENV,
+        what="apt-cache gencaches in the base",
+    )
+    log.info("lab.lists_trimmed", kept=kept, listed=total)
+    return kept, total
+
+
 def customise_base(root: Path, release: str = DEFAULT_RELEASE) -> None:
     """Apply the one-time lab customisation to a fresh debootstrap of ``release`` in ``root``.
 
     The lab user (key login only), passwordless sudo, sshd settings, no host keys, an empty
     machine-id, apt settings, a permissive policy-rc.d, ``/sbin/lab-init``, the release's
-    Debian sources (then ``apt-get update``) and, last, the local acme repo source.
+    Debian sources (then ``apt-get update`` and :func:`trim_package_lists`) and, last, the
+    local acme repo source.
     """
     check_release(release)
     etc = root / "etc"
@@ -305,6 +408,7 @@ def customise_base(root: Path, release: str = DEFAULT_RELEASE) -> None:
     copy_resolv_conf(root)
     _chroot(root, "apt-get", "update", what="apt-get update in the base")
     _chroot(root, "apt-get", "clean", what="apt-get clean in the base")
+    trim_package_lists(root)
     # Only now: the repo is bind-mounted at host start, so the base update must not see it.
     _write(etc / "apt" / "sources.list.d" / "acme.list", ACME_LIST)
     (root / "srv" / "acme-repo").mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -327,6 +431,7 @@ def refresh_base(root: Path) -> None:
         what="apt-get update in the base",
     )
     _chroot(root, "apt-get", "clean", what="apt-get clean in the base")
+    trim_package_lists(root)
     log.info("lab.base_refreshed", seconds=round(time.monotonic() - started, 1))
 
 

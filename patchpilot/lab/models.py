@@ -24,7 +24,7 @@ __all__ = [
 
 #: Bump when the base customisation changes: cached tarballs of another version are rebuilt.
 #: 2: apt's package cache (pkgcache.bin) is kept in the hosts.
-BASE_FORMAT_VERSION = 2
+BASE_FORMAT_VERSION = 3  # 3: apt lists trimmed to the installed closure
 #: Version of ``state.json`` (1 also reads states written before per-release bases).
 STATE_FORMAT_VERSION = 1
 #: The Debian release of hosts that do not say (every host before trixie hosts existed).
