@@ -192,9 +192,11 @@ def test_lab_policy_round_trips_with_one_override_per_host() -> None:
     document = lab_policy_document(hosts)
     policy = Policy.model_validate(document)
     default = load_policy(REPO_POLICY)
-    assert policy.model_copy(update={"health": HealthPolicy(), "analysis": AnalysisPolicy()}) == (
-        default
-    )
+    # the lab's policy is the default with its checks, its analysis and self-approval allowed
+    assert not policy.approvals.refuse_self_approval
+    approvals = policy.approvals.model_copy(update={"refuse_self_approval": True})
+    unchanged = {"health": HealthPolicy(), "analysis": AnalysisPolicy(), "approvals": approvals}
+    assert policy.model_copy(update=unchanged) == default
     assert policy.schedule.always_open
     assert policy.approvals.tags == ("prod",)
     [rule] = policy.health.checks
