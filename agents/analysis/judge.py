@@ -15,7 +15,8 @@ Per metric (:func:`classify_metric`):
 6. Mann-Whitney U (two-sided, ``scipy.stats.mannwhitneyu``) gives the statistic and p-value; the
    Hodges-Lehmann shift and its ``confidence`` interval decide as in Kayenta: ``High`` when the
    direction allows it, the interval's low end is above ``tolerance · |estimate|`` and the
-   effect size is at least ``allowed_increase``; ``Low`` symmetrically; else ``Pass``.
+   effect size is at least ``allowed_increase`` and the shift at least ``min_shift`` (an
+   absolute floor, in the metric's unit); ``Low`` symmetrically; else ``Pass``.
 7. A **critical** metric classified High/Low (beyond ``critical_increase``/``_decrease``, or by
    a failure condition) fails the whole analysis.
 
@@ -249,8 +250,14 @@ def _compare(
     bound = policy.tolerance * abs(interval.estimate)
     allowed_up = spec.effect_size.allowed_increase
     allowed_down = spec.effect_size.allowed_decrease
-    up_ok = math.isnan(effect) or effect >= (neutral if allowed_up is None else allowed_up)
-    down_ok = math.isnan(effect) or effect <= (neutral if allowed_down is None else allowed_down)
+    floor = spec.effect_size.min_shift
+    material = floor is None or abs(interval.estimate) >= floor
+    up_ok = material and (
+        math.isnan(effect) or effect >= (neutral if allowed_up is None else allowed_up)
+    )
+    down_ok = material and (
+        math.isnan(effect) or effect <= (neutral if allowed_down is None else allowed_down)
+    )
     worse_up = spec.direction in (MetricDirection.INCREASE, MetricDirection.EITHER)
     worse_down = spec.direction in (MetricDirection.DECREASE, MetricDirection.EITHER)
     label = Classification.PASS
@@ -276,6 +283,8 @@ def _compare(
     )
     if label is not Classification.PASS:
         reason = f"{label.value}" + (" (critical)" if critical_failure else "") + f": {reason}"
+    elif not material:
+        reason = f"{reason}; below min_shift {floor:.4g}"
     return MetricResult(
         **common,
         classification=label,

@@ -670,6 +670,13 @@ class EffectSize(_Strict):
     critical_decrease: float | None = Field(
         default=None, ge=0, description="a critical metric fails the analysis below this effect"
     )
+    min_shift: float | None = Field(
+        default=None,
+        ge=0,
+        description="an absolute floor in the metric's unit: a shift (the Hodges-Lehmann "
+        "estimate) smaller than this is never High or Low, however significant or large in "
+        "ratio (e.g. 0.05 for latency in seconds: 1 ms -> 3 ms is noise, not a regression)",
+    )
 
     def neutral(self) -> float:
         """The measure's no-change value (1.0 for ratios, 0.5 for CLES)."""

@@ -212,6 +212,29 @@ def test_small_but_significant_shift_passes_under_an_effect_size_threshold() -> 
     assert verdict.verdict is Verdict.FAIL
 
 
+def test_min_shift_is_an_absolute_floor_under_any_ratio() -> None:
+    # 2 ms -> 4 ms: a 2x ratio and very significant, but 2 ms is below a 50 ms floor
+    base, canary = _lognormal(0.002, 200, seed=1), _lognormal(0.004, 200, seed=2)
+    plain = _policy(_latency(effect_size={"measure": "median_ratio", "allowed_increase": 1.5}))
+    assert _one(plain, base, canary).verdict is Verdict.FAIL
+    floored = _policy(
+        _latency(
+            effect_size={"measure": "median_ratio", "allowed_increase": 1.5, "min_shift": 0.05}
+        )
+    )
+    calm = _one(floored, base, canary)
+    assert calm.verdict is Verdict.PASS
+    assert calm.metrics[0].classification is Classification.PASS
+    assert "below min_shift 0.05" in calm.metrics[0].reason
+    # 2 ms -> 200 ms (acme-web 1.3.0) is far above the floor: still a critical failure
+    slow = _one(floored, base, _lognormal(0.2, 200, seed=3))
+    assert slow.metrics[0].classification is Classification.HIGH
+    assert slow.metrics[0].critical_failure
+    assert slow.verdict is Verdict.FAIL
+    with pytest.raises(ValidationError):
+        _policy(_latency(effect_size={"min_shift": -1}))
+
+
 def test_kayenta_edge_cases_identical_all_equal_constant_and_nans() -> None:
     policy = _policy()
     base = _lognormal(0.002, seed=1)
