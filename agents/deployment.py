@@ -18,7 +18,8 @@ Deterministic core only (no LLM, no graph, no CLI). Two entry points:
       install         install_exact(NAME=VER..., allow_held=False, allow_removals=False,
                       allow_downgrades only when a plan item is itself a downgrade)
       verify          dpkg post-state == targets, restart the services the changed packages
-                      ship (SimulationResult.restart_services), health checks after
+                      ship (SimulationResult.restart_services) that were running before the
+                      install (a stopped one, or a oneshot, stays stopped), health checks after
       self-heal       on any failure after the install started: dpkg repair if needed, reinstall
                       the recorded pre-state versions (PackageManager.rollback), restart, re-check
                       health; items are ``rolled_back`` (or ``failed`` with both reasons when the
@@ -92,6 +93,7 @@ from patchpilot.tools.packages import (
     SimulationResult,
     manager_for_items,
     restart_service,
+    service_running,
 )
 from patchpilot.tools.transport import Transport, TransportFactory, open_transport
 
@@ -544,6 +546,7 @@ class _HostRun:
         downgrade: bool,
         only_upgrade: bool,
     ) -> HostDeployment:
+        services = self.running_before(transport, sim.restart_services)
         self.event("deploy.installing", requested=_pins(pairs), downgrades=downgrade)
         result = self.pm.install_exact(
             transport,
@@ -575,7 +578,7 @@ class _HostRun:
                     from_version=pre.get(item.package),
                     to_version=item.to_version,
                 )
-            restarts = self.restart(transport, sim.restart_services)
+            restarts = self.restart(transport, services)
             bad = [r for r in restarts if not r.ok]
             if bad:
                 detail = "; ".join(f"{r.service} exited {r.exit_code}" for r in bad)
@@ -588,7 +591,7 @@ class _HostRun:
                 failure = ("health", f"health check failed after install: {unhealthy}")
         if failure is not None:
             self.event("deploy.failed", reason=failure[1], cause=failure[0])
-            return self.roll_back(transport, todo, sim.restart_services, touched, pre, failure)
+            return self.roll_back(transport, todo, services, touched, pre, failure)
 
         self.fields["post_versions"] = post
         reboot_pending, note = self.reboot(transport)
@@ -598,6 +601,24 @@ class _HostRun:
                 reboot_pending=reboot_pending,
             )  # fmt: skip
         return self.result()
+
+    def running_before(self, transport: Transport, services: Iterable[str]) -> tuple[str, ...]:
+        """Of the services the changed packages ship, those to restart after the change: the
+        ones running now, or whose state is unknown. A stopped service stays stopped (an
+        administrator stopped it, or it is a oneshot such as ``apt-daily-upgrade``, which a
+        restart would run: an unattended upgrade in the middle of a deployment)."""
+        keep: list[str] = []
+        for service in services:
+            try:
+                running = service_running(transport, service)
+            except TransportError as exc:  # no answer in time: restart it, as before
+                self.log.warning("service.status_unknown", service=service, error=str(exc))
+                running = None
+            if running is False:
+                self.event("service.not_running", service=service)
+            else:
+                keep.append(service)
+        return tuple(keep)
 
     def restart(self, transport: Transport, services: Iterable[str]) -> list[ServiceResult]:
         results: list[ServiceResult] = []

@@ -34,6 +34,7 @@ from patchpilot.tools.packages import (
     lock_timeout_options,
     refresh_package_lists,
     restart_service,
+    service_running,
     wait_for_dpkg_lock,
 )
 from patchpilot.tools.transport.base import SudoRefusedError, sudo_refusal
@@ -296,6 +297,26 @@ def test_wait_for_dpkg_lock() -> None:
     held = wait_for_dpkg_lock(_transport(lambda argv: _result(100, "", LOCK_ERROR)), 1)
     assert not held.acquired
     assert "dpkg frontend lock" in held.detail
+
+
+@pytest.mark.parametrize(
+    ("code", "out", "running"),
+    [
+        (0, "acme-web is running", True),
+        (3, "acme-web is not running", False),  # LSB, and systemctl for an inactive unit
+        (1, "acme-web: unrecognized service", False),
+        (1, "Usage: /etc/init.d/legacy {start|stop|restart}", None),  # no status: unknown
+        (4, "", None),
+    ],
+)
+def test_service_running_reads_the_status_exit_code(
+    code: int, out: str, running: bool | None
+) -> None:
+    transport = _transport(lambda argv: _result(code, out))
+    assert service_running(transport, "acme-web") is running
+    assert transport.calls[-1] == ("service", "acme-web", "status")
+    with pytest.raises(UnsafeArgumentError):
+        service_running(transport, "a;b")
 
 
 def test_restart_service_validates_the_name() -> None:

@@ -59,8 +59,12 @@ class FakeDebian:
         reboot: bool = False,
         audit_unpacked: bool = False,
         depends: dict[str, tuple[str, str]] | None = None,
+        units: tuple[str, ...] = (),
+        stopped: frozenset[str] = frozenset(),
     ) -> None:
         self.versions = dict(versions)
+        self.units = units  # systemd units acme-web also ships
+        self.stopped = stopped  # services whose status says "not running" (exit 3)
         self.broken = broken
         self.held = held
         self.unhealthy = unhealthy
@@ -102,6 +106,10 @@ class FakeDebian:
             return _result(0)
         if argv[0] == "apt-get":
             return self._install(argv)
+        if argv[0] == "service" and argv[2] == "status":
+            return (
+                _result(3, f"{argv[1]} is not running") if argv[1] in self.stopped else _result(0)
+            )
         if argv[0] == "service":
             self.restarts.append(argv[1])
             return _result(0)
@@ -117,7 +125,13 @@ class FakeDebian:
         script, names = argv[2], argv[4:]
         if "dpkg-query -L" in script:
             out = "".join(
-                f"@@package {n}\n" + ("/etc/init.d/acme-web\n" if n == "acme-web" else "")
+                f"@@package {n}\n"
+                + (
+                    "/etc/init.d/acme-web\n"
+                    + "".join(f"/lib/systemd/system/{u}.service\n" for u in self.units)
+                    if n == "acme-web"
+                    else ""
+                )
                 for n in names
             )
             return _result(0, out)
@@ -238,6 +252,29 @@ def _deploy(
 def _only(result: HostDeployment) -> ItemDeployment:
     (item,) = result.items
     return item
+
+
+def test_only_services_running_before_are_restarted(settings: Settings, audit: AuditLog) -> None:
+    # acme-web also ships a oneshot unit (stopped between its timer's runs): restarting it would
+    # run it, so it stays stopped; the running service is restarted, also after a rollback
+    fake = FakeDebian(
+        {"acme-web": "1.0.0"}, units=("acme-web-cleanup",), stopped=frozenset({"acme-web-cleanup"})
+    )
+    result = _deploy(fake, [_item("h1", "1.1.0")], settings, audit)
+    assert result.status == "installed"
+    assert fake.restarts == ["acme-web"]
+    events = [(e.action, e.details) for e in audit.read_events("r1")]
+    assert ("service.not_running", {"service": "acme-web-cleanup"}) in [
+        (a, {k: v for k, v in d.items() if k == "service"}) for a, d in events
+    ]
+    assert [r.service for r in result.restarts] == ["acme-web"]
+
+    broken = FakeDebian(
+        {"acme-web": "1.0.0"}, units=("acme-web-cleanup",), stopped=frozenset({"acme-web-cleanup"})
+    )
+    rolled = _deploy(broken, [_item("h1", "1.2.0")], settings, audit)
+    assert rolled.status == "rolled_back"
+    assert broken.restarts == ["acme-web", "acme-web"]  # after the install, after the rollback
 
 
 def test_upgrade_is_installed_verified_and_restarted(settings: Settings, audit: AuditLog) -> None:

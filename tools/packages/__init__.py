@@ -32,6 +32,7 @@ from patchpilot.tools.packages.apt_ops import (
     lock_timeout_options,
     refresh_package_lists,
     restart_service,
+    service_running,
     wait_for_dpkg_lock,
 )
 from patchpilot.tools.packages.base import (
@@ -70,5 +71,6 @@ __all__ = [
     "register",
     "registered",
     "restart_service",
+    "service_running",
     "wait_for_dpkg_lock",
 ]

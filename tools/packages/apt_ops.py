@@ -557,6 +557,29 @@ def audit_and_repair(
     return result
 
 
+def service_running(transport: Transport, name: str, *, timeout: float = 30.0) -> bool | None:
+    """Whether a service runs, by ``service NAME status`` (root; ``systemctl status`` on systemd).
+
+    Exit 0 (LSB: running) is ``True``; exit 3 (LSB and systemd: not running, including a
+    oneshot unit such as ``apt-daily-upgrade`` between its timer's runs) and
+    ``NAME: unrecognized service`` are ``False``; anything else (a script without ``status``,
+    a dead process with its pid file) is ``None``: unknown.
+
+    Raises:
+        UnsafeArgumentError: the name is refused.
+        SudoRefusedError: sudo refused to run it as root.
+        CommandTimeoutError: the status did not answer in time.
+    """
+    service = validate_service_name(name)
+    result = _root(transport, ["service", service, "status"], timeout=timeout)
+    if result.exit_code == 0:
+        return True
+    unknown = f"{service}: unrecognized service" in (result.stderr + result.stdout)
+    if result.exit_code == 3 or (result.exit_code == 1 and unknown):
+        return False
+    return None
+
+
 def restart_service(transport: Transport, name: str, *, timeout: float = 120.0) -> ServiceResult:
     """Restart a service with ``service NAME restart`` (root).
 
