@@ -234,6 +234,32 @@ def fill(store: Store, run_id: str = RUN, *, started: datetime = T0) -> None:
     store.finish_run(run_id, status="completed", summary={"findings": 6, "mode": "advisories"})
 
 
+def import_epss_and_kev(store: Store) -> None:
+    """CVE-2026-0001's EPSS (0.91) and KEV entry (added 2026-01-01, due 2026-01-22)."""
+    store.import_batch(
+        _batch(
+            FeedKind.EPSS,
+            epss=(
+                (
+                    "CVE-2026-0001",
+                    EPSS(probability=0.91, percentile=0.99, score_date=date(2026, 1, 1)),
+                ),
+            ),
+        )
+    )
+    store.import_batch(
+        _batch(
+            FeedKind.KEV,
+            kev=(
+                (
+                    "CVE-2026-0001",
+                    KEVEntry(date_added=date(2026, 1, 1), due_date=date(2026, 1, 22)),
+                ),
+            ),
+        )
+    )
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Any:
     with Store(tmp_path / "patchpilot.db") as opened:
@@ -244,28 +270,7 @@ def store(tmp_path: Path) -> Any:
                 cvss=(("CVE-2026-0001", CVSS(version="3.1", vector=vector, base_score=9.8)),),
             )
         )
-        opened.import_batch(
-            _batch(
-                FeedKind.EPSS,
-                epss=(
-                    (
-                        "CVE-2026-0001",
-                        EPSS(probability=0.91, percentile=0.99, score_date=date(2026, 1, 1)),
-                    ),
-                ),
-            )
-        )
-        opened.import_batch(
-            _batch(
-                FeedKind.KEV,
-                kev=(
-                    (
-                        "CVE-2026-0001",
-                        KEVEntry(date_added=date(2026, 1, 1), due_date=date(2026, 1, 22)),
-                    ),
-                ),
-            )
-        )
+        import_epss_and_kev(opened)
         fill(opened)
         yield opened
 

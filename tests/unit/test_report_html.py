@@ -28,10 +28,8 @@ from patchpilot.app.svg import BAR_WIDTH, LABEL_CHARS, bar_chart
 from patchpilot.cli.main import app
 from patchpilot.core.feeds import FeedKind
 from patchpilot.core.models import (
-    EPSS,
     Finding,
     FixState,
-    KEVEntry,
     Provenance,
     RiskAssessment,
     Severity,
@@ -41,7 +39,7 @@ from patchpilot.core.models import (
 from patchpilot.core.policy import load_policy
 from patchpilot.core.store import Store, finding_key
 from patchpilot.graphs.run import RunResult, StoreStages, continue_run
-from tests.unit.test_exports import RUN, T0, _batch, fill
+from tests.unit.test_exports import RUN, T0, _batch, fill, import_epss_and_kev
 from tests.unit.test_graph_analysis import (
     SLOW,
     ScriptedMetrics,
@@ -180,28 +178,7 @@ def test_the_scan_report_is_one_self_contained_page_with_every_part(
 ) -> None:
     with Store(home / "patchpilot.db") as opened:
         fill_hostile(opened)
-        opened.import_batch(
-            _batch(
-                FeedKind.EPSS,
-                epss=(
-                    (
-                        "CVE-2026-0001",
-                        EPSS(probability=0.91, percentile=0.99, score_date=date(2026, 1, 1)),
-                    ),
-                ),
-            )
-        )
-        opened.import_batch(
-            _batch(
-                FeedKind.KEV,
-                kev=(
-                    (
-                        "CVE-2026-0001",
-                        KEVEntry(date_added=date(2026, 1, 1), due_date=date(2026, 1, 22)),
-                    ),
-                ),
-            )
-        )
+        import_epss_and_kev(opened)
         old = _batch(FeedKind.NVD).model_copy(update={"fetched_at": utcnow() - timedelta(days=90)})
         opened.import_batch(old)
     target = tmp_path / "out" / "report.html"
