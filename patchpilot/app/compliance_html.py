@@ -17,12 +17,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from patchpilot.app.svg import HEIGHT, PAD, WIDTH, chart_history, chart_km
 
-__all__ = ["TEMPLATES", "chart_history", "chart_km", "render"]
+__all__ = ["TEMPLATES", "chart_history", "chart_km", "offline_environment", "render"]
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
 
 
-def _environment() -> Environment:
+def offline_environment() -> Environment:
+    """The Jinja2 environment of the self-contained HTML pages (compliance, reports):
+    :data:`TEMPLATES`, autoescape everywhere, undefined names are errors."""
     return Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=True,  # every template, whatever its name
@@ -34,7 +36,7 @@ def _environment() -> Environment:
 
 def render(document: Mapping[str, Any]) -> str:
     """The page of a ``patchpilot.compliance/v1`` document."""
-    template = _environment().get_template("compliance.html")
+    template = offline_environment().get_template("compliance.html")
     return template.render(
         doc=document,
         km=chart_km(document["survival"]["curve"]),

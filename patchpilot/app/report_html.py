@@ -29,9 +29,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
-from patchpilot.app.compliance_html import TEMPLATES
+from patchpilot.app.compliance_html import offline_environment
 from patchpilot.app.exports.common import best_epss, report_cves
 from patchpilot.app.svg import bar_chart
 from patchpilot.core.models import Enrichment
@@ -68,13 +68,7 @@ MAX_HOST_BARS: Final = 25
 
 
 def _environment() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=True,  # every template, whatever its name
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = offline_environment()
     env.filters["duration"] = duration
     env.filters["num"] = _num
     return env
